@@ -1,0 +1,54 @@
+// Exact (dense, causal) and block-sparse attention on the CPU, the scalar reference, and LSE merge.
+//
+//   O[b,h,i,:] = sum_j softmax_j(scale * Q[b,h,i,:] . K[b,g,j,:]) V[b,g,j,:]   over allowed j
+//   LSE[b,h,i] = log sum_j exp(scale * Q . K)                                  (natural log)
+// with g = h / (Hq / Hkv) (GQA/MQA). Causality is bottom-right aligned: query i sees key j iff
+// j <= i + (Nk - Nq). A row that sees no key gets O = 0 and LSE = -inf.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "attnkit/tensor.h"
+
+namespace attnkit {
+
+struct BlockMask;
+
+struct AttentionArgs {
+  TensorView q;    // [B, Hq, Nq, D]   f32 | f16 | bf16
+  TensorView k;    // [B, Hkv, Nk, D]  same dtype as q
+  TensorView v;    // [B, Hkv, Nk, Dv] same dtype as q
+  TensorView out;  // [B, Hq, Nq, Dv]  f32
+  float* lse = nullptr;  // optional [B, Hq, Nq] f32, contiguous
+  float scale = 0.0f;    // 0 means 1/sqrt(D)
+  bool causal = false;   // bottom-right aligned
+  int threads = 0;       // 0 means every core
+};
+
+// Checks shapes, dtypes, head ratio and strides; throws Error naming "q", "k", "v" or "out".
+void validate(const AttentionArgs& args);
+float effective_scale(const AttentionArgs& args);
+int effective_threads(int threads);
+
+// Fused tiled online-softmax kernel. Picks the decode path when Nq <= 16 and Nk is long.
+void attention(const AttentionArgs& args);
+// The same kernel walking the mask's kv-block lists (AND causal when args.causal).
+void attention(const AttentionArgs& args, const BlockMask& mask);
+// Decode path (few queries, long cache): keys split across threads, partials merged by LSE.
+void attention_decode(const AttentionArgs& args);
+
+// Exact combination of two partial results over disjoint key sets:
+//   lse = log(exp(lse_a) + exp(lse_b)),  out = exp(lse_a - lse) out_a + exp(lse_b - lse) out_b.
+// Shapes [B, H, N, Dv] (f32) and [B, H, N]; `out` / `lse` may alias the a or b operands.
+void merge(const TensorView& out_a, const float* lse_a, const TensorView& out_b,
+           const float* lse_b, const TensorView& out, float* lse);
+
+// Element predicate for the reference: may query head h at query i see key j (batch b)?
+using ElementPredicate = std::function<bool(int64_t b, int64_t h, int64_t i, int64_t j)>;
+
+// Scalar oracle, accumulating in double; O(Nk) memory per row. `allow` (if set) is ANDed
+// with args.causal.
+void attention_reference(const AttentionArgs& args, const ElementPredicate& allow = {});
+
+}  // namespace attnkit

@@ -1,0 +1,129 @@
+// BlockMask: which key blocks each query block attends, tagged FULL or PARTIAL.
+//
+// Query blocks are q_block rows, key blocks kv_block keys (multiples of 16, default 64).
+// For each (batch or broadcast, head or broadcast, query block) there is a sorted list of kv-block
+// indices. FULL blocks are attended without any per-element test; PARTIAL blocks ask the mask's
+// TilePredicate, one tile at a time. Blocks absent from a list are skipped.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace attnkit {
+
+enum class BlockKind : uint8_t { kFull = 1, kPartial = 2 };
+
+// Fills the allowed-pairs bitmask of one tile, never one element through a virtual call:
+//   allow[i * ld + j] = 1 iff query q0 + i may attend key k0 + j   (batch b, query head h),
+// for i < nq, j < nk. Must be thread-safe.
+class TilePredicate {
+ public:
+  virtual ~TilePredicate() = default;
+  virtual void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
+                    uint8_t* allow, int64_t ld) const = 0;
+};
+
+struct BlockMask {
+  int64_t q_block = 64;
+  int64_t kv_block = 64;
+  int64_t nq = 0;
+  int64_t nk = 0;
+  int64_t batch = 1;  // 1: the same lists for every batch entry
+  int64_t heads = 1;  // 1: the same lists for every query head; else Hq
+  // Entries of list r = (b * heads + h) * q_blocks() + qb are [row_start[r], row_start[r + 1]).
+  std::vector<int64_t> row_start;
+  std::vector<int32_t> kv_index;  // sorted ascending within each list
+  std::vector<BlockKind> kind;    // parallel to kv_index
+  std::shared_ptr<const TilePredicate> predicate;  // required when any entry is PARTIAL
+
+  int64_t q_blocks() const { return (nq + q_block - 1) / q_block; }
+  int64_t kv_blocks() const { return (nk + kv_block - 1) / kv_block; }
+  // List index for (b, h, qb), honouring broadcast dimensions.
+  int64_t list(int64_t b, int64_t h, int64_t qb) const {
+    return ((batch == 1 ? 0 : b) * heads + (heads == 1 ? 0 : h)) * q_blocks() + qb;
+  }
+  // Throws Error("mask", ...) for inconsistent sizes, unsorted lists, indices out of range, or
+  // PARTIAL entries without a predicate.
+  void validate() const;
+};
+
+// --- Builders and operations (src/core/block_mask.cc) ---
+
+// Classification of one block: 0 = empty (skipped), else a BlockKind.
+// Must be exact: FULL only if every pair in the block is allowed, empty only if none is.
+using BlockClassifier = int (*)(const void* context, int64_t b, int64_t h, int64_t qb, int64_t kb);
+
+struct BlockMaskShape {
+  int64_t nq = 0, nk = 0;
+  int64_t batch = 1, heads = 1;  // 1 = broadcast
+  int64_t q_block = 64, kv_block = 64;
+};
+
+// From an element predicate plus an analytic classifier (the fast path of built-in patterns).
+BlockMask block_mask_from_classifier(const BlockMaskShape& shape,
+                                     std::shared_ptr<const TilePredicate> predicate,
+                                     BlockClassifier classify, const void* context);
+// From an element predicate alone: every block is classified by filling its tile (slow; tests,
+// user predicates).
+BlockMask block_mask_from_predicate(const BlockMaskShape& shape,
+                                    std::shared_ptr<const TilePredicate> predicate);
+// From explicit kv-block lists, one per list index (b, h, qb) as in BlockMask::list(); all FULL.
+BlockMask block_mask_from_indices(const BlockMaskShape& shape,
+                                  const std::vector<std::vector<int32_t>>& lists);
+
+BlockMask mask_and(const BlockMask& a, const BlockMask& b);
+BlockMask mask_or(const BlockMask& a, const BlockMask& b);
+
+// Allowed pairs / (nq * nk), averaged over the mask's (batch, heads) lists.
+double density(const BlockMask& mask);
+// Share of blocks visited (listed) among all q_blocks x kv_blocks, averaged over lists.
+double block_density(const BlockMask& mask);
+// Element mask [nq][nk] (1 = allowed) of list (b, h); for tests and --dump, small sizes only.
+std::vector<uint8_t> to_dense(const BlockMask& mask, int64_t b, int64_t h);
+// One character per block: '#' FULL, '+' PARTIAL, '.' empty.
+std::string to_ascii(const BlockMask& mask, int64_t b, int64_t h);
+
+// --- Additions (masks engineer) ---
+
+// Candidate kv-block ranges of one list: appends [begin, end) pairs, ascending and disjoint,
+// that together cover every non-empty block of list (b, h, qb). The classifier is then asked
+// only about candidates, so building costs O(candidates) instead of O(q_blocks x kv_blocks).
+using BlockCandidates = void (*)(const void* context, int64_t b, int64_t h, int64_t qb,
+                                 std::vector<std::pair<int64_t, int64_t>>* ranges);
+BlockMask block_mask_from_classifier(const BlockMaskShape& shape,
+                                     std::shared_ptr<const TilePredicate> predicate,
+                                     BlockClassifier classify, BlockCandidates candidates,
+                                     const void* context);
+
+// One entry of a list, as written by a row builder.
+struct BlockEntry {
+  int32_t kv_index;
+  BlockKind kind;
+};
+// Writes the entries of list (b, h, qb) in ascending kv-block order (may be called from several
+// threads at once for different lists).
+using BlockRowBuilder =
+    std::function<void(int64_t b, int64_t h, int64_t qb, std::vector<BlockEntry>* entries)>;
+// The fastest path: lists written directly from analytic per-row ranges; validated at the end.
+BlockMask block_mask_from_rows(const BlockMaskShape& shape,
+                               std::shared_ptr<const TilePredicate> predicate,
+                               const BlockRowBuilder& rows);
+
+// Allowed pairs of list (b, h) (FULL blocks counted by size, PARTIAL blocks filled).
+double allowed_pairs(const BlockMask& mask, int64_t b, int64_t h);
+// May query i attend key j in list (b, h)? (Slow: for references and tests.)
+bool allowed(const BlockMask& mask, int64_t b, int64_t h, int64_t i, int64_t j);
+// ASCII at most `max_columns` characters wide: each character then stands for a square group
+// of blocks ('#' all FULL, '.' all empty, '+' otherwise). 0 = one character per block.
+std::string to_ascii(const BlockMask& mask, int64_t b, int64_t h, int64_t max_columns);
+// The block mask of list (b, h) as an 8-bit palette PNG (white empty, light blue PARTIAL, dark
+// blue FULL), `scale` pixels per block (0 = choose so the picture is about 512 pixels wide).
+// Written atomically; throws Error(argument, ...) on failure.
+void write_block_mask_png(const std::string& path, const BlockMask& mask, int64_t b, int64_t h,
+                          int64_t scale, const std::string& argument);
+
+}  // namespace attnkit

@@ -1,0 +1,78 @@
+// Tensors: non-owning 4-D strided views over f32 / f16 / bf16 data, and an owning Tensor.
+//
+// Attention tensors are [batch, heads, seq, dim]. Strides are in elements, so a
+// [batch, seq, heads, dim] buffer is viewed without a copy by permuting strides.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace attnkit {
+
+enum class DType : uint8_t { kF32, kF16, kBF16 };
+
+size_t dtype_size(DType dtype);
+const char* dtype_name(DType dtype);  // "f32", "f16", "bf16"
+// Parses "f32" | "f16" | "bf16"; throws Error(argument, ...) otherwise.
+DType parse_dtype(const std::string& text, const std::string& argument);
+
+// IEEE half and bfloat16 <-> float, scalar (round to nearest even).
+float f16_to_f32(uint16_t bits);
+uint16_t f32_to_f16(float value);
+float bf16_to_f32(uint16_t bits);
+uint16_t f32_to_bf16(float value);
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t shape[4] = {0, 0, 0, 0};
+  int64_t stride[4] = {0, 0, 0, 0};  // in elements
+
+  int64_t numel() const { return shape[0] * shape[1] * shape[2] * shape[3]; }
+  bool empty() const { return data == nullptr; }
+  int64_t offset(int64_t b, int64_t h, int64_t s, int64_t d) const {
+    return b * stride[0] + h * stride[1] + s * stride[2] + d * stride[3];
+  }
+  // Element as float, whatever the dtype (slow; for references and tests).
+  float get(int64_t b, int64_t h, int64_t s, int64_t d) const;
+  void set(int64_t b, int64_t h, int64_t s, int64_t d, float value) const;
+  // Pointer to the first element of row (b, h, s).
+  template <typename T>
+  T* row(int64_t b, int64_t h, int64_t s) const {
+    return static_cast<T*>(data) + b * stride[0] + h * stride[1] + s * stride[2];
+  }
+  // "[2,8,4096,128] f32"
+  std::string describe() const;
+};
+
+// Owning, contiguous (C order) tensor of rank 1..4.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(std::vector<int64_t> shape, DType dtype);  // zero-filled
+
+  const std::vector<int64_t>& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+  int64_t numel() const;
+  size_t bytes() const { return storage_.size(); }
+  void* data() { return storage_.data(); }
+  const void* data() const { return storage_.data(); }
+  float* f32() { return reinterpret_cast<float*>(storage_.data()); }
+  const float* f32() const { return reinterpret_cast<const float*>(storage_.data()); }
+
+  // 4-D view; a tensor of rank r < 4 gets 4 - r leading dimensions of size 1.
+  TensorView view() const;
+  // A copy in another dtype (round to nearest even).
+  Tensor to(DType dtype) const;
+
+ private:
+  std::vector<int64_t> shape_;
+  DType dtype_ = DType::kF32;
+  std::vector<std::byte> storage_;
+};
+
+std::string shape_string(const std::vector<int64_t>& shape);  // "[1,8,4096,128]"
+
+}  // namespace attnkit

@@ -1,0 +1,66 @@
+// Validation and defaults shared by every attention entry point.
+#include <omp.h>
+
+#include <cmath>
+#include <string>
+
+#include "attnkit/attention.h"
+#include "attnkit/error.h"
+
+namespace attnkit {
+namespace {
+
+bool unit_last_stride(const TensorView& t) { return t.shape[3] <= 1 || t.stride[3] == 1; }
+
+void check_nonempty(const TensorView& t, const char* name) {
+  check(t.data != nullptr, name, "is missing (null data)");
+  for (int i = 0; i < 4; ++i)
+    check(t.shape[i] > 0, name, "has a zero-size dimension: " + t.describe());
+}
+
+}  // namespace
+
+void validate(const AttentionArgs& a) {
+  check_nonempty(a.q, "q");
+  check_nonempty(a.k, "k");
+  check_nonempty(a.v, "v");
+  check_nonempty(a.out, "out");
+  check(a.k.dtype == a.q.dtype && a.v.dtype == a.q.dtype, "k",
+        std::string("q, k and v must share one dtype, got ") + dtype_name(a.q.dtype) + ", " +
+            dtype_name(a.k.dtype) + " and " + dtype_name(a.v.dtype));
+  check(a.out.dtype == DType::kF32, "out", "must be f32, got " + a.out.describe());
+  check(a.k.shape[0] == a.q.shape[0] && a.v.shape[0] == a.q.shape[0], "k",
+        "batch must match q: q " + a.q.describe() + ", k " + a.k.describe() + ", v " +
+            a.v.describe());
+  check(a.q.shape[3] == a.k.shape[3], "k",
+        "head dim must match q, got " + std::to_string(a.q.shape[3]) + " and " +
+            std::to_string(a.k.shape[3]));
+  check(a.q.shape[3] <= 1024 && a.v.shape[3] <= 1024, "q",
+        "head dims above 1024 are not supported: q " + a.q.describe() + ", v " + a.v.describe());
+  check(a.k.shape[1] == a.v.shape[1] && a.k.shape[2] == a.v.shape[2], "v",
+        "heads and length must match k: k " + a.k.describe() + ", v " + a.v.describe());
+  check(a.q.shape[1] % a.k.shape[1] == 0, "k",
+        "query heads must be a multiple of kv heads, got " + std::to_string(a.q.shape[1]) +
+            " and " + std::to_string(a.k.shape[1]));
+  const int64_t want[4] = {a.q.shape[0], a.q.shape[1], a.q.shape[2], a.v.shape[3]};
+  for (int i = 0; i < 4; ++i)
+    check(a.out.shape[i] == want[i], "out",
+          "must be [B,Hq,Nq,Dv] = [" + std::to_string(want[0]) + "," + std::to_string(want[1]) +
+              "," + std::to_string(want[2]) + "," + std::to_string(want[3]) + "], got " +
+              a.out.describe());
+  check(unit_last_stride(a.q), "q", "the head dim must be contiguous (stride 1)");
+  check(unit_last_stride(a.k), "k", "the head dim must be contiguous (stride 1)");
+  check(unit_last_stride(a.v), "v", "the head dim must be contiguous (stride 1)");
+  check(unit_last_stride(a.out), "out", "the head dim must be contiguous (stride 1)");
+  check(std::isfinite(a.scale), "scale", "must be finite, got " + std::to_string(a.scale));
+  check(a.threads >= 0 && a.threads <= 1024, "threads",
+        "must be in [0, 1024], got " + std::to_string(a.threads));
+}
+
+float effective_scale(const AttentionArgs& args) {
+  return args.scale != 0.0f ? args.scale : 1.0f / std::sqrt(static_cast<float>(args.q.shape[3]));
+}
+
+int effective_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
+}  // namespace attnkit

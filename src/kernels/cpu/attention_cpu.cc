@@ -1,0 +1,40 @@
+// Public entry points of the CPU kernels: dense, causal and block-sparse attention.
+#include <string>
+
+#include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
+#include "attnkit/error.h"
+#include "kernels/cpu/tile_plan.h"
+
+namespace attnkit {
+
+// Decode (few queries against a long cache) splits the keys across threads instead.
+static bool use_decode_path(const AttentionArgs& args) {
+  return args.q.shape[2] <= 16 && args.k.shape[2] >= 1024;
+}
+
+void attention(const AttentionArgs& args) {
+  validate(args);
+  if (use_decode_path(args)) return attention_decode(args);
+  const cpu::TilePlan plan = cpu::make_tile_plan(args, nullptr);
+  cpu::run_tile_plan(plan);
+}
+
+void attention(const AttentionArgs& args, const BlockMask& mask) {
+  validate(args);
+  mask.validate();
+  check(mask.nq == args.q.shape[2] && mask.nk == args.k.shape[2], "mask",
+        "is for nq=" + std::to_string(mask.nq) + ", nk=" + std::to_string(mask.nk) +
+            " but the inputs have nq=" + std::to_string(args.q.shape[2]) +
+            ", nk=" + std::to_string(args.k.shape[2]));
+  check(mask.batch == 1 || mask.batch == args.q.shape[0], "mask",
+        "batch must be 1 or " + std::to_string(args.q.shape[0]) + ", got " +
+            std::to_string(mask.batch));
+  check(mask.heads == 1 || mask.heads == args.q.shape[1], "mask",
+        "heads must be 1 or " + std::to_string(args.q.shape[1]) + ", got " +
+            std::to_string(mask.heads));
+  const cpu::TilePlan plan = cpu::make_tile_plan(args, &mask);
+  cpu::run_tile_plan(plan);
+}
+
+}  // namespace attnkit

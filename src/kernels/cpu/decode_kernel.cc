@@ -1,0 +1,170 @@
+// Decode path: few queries (Nq <= 16) against a long key cache ("flash decoding").
+//
+// The keys of each (batch, kv head) are split into chunks so that every thread streams its own
+// share of K and V; each chunk yields a partial (O, m, l) for all rows of the GQA group
+// (G heads x Nq tokens), and the partials are merged exactly by their log-sum-exp. Scores are dot
+// products with the head dim in the lanes (few rows: the rows-in-lanes layout would waste lanes);
+// the softmax and the P.V product reuse the tile kernel's building blocks.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/decode_kernel.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// Must come after foreach_target.h.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "attnkit/attention.h"
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+#include "kernels/cpu/tile_ops-inl.h"
+#include "kernels/cpu/tile_plan.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attnkit::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int64_t kDecodeBlock = 64;  // keys converted and scored at a time (fits L1)
+
+struct DecodeShape {
+  int64_t batch, heads_q, nq, heads_kv, nk, dim, dim_v, group, rows, m_pad, dv_pad;
+  int64_t splits, chunk;  // key chunks per (batch, kv head), keys per chunk
+};
+
+// One chunk of keys [j0, j1) for all rows of kv head g: un-normalized O and (m, l) in log2 units.
+void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, int64_t b, int64_t g,
+                 int64_t j0, int64_t j1, float* o, float* m, float* l) {
+  const DF df;
+  const int64_t n = hn::Lanes(df), rows = sh.rows, m_pad = sh.m_pad, dim = sh.dim;
+  const int64_t dim_pad = (dim + n - 1) / n * n;
+  auto q = hwy::AllocateAligned<float>(rows * dim_pad);
+  auto kc = hwy::AllocateAligned<float>(kDecodeBlock * dim_pad);
+  auto vc = hwy::AllocateAligned<float>(kDecodeBlock * sh.dv_pad);
+  auto st = hwy::AllocateAligned<float>(kDecodeBlock * m_pad);
+  auto alpha = hwy::AllocateAligned<float>(m_pad);
+  auto limit = hwy::AllocateAligned<float>(m_pad);
+  // Row r = head (g * G + r / nq), token r % nq; Q converted, scaled, zero padded to dim_pad.
+  for (int64_t r = 0; r < m_pad; ++r) {
+    const int64_t h = g * sh.group + std::min(r, rows - 1) / sh.nq, i = std::min(r, rows - 1) % sh.nq;
+    limit[r] = static_cast<float>(i + (sh.nk - sh.nq));
+    m[r] = -std::numeric_limits<float>::infinity();
+    l[r] = 0.0f;
+    if (r >= rows) continue;
+    ConvertRows(a.q, RowPointer(a.q, b, h, i), 0, 1, dim, dim_pad, q.get() + r * dim_pad);
+    for (int64_t d = 0; d < dim; ++d) q[r * dim_pad + d] *= qscale;
+  }
+  std::fill(o, o + rows * sh.dv_pad, 0.0f);
+  const bool v_in_place = a.v.dtype == DType::kF32 && sh.dim_v % n == 0;
+  for (int64_t k0 = j0; k0 < j1; k0 += kDecodeBlock) {
+    const int64_t keys = std::min(kDecodeBlock, j1 - k0);
+    if (a.causal && static_cast<float>(k0) > *std::max_element(limit.get(), limit.get() + rows))
+      break;
+    ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
+    for (int64_t j = 0; j < keys; ++j) {
+      const float* key = kc.get() + j * dim_pad;
+      for (int64_t r = 0; r < m_pad; ++r) {
+        if (r >= rows) {
+          st[j * m_pad + r] = 0.0f;
+          continue;
+        }
+        VF acc = hn::Zero(df);
+        for (int64_t d = 0; d < dim_pad; d += n)
+          acc = hn::MulAdd(hn::Load(df, q.get() + r * dim_pad + d), hn::Load(df, key + d), acc);
+        st[j * m_pad + r] = hn::GetLane(hn::SumOfLanes(df, acc));
+      }
+    }
+    if (a.causal) MaskCausal(st.get(), m_pad, keys, k0, limit.get());
+    OnlineSoftmax(st.get(), m_pad, keys, m, l, alpha.get());
+    const float* v = vc.get();
+    int64_t v_stride = sh.dv_pad;
+    if (v_in_place) {
+      v = static_cast<const float*>(RowPointer(a.v, b, g, k0));
+      v_stride = a.v.stride[2];
+    } else {
+      ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad, vc.get());
+    }
+    AccumulatePv(st.get(), m_pad, rows, v, v_stride, keys, alpha.get(), o, sh.dv_pad);
+  }
+}
+
+void RunDecode(const AttentionArgs& a) {
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  DecodeShape sh;
+  sh.batch = a.q.shape[0], sh.heads_q = a.q.shape[1], sh.nq = a.q.shape[2];
+  sh.heads_kv = a.k.shape[1], sh.nk = a.k.shape[2], sh.dim = a.q.shape[3], sh.dim_v = a.v.shape[3];
+  sh.group = sh.heads_q / sh.heads_kv;
+  sh.rows = sh.group * sh.nq;
+  sh.m_pad = (sh.rows + n - 1) / n * n;
+  sh.dv_pad = (sh.dim_v + n - 1) / n * n;
+  const int threads = effective_threads(a.threads);
+  // Enough chunks for 4 per thread, but no chunk under 512 keys (the merge is not free).
+  const int64_t slices = sh.batch * sh.heads_kv;
+  const int64_t want = std::max<int64_t>(1, (4 * threads + slices - 1) / slices);
+  sh.splits = std::clamp<int64_t>(sh.nk / 512, 1, want);
+  sh.chunk = (sh.nk + sh.splits - 1) / sh.splits;
+  sh.chunk = (sh.chunk + kDecodeBlock - 1) / kDecodeBlock * kDecodeBlock;
+  sh.splits = (sh.nk + sh.chunk - 1) / sh.chunk;
+
+  const float qscale = effective_scale(a) * static_cast<float>(M_LOG2E);
+  const int64_t items = slices * sh.splits;
+  std::vector<float> part_o(items * sh.rows * sh.dv_pad), part_m(items * sh.m_pad),
+      part_l(items * sh.m_pad);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t slice = it / sh.splits, split = it % sh.splits;
+    const int64_t j0 = split * sh.chunk, j1 = std::min(sh.nk, j0 + sh.chunk);
+    DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv, j0, j1,
+                part_o.data() + it * sh.rows * sh.dv_pad, part_m.data() + it * sh.m_pad,
+                part_l.data() + it * sh.m_pad);
+  }
+  // Merge the chunks of each row: O = sum_s 2^(m_s - M) O_s / L, L = sum_s 2^(m_s - M) l_s.
+#pragma omp parallel for num_threads(threads)
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    const int64_t b = slice / sh.heads_kv, g = slice % sh.heads_kv;
+    std::vector<float> acc(sh.dim_v);
+    for (int64_t r = 0; r < sh.rows; ++r) {
+      float top = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < sh.splits; ++s)
+        top = std::max(top, part_m[(slice * sh.splits + s) * sh.m_pad + r]);
+      const float ref = std::isinf(top) ? 0.0f : top;
+      float total = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t s = 0; s < sh.splits; ++s) {
+        const int64_t it = slice * sh.splits + s;
+        const float w = std::exp2(part_m[it * sh.m_pad + r] - ref);
+        if (w == 0.0f) continue;
+        total += w * part_l[it * sh.m_pad + r];
+        const float* po = part_o.data() + (it * sh.rows + r) * sh.dv_pad;
+        for (int64_t d = 0; d < sh.dim_v; ++d) acc[d] += w * po[d];
+      }
+      const int64_t h = g * sh.group + r / sh.nq, i = r % sh.nq;
+      float* out = a.out.row<float>(b, h, i);
+      const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+      for (int64_t d = 0; d < sh.dim_v; ++d) out[d] = acc[d] * inv;
+      if (a.lse)
+        a.lse[(b * sh.heads_q + h) * sh.nq + i] =
+            total > 0.0f ? (ref + std::log2(total)) * static_cast<float>(M_LN2)
+                         : -std::numeric_limits<float>::infinity();
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace attnkit::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attnkit {
+namespace cpu {
+HWY_EXPORT(RunDecode);
+}  // namespace cpu
+
+void attention_decode(const AttentionArgs& args) {
+  validate(args);
+  HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args);
+}
+
+}  // namespace attnkit
+#endif  // HWY_ONCE

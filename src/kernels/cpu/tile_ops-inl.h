@@ -1,0 +1,191 @@
+// Building blocks of the fused attention kernels (included once per Highway target): the two
+// register-blocked products, the vertical online softmax, the causal mask and dtype conversion.
+// Layout conventions are those of tile_kernel.cc: St[j][r] with query rows r in the lanes.
+#if defined(ATTNKIT_TILE_OPS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ATTNKIT_TILE_OPS_INL_H_
+#undef ATTNKIT_TILE_OPS_INL_H_
+#else
+#define ATTNKIT_TILE_OPS_INL_H_
+#endif
+
+#include <algorithm>
+#include <limits>
+
+#include "attnkit/tensor.h"
+#include "hwy/highway.h"
+#include "kernels/cpu/simd_math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attnkit::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Register blocking: accumulators = kRows x kCols vectors. 32-register ISAs (AVX-512, NEON) hold
+// 24 accumulators, 16-register AVX2 holds 12; at least FMA latency x throughput (8) chains.
+#if HWY_TARGET <= HWY_AVX3 || HWY_ARCH_ARM
+constexpr int kRows = 12;
+#else
+constexpr int kRows = 6;
+#endif
+constexpr int kCols = 2;
+
+// St[j][r0 .. r0 + kCols*N) for keys j in [0, R): R keys broadcast against kCols query vectors.
+template <int R>
+HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const float* HWY_RESTRICT k,
+                          int64_t k_stride, int64_t dim, float* HWY_RESTRICT st) {
+  const DF df;
+  const size_t n = hn::Lanes(df);
+  VF acc[R][kCols];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < kCols; ++c) acc[r][c] = hn::Zero(df);
+  for (int64_t d = 0; d < dim; ++d) {
+    VF q[kCols];
+    for (int c = 0; c < kCols; ++c) q[c] = hn::LoadU(df, qt + d * m_pad + c * n);
+    for (int r = 0; r < R; ++r) {
+      const VF key = hn::Set(df, k[r * k_stride + d]);
+      for (int c = 0; c < kCols; ++c) acc[r][c] = hn::MulAdd(key, q[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < kCols; ++c) hn::StoreU(acc[r][c], df, st + r * m_pad + c * n);
+}
+
+// St = Qt . K^T for one key block of `keys` rows.
+HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k_stride, int64_t keys,
+            int64_t dim, float* st) {
+  const int64_t chunk = kCols * static_cast<int64_t>(hn::Lanes(DF()));
+  for (int64_t r0 = 0; r0 < m_pad; r0 += chunk) {
+    int64_t j = 0;
+    for (; j + kRows <= keys; j += kRows)
+      ScoreTile<kRows>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
+    for (; j + 4 <= keys; j += 4)
+      ScoreTile<4>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
+    for (; j < keys; ++j)
+      ScoreTile<1>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
+  }
+}
+
+// O[r][c0 ..] = alpha[r] * O[r][c0 ..] + sum_j P[j][r] V[j][c0 ..] for R rows and C vectors.
+template <int R, int C>
+HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const float* HWY_RESTRICT v,
+                       int64_t v_stride, int64_t keys, const float* HWY_RESTRICT alpha,
+                       float* HWY_RESTRICT o, int64_t o_stride) {
+  const DF df;
+  const size_t n = hn::Lanes(df);
+  VF acc[R][C];
+  for (int r = 0; r < R; ++r) {
+    const VF a = hn::Set(df, alpha[r]);
+    for (int c = 0; c < C; ++c) acc[r][c] = hn::Mul(hn::LoadU(df, o + r * o_stride + c * n), a);
+  }
+  for (int64_t j = 0; j < keys; ++j) {
+    VF val[C];
+    for (int c = 0; c < C; ++c) val[c] = hn::LoadU(df, v + j * v_stride + c * n);
+    for (int r = 0; r < R; ++r) {
+      const VF p = hn::Set(df, pt[j * m_pad + r]);
+      for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(p, val[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) hn::StoreU(acc[r][c], df, o + r * o_stride + c * n);
+}
+
+template <int R>
+HWY_INLINE void PvRows(const float* pt, int64_t m_pad, const float* v, int64_t v_stride,
+                       int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
+  const int64_t n = hn::Lanes(DF());
+  int64_t c0 = 0;
+  for (; c0 + kCols * n <= dv_pad; c0 += kCols * n)
+    PvTile<R, kCols>(pt, m_pad, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
+  for (; c0 < dv_pad; c0 += n) PvTile<R, 1>(pt, m_pad, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
+}
+
+HWY_INLINE void AccumulatePv(const float* pt, int64_t m_pad, int64_t rows, const float* v, int64_t v_stride,
+                  int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    PvRows<kRows>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+  for (; r + 4 <= rows; r += 4)
+    PvRows<4>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+  for (; r < rows; ++r)
+    PvRows<1>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+}
+
+// Online softmax over one block, all vertical: m <- max(m, max_j S), alpha = exp2(m_old - m),
+// P = exp2(S - m) in place, l <- alpha * l + sum_j P. A row with m = -inf so far uses 0 as its
+// reference, so fully masked rows keep l = 0 and never produce NaN.
+HWY_INLINE void OnlineSoftmax(float* st, int64_t m_pad, int64_t keys, float* m, float* l, float* alpha) {
+  const DF df;
+  const size_t n = hn::Lanes(df);
+  const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
+    VF block_max = neg_inf;
+    for (int64_t j = 0; j < keys; ++j) block_max = hn::Max(block_max, hn::LoadU(df, st + j * m_pad + r0));
+    const VF m_old = hn::LoadU(df, m + r0);
+    const VF m_new = hn::Max(m_old, block_max);
+    const VF m_ref = hn::IfThenZeroElse(hn::Eq(m_new, neg_inf), m_new);
+    VF sum = hn::Zero(df);
+    for (int64_t j = 0; j < keys; ++j) {
+      const VF p = Exp2(df, hn::Sub(hn::LoadU(df, st + j * m_pad + r0), m_ref));
+      hn::StoreU(p, df, st + j * m_pad + r0);
+      sum = hn::Add(sum, p);
+    }
+    const VF a = Exp2(df, hn::Sub(m_old, m_ref));
+    hn::StoreU(a, df, alpha + r0);
+    hn::StoreU(hn::MulAdd(hn::LoadU(df, l + r0), a, sum), df, l + r0);
+    hn::StoreU(m_new, df, m + r0);
+  }
+}
+
+// Causal mask inside a block: key k0 + j is hidden from row r iff k0 + j > limit[r].
+HWY_INLINE void MaskCausal(float* st, int64_t m_pad, int64_t keys, int64_t k0, const float* limit) {
+  const DF df;
+  const size_t n = hn::Lanes(df);
+  const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < keys; ++j) {
+    const VF key = hn::Set(df, static_cast<float>(k0 + j));
+    for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
+      const VF s = hn::LoadU(df, st + j * m_pad + r0);
+      hn::StoreU(hn::IfThenElse(hn::Gt(key, hn::LoadU(df, limit + r0)), neg_inf, s), df,
+                 st + j * m_pad + r0);
+    }
+  }
+}
+
+// Rows [0, count) of a [rows][cols] block (stored as dtype, row stride `stride`) into f32
+// [rows][cols_pad], zero padded.
+HWY_INLINE void ConvertRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols,
+                 int64_t cols_pad, float* out) {
+  const DF df;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const hn::Rebind<hwy::bfloat16_t, DF> db;
+  const int64_t n = hn::Lanes(df);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = out + r * cols_pad;
+    int64_t c = 0;
+    if (t.dtype == DType::kF32) {
+      const float* src = static_cast<const float*>(base) + r * stride;
+      std::copy(src, src + cols, dst);
+      c = cols;
+    } else if (t.dtype == DType::kF16) {
+      const auto* src = static_cast<const hwy::float16_t*>(base) + r * stride;
+      for (; c + n <= cols; c += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, src + c)), df, dst + c);
+      const auto* bits = static_cast<const uint16_t*>(base) + r * stride;
+      for (; c < cols; ++c) dst[c] = f16_to_f32(bits[c]);
+    } else {
+      const auto* src = static_cast<const hwy::bfloat16_t*>(base) + r * stride;
+      for (; c + n <= cols; c += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(db, src + c)), df, dst + c);
+      const auto* bits = static_cast<const uint16_t*>(base) + r * stride;
+      for (; c < cols; ++c) dst[c] = bf16_to_f32(bits[c]);
+    }
+    std::fill(dst + cols, dst + cols_pad, 0.0f);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace attnkit::cpu
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard

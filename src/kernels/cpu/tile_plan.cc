@@ -1,0 +1,62 @@
+// Builds the work list of the fused kernel: items sized for the cache, longest first.
+#include "kernels/cpu/tile_plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "attnkit/error.h"
+
+namespace attnkit::cpu {
+namespace {
+
+// Key blocks a dense item visits: all of them, or up to the causal limit of its last row.
+int64_t dense_blocks(const AttentionArgs& args, int64_t kv_block, int64_t last_token) {
+  const int64_t nk = args.k.shape[2], nq = args.q.shape[2];
+  if (!args.causal) return (nk + kv_block - 1) / kv_block;
+  const int64_t limit = last_token + (nk - nq);
+  return limit < 0 ? 0 : std::min(limit / kv_block + 1, (nk + kv_block - 1) / kv_block);
+}
+
+}  // namespace
+
+TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
+  TilePlan plan;
+  plan.args = &args;
+  plan.mask = mask;
+  plan.threads = effective_threads(args.threads);
+  plan.qscale = effective_scale(args) * static_cast<float>(M_LOG2E);
+  const int64_t batch = args.q.shape[0], heads_q = args.q.shape[1], nq = args.q.shape[2];
+  const int64_t group = heads_q / args.k.shape[1];
+  // Queries per item along the sequence: the mask's query block, else 64.
+  const int64_t q_block = mask ? mask->q_block : 64;
+  plan.kv_block = mask ? mask->kv_block : 64;
+  const int64_t tokens = std::min(q_block, kMaxTileRows);
+  // Heads of a GQA group share a tile (and its pass over K/V) when they share the key lists.
+  const bool heads_share = !mask || mask->heads == 1;
+  const int64_t nh = heads_share ? std::clamp(kMaxTileRows / tokens, int64_t{1}, group) : 1;
+  const int64_t q_blocks = (nq + q_block - 1) / q_block;
+
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h0 = 0, heads = 0; h0 < heads_q; h0 += heads) {
+      heads = std::min(nh, (h0 / group + 1) * group - h0);  // stay inside one GQA group
+      for (int64_t qb = 0; qb < q_blocks; ++qb) {
+        const int64_t block_end = std::min(nq, (qb + 1) * q_block);
+        int64_t blocks = 0, list = -1;
+        if (mask) {
+          list = mask->list(b, h0, qb);
+          blocks = mask->row_start[list + 1] - mask->row_start[list];
+        } else {
+          blocks = dense_blocks(args, plan.kv_block, block_end - 1);
+        }
+        for (int64_t q0 = qb * q_block; q0 < block_end; q0 += tokens) {
+          const int64_t nt = std::min(tokens, block_end - q0);
+          plan.items.push_back({b, h0, heads, q0, nt, list, (blocks + 1) * heads * nt});
+        }
+      }
+    }
+  std::stable_sort(plan.items.begin(), plan.items.end(),
+                   [](const WorkItem& x, const WorkItem& y) { return x.cost > y.cost; });
+  return plan;
+}
+
+}  // namespace attnkit::cpu

@@ -1,0 +1,44 @@
+// The schedule the fused CPU kernel runs: work items over (batch, head range, query range), each
+// walking a list of key blocks. Shared by the dense, causal and block-sparse entry points.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
+
+namespace attnkit::cpu {
+
+// Rows of one tile: query heads [h0, h0 + nh) (all in one GQA group) x tokens [q0, q0 + nt).
+// Row r of the tile is head h0 + r / nt, token q0 + r % nt.
+struct WorkItem {
+  int64_t b = 0, h0 = 0, nh = 1, q0 = 0, nt = 0;
+  int64_t list = -1;  // BlockMask list index; -1: implicit dense list (trimmed when causal)
+  int64_t cost = 0;   // key blocks x rows, for longest-first scheduling
+};
+
+struct TilePlan {
+  const AttentionArgs* args = nullptr;
+  const BlockMask* mask = nullptr;  // null: every key block (dense / causal)
+  int64_t kv_block = 64;            // keys per tile
+  float qscale = 0.0f;              // scale * log2(e), folded into Q so the kernel uses exp2
+  int threads = 1;
+  std::vector<WorkItem> items;      // sorted by cost, longest first
+};
+
+// At most this many rows (heads x tokens) per tile: Q^T, S^T and the O accumulator stay in L2.
+inline constexpr int64_t kMaxTileRows = 128;
+
+// Address of row (b, h, s) of a tensor of any dtype.
+inline const void* RowPointer(const TensorView& t, int64_t b, int64_t h, int64_t s) {
+  return static_cast<const char*>(t.data) + t.offset(b, h, s, 0) * dtype_size(t.dtype);
+}
+
+TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask);
+// Runs every item on the best SIMD target of this CPU (Highway dynamic dispatch).
+void run_tile_plan(const TilePlan& plan);
+// Name of the SIMD target the kernels dispatch to ("AVX2", "AVX3", "NEON", ...).
+const char* kernel_target_name();
+
+}  // namespace attnkit::cpu

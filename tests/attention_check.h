@@ -1,0 +1,114 @@
+// Shared checks for kernel tests: compare a kernel's O and LSE with the double-accumulating
+// reference on the same stored inputs, with bounds derived from f32 epsilon and the data.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "attnkit/attention.h"
+#include "attnkit/tensor.h"
+#include "eval/inputs.h"
+
+namespace attnkit::testing {
+
+struct Problem {
+  int64_t batch = 1, heads_q = 1, heads_kv = 1, nq = 1, nk = 1, dim = 64, dim_v = 64;
+  DType dtype = DType::kF32;
+  bool causal = false;
+  uint64_t seed = 1;
+  std::string name() const {
+    return "B" + std::to_string(batch) + "_H" + std::to_string(heads_q) + "x" +
+           std::to_string(heads_kv) + "_Nq" + std::to_string(nq) + "_Nk" + std::to_string(nk) +
+           "_D" + std::to_string(dim) + "_Dv" + std::to_string(dim_v) + "_" +
+           dtype_name(dtype) + (causal ? "_causal" : "");
+  }
+};
+
+struct Inputs {
+  Tensor q, k, v, out, lse, ref_out, ref_lse;
+  AttentionArgs args() {
+    AttentionArgs a;
+    a.q = q.view(), a.k = k.view(), a.v = v.view(), a.out = out.view();
+    a.lse = lse.f32();
+    return a;
+  }
+};
+
+inline Inputs make_inputs(const Problem& p) {
+  Inputs in;
+  in.q = random_normal({p.batch, p.heads_q, p.nq, p.dim}, p.dtype, p.seed);
+  in.k = random_normal({p.batch, p.heads_kv, p.nk, p.dim}, p.dtype, p.seed + 1);
+  in.v = random_normal({p.batch, p.heads_kv, p.nk, p.dim_v}, p.dtype, p.seed + 2);
+  in.out = Tensor({p.batch, p.heads_q, p.nq, p.dim_v}, DType::kF32);
+  in.lse = Tensor({p.batch, p.heads_q, p.nq}, DType::kF32);
+  in.ref_out = Tensor({p.batch, p.heads_q, p.nq, p.dim_v}, DType::kF32);
+  in.ref_lse = Tensor({p.batch, p.heads_q, p.nq}, DType::kF32);
+  return in;
+}
+
+// Bound on |kernel - reference| for one row: f32 rounding of the scores (about eps * sum|q k|
+// * scale, plus exp2's 1e-7) moves the probabilities by that relative amount, which moves O by at
+// most that times max|V|. The factor 16 covers accumulation order.
+inline void expect_matches_reference(const AttentionArgs& kernel, const AttentionArgs& reference,
+                                     const std::string& label) {
+  const TensorView q = kernel.q, k = kernel.k, v = kernel.v;
+  const int64_t batch = q.shape[0], heads_q = q.shape[1], nq = q.shape[2], nk = k.shape[2];
+  const int64_t group = heads_q / k.shape[1], dim = q.shape[3], dim_v = v.shape[3];
+  const double eps = std::numeric_limits<float>::epsilon();
+  const double scale = effective_scale(kernel);
+  double max_v = 0.0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t g = 0; g < k.shape[1]; ++g)
+      for (int64_t j = 0; j < nk; ++j)
+        for (int64_t d = 0; d < dim_v; ++d) max_v = std::max(max_v, std::fabs(double(v.get(b, g, j, d))));
+  int64_t failures = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads_q; ++h)
+      for (int64_t i = 0; i < nq; ++i) {
+        double score_abs = 0.0;
+        for (int64_t j = 0; j < nk; ++j) {
+          double s = 0.0;
+          for (int64_t d = 0; d < dim; ++d)
+            s += std::fabs(double(q.get(b, h, i, d)) * k.get(b, h / group, j, d));
+          score_abs = std::max(score_abs, s * scale);
+        }
+        const double tol_o = 16.0 * eps * (score_abs + 8.0) * max_v;
+        const double tol_lse = 16.0 * eps * (score_abs + 8.0 + std::log(double(nk)));
+        const int64_t row = (b * heads_q + h) * nq + i;
+        for (int64_t d = 0; d < dim_v; ++d) {
+          const double got = kernel.out.get(b, h, i, d), want = reference.out.get(b, h, i, d);
+          if (!(std::fabs(got - want) <= tol_o) && failures++ < 5)
+            ADD_FAILURE() << label << ": O[" << b << "," << h << "," << i << "," << d
+                          << "] = " << got << ", reference " << want << ", tolerance " << tol_o;
+        }
+        if (kernel.lse && reference.lse) {
+          const double got = kernel.lse[row], want = reference.lse[row];
+          const bool both_empty = std::isinf(want) && want < 0 && got == want;
+          if (!both_empty && !(std::fabs(got - want) <= tol_lse) && failures++ < 5)
+            ADD_FAILURE() << label << ": LSE[" << b << "," << h << "," << i << "] = " << got
+                          << ", reference " << want << ", tolerance " << tol_lse;
+        }
+      }
+  EXPECT_EQ(failures, 0) << label << ": " << failures << " mismatching elements";
+}
+
+// Runs `kernel` and the reference on the same stored inputs and compares.
+inline void check_problem(const Problem& p, const std::function<void(const AttentionArgs&)>& kernel,
+                          const ElementPredicate& allow = {}) {
+  Inputs in = make_inputs(p);
+  AttentionArgs a = in.args();
+  a.causal = p.causal;
+  kernel(a);
+  AttentionArgs r = a;
+  r.out = in.ref_out.view();
+  r.lse = in.ref_lse.f32();
+  attention_reference(r, allow);
+  expect_matches_reference(a, r, p.name());
+}
+
+}  // namespace attnkit::testing

@@ -1,0 +1,60 @@
+// attnkit: the command-line entry point. Dispatches to the registered sub-commands.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "attnkit/error.h"
+#include "command.h"
+
+namespace attnkit::cli {
+
+namespace {
+std::vector<Command>& registry() {
+  static std::vector<Command> commands;
+  return commands;
+}
+}  // namespace
+
+bool register_command(Command command) {
+  registry().push_back(std::move(command));
+  return true;
+}
+
+const std::vector<Command>& commands() { return registry(); }
+
+}  // namespace attnkit::cli
+
+namespace {
+int usage(FILE* stream) {
+  std::fprintf(stream, "usage: attnkit <command> [flags]\n\n");
+  for (const auto& command : attnkit::cli::commands())
+    std::fprintf(stream, "%s\n\n", command.usage.c_str());
+  return stream == stdout ? 0 : 2;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage(stderr);
+  const std::string name = argv[1];
+  if (name == "help" || name == "--help" || name == "-h") return usage(stdout);
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  for (const auto& command : attnkit::cli::commands()) {
+    if (command.name != name) continue;
+    try {
+      return command.main(args);
+    } catch (const attnkit::Error& error) {
+      std::fprintf(stderr, "attnkit %s: error: %s\n", name.c_str(), error.what());
+      return 2;
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "attnkit %s: error: out of memory (input too large)\n", name.c_str());
+      return 2;
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "attnkit %s: internal error: %s\n", name.c_str(), error.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "attnkit: error: command: unknown command '%s' (see attnkit help)\n",
+               name.c_str());
+  return 2;
+}
