@@ -16,6 +16,7 @@
 
 #include "attnkit/attention.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/tile_ops-inl.h"
 #include "kernels/cpu/tile_plan.h"
@@ -31,6 +32,14 @@ struct DecodeShape {
   int64_t batch, heads_q, nq, heads_kv, nk, dim, dim_v, group, rows, m_pad, dv_pad;
   int64_t splits, chunk;  // key chunks per (batch, kv head), keys per chunk
 };
+
+// Touches every cache line of `rows` rows of `cols` elements.
+void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
+  const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
+  const char* p = static_cast<const char*>(base);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t byte = 0; byte < row_bytes; byte += 64) hwy::Prefetch(p + r * stride_bytes + byte);
+}
 
 // One chunk of keys [j0, j1) for all rows of kv head g: un-normalized O and (m, l) in log2 units.
 void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, int64_t b, int64_t g,
@@ -60,6 +69,12 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
     const int64_t keys = std::min(kDecodeBlock, j1 - k0);
     if (a.causal && static_cast<float>(k0) > *std::max_element(limit.get(), limit.get() + rows))
       break;
+    // The cache streams from DRAM: ask for the next block while this one is computed.
+    if (k0 + kDecodeBlock < j1) {
+      const int64_t next = std::min(kDecodeBlock, j1 - k0 - kDecodeBlock);
+      PrefetchRows(a.k, RowPointer(a.k, b, g, k0 + kDecodeBlock), a.k.stride[2], next, dim);
+      PrefetchRows(a.v, RowPointer(a.v, b, g, k0 + kDecodeBlock), a.v.stride[2], next, sh.dim_v);
+    }
     ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
     for (int64_t j = 0; j < keys; ++j) {
       const float* key = kc.get() + j * dim_pad;
