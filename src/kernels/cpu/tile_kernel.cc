@@ -123,11 +123,10 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     Scores(s.qt.get(), m_pad, k, k_stride, keys, dim, s.st.get());
     if (causal_mask) MaskCausal(s.st.get(), m_pad, keys, k0, s.limit.get());
     if (list.partial(e)) {
+      // Shared lists do not imply a shared rule: the predicate is asked per head.
       const TilePredicate& predicate = *plan.mask->predicate;
-      const bool shared = plan.mask->heads == 1;
       for (int64_t hh = 0; hh < item.nh; ++hh) {
-        if (hh == 0 || !shared)
-          predicate.fill(b, item.h0 + hh, item.q0, item.nt, k0, keys, s.allow.data(), keys);
+        predicate.fill(b, item.h0 + hh, item.q0, item.nt, k0, keys, s.allow.data(), keys);
         for (int64_t t = 0; t < item.nt; ++t)
           for (int64_t j = 0; j < keys; ++j)
             if (!s.allow[t * keys + j])
