@@ -33,6 +33,46 @@ struct DecodeShape {
   int64_t splits, chunk;  // key chunks per (batch, kv head), keys per chunk
 };
 
+// St[j][r0 + r] = q[r0 + r] . K[j] for R rows: R dot products per key, the head dim in the lanes;
+// the key row is loaded (and widened) once for all R rows.
+template <int R, typename T>
+HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* HWY_RESTRICT k,
+                        int64_t k_stride, int64_t keys, float* HWY_RESTRICT st, int64_t m_pad) {
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  for (int64_t j = 0; j < keys; ++j) {
+    VF acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
+    for (int64_t d = 0; d < dim_pad; d += n) {
+      const VF key = LoadAsFloat(k + j * k_stride + d);
+      for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::Load(df, q + r * dim_pad + d), key, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) st[j * m_pad + r] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
+  }
+}
+
+template <typename T>
+void ScoreKeys(const float* q, int64_t dim_pad, int64_t rows, const T* k, int64_t k_stride,
+               int64_t keys, float* st, int64_t m_pad) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) DotRows<4>(q + r * dim_pad, dim_pad, k, k_stride, keys, st + r, m_pad);
+  for (; r < rows; ++r) DotRows<1>(q + r * dim_pad, dim_pad, k, k_stride, keys, st + r, m_pad);
+}
+
+void ScoreKeysAny(DType dtype, const float* q, int64_t dim_pad, int64_t rows, const void* k,
+                  int64_t k_stride, int64_t keys, float* st, int64_t m_pad) {
+  switch (dtype) {
+    case DType::kF32:
+      return ScoreKeys(q, dim_pad, rows, static_cast<const float*>(k), k_stride, keys, st, m_pad);
+    case DType::kF16:
+      return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::float16_t*>(k), k_stride, keys, st,
+                       m_pad);
+    case DType::kBF16:
+      return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::bfloat16_t*>(k), k_stride, keys,
+                       st, m_pad);
+  }
+}
+
 // Touches every cache line of `rows` rows of `cols` elements.
 void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
   const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
@@ -64,7 +104,9 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
     for (int64_t d = 0; d < dim; ++d) q[r * dim_pad + d] *= qscale;
   }
   std::fill(o, o + rows * sh.dv_pad, 0.0f);
-  const bool v_in_place = a.v.dtype == DType::kF32 && sh.dim_v % n == 0;
+  // K and V are read in place, widened in registers, when their rows fill whole vectors.
+  const bool k_in_place = dim % n == 0, v_in_place = sh.dim_v % n == 0;
+  std::fill(st.get(), st.get() + kDecodeBlock * m_pad, 0.0f);  // padding rows stay finite
   for (int64_t k0 = j0; k0 < j1; k0 += kDecodeBlock) {
     const int64_t keys = std::min(kDecodeBlock, j1 - k0);
     if (a.causal && static_cast<float>(k0) > *std::max_element(limit.get(), limit.get() + rows))
@@ -75,31 +117,22 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
       PrefetchRows(a.k, RowPointer(a.k, b, g, k0 + kDecodeBlock), a.k.stride[2], next, dim);
       PrefetchRows(a.v, RowPointer(a.v, b, g, k0 + kDecodeBlock), a.v.stride[2], next, sh.dim_v);
     }
-    ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
-    for (int64_t j = 0; j < keys; ++j) {
-      const float* key = kc.get() + j * dim_pad;
-      for (int64_t r = 0; r < m_pad; ++r) {
-        if (r >= rows) {
-          st[j * m_pad + r] = 0.0f;
-          continue;
-        }
-        VF acc = hn::Zero(df);
-        for (int64_t d = 0; d < dim_pad; d += n)
-          acc = hn::MulAdd(hn::Load(df, q.get() + r * dim_pad + d), hn::Load(df, key + d), acc);
-        st[j * m_pad + r] = hn::GetLane(hn::SumOfLanes(df, acc));
-      }
+    if (k_in_place) {
+      ScoreKeysAny(a.k.dtype, q.get(), dim_pad, rows, RowPointer(a.k, b, g, k0), a.k.stride[2],
+                   keys, st.get(), m_pad);
+    } else {
+      ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
+      ScoreKeys(q.get(), dim_pad, rows, kc.get(), dim_pad, keys, st.get(), m_pad);
     }
     if (a.causal) MaskCausal(st.get(), m_pad, keys, k0, limit.get());
     OnlineSoftmax(st.get(), m_pad, keys, m, l, alpha.get());
-    const float* v = vc.get();
-    int64_t v_stride = sh.dv_pad;
     if (v_in_place) {
-      v = static_cast<const float*>(RowPointer(a.v, b, g, k0));
-      v_stride = a.v.stride[2];
+      AccumulatePvAny(a.v.dtype, st.get(), m_pad, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
+                      keys, alpha.get(), o, sh.dv_pad);
     } else {
       ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad, vc.get());
+      AccumulatePv(st.get(), m_pad, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
     }
-    AccumulatePv(st.get(), m_pad, rows, v, v_stride, keys, alpha.get(), o, sh.dv_pad);
   }
 }
 

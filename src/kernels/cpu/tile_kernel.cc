@@ -101,7 +101,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     list.count = (nk + kvb - 1) / kvb;
   }
   const bool k_in_place = a.k.dtype == DType::kF32;
-  const bool v_in_place = a.v.dtype == DType::kF32 && dim_v % n == 0;
+  // V is read in place (widened in registers) when its rows fill whole vectors.
+  const bool v_in_place = dim_v % n == 0;
 
   for (int64_t e = 0; e < list.count; ++e) {
     const int64_t k0 = static_cast<int64_t>(list.block(e)) * kvb;
@@ -134,15 +135,14 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
       }
     }
     OnlineSoftmax(s.st.get(), m_pad, keys, s.m.get(), s.l.get(), s.alpha.get());
-    const float* v = s.v.get();
-    int64_t v_stride = dv_pad;
     if (v_in_place) {
-      v = static_cast<const float*>(RowPointer(a.v, b, g, k0));
-      v_stride = a.v.stride[2];
+      AccumulatePvAny(a.v.dtype, s.st.get(), m_pad, rows, RowPointer(a.v, b, g, k0),
+                      a.v.stride[2], keys, s.alpha.get(), s.o.get(), dv_pad);
     } else {
       ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, dim_v, dv_pad, s.v.get());
+      AccumulatePv(s.st.get(), m_pad, rows, s.v.get(), dv_pad, keys, s.alpha.get(), s.o.get(),
+                   dv_pad);
     }
-    AccumulatePv(s.st.get(), m_pad, rows, v, v_stride, keys, s.alpha.get(), s.o.get(), dv_pad);
   }
 
   // Normalize once; rows that saw no key get O = 0, LSE = -inf.

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "attnkit/tensor.h"
 #include "hwy/highway.h"
@@ -68,9 +69,21 @@ HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k
   }
 }
 
+// N elements of T (float, float16_t or bfloat16_t) as float lanes.
+template <typename T>
+HWY_INLINE VF LoadAsFloat(const T* HWY_RESTRICT p) {
+  const DF df;
+  if constexpr (std::is_same_v<T, float>) {
+    return hn::LoadU(df, p);
+  } else {
+    return hn::PromoteTo(df, hn::LoadU(hn::Rebind<T, DF>(), p));
+  }
+}
+
 // O[r][c0 ..] = alpha[r] * O[r][c0 ..] + sum_j P[j][r] V[j][c0 ..] for R rows and C vectors.
-template <int R, int C>
-HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const float* HWY_RESTRICT v,
+// V is read in its storage type T and widened in registers.
+template <int R, int C, typename T>
+HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const T* HWY_RESTRICT v,
                        int64_t v_stride, int64_t keys, const float* HWY_RESTRICT alpha,
                        float* HWY_RESTRICT o, int64_t o_stride) {
   const DF df;
@@ -82,7 +95,7 @@ HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const float*
   }
   for (int64_t j = 0; j < keys; ++j) {
     VF val[C];
-    for (int c = 0; c < C; ++c) val[c] = hn::LoadU(df, v + j * v_stride + c * n);
+    for (int c = 0; c < C; ++c) val[c] = LoadAsFloat(v + j * v_stride + c * n);
     for (int r = 0; r < R; ++r) {
       const VF p = hn::Set(df, pt[j * m_pad + r]);
       for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(p, val[c], acc[r][c]);
@@ -92,8 +105,8 @@ HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const float*
     for (int c = 0; c < C; ++c) hn::StoreU(acc[r][c], df, o + r * o_stride + c * n);
 }
 
-template <int R>
-HWY_INLINE void PvRows(const float* pt, int64_t m_pad, const float* v, int64_t v_stride,
+template <int R, typename T>
+HWY_INLINE void PvRows(const float* pt, int64_t m_pad, const T* v, int64_t v_stride,
                        int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
   const int64_t n = hn::Lanes(DF());
   int64_t c0 = 0;
@@ -102,8 +115,11 @@ HWY_INLINE void PvRows(const float* pt, int64_t m_pad, const float* v, int64_t v
   for (; c0 < dv_pad; c0 += n) PvTile<R, 1>(pt, m_pad, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
 }
 
-HWY_INLINE void AccumulatePv(const float* pt, int64_t m_pad, int64_t rows, const float* v, int64_t v_stride,
-                  int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
+// O [rows][dv_pad] += P^T . V for one key block; V rows have dv_pad (a multiple of N) elements.
+template <typename T>
+HWY_INLINE void AccumulatePv(const float* pt, int64_t m_pad, int64_t rows, const T* v,
+                             int64_t v_stride, int64_t keys, const float* alpha, float* o,
+                             int64_t dv_pad) {
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows)
     PvRows<kRows>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
@@ -111,6 +127,23 @@ HWY_INLINE void AccumulatePv(const float* pt, int64_t m_pad, int64_t rows, const
     PvRows<4>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
   for (; r < rows; ++r)
     PvRows<1>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+}
+
+// AccumulatePv on V stored as `dtype` at `v`.
+HWY_INLINE void AccumulatePvAny(DType dtype, const float* pt, int64_t m_pad, int64_t rows,
+                                const void* v, int64_t v_stride, int64_t keys, const float* alpha,
+                                float* o, int64_t dv_pad) {
+  switch (dtype) {
+    case DType::kF32:
+      return AccumulatePv(pt, m_pad, rows, static_cast<const float*>(v), v_stride, keys, alpha, o,
+                          dv_pad);
+    case DType::kF16:
+      return AccumulatePv(pt, m_pad, rows, static_cast<const hwy::float16_t*>(v), v_stride, keys,
+                          alpha, o, dv_pad);
+    case DType::kBF16:
+      return AccumulatePv(pt, m_pad, rows, static_cast<const hwy::bfloat16_t*>(v), v_stride, keys,
+                          alpha, o, dv_pad);
+  }
 }
 
 // Online softmax over one block, all vertical: m <- max(m, max_j S), alpha = exp2(m_old - m),

@@ -1,0 +1,102 @@
+// Shared primitives of the content-based planners (InfLLM-V2, HiP, DHSA, HyperAttention, Routing,
+// top-k oracle). Each fast function has a scalar reference (namespace attnkit::ref, accumulating
+// in double, src/kernels/ref/primitives_ref.cc) and is tested against it in
+// tests/primitives_test.cc.
+//
+// Matrices are row-major f32 with an explicit leading dimension (elements between rows):
+//   q     [nq, dim]   queries of one head (pre-loaded with load_rows)
+//   keys  [nk, dim]   keys of one kv head (raw or pooled)
+// The exact LSE merge of two partial results is attnkit::merge (include/attnkit/attention.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attnkit/tensor.h"
+
+namespace attnkit::kernels {
+
+// --- Loading and permutations (permute.cc) ---
+
+// out[r, :] = x[b, h, start + r, :] as f32, r < count; out is contiguous [count, D].
+void load_rows(const TensorView& x, int64_t b, int64_t h, int64_t start, int64_t count,
+               float* out);
+// out[r, :] = x[b, h, index[r], :] as f32 (any dtype), r < count; out contiguous [count, D].
+void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
+                 float* out);
+// out[b, h, index[r], :] = src[r, :] (out must be f32), r < count; src contiguous [count, Dv].
+void scatter_rows(const float* src, const int32_t* index, int64_t count, const TensorView& out,
+                  int64_t b, int64_t h);
+// Stable argsort of unsigned keys (counting sort on `bits`-bit keys): perm[r] = the index of the
+// r-th smallest key, equal keys keep their original order. keys[i] < 2^bits, bits <= 16.
+std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits);
+// inverse[perm[r]] = r.
+std::vector<int32_t> invert_permutation(const std::vector<int32_t>& perm);
+
+// --- Mean-pooled keys (pooling.cc) ---
+
+// Number of full windows [m * stride, m * stride + kernel) inside n rows (0 when n < kernel).
+int64_t pooled_count(int64_t n, int64_t kernel, int64_t stride);
+// out[m, :] = mean of x[m * stride + t, :] over t < kernel, m < pooled_count(n, kernel, stride).
+// x [n, dim] with leading dimension ldx; out contiguous [pooled_count, dim].
+void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
+               int64_t stride, float* out);
+// Number of keys of a pooled sequence visible to absolute query position `pos` under a causal
+// limit on raw keys `last` (= pos + Nk - Nq): window m is visible iff all of it is, i.e.
+// m * stride + kernel - 1 <= last.
+int64_t pooled_visible(int64_t last, int64_t kernel, int64_t stride, int64_t pooled);
+
+// --- Score tiles (score_tile.cc, Highway dynamic dispatch) ---
+
+// kt[d * ldkt + j] = keys[j * ldk + d]: keys transposed once so that score tiles stream it.
+void transpose_keys(const float* keys, int64_t nk, int64_t dim, int64_t ldk, float* kt,
+                    int64_t ldkt);
+// s[i * lds + j] = scale * q_i . k_j for i < rows, j < cols; kt from transpose_keys.
+void score_tile(const float* q, int64_t ldq, int64_t rows, const float* kt, int64_t ldkt,
+                int64_t cols, int64_t dim, float scale, float* s, int64_t lds);
+// max_j s[j] over n entries (-inf for n = 0).
+float row_max(const float* s, int64_t n);
+// sum_j exp(s[j] - shift); with write, also s[j] = exp(s[j] - shift).
+float exp_shift_sum(float* s, int64_t n, float shift, bool write);
+
+// --- LSE-only pass (lse_pass.cc) ---
+
+// lse[i] = log sum_{j < limit[i]} exp(scale * q_i . k_j) (natural log; -inf when limit[i] = 0).
+// limit == nullptr means every row sees all nk keys. No output O is computed.
+void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
+              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse);
+
+// --- Normalised-probability reduction (prob_reduce.cc) ---
+
+// out[(i / row_group) * out_cols + j / col_group] += exp(scale * q_i . k_j - lse[i])
+// for i < nq, j < limit[i] (all nk when limit is null), out_cols = ceil(nk / col_group).
+// Accumulates, so calling it once per query head of a GQA group gives the group sum.
+// Rows with lse = -inf contribute nothing.
+void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
+                 int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
+                 int64_t row_group, int64_t col_group, float* out);
+
+// --- Top-k (topk.cc) ---
+
+// Indices of the k largest scores (k clamped to n), ascending by index. Ties go to the lower
+// index; NaN never wins. Deterministic.
+std::vector<int32_t> topk_indices(const float* score, int64_t n, int64_t k);
+
+}  // namespace attnkit::kernels
+
+namespace attnkit::ref {
+
+// Scalar references of the primitives above, with the same contracts (double accumulation).
+void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
+               int64_t stride, float* out);
+void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
+              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse);
+void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
+                 int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
+                 int64_t row_group, int64_t col_group, float* out);
+std::vector<int32_t> topk_indices(const float* score, int64_t n, int64_t k);
+void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
+                 float* out);
+std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys);
+
+}  // namespace attnkit::ref
