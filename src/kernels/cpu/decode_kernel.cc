@@ -33,44 +33,88 @@ struct DecodeShape {
   int64_t splits, chunk;  // key chunks per (batch, kv head), keys per chunk
 };
 
-// St[j][r0 + r] = q[r0 + r] . K[j] for R rows: R dot products per key, the head dim in the lanes;
-// the key row is loaded (and widened) once for all R rows.
+// S[r][j] = q[r] . K[j] for R rows: dot products with the head dim in the lanes; the key row is
+// loaded (and widened) once for all R rows.
 template <int R, typename T>
 HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* HWY_RESTRICT k,
-                        int64_t k_stride, int64_t keys, float* HWY_RESTRICT st, int64_t m_pad) {
+                        int64_t k_stride, int64_t keys, float* HWY_RESTRICT s, int64_t s_stride) {
   const DF df;
   const int64_t n = hn::Lanes(df);
-  for (int64_t j = 0; j < keys; ++j) {
+  int64_t j = 0;
+  for (; j + 2 <= keys; j += 2) {  // two keys at a time: each q load feeds two FMAs
+    VF acc0[R], acc1[R];
+    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = hn::Zero(df);
+    for (int64_t d = 0; d < dim_pad; d += n) {
+      const VF key0 = LoadAsFloat(k + j * k_stride + d);
+      const VF key1 = LoadAsFloat(k + (j + 1) * k_stride + d);
+      for (int r = 0; r < R; ++r) {
+        const VF qr = hn::Load(df, q + r * dim_pad + d);
+        acc0[r] = hn::MulAdd(qr, key0, acc0[r]);
+        acc1[r] = hn::MulAdd(qr, key1, acc1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      s[r * s_stride + j] = hn::GetLane(hn::SumOfLanes(df, acc0[r]));
+      s[r * s_stride + j + 1] = hn::GetLane(hn::SumOfLanes(df, acc1[r]));
+    }
+  }
+  for (; j < keys; ++j) {
     VF acc[R];
     for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
     for (int64_t d = 0; d < dim_pad; d += n) {
       const VF key = LoadAsFloat(k + j * k_stride + d);
       for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::Load(df, q + r * dim_pad + d), key, acc[r]);
     }
-    for (int r = 0; r < R; ++r) st[j * m_pad + r] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
+    for (int r = 0; r < R; ++r) s[r * s_stride + j] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
   }
 }
 
 template <typename T>
 void ScoreKeys(const float* q, int64_t dim_pad, int64_t rows, const T* k, int64_t k_stride,
-               int64_t keys, float* st, int64_t m_pad) {
+               int64_t keys, float* s, int64_t s_stride) {
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) DotRows<4>(q + r * dim_pad, dim_pad, k, k_stride, keys, st + r, m_pad);
-  for (; r < rows; ++r) DotRows<1>(q + r * dim_pad, dim_pad, k, k_stride, keys, st + r, m_pad);
+  for (; r + 4 <= rows; r += 4)
+    DotRows<4>(q + r * dim_pad, dim_pad, k, k_stride, keys, s + r * s_stride, s_stride);
+  for (; r < rows; ++r)
+    DotRows<1>(q + r * dim_pad, dim_pad, k, k_stride, keys, s + r * s_stride, s_stride);
 }
 
 void ScoreKeysAny(DType dtype, const float* q, int64_t dim_pad, int64_t rows, const void* k,
-                  int64_t k_stride, int64_t keys, float* st, int64_t m_pad) {
+                  int64_t k_stride, int64_t keys, float* s, int64_t s_stride) {
   switch (dtype) {
     case DType::kF32:
-      return ScoreKeys(q, dim_pad, rows, static_cast<const float*>(k), k_stride, keys, st, m_pad);
+      return ScoreKeys(q, dim_pad, rows, static_cast<const float*>(k), k_stride, keys, s, s_stride);
     case DType::kF16:
-      return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::float16_t*>(k), k_stride, keys, st,
-                       m_pad);
+      return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::float16_t*>(k), k_stride, keys, s,
+                       s_stride);
     case DType::kBF16:
       return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::bfloat16_t*>(k), k_stride, keys,
-                       st, m_pad);
+                       s, s_stride);
   }
+}
+
+// Online softmax of one row over a block of keys held in the lanes. s has kDecodeBlock entries;
+// those past `keys` or past the row's causal limit are set to -inf (exp2 turns them into 0).
+void RowSoftmax(float* HWY_RESTRICT s, int64_t keys, int64_t first_hidden, float& m, float& l,
+                float& alpha) {
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t j = std::max<int64_t>(0, std::min(keys, first_hidden)); j < kDecodeBlock; ++j)
+    s[j] = neg_inf;
+  VF top = hn::Set(df, neg_inf);
+  for (int64_t j = 0; j < kDecodeBlock; j += n) top = hn::Max(top, hn::Load(df, s + j));
+  const float m_new = std::max(m, hn::GetLane(hn::MaxOfLanes(df, top)));
+  const float m_ref = m_new == neg_inf ? 0.0f : m_new;
+  VF sum = hn::Zero(df);
+  for (int64_t j = 0; j < kDecodeBlock; j += n) {
+    const VF p = Exp2(df, hn::Sub(hn::Load(df, s + j), hn::Set(df, m_ref)));
+    hn::Store(p, df, s + j);
+    sum = hn::Add(sum, p);
+  }
+  alpha = hn::GetLane(Exp2(df, hn::Set(df, m - m_ref)));
+  l = l * alpha + hn::GetLane(hn::SumOfLanes(df, sum));
+  m = m_new;
 }
 
 // Touches every cache line of `rows` rows of `cols` elements.
@@ -90,7 +134,7 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
   auto q = hwy::AllocateAligned<float>(rows * dim_pad);
   auto kc = hwy::AllocateAligned<float>(kDecodeBlock * dim_pad);
   auto vc = hwy::AllocateAligned<float>(kDecodeBlock * sh.dv_pad);
-  auto st = hwy::AllocateAligned<float>(kDecodeBlock * m_pad);
+  auto s = hwy::AllocateAligned<float>(rows * kDecodeBlock);  // scores, then P: [row][key]
   auto alpha = hwy::AllocateAligned<float>(m_pad);
   auto limit = hwy::AllocateAligned<float>(m_pad);
   // Row r = head (g * G + r / nq), token r % nq; Q converted, scaled, zero padded to dim_pad.
@@ -106,7 +150,6 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
   std::fill(o, o + rows * sh.dv_pad, 0.0f);
   // K and V are read in place, widened in registers, when their rows fill whole vectors.
   const bool k_in_place = dim % n == 0, v_in_place = sh.dim_v % n == 0;
-  std::fill(st.get(), st.get() + kDecodeBlock * m_pad, 0.0f);  // padding rows stay finite
   for (int64_t k0 = j0; k0 < j1; k0 += kDecodeBlock) {
     const int64_t keys = std::min(kDecodeBlock, j1 - k0);
     if (a.causal && static_cast<float>(k0) > *std::max_element(limit.get(), limit.get() + rows))
@@ -119,19 +162,23 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
     }
     if (k_in_place) {
       ScoreKeysAny(a.k.dtype, q.get(), dim_pad, rows, RowPointer(a.k, b, g, k0), a.k.stride[2],
-                   keys, st.get(), m_pad);
+                   keys, s.get(), kDecodeBlock);
     } else {
       ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
-      ScoreKeys(q.get(), dim_pad, rows, kc.get(), dim_pad, keys, st.get(), m_pad);
+      ScoreKeys(q.get(), dim_pad, rows, kc.get(), dim_pad, keys, s.get(), kDecodeBlock);
     }
-    if (a.causal) MaskCausal(st.get(), m_pad, keys, k0, limit.get());
-    OnlineSoftmax(st.get(), m_pad, keys, m, l, alpha.get());
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t first_hidden =
+          a.causal ? static_cast<int64_t>(limit[r]) + 1 - k0 : kDecodeBlock;  // causal limit
+      RowSoftmax(s.get() + r * kDecodeBlock, keys, first_hidden, m[r], l[r], alpha[r]);
+    }
+    const PLayout p_at = {1, kDecodeBlock};
     if (v_in_place) {
-      AccumulatePvAny(a.v.dtype, st.get(), m_pad, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
+      AccumulatePvAny(a.v.dtype, s.get(), p_at, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
                       keys, alpha.get(), o, sh.dv_pad);
     } else {
       ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad, vc.get());
-      AccumulatePv(st.get(), m_pad, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
+      AccumulatePv(s.get(), p_at, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
     }
   }
 }

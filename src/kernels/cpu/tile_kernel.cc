@@ -136,11 +136,11 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     }
     OnlineSoftmax(s.st.get(), m_pad, keys, s.m.get(), s.l.get(), s.alpha.get());
     if (v_in_place) {
-      AccumulatePvAny(a.v.dtype, s.st.get(), m_pad, rows, RowPointer(a.v, b, g, k0),
+      AccumulatePvAny(a.v.dtype, s.st.get(), {m_pad, 1}, rows, RowPointer(a.v, b, g, k0),
                       a.v.stride[2], keys, s.alpha.get(), s.o.get(), dv_pad);
     } else {
       ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, dim_v, dv_pad, s.v.get());
-      AccumulatePv(s.st.get(), m_pad, rows, s.v.get(), dv_pad, keys, s.alpha.get(), s.o.get(),
+      AccumulatePv(s.st.get(), {m_pad, 1}, rows, s.v.get(), dv_pad, keys, s.alpha.get(), s.o.get(),
                    dv_pad);
     }
   }

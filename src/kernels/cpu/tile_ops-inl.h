@@ -80,10 +80,16 @@ HWY_INLINE VF LoadAsFloat(const T* HWY_RESTRICT p) {
   }
 }
 
-// O[r][c0 ..] = alpha[r] * O[r][c0 ..] + sum_j P[j][r] V[j][c0 ..] for R rows and C vectors.
+// Where P[row r][key j] lives: pt[j * key_stride + r * row_stride]. The tile kernel keeps
+// P^T (rows in lanes: key_stride = M, row_stride = 1); decode keeps P (key_stride = 1).
+struct PLayout {
+  int64_t key_stride, row_stride;
+};
+
+// O[r][c0 ..] = alpha[r] * O[r][c0 ..] + sum_j P[r][j] V[j][c0 ..] for R rows and C vectors.
 // V is read in its storage type T and widened in registers.
 template <int R, int C, typename T>
-HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const T* HWY_RESTRICT v,
+HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, PLayout p_at, const T* HWY_RESTRICT v,
                        int64_t v_stride, int64_t keys, const float* HWY_RESTRICT alpha,
                        float* HWY_RESTRICT o, int64_t o_stride) {
   const DF df;
@@ -97,7 +103,7 @@ HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const T* HWY
     VF val[C];
     for (int c = 0; c < C; ++c) val[c] = LoadAsFloat(v + j * v_stride + c * n);
     for (int r = 0; r < R; ++r) {
-      const VF p = hn::Set(df, pt[j * m_pad + r]);
+      const VF p = hn::Set(df, pt[j * p_at.key_stride + r * p_at.row_stride]);
       for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(p, val[c], acc[r][c]);
     }
   }
@@ -105,43 +111,48 @@ HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, int64_t m_pad, const T* HWY
     for (int c = 0; c < C; ++c) hn::StoreU(acc[r][c], df, o + r * o_stride + c * n);
 }
 
-template <int R, typename T>
-HWY_INLINE void PvRows(const float* pt, int64_t m_pad, const T* v, int64_t v_stride,
+template <int R, int C, typename T>
+HWY_INLINE void PvRows(const float* pt, PLayout p_at, const T* v, int64_t v_stride,
                        int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
   const int64_t n = hn::Lanes(DF());
   int64_t c0 = 0;
-  for (; c0 + kCols * n <= dv_pad; c0 += kCols * n)
-    PvTile<R, kCols>(pt, m_pad, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
-  for (; c0 < dv_pad; c0 += n) PvTile<R, 1>(pt, m_pad, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
+  for (; c0 + C * n <= dv_pad; c0 += C * n)
+    PvTile<R, C>(pt, p_at, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
+  for (; c0 < dv_pad; c0 += n) PvTile<R, 1>(pt, p_at, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
 }
 
-// O [rows][dv_pad] += P^T . V for one key block; V rows have dv_pad (a multiple of N) elements.
+// O [rows][dv_pad] += P . V for one key block; V rows have dv_pad (a multiple of N) elements.
+// Groups of 4 rows (decode, remainders) use wider column blocks: fewer P broadcasts per FMA.
 template <typename T>
-HWY_INLINE void AccumulatePv(const float* pt, int64_t m_pad, int64_t rows, const T* v,
+HWY_INLINE void AccumulatePv(const float* pt, PLayout p_at, int64_t rows, const T* v,
                              int64_t v_stride, int64_t keys, const float* alpha, float* o,
                              int64_t dv_pad) {
+  constexpr int kColsFor4 = kRows == 12 ? 4 : 2;
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows)
-    PvRows<kRows>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+    PvRows<kRows, kCols>(pt + r * p_at.row_stride, p_at, v, v_stride, keys, alpha + r,
+                         o + r * dv_pad, dv_pad);
   for (; r + 4 <= rows; r += 4)
-    PvRows<4>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+    PvRows<4, kColsFor4>(pt + r * p_at.row_stride, p_at, v, v_stride, keys, alpha + r,
+                         o + r * dv_pad, dv_pad);
   for (; r < rows; ++r)
-    PvRows<1>(pt + r, m_pad, v, v_stride, keys, alpha + r, o + r * dv_pad, dv_pad);
+    PvRows<1, kColsFor4>(pt + r * p_at.row_stride, p_at, v, v_stride, keys, alpha + r,
+                         o + r * dv_pad, dv_pad);
 }
 
 // AccumulatePv on V stored as `dtype` at `v`.
-HWY_INLINE void AccumulatePvAny(DType dtype, const float* pt, int64_t m_pad, int64_t rows,
+HWY_INLINE void AccumulatePvAny(DType dtype, const float* pt, PLayout p_at, int64_t rows,
                                 const void* v, int64_t v_stride, int64_t keys, const float* alpha,
                                 float* o, int64_t dv_pad) {
   switch (dtype) {
     case DType::kF32:
-      return AccumulatePv(pt, m_pad, rows, static_cast<const float*>(v), v_stride, keys, alpha, o,
+      return AccumulatePv(pt, p_at, rows, static_cast<const float*>(v), v_stride, keys, alpha, o,
                           dv_pad);
     case DType::kF16:
-      return AccumulatePv(pt, m_pad, rows, static_cast<const hwy::float16_t*>(v), v_stride, keys,
+      return AccumulatePv(pt, p_at, rows, static_cast<const hwy::float16_t*>(v), v_stride, keys,
                           alpha, o, dv_pad);
     case DType::kBF16:
-      return AccumulatePv(pt, m_pad, rows, static_cast<const hwy::bfloat16_t*>(v), v_stride, keys,
+      return AccumulatePv(pt, p_at, rows, static_cast<const hwy::bfloat16_t*>(v), v_stride, keys,
                           alpha, o, dv_pad);
   }
 }
