@@ -1,0 +1,218 @@
+// Tensors and dtypes: f16 / bf16 <-> f32 scalar conversion, strided views, owning C-order tensors.
+//
+// Conversions round to nearest, ties to even, in integer arithmetic (independent of the FPU's
+// rounding mode or flush-to-zero). Infinities map to infinities, NaNs stay NaN (quieted, top
+// payload bits kept), f16 subnormals are exact both ways, and f32 values at or beyond the halfway
+// point above the largest f16 (65520) become infinity.
+#include "attnkit/tensor.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "attnkit/error.h"
+
+namespace attnkit {
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+  }
+  return "?";
+}
+
+DType parse_dtype(const std::string& text, const std::string& argument) {
+  if (text == "f32") return DType::kF32;
+  if (text == "f16") return DType::kF16;
+  if (text == "bf16") return DType::kBF16;
+  throw Error(argument, "unknown dtype '" + text + "' (expected f32, f16 or bf16)");
+}
+
+float f16_to_f32(uint16_t bits) {
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  const uint32_t exponent = (bits >> 10) & 0x1fu;
+  const uint32_t mantissa = bits & 0x3ffu;
+  if (exponent == 0) {
+    // Zero or subnormal: mantissa * 2^-24, exact in f32.
+    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -magnitude : magnitude;
+  }
+  if (exponent == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+uint16_t f32_to_f16(float value) {
+  const uint32_t x = std::bit_cast<uint32_t>(value);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t magnitude = x & 0x7fffffffu;
+  if (magnitude >= 0x7f800000u) {
+    if (magnitude == 0x7f800000u) return sign | 0x7c00u;   // infinity
+    return sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu);  // NaN: quiet, keep top payload bits
+  }
+  // 65520 is halfway between 65504 (largest f16, odd mantissa) and 2^16: ties go to even = inf.
+  if (magnitude >= 0x477ff000u) return sign | 0x7c00u;
+  const uint32_t exponent = magnitude >> 23;  // biased f32 exponent
+  if (exponent < 113) {
+    // Below 2^-14: an f16 subnormal m * 2^-24 with m = full_mantissa >> (126 - exponent).
+    if (exponent < 102) return sign;  // below 2^-25 (half the smallest subnormal): zero
+    const uint32_t full = (magnitude & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - exponent;  // 14..24
+    uint32_t m = full >> shift;
+    const uint32_t rest = full & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (m & 1u))) ++m;  // may carry into the smallest normal
+    return sign | static_cast<uint16_t>(m);
+  }
+  uint32_t h = ((exponent - 112) << 10) | ((magnitude >> 13) & 0x3ffu);
+  const uint32_t rest = magnitude & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // carry may bump the exponent
+  return sign | static_cast<uint16_t>(h);
+}
+
+float bf16_to_f32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+
+uint16_t f32_to_bf16(float value) {
+  const uint32_t x = std::bit_cast<uint32_t>(value);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
+  const uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);  // ties to even
+  return static_cast<uint16_t>((x + rounding) >> 16);
+}
+
+float TensorView::get(int64_t b, int64_t h, int64_t s, int64_t d) const {
+  const int64_t at = offset(b, h, s, d);
+  switch (dtype) {
+    case DType::kF32:
+      return static_cast<const float*>(data)[at];
+    case DType::kF16:
+      return f16_to_f32(static_cast<const uint16_t*>(data)[at]);
+    case DType::kBF16:
+      return bf16_to_f32(static_cast<const uint16_t*>(data)[at]);
+  }
+  return 0.0f;
+}
+
+void TensorView::set(int64_t b, int64_t h, int64_t s, int64_t d, float value) const {
+  const int64_t at = offset(b, h, s, d);
+  switch (dtype) {
+    case DType::kF32:
+      static_cast<float*>(data)[at] = value;
+      return;
+    case DType::kF16:
+      static_cast<uint16_t*>(data)[at] = f32_to_f16(value);
+      return;
+    case DType::kBF16:
+      static_cast<uint16_t*>(data)[at] = f32_to_bf16(value);
+      return;
+  }
+}
+
+std::string TensorView::describe() const {
+  return shape_string({shape[0], shape[1], shape[2], shape[3]}) + " " + dtype_name(dtype);
+}
+
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
+  check(!shape_.empty() && shape_.size() <= 4, "shape",
+        shape_string(shape_) + " must have rank 1..4");
+  // Overflow-safe byte count: each factor is checked before it is multiplied in.
+  const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  uint64_t bytes = dtype_size(dtype);
+  for (int64_t dim : shape_) {
+    check(dim >= 0, "shape", shape_string(shape_) + " has a negative dimension");
+    if (dim == 0) {
+      bytes = 0;
+      continue;
+    }
+    check(bytes <= limit / static_cast<uint64_t>(dim), "shape",
+          shape_string(shape_) + " is too large");
+    bytes *= static_cast<uint64_t>(dim);
+  }
+  storage_.resize(static_cast<size_t>(bytes));  // value-initialized: zero-filled
+}
+
+int64_t Tensor::numel() const {
+  if (shape_.empty()) return 0;
+  int64_t count = 1;
+  for (int64_t dim : shape_) count *= dim;
+  return count;
+}
+
+TensorView Tensor::view() const {
+  TensorView view;
+  view.data = const_cast<std::byte*>(storage_.data());
+  view.dtype = dtype_;
+  const size_t rank = shape_.size();
+  for (int axis = 0; axis < 4; ++axis) {
+    const int from = axis - (4 - static_cast<int>(rank));
+    view.shape[axis] = from >= 0 ? shape_[from] : 1;
+  }
+  int64_t stride = 1;
+  for (int axis = 3; axis >= 0; --axis) {
+    view.stride[axis] = stride;
+    stride *= view.shape[axis];
+  }
+  return view;
+}
+
+namespace {
+template <typename In, typename Out, typename Convert>
+void convert_all(const void* from, void* to, int64_t count, Convert convert) {
+  const In* in = static_cast<const In*>(from);
+  Out* out = static_cast<Out*>(to);
+  // Large tensors (a 65536 x 8 x 128 input is 67M elements) are converted on all cores.
+#pragma omp parallel for schedule(static) if (count > (int64_t{1} << 20))
+  for (int64_t i = 0; i < count; ++i) out[i] = convert(in[i]);
+}
+}  // namespace
+
+Tensor Tensor::to(DType dtype) const {
+  Tensor result(shape_, dtype);
+  const int64_t count = numel();
+  if (count == 0) return result;
+  if (dtype == dtype_) {
+    std::memcpy(result.data(), data(), bytes());
+    return result;
+  }
+  // Via f32: exact for every f16 / bf16 value, so f16 <-> bf16 rounds once.
+  auto to_f32 = [this](uint16_t bits) {
+    return dtype_ == DType::kF16 ? f16_to_f32(bits) : bf16_to_f32(bits);
+  };
+  if (dtype_ == DType::kF32) {
+    auto narrow = dtype == DType::kF16 ? f32_to_f16 : f32_to_bf16;
+    convert_all<float, uint16_t>(data(), result.data(), count, narrow);
+  } else if (dtype == DType::kF32) {
+    convert_all<uint16_t, float>(data(), result.data(), count, to_f32);
+  } else {
+    auto narrow = dtype == DType::kF16 ? f32_to_f16 : f32_to_bf16;
+    convert_all<uint16_t, uint16_t>(data(), result.data(), count,
+                                    [&](uint16_t bits) { return narrow(to_f32(bits)); });
+  }
+  return result;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) text += ",";
+    text += std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
+}  // namespace attnkit

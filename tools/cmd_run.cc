@@ -1,0 +1,110 @@
+// `attnkit run`: attention on Q, K, V read from .npy files; O (and LSE) written as .npy.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "attention_job.h"
+#include "attnkit/error.h"
+#include "attnkit/npy.h"
+#include "cli_help.h"
+#include "command.h"
+
+namespace attnkit::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "attnkit run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse LSE.npy] [--causal] [--scale X]\n"
+    "            [--dtype f32|f16|bf16] [--threads N] [--pattern SPEC]\n"
+    "    Q [B,Hq,Nq,D], K [B,Hkv,Nk,D], V [B,Hkv,Nk,Dv]: .npy, float32 or float16, C order.\n"
+    "    Writes O [B,Hq,Nq,Dv] float32 and LSE [B,Hq,Nq] float32 (natural log, -inf where a row\n"
+    "    sees no key). --causal: bottom-right aligned (query i sees key j iff j <= i + Nk - Nq).\n"
+    "    --dtype: the storage type the kernel reads (inputs converted first; default f32).\n"
+    "    Default scale 1/sqrt(D). --pattern: a sparse pattern spec, e.g. name:key=value.\n"
+    "    Inputs holding NaN or Inf (also after conversion to --dtype) are rejected (exit 2);\n"
+    "    on any error no output file is written.";
+
+// Fails early (before the work) when `path` cannot become a file: its directory is missing or
+// it names a directory.
+void check_output_path(const std::string& path, const std::string& argument) {
+  namespace fs = std::filesystem;
+  check(!path.empty(), argument, "empty path");
+  std::error_code error;
+  check(!fs::is_directory(path, error), argument, "'" + path + "' is a directory");
+  const fs::path parent = fs::path(path).parent_path();
+  check(parent.empty() || fs::is_directory(parent, error), argument,
+        "directory '" + parent.string() + "' does not exist");
+}
+
+Tensor load_input(const std::string& path, const std::string& argument, DType dtype) {
+  Tensor tensor = read_npy(path, argument);
+  check_finite(tensor, argument);
+  if (tensor.dtype() == dtype) return tensor;
+  Tensor converted = tensor.to(dtype);
+  // f32 values beyond 65504 overflow f16 to infinity.
+  check_finite(converted, argument, std::string(" after conversion to ") + dtype_name(dtype));
+  return converted;
+}
+
+int run_main(const std::vector<std::string>& argv) {
+  if (wants_help(argv)) {
+    std::printf("%s\n", kUsage);
+    return 0;
+  }
+  const Args args(
+      argv, {"--q", "--k", "--v", "--out", "--lse", "--scale", "--dtype", "--threads", "--pattern"},
+      {"--causal"});
+  const std::string out_path = args.str("--out");
+  const std::string lse_path = args.str("--lse", "");
+  const DType dtype = parse_dtype(args.str("--dtype", "f32"), "--dtype");
+  const int threads = static_cast<int>(args.integer("--threads", 0, 1, 1024));
+  const double scale = args.real("--scale", 0.0, -1e30, 1e30);
+  check(!args.has("--scale") || scale != 0.0, "--scale", "must be non-zero, got 0");
+  std::unique_ptr<Pattern> pattern;
+  if (args.has("--pattern")) pattern = make_pattern(args.str("--pattern"));
+  check_output_path(out_path, "--out");
+  if (args.has("--lse")) {
+    check_output_path(lse_path, "--lse");
+    check(std::filesystem::absolute(lse_path) != std::filesystem::absolute(out_path), "--lse",
+          "'" + lse_path + "' is also the --out path");
+  }
+
+  const Tensor q = load_input(args.str("--q"), "--q", dtype);
+  const Tensor k = load_input(args.str("--k"), "--k", dtype);
+  const Tensor v = load_input(args.str("--v"), "--v", dtype);
+  check_attention_shapes(q, k, v);
+
+  const auto& qs = q.shape();
+  Tensor out({qs[0], qs[1], qs[2], v.shape()[3]}, DType::kF32);
+  Tensor lse({qs[0], qs[1], qs[2]}, DType::kF32);
+  AttentionArgs attention_args;
+  attention_args.q = q.view();
+  attention_args.k = k.view();
+  attention_args.v = v.view();
+  attention_args.out = out.view();
+  attention_args.lse = lse.f32();
+  attention_args.scale = static_cast<float>(scale);
+  attention_args.causal = args.flag("--causal");
+  attention_args.threads = threads;
+  run_attention(attention_args, pattern.get());
+
+  write_npy(out_path, out, "--out");
+  if (args.has("--lse")) {
+    try {
+      write_npy(lse_path, lse, "--lse");
+    } catch (...) {
+      std::filesystem::remove(out_path);  // all outputs or none
+      throw;
+    }
+  }
+  std::printf("O %s -> %s%s\n", shape_string(out.shape()).c_str(), out_path.c_str(),
+              args.has("--lse") ? (", LSE -> " + lse_path).c_str() : "");
+  return 0;
+}
+
+const bool registered = register_command({"run", kUsage, run_main});
+
+}  // namespace
+}  // namespace attnkit::cli
