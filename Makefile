@@ -7,13 +7,15 @@ JOBS ?= $(shell nproc)
 
 setup:
 	@bash scripts/install-deps.sh
+	@bash scripts/setup-model.sh
 
 build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# The main job: exact causal attention against every static pattern on a structured synthetic input.
 run: build
-	./$(BUILD)/attnkit bench --n 4096 --d 128 --heads 8
+	./$(BUILD)/attnkit compare
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
