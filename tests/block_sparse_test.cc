@@ -151,3 +151,41 @@ TEST(BlockSparseKernel, RejectsAMaskOfAnotherSize) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// A rule that ignores the head and says so: the kernel fills one tile for the whole GQA group.
+class HeadFreePredicate : public TilePredicate {
+ public:
+  void fill(int64_t, int64_t, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = hashed_allow(0, q0 + i, k0 + j);
+  }
+  bool same_for_all_heads() const override { return true; }
+};
+
+TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) {
+  Problem p;
+  p.heads_q = 8, p.heads_kv = 2, p.nq = 131, p.nk = 203, p.causal = true;
+  BlockMask m;
+  m.nq = p.nq, m.nk = p.nk, m.predicate = std::make_shared<HeadFreePredicate>();
+  m.q_block = 32, m.kv_block = 32;
+  m.row_start.push_back(0);
+  for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
+    for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
+      m.kv_index.push_back(kb);
+      m.kind.push_back((qb + kb) % 3 ? BlockKind::kPartial : BlockKind::kFull);
+    }
+    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
+  }
+  const ElementPredicate rule = [&m](int64_t, int64_t, int64_t i, int64_t j) {
+    const bool full = (i / m.q_block + j / m.kv_block) % 3 == 0;
+    return full || hashed_allow(0, i, j);
+  };
+  testing::check_problem(p, [&](const AttentionArgs& a) { attention(a, m); }, rule);
+}
+
+}  // namespace
+}  // namespace attnkit

@@ -25,6 +25,8 @@ class TilePredicate {
   virtual ~TilePredicate() = default;
   virtual void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
                     uint8_t* allow, int64_t ld) const = 0;
+  // True if fill() ignores h: the kernel then fills one tile for all heads of a GQA group.
+  virtual bool same_for_all_heads() const { return false; }
 };
 
 struct BlockMask {
@@ -113,8 +115,11 @@ BlockMask block_mask_from_rows(const BlockMaskShape& shape,
                                std::shared_ptr<const TilePredicate> predicate,
                                const BlockRowBuilder& rows);
 
-// Allowed pairs of list (b, h) (FULL blocks counted by size, PARTIAL blocks filled).
-double allowed_pairs(const BlockMask& mask, int64_t b, int64_t h);
+// Allowed pairs of list (b, h) (FULL blocks counted by size, PARTIAL blocks filled); with
+// `causal`, only pairs with j <= i + (nk - nq) count (what the kernel does with args.causal).
+double allowed_pairs(const BlockMask& mask, int64_t b, int64_t h, bool causal = false);
+// density() of the mask ANDed with bottom-right causality.
+double density(const BlockMask& mask, bool causal);
 // May query i attend key j in list (b, h)? (Slow: for references and tests.)
 bool allowed(const BlockMask& mask, int64_t b, int64_t h, int64_t i, int64_t j);
 // ASCII at most `max_columns` characters wide: each character then stands for a square group

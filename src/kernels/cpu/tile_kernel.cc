@@ -30,7 +30,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 struct Scratch {
   int64_t m_pad = 0, dv_pad = 0;
   hwy::AlignedFreeUniquePtr<float[]> qt, st, o, k, v, m, l, alpha, limit;
-  std::vector<uint8_t> allow;
+  std::vector<uint8_t> allow, allow_t;  // [tokens][keys] from the predicate, and transposed
 
   explicit Scratch(const TilePlan& plan) {
     const DF df;
@@ -49,6 +49,7 @@ struct Scratch {
     alpha = hwy::AllocateAligned<float>(m_pad);
     limit = hwy::AllocateAligned<float>(m_pad);
     allow.resize(kMaxTileRows * kvb);
+    allow_t.resize(kMaxTileRows * kvb);
   }
 };
 
@@ -124,14 +125,17 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     Scores(s.qt.get(), m_pad, k, k_stride, keys, dim, s.st.get());
     if (causal_mask) MaskCausal(s.st.get(), m_pad, keys, k0, s.limit.get());
     if (list.partial(e)) {
-      // Shared lists do not imply a shared rule: the predicate is asked per head.
+      // Shared lists need not share a rule: the predicate is asked per head unless it says
+      // that it is the same for every head. Its [query][key] bytes are transposed to the
+      // lanes-are-rows layout and applied with vector selects.
       const TilePredicate& predicate = *plan.mask->predicate;
+      const bool once = predicate.same_for_all_heads();
       for (int64_t hh = 0; hh < item.nh; ++hh) {
-        predicate.fill(b, item.h0 + hh, item.q0, item.nt, k0, keys, s.allow.data(), keys);
-        for (int64_t t = 0; t < item.nt; ++t)
-          for (int64_t j = 0; j < keys; ++j)
-            if (!s.allow[t * keys + j])
-              s.st[j * m_pad + hh * item.nt + t] = -std::numeric_limits<float>::infinity();
+        if (hh == 0 || !once) {
+          predicate.fill(b, item.h0 + hh, item.q0, item.nt, k0, keys, s.allow.data(), keys);
+          TransposeBytes(s.allow.data(), item.nt, keys, keys, s.allow_t.data(), item.nt);
+        }
+        MaskFromBytes(s.st.get(), m_pad, keys, hh * item.nt, item.nt, s.allow_t.data(), item.nt);
       }
     }
     OnlineSoftmax(s.st.get(), m_pad, keys, s.m.get(), s.l.get(), s.alpha.get());

@@ -9,6 +9,7 @@
 #endif
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -195,6 +196,55 @@ HWY_INLINE void MaskCausal(float* st, int64_t m_pad, int64_t keys, int64_t k0, c
       hn::StoreU(hn::IfThenElse(hn::Gt(key, hn::LoadU(df, limit + r0)), neg_inf, s), df,
                  st + j * m_pad + r0);
     }
+  }
+}
+
+// Transposes a [rows][cols] byte tile (row stride ld) into out [cols][rows] (row stride ld_out).
+// Whole 8 x 8 blocks are transposed inside a uint64 (three rounds of swapping sub-blocks).
+HWY_INLINE void TransposeBytes(const uint8_t* HWY_RESTRICT in, int64_t rows, int64_t cols,
+                               int64_t ld, uint8_t* HWY_RESTRICT out, int64_t ld_out) {
+  const int64_t rows8 = rows / 8 * 8, cols8 = cols / 8 * 8;
+  for (int64_t r0 = 0; r0 < rows8; r0 += 8)
+    for (int64_t c0 = 0; c0 < cols8; c0 += 8) {
+      uint64_t x[8];  // x[i] byte c = in[r0 + i][c0 + c] (little endian)
+      for (int i = 0; i < 8; ++i) std::memcpy(&x[i], in + (r0 + i) * ld + c0, 8);
+      for (int i = 0; i < 4; ++i) {
+        const uint64_t t = ((x[i] >> 32) ^ x[i + 4]) & 0x00000000FFFFFFFFull;
+        x[i] ^= t << 32, x[i + 4] ^= t;
+      }
+      for (int i : {0, 1, 4, 5}) {
+        const uint64_t t = ((x[i] >> 16) ^ x[i + 2]) & 0x0000FFFF0000FFFFull;
+        x[i] ^= t << 16, x[i + 2] ^= t;
+      }
+      for (int i : {0, 2, 4, 6}) {
+        const uint64_t t = ((x[i] >> 8) ^ x[i + 1]) & 0x00FF00FF00FF00FFull;
+        x[i] ^= t << 8, x[i + 1] ^= t;
+      }
+      for (int i = 0; i < 8; ++i) std::memcpy(out + (c0 + i) * ld_out + r0, &x[i], 8);
+    }
+  for (int64_t r = 0; r < rows; ++r)  // ragged edges
+    for (int64_t c = (r < rows8 ? cols8 : 0); c < cols; ++c) out[c * ld_out + r] = in[r * ld + c];
+}
+
+// St[j][r0 + t] = -inf where allow_t[j][t] == 0, for t < count (allow_t row stride ld).
+HWY_INLINE void MaskFromBytes(float* st, int64_t m_pad, int64_t keys, int64_t r0, int64_t count,
+                              const uint8_t* allow_t, int64_t ld) {
+  const DF df;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint8_t, DF> du8;
+  const int64_t n = hn::Lanes(df);
+  const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < keys; ++j) {
+    float* row = st + j * m_pad + r0;
+    const uint8_t* bits = allow_t + j * ld;
+    int64_t t = 0;
+    for (; t + n <= count; t += n) {
+      const auto hidden = hn::RebindMask(df, hn::Eq(hn::PromoteTo(di, hn::LoadU(du8, bits + t)),
+                                                    hn::Zero(di)));
+      hn::StoreU(hn::IfThenElse(hidden, neg_inf, hn::LoadU(df, row + t)), df, row + t);
+    }
+    for (; t < count; ++t)
+      if (!bits[t]) row[t] = -std::numeric_limits<float>::infinity();
   }
 }
 
