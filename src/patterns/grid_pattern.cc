@@ -55,6 +55,7 @@ class GridPredicate : public TilePredicate {
     }
     fill_elements(q0, nq, k0, nk, allow, ld);
   }
+  bool same_for_all_heads() const override { return true; }
 
  private:
   int64_t token(int64_t slot) const { return tiling_ == nullptr ? slot : tiling_->source[slot]; }
