@@ -15,13 +15,14 @@ namespace attnkit::kernels {
 namespace {
 constexpr int64_t kChunk = 256;  // keys per transposed chunk: [dim][256] f32 stays in L2
 constexpr int64_t kRows = 32;    // query rows per score tile (32 x 256 scores = 32 KiB)
+constexpr int64_t kPanel = 32;   // columns of one score panel (2 AVX-512 vectors)
 }  // namespace
 
 void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
               int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   std::vector<float> row_max_so_far(nq, neg_inf), row_sum(nq, 0.0f);
-  std::vector<float> kt(dim * kChunk), scores(kRows * kChunk);
+  std::vector<float> kt(dim * kChunk, 0.0f), scores(kRows * kChunk);
   for (int64_t j0 = 0; j0 < nk; j0 += kChunk) {
     const int64_t cols = std::min(kChunk, nk - j0);
     bool transposed = false;
@@ -38,8 +39,11 @@ void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_
         transpose_keys(keys + j0 * ldk, cols, dim, ldk, kt.data(), kChunk);
         transposed = true;
       }
-      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kChunk, tile_cols, dim, scale,
-                 scores.data(), kChunk);
+      // Whole 32-column panels (stale but finite columns past tile_cols are computed and
+      // ignored): the masked tail path is several times slower per column.
+      const int64_t padded = std::min(kChunk, (tile_cols + kPanel - 1) / kPanel * kPanel);
+      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kChunk, padded, dim, scale, scores.data(),
+                 kChunk);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t lim = limit ? limit[i0 + r] : nk;
         const int64_t seen = std::clamp<int64_t>(lim - j0, 0, tile_cols);

@@ -58,6 +58,8 @@ void score_tile(const float* q, int64_t ldq, int64_t rows, const float* kt, int6
 float row_max(const float* s, int64_t n);
 // sum_j exp(s[j] - shift); with write, also s[j] = exp(s[j] - shift).
 float exp_shift_sum(float* s, int64_t n, float shift, bool write);
+// dst[j] += exp(s[j] - shift) for j < n (nothing when shift = -inf).
+void exp_shift_add(const float* s, int64_t n, float shift, float* dst);
 
 // --- LSE-only pass (lse_pass.cc) ---
 

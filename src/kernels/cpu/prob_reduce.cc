@@ -14,13 +14,14 @@ namespace attnkit::kernels {
 namespace {
 constexpr int64_t kChunk = 256;
 constexpr int64_t kRows = 32;
+constexpr int64_t kPanel = 32;  // columns of one score panel (2 AVX-512 vectors)
 }  // namespace
 
 void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
                  int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
                  int64_t row_group, int64_t col_group, float* out) {
   const int64_t out_cols = (nk + col_group - 1) / col_group;
-  std::vector<float> kt(dim * kChunk), scores(kRows * kChunk);
+  std::vector<float> kt(dim * kChunk, 0.0f), scores(kRows * kChunk);
   for (int64_t j0 = 0; j0 < nk; j0 += kChunk) {
     const int64_t cols = std::min(kChunk, nk - j0);
     bool transposed = false;
@@ -37,8 +38,11 @@ void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, cons
         transpose_keys(keys + j0 * ldk, cols, dim, ldk, kt.data(), kChunk);
         transposed = true;
       }
-      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kChunk, tile_cols, dim, scale,
-                 scores.data(), kChunk);
+      // Whole 32-column panels (stale but finite columns past tile_cols are computed and
+      // ignored): the masked tail path is several times slower per column.
+      const int64_t padded = std::min(kChunk, (tile_cols + kPanel - 1) / kPanel * kPanel);
+      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kChunk, padded, dim, scale, scores.data(),
+                 kChunk);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         if (std::isinf(lse[i])) continue;
@@ -46,12 +50,11 @@ void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, cons
         const int64_t seen = std::clamp<int64_t>(lim - j0, 0, tile_cols);
         if (seen == 0) continue;
         float* s = scores.data() + r * kChunk;
-        exp_shift_sum(s, seen, lse[i], true);
         float* dst = out + (i / row_group) * out_cols;
         if (col_group == 1) {
-          float* d = dst + j0;
-          for (int64_t j = 0; j < seen; ++j) d[j] += s[j];
+          exp_shift_add(s, seen, lse[i], dst + j0);  // fused: no second pass over s
         } else {
+          exp_shift_sum(s, seen, lse[i], true);
           // Sum runs of columns that fall into the same group.
           int64_t j = 0;
           while (j < seen) {

@@ -3,9 +3,9 @@
 // plus the row max and exp-shift-sum used by online log-sum-exp. Written once with Highway and
 // dispatched at run time (AVX2 / AVX-512 / NEON).
 //
-// Register blocking: 4 query rows x 2 vectors of keys = 8 accumulators, so each step loads 2 key
-// vectors, broadcasts 4 query scalars and issues 8 FMAs (enough independent chains to hide the
-// FMA latency on AVX2 and AVX-512).
+// Register blocking: R query rows x 2 vectors of keys = 2R accumulators; each step loads 2 key
+// vectors, broadcasts R query scalars and issues 2R FMAs. R = 8 on AVX-512 (32 registers: 16
+// accumulators keep both FMA ports busy with loads to spare), R = 4 on AVX2 (16 registers).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,55 +24,45 @@ namespace attnkit::kernels {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// One panel of kRows query rows x 2 key vectors: 2 * kRows accumulators.
+template <int kRows, class D>
+HWY_INLINE void ScorePanel(D d, const float* q, int64_t ldq, const float* kt, int64_t ldkt,
+                           int64_t dim, float scale, float* s, int64_t lds) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  using V = hn::Vec<D>;
+  V acc0[kRows], acc1[kRows];
+  for (int r = 0; r < kRows; ++r) acc0[r] = hn::Zero(d), acc1[r] = hn::Zero(d);
+  for (int64_t c = 0; c < dim; ++c) {
+    const float* kc = kt + c * ldkt;
+    const V k0 = hn::LoadU(d, kc), k1 = hn::LoadU(d, kc + lanes);
+    for (int r = 0; r < kRows; ++r) {
+      const V b = hn::Set(d, q[r * ldq + c]);
+      acc0[r] = hn::MulAdd(b, k0, acc0[r]);
+      acc1[r] = hn::MulAdd(b, k1, acc1[r]);
+    }
+  }
+  const V vscale = hn::Set(d, scale);
+  for (int r = 0; r < kRows; ++r) {
+    hn::StoreU(hn::Mul(acc0[r], vscale), d, s + r * lds);
+    hn::StoreU(hn::Mul(acc1[r], vscale), d, s + r * lds + lanes);
+  }
+}
+
 void PrimScoreTile(const float* q, int64_t ldq, int64_t rows, const float* kt, int64_t ldkt,
                    int64_t cols, int64_t dim, float scale, float* s, int64_t lds) {
   const hn::ScalableTag<float> d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const auto vscale = hn::Set(d, scale);
+  // 8 rows (16 accumulators) where there are 32 vector registers, else 4 rows.
+  constexpr int kRows = HWY_TARGET <= HWY_AVX3 ? 8 : 4;
   int64_t j = 0;
   for (; j + 2 * lanes <= cols; j += 2 * lanes) {
     int64_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-      auto a00 = hn::Zero(d), a01 = hn::Zero(d), a10 = hn::Zero(d), a11 = hn::Zero(d);
-      auto a20 = hn::Zero(d), a21 = hn::Zero(d), a30 = hn::Zero(d), a31 = hn::Zero(d);
-      const float* q0 = q + i * ldq;
-      for (int64_t c = 0; c < dim; ++c) {
-        const float* kc = kt + c * ldkt + j;
-        const auto k0 = hn::LoadU(d, kc), k1 = hn::LoadU(d, kc + lanes);
-        const auto b0 = hn::Set(d, q0[c]), b1 = hn::Set(d, q0[ldq + c]);
-        const auto b2 = hn::Set(d, q0[2 * ldq + c]), b3 = hn::Set(d, q0[3 * ldq + c]);
-        a00 = hn::MulAdd(b0, k0, a00);
-        a01 = hn::MulAdd(b0, k1, a01);
-        a10 = hn::MulAdd(b1, k0, a10);
-        a11 = hn::MulAdd(b1, k1, a11);
-        a20 = hn::MulAdd(b2, k0, a20);
-        a21 = hn::MulAdd(b2, k1, a21);
-        a30 = hn::MulAdd(b3, k0, a30);
-        a31 = hn::MulAdd(b3, k1, a31);
-      }
-      float* out = s + i * lds + j;
-      hn::StoreU(hn::Mul(a00, vscale), d, out);
-      hn::StoreU(hn::Mul(a01, vscale), d, out + lanes);
-      hn::StoreU(hn::Mul(a10, vscale), d, out + lds);
-      hn::StoreU(hn::Mul(a11, vscale), d, out + lds + lanes);
-      hn::StoreU(hn::Mul(a20, vscale), d, out + 2 * lds);
-      hn::StoreU(hn::Mul(a21, vscale), d, out + 2 * lds + lanes);
-      hn::StoreU(hn::Mul(a30, vscale), d, out + 3 * lds);
-      hn::StoreU(hn::Mul(a31, vscale), d, out + 3 * lds + lanes);
-    }
-    for (; i < rows; ++i) {
-      auto a0 = hn::Zero(d), a1 = hn::Zero(d);
-      const float* qi = q + i * ldq;
-      for (int64_t c = 0; c < dim; ++c) {
-        const float* kc = kt + c * ldkt + j;
-        const auto b = hn::Set(d, qi[c]);
-        a0 = hn::MulAdd(b, hn::LoadU(d, kc), a0);
-        a1 = hn::MulAdd(b, hn::LoadU(d, kc + lanes), a1);
-      }
-      hn::StoreU(hn::Mul(a0, vscale), d, s + i * lds + j);
-      hn::StoreU(hn::Mul(a1, vscale), d, s + i * lds + j + lanes);
-    }
+    for (; i + kRows <= rows; i += kRows)
+      ScorePanel<kRows>(d, q + i * ldq, ldq, kt + j, ldkt, dim, scale, s + i * lds + j, lds);
+    for (; i < rows; ++i)
+      ScorePanel<1>(d, q + i * ldq, ldq, kt + j, ldkt, dim, scale, s + i * lds + j, lds);
   }
+  const auto vscale = hn::Set(d, scale);
   // Fewer than two vectors of keys left: masked loads/stores never touch past `cols`.
   for (; j < cols; j += lanes) {
     const auto mask = hn::FirstN(d, static_cast<size_t>(cols - j));
@@ -121,6 +111,23 @@ float PrimExpShiftSum(float* s, int64_t n, float shift, bool write) {
   return hn::GetLane(hn::SumOfLanes(d, sum));
 }
 
+void PrimExpShiftAdd(const float* s, int64_t n, float shift, float* dst) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto vshift = hn::Set(d, shift);
+  int64_t j = 0;
+  for (; j + lanes <= n; j += lanes) {
+    const auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, s + j), vshift));
+    hn::StoreU(hn::Add(hn::LoadU(d, dst + j), e), d, dst + j);
+  }
+  if (j < n) {
+    const auto mask = hn::FirstN(d, static_cast<size_t>(n - j));
+    const auto e =
+        hn::IfThenElseZero(mask, hn::Exp(d, hn::Sub(hn::MaskedLoad(mask, d, s + j), vshift)));
+    hn::BlendedStore(hn::Add(hn::MaskedLoad(mask, d, dst + j), e), mask, d, dst + j);
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace attnkit::kernels
 HWY_AFTER_NAMESPACE();
@@ -131,6 +138,7 @@ namespace attnkit::kernels {
 HWY_EXPORT(PrimScoreTile);
 HWY_EXPORT(PrimRowMax);
 HWY_EXPORT(PrimExpShiftSum);
+HWY_EXPORT(PrimExpShiftAdd);
 
 void transpose_keys(const float* keys, int64_t nk, int64_t dim, int64_t ldk, float* kt,
                     int64_t ldkt) {
@@ -160,6 +168,11 @@ float exp_shift_sum(float* s, int64_t n, float shift, bool write) {
     return 0.0f;
   }
   return HWY_DYNAMIC_DISPATCH(PrimExpShiftSum)(s, n, shift, write);
+}
+
+void exp_shift_add(const float* s, int64_t n, float shift, float* dst) {
+  if (n <= 0 || (std::isinf(shift) && shift < 0)) return;
+  HWY_DYNAMIC_DISPATCH(PrimExpShiftAdd)(s, n, shift, dst);
 }
 
 }  // namespace attnkit::kernels
