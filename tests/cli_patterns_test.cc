@@ -1,0 +1,124 @@
+// The `patterns`, `mask` and `compare` sub-commands, run as the real binary.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "attnkit/npy.h"
+#include "eval/inputs.h"
+#include "support/cli_runner.h"
+#include "support/json_parse.h"
+
+namespace attnkit::testing {
+namespace {
+
+TEST(CliPatterns, ListsEveryPatternWithDefaults) {
+  const CliResult text = run_cli({"patterns"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (const char* line : {"causal\n", "power:block=256,window=5\n", "window:size=512\n",
+                           "ssa:ratio=4,seed=0,block=64\n", "sf_attn:groups=4,sinks=4,causal=1\n"})
+    EXPECT_NE(text.out.find(line), std::string::npos) << line;
+  const CliResult json = run_cli({"patterns", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const JsonValue v = parse_json(json.out);
+  const auto& list = v["patterns"].items;
+  ASSERT_GE(list.size(), 10u);
+  bool found = false;
+  for (const auto& p : list) {
+    EXPECT_FALSE(p["paper"].text.empty());
+    if (p["name"].text != "power") continue;
+    found = true;
+    EXPECT_EQ(p["spec"].text, "power:block=256,window=5");
+    ASSERT_EQ(p["params"].items.size(), 2u);
+    EXPECT_EQ(p["params"].items[0]["name"].text, "block");
+    EXPECT_EQ(p["params"].items[0]["default"].text, "256");
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST(CliMask, AsciiDumpAndPng) {
+  TempDir dir;
+  const CliResult r =
+      run_cli({"mask", "--pattern", "window:size=70", "--nq", "150", "--nk", "200", "--heads", "2",
+               "--dump", dir.path("m.npy"), "--png", dir.path("m.png")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // 3 query blocks x 4 kv blocks; query 0 is at position 50.
+  EXPECT_NE(r.out.find("\n++..\n+++.\n.+++\n"), std::string::npos) << r.out;
+  // The dump: header, then uint8 [2, 150, 200] equal to the rule, both heads.
+  const std::string npy = read_file(dir.path("m.npy"));
+  EXPECT_NE(npy.find("'descr': '|u1'"), std::string::npos);
+  EXPECT_NE(npy.find("(2, 150, 200)"), std::string::npos);
+  ASSERT_GE(npy.size(), 2u * 150 * 200);
+  const std::string data = npy.substr(npy.size() - 2 * 150 * 200);
+  int64_t bad = 0;
+  for (int64_t h = 0; h < 2; ++h)
+    for (int64_t i = 0; i < 150; ++i)
+      for (int64_t j = 0; j < 200; ++j) {
+        const int64_t p = i + 50;
+        bad += data[(h * 150 + i) * 200 + j] != char(j <= p && j > p - 70);
+      }
+  EXPECT_EQ(bad, 0);
+  const std::string png = read_file(dir.path("m.png"));
+  EXPECT_EQ(png.substr(1, 3), "PNG");
+  EXPECT_EQ(dir.list(), (std::vector<std::string>{"m.npy", "m.png"}));
+}
+
+TEST(CliMask, CleanErrors) {
+  TempDir dir;
+  EXPECT_TRUE(
+      IsCleanError(run_cli({"mask", "--pattern", "nope", "--nq", "4", "--nk", "4"}), "--pattern"));
+  EXPECT_TRUE(IsCleanError(run_cli({"mask", "--pattern", "power:x=1", "--nq", "4", "--nk", "4"}),
+                           "--pattern"));
+  EXPECT_TRUE(
+      IsCleanError(run_cli({"mask", "--pattern", "causal", "--nq", "0", "--nk", "4"}), "--nq"));
+  EXPECT_TRUE(IsCleanError(run_cli({"mask", "--pattern", "causal", "--nq", "1000000", "--nk",
+                                    "1000000", "--dump", dir.path("big.npy")}),
+                           "--dump"));
+  EXPECT_TRUE(dir.list().empty());
+}
+
+TEST(CliCompare, JsonOnSyntheticInput) {
+  const CliResult r = run_cli({"compare", "--n", "300", "--heads", "2", "--d", "32", "--reps", "1",
+                               "--pattern", "causal", "--pattern", "window:size=64", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const JsonValue v = parse_json(r.out);
+  EXPECT_GT(v["dense_seconds"].number, 0.0);
+  const auto& results = v["results"].items;
+  ASSERT_EQ(results.size(), 2u);
+  for (const char* key : {"pattern", "density", "seconds", "plan_seconds", "speedup",
+                          "rel_l2_error", "recall_mean", "recall_min"})
+    EXPECT_TRUE(results[0].has(key)) << key;
+  // causal against the causal dense result: exact.
+  EXPECT_EQ(results[0]["pattern"].text, "causal");
+  EXPECT_NEAR(results[0]["density"].number, 300.0 * 301 / 2 / (300.0 * 300), 1e-12);
+  EXPECT_LT(results[0]["rel_l2_error"].number, 1e-5);
+  EXPECT_NEAR(results[0]["recall_min"].number, 1.0, 1e-5);
+  // window: fewer pairs, some mass lost, never more than all of it.
+  EXPECT_EQ(results[1]["pattern"].text, "window:size=64");
+  EXPECT_LT(results[1]["density"].number, results[0]["density"].number);
+  EXPECT_GT(results[1]["rel_l2_error"].number, 1e-4);
+  EXPECT_LT(results[1]["recall_mean"].number, 1.0);
+  EXPECT_GT(results[1]["recall_min"].number, 0.0);
+  EXPECT_LE(results[1]["recall_min"].number, results[1]["recall_mean"].number);
+}
+
+TEST(CliCompare, TableFromFilesAndErrors) {
+  TempDir dir;
+  write_npy(dir.path("q.npy"), random_normal({1, 2, 70, 16}, DType::kF32, 1), "q");
+  write_npy(dir.path("k.npy"), random_normal({1, 1, 90, 16}, DType::kF32, 2), "k");
+  write_npy(dir.path("v.npy"), random_normal({1, 1, 90, 16}, DType::kF32, 3), "v");
+  const CliResult r =
+      run_cli({"compare", "--q", dir.path("q.npy"), "--k", dir.path("k.npy"), "--v",
+               dir.path("v.npy"), "--reps", "1", "--pattern", "streaming:sinks=2,window=20"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("streaming:sinks=2,window=20"), std::string::npos);
+  EXPECT_NE(r.out.find("recall_mean"), std::string::npos);
+  EXPECT_TRUE(IsCleanError(run_cli({"compare", "--n", "64", "--pattern", "bogus"}), "--pattern"));
+  EXPECT_TRUE(IsCleanError(run_cli({"compare", "--q", dir.path("q.npy"), "--k", dir.path("k.npy")}),
+                           "--v"));
+  EXPECT_TRUE(IsCleanError(run_cli({"compare", "--q", dir.path("q.npy"), "--k", dir.path("k.npy"),
+                                    "--v", dir.path("v.npy"), "--n", "5"}),
+                           "--n"));
+}
+
+}  // namespace
+}  // namespace attnkit::testing
