@@ -108,3 +108,33 @@ TEST(DenseKernel, ReportsItsSimdTarget) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// Bottom-right causal pairs of one (batch, head) slice.
+int64_t causal_pairs(int64_t nq, int64_t nk) {
+  int64_t pairs = 0;
+  for (int64_t i = 0; i < nq; ++i) pairs += std::clamp<int64_t>(i + (nk - nq) + 1, 0, nk);
+  return pairs;
+}
+
+// The kernels count the pairs they attend; both paths (tiles and decode) must agree with the rule.
+TEST(AttendedPairs, DenseCausalAndDecode) {
+  for (auto [nq, nk, causal] : std::vector<std::tuple<int64_t, int64_t, bool>>{
+           {100, 150, true}, {150, 100, true}, {77, 77, false}, {4, 2000, true}, {1, 3000, false}}) {
+    testing::Problem p;
+    p.batch = 2, p.heads_q = 3, p.heads_kv = 1, p.nq = nq, p.nk = nk;
+    testing::Inputs in = testing::make_inputs(p);
+    AttentionArgs a = in.args();
+    a.causal = causal;
+    int64_t pairs = 0;
+    a.attended_pairs = &pairs;
+    attention(a);
+    EXPECT_EQ(pairs, 6 * (causal ? causal_pairs(nq, nk) : nq * nk))
+        << "nq=" << nq << " nk=" << nk << " causal=" << causal;
+  }
+}
+
+}  // namespace
+}  // namespace attnkit

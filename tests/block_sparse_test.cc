@@ -97,8 +97,24 @@ TEST_P(BlockSparseKernel, MatchesReferenceWithTheMaskRule) {
   const MaskCase& c = GetParam();
   std::mt19937 rng(7);
   const BlockMask mask = random_mask(c, rng);
+  int64_t counted = 0;
   testing::check_problem(
-      c.problem, [&](const AttentionArgs& a) { attention(a, mask); }, mask_rule(mask));
+      c.problem,
+      [&](const AttentionArgs& a) {
+        AttentionArgs with_count = a;
+        with_count.attended_pairs = &counted;
+        attention(with_count, mask);
+      },
+      mask_rule(mask));
+  // The kernel's count of attended pairs equals the rule's (AND causal).
+  const ElementPredicate rule = mask_rule(mask);
+  const Problem& p = c.problem;
+  int64_t expected = 0;
+  for (int64_t h = 0; h < p.heads_q; ++h)
+    for (int64_t i = 0; i < p.nq; ++i)
+      for (int64_t j = 0; j < p.nk; ++j)
+        expected += rule(0, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
+  EXPECT_EQ(counted, expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),

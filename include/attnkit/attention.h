@@ -24,6 +24,9 @@ struct AttentionArgs {
   float scale = 0.0f;    // 0 means 1/sqrt(D)
   bool causal = false;   // bottom-right aligned
   int threads = 0;       // 0 means every core
+  // Optional: the kernels add the number of (query, key) pairs they attended, summed over batch
+  // and heads (counted from the masked score tiles, so it is exact for any mask).
+  int64_t* attended_pairs = nullptr;
 };
 
 // Checks shapes, dtypes, head ratio and strides; throws Error naming "q", "k", "v" or "out".

@@ -10,7 +10,6 @@
 
 #include "attnkit/error.h"
 #include "attnkit/pattern.h"
-#include "patterns/interval_rule.h"
 
 namespace attnkit {
 namespace {
@@ -134,18 +133,14 @@ RunStats Pattern::run(const AttentionArgs& args) const {
   Plan plan = this->plan(args);
   stats.plan_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  attention(args, plan.mask);
-  const BlockMask& mask = plan.mask;
-  const double cells = static_cast<double>(mask.nq) * static_cast<double>(mask.nk);
-  // Pairs the kernel attended (the mask ANDed with args.causal). Interval rules count them from
-  // row ranges (cheap); other masks by filling their PARTIAL tiles (outside plan_seconds, but
-  // inside the time of run(): patterns with many PARTIAL tiles should count analytically).
-  if (const auto* rule = dynamic_cast<const patterns::IntervalRule*>(mask.predicate.get());
-      rule != nullptr && rule->nq() == mask.nq && rule->nk() == mask.nk) {
-    stats.pairs = rule->average_pairs(args.causal);
-  } else {
-    stats.pairs = density(mask, args.causal) * cells;
-  }
+  // The kernel counts the pairs it attended (the mask ANDed with args.causal) as it goes.
+  int64_t attended = 0;
+  AttentionArgs counted = args;
+  counted.attended_pairs = &attended;
+  attention(counted, plan.mask);
+  if (args.attended_pairs) *args.attended_pairs += attended;
+  const double cells = static_cast<double>(plan.mask.nq) * static_cast<double>(plan.mask.nk);
+  stats.pairs = static_cast<double>(attended) / static_cast<double>(args.q.shape[0] * args.q.shape[1]);
   stats.density = cells > 0 ? stats.pairs / cells : 0.0;
   return stats;
 }

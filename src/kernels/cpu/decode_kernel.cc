@@ -126,8 +126,10 @@ void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t
 }
 
 // One chunk of keys [j0, j1) for all rows of kv head g: un-normalized O and (m, l) in log2 units.
-void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, int64_t b, int64_t g,
-                 int64_t j0, int64_t j1, float* o, float* m, float* l) {
+// Returns the number of (row, key) pairs attended.
+int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, int64_t b,
+                    int64_t g, int64_t j0, int64_t j1, float* o, float* m, float* l) {
+  int64_t pairs = 0;
   const DF df;
   const int64_t n = hn::Lanes(df), rows = sh.rows, m_pad = sh.m_pad, dim = sh.dim;
   const int64_t dim_pad = (dim + n - 1) / n * n;
@@ -171,6 +173,7 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
       const int64_t first_hidden =
           a.causal ? static_cast<int64_t>(limit[r]) + 1 - k0 : kDecodeBlock;  // causal limit
       RowSoftmax(s.get() + r * kDecodeBlock, keys, first_hidden, m[r], l[r], alpha[r]);
+      pairs += std::clamp<int64_t>(first_hidden, 0, keys);
     }
     const PLayout p_at = {1, kDecodeBlock};
     if (v_in_place) {
@@ -181,6 +184,7 @@ void DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, in
       AccumulatePv(s.get(), p_at, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
     }
   }
+  return pairs;
 }
 
 void RunDecode(const AttentionArgs& a) {
@@ -206,14 +210,16 @@ void RunDecode(const AttentionArgs& a) {
   const int64_t items = slices * sh.splits;
   std::vector<float> part_o(items * sh.rows * sh.dv_pad), part_m(items * sh.m_pad),
       part_l(items * sh.m_pad);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  int64_t pairs = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(+ : pairs)
   for (int64_t it = 0; it < items; ++it) {
     const int64_t slice = it / sh.splits, split = it % sh.splits;
     const int64_t j0 = split * sh.chunk, j1 = std::min(sh.nk, j0 + sh.chunk);
-    DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv, j0, j1,
+    pairs += DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv, j0, j1,
                 part_o.data() + it * sh.rows * sh.dv_pad, part_m.data() + it * sh.m_pad,
                 part_l.data() + it * sh.m_pad);
   }
+  if (a.attended_pairs) *a.attended_pairs += pairs;
   // Merge the chunks of each row: O = sum_s 2^(m_s - M) O_s / L, L = sum_s 2^(m_s - M) l_s.
 #pragma omp parallel for num_threads(threads)
   for (int64_t slice = 0; slice < slices; ++slice) {

@@ -30,6 +30,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 struct Scratch {
   int64_t m_pad = 0, dv_pad = 0;
   hwy::AlignedFreeUniquePtr<float[]> qt, st, o, k, v, m, l, alpha, limit;
+  int64_t pairs = 0;  // attended pairs, when the caller asks for them
   std::vector<uint8_t> allow, allow_t;  // [tokens][keys] from the predicate, and transposed
 
   explicit Scratch(const TilePlan& plan) {
@@ -138,6 +139,9 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
         MaskFromBytes(s.st.get(), m_pad, keys, hh * item.nt, item.nt, s.allow_t.data(), item.nt);
       }
     }
+    if (a.attended_pairs)
+      s.pairs += causal_mask || list.partial(e) ? CountFinite(s.st.get(), m_pad, keys, rows)
+                                                : rows * keys;
     OnlineSoftmax(s.st.get(), m_pad, keys, s.m.get(), s.l.get(), s.alpha.get());
     if (v_in_place) {
       AccumulatePvAny(a.v.dtype, s.st.get(), {m_pad, 1}, rows, RowPointer(a.v, b, g, k0),
@@ -171,6 +175,10 @@ void RunTilePlan(const TilePlan& plan) {
     Scratch scratch(plan);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < count; ++it) ProcessItem(plan, plan.items[it], scratch);
+    if (plan.args->attended_pairs) {
+#pragma omp atomic
+      *plan.args->attended_pairs += scratch.pairs;
+    }
   }
 }
 

@@ -248,6 +248,21 @@ HWY_INLINE void MaskFromBytes(float* st, int64_t m_pad, int64_t keys, int64_t r0
   }
 }
 
+// Number of finite (not masked) scores among rows [0, rows) of St.
+HWY_INLINE int64_t CountFinite(const float* st, int64_t m_pad, int64_t keys, int64_t rows) {
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  int64_t count = 0;
+  for (int64_t j = 0; j < keys; ++j) {
+    int64_t r = 0;
+    for (; r + n <= rows; r += n)
+      count += static_cast<int64_t>(hn::CountTrue(df, hn::Ne(hn::LoadU(df, st + j * m_pad + r), neg_inf)));
+    for (; r < rows; ++r) count += st[j * m_pad + r] != -std::numeric_limits<float>::infinity();
+  }
+  return count;
+}
+
 // Rows [0, count) of a [rows][cols] block (stored as dtype, row stride `stride`) into f32
 // [rows][cols_pad], zero padded.
 HWY_INLINE void ConvertRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols,
