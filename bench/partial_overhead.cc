@@ -1,0 +1,63 @@
+// Cost of PARTIAL blocks: the same attention through a mask whose blocks are all FULL and through
+// one whose blocks are all PARTIAL with a predicate that allows everything (BENCHMARKS.md).
+//   partial_overhead N D HEADS [threads]
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
+#include "eval/inputs.h"
+#include "eval/timing.h"
+
+namespace {
+
+class AllowAll : public attnkit::TilePredicate {
+ public:
+  void fill(int64_t, int64_t, int64_t, int64_t nq, int64_t, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = 1;
+  }
+  bool same_for_all_heads() const override { return true; }
+};
+
+attnkit::BlockMask every_block(int64_t n, attnkit::BlockKind kind) {
+  attnkit::BlockMask m;
+  m.nq = m.nk = n;
+  m.predicate = std::make_shared<AllowAll>();
+  m.row_start.push_back(0);
+  for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
+    for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
+      m.kv_index.push_back(kb);
+      m.kind.push_back(kind);
+    }
+    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
+  }
+  return m;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace attnkit;
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: partial_overhead N D HEADS [threads]\n");
+    return 2;
+  }
+  const int64_t n = std::atoll(argv[1]), dim = std::atoll(argv[2]), heads = std::atoll(argv[3]);
+  Tensor q = random_normal({1, heads, n, dim}, DType::kF32, 1);
+  Tensor k = random_normal({1, heads, n, dim}, DType::kF32, 2);
+  Tensor v = random_normal({1, heads, n, dim}, DType::kF32, 3);
+  Tensor out({1, heads, n, dim}, DType::kF32);
+  AttentionArgs a;
+  a.q = q.view(), a.k = k.view(), a.v = v.view(), a.out = out.view();
+  a.threads = argc > 4 ? std::atoi(argv[4]) : 0;
+  const BlockMask full = every_block(n, BlockKind::kFull);
+  const BlockMask partial = every_block(n, BlockKind::kPartial);
+  const double t_full = median_seconds(5, [&] { attention(a, full); });
+  const double t_partial = median_seconds(5, [&] { attention(a, partial); });
+  std::printf("{\"n\": %lld, \"d\": %lld, \"heads\": %lld, \"full_seconds\": %.5f, "
+              "\"partial_seconds\": %.5f, \"ratio\": %.3f}\n",
+              (long long)n, (long long)dim, (long long)heads, t_full, t_partial, t_partial / t_full);
+}
