@@ -38,7 +38,8 @@ int patterns_main(const std::vector<std::string>& argv) {
         param.add("name", info.params[k].name)
             .add("default", info.params[k].default_value)
             .add("help", info.params[k].help);
-        params += (k ? "," : "") + param.str();
+        if (k) params += ",";
+        params += param.str();
       }
       params += "]";
       JsonObject entry;
@@ -47,7 +48,8 @@ int patterns_main(const std::vector<std::string>& argv) {
           .add("summary", info.summary)
           .add("paper", info.paper)
           .raw("params", params);
-      list += (p ? "," : "") + entry.str();
+      if (p) list += ",";
+      list += entry.str();
     }
     list += "]";
     JsonObject json;
