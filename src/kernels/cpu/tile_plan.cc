@@ -54,8 +54,13 @@ TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
         }
       }
     }
-  std::stable_sort(plan.items.begin(), plan.items.end(),
-                   [](const WorkItem& x, const WorkItem& y) { return x.cost > y.cost; });
+  // Longest first inside each (batch, head group), so that consecutive items share K and V in
+  // cache; the heads run one after another, and the cheap items at the end of the last group
+  // fill the threads' gaps.
+  std::stable_sort(plan.items.begin(), plan.items.end(), [](const WorkItem& x, const WorkItem& y) {
+    if (x.b != y.b || x.h0 != y.h0) return x.b != y.b ? x.b < y.b : x.h0 < y.h0;
+    return x.cost > y.cost;
+  });
   return plan;
 }
 
