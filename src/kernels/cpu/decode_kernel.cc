@@ -16,7 +16,6 @@
 
 #include "attnkit/attention.h"
 #include "hwy/aligned_allocator.h"
-#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/tile_ops-inl.h"
 #include "kernels/cpu/tile_plan.h"
@@ -115,14 +114,6 @@ void RowSoftmax(float* HWY_RESTRICT s, int64_t keys, int64_t first_hidden, float
   alpha = hn::GetLane(Exp2(df, hn::Set(df, m - m_ref)));
   l = l * alpha + hn::GetLane(hn::SumOfLanes(df, sum));
   m = m_new;
-}
-
-// Touches every cache line of `rows` rows of `cols` elements.
-void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
-  const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
-  const char* p = static_cast<const char*>(base);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t byte = 0; byte < row_bytes; byte += 64) hwy::Prefetch(p + r * stride_bytes + byte);
 }
 
 // One chunk of keys [j0, j1) for all rows of kv head g: un-normalized O and (m, l) in log2 units.

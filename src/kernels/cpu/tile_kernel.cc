@@ -115,6 +115,15 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
       if (static_cast<float>(k0) > max_limit) break;  // blocks are sorted: the rest is hidden too
       causal_mask = static_cast<float>(k0 + keys - 1) > min_limit;
     }
+    // K and V stream from L3 or DRAM at long lengths: ask for the next block's rows now.
+    if (e + 1 < list.count) {
+      const int64_t next = static_cast<int64_t>(list.block(e + 1)) * kvb;
+      if (next < nk) {
+        const int64_t next_keys = std::min(kvb, nk - next);
+        PrefetchRows(a.k, RowPointer(a.k, b, g, next), a.k.stride[2], next_keys, dim);
+        PrefetchRows(a.v, RowPointer(a.v, b, g, next), a.v.stride[2], next_keys, dim_v);
+      }
+    }
     const float* k = s.k.get();
     int64_t k_stride = dim;
     if (k_in_place) {

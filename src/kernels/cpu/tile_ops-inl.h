@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "attnkit/tensor.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/simd_math-inl.h"
 
@@ -261,6 +262,14 @@ HWY_INLINE int64_t CountFinite(const float* st, int64_t m_pad, int64_t keys, int
     for (; r < rows; ++r) count += st[j * m_pad + r] != -std::numeric_limits<float>::infinity();
   }
   return count;
+}
+
+// Touches every cache line of `rows` rows of `cols` elements.
+HWY_INLINE void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
+  const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
+  const char* p = static_cast<const char*>(base);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t byte = 0; byte < row_bytes; byte += 64) hwy::Prefetch(p + r * stride_bytes + byte);
 }
 
 // Rows [0, count) of a [rows][cols] block (stored as dtype, row stride `stride`) into f32

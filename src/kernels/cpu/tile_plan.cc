@@ -28,7 +28,7 @@ TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
   const int64_t batch = args.q.shape[0], heads_q = args.q.shape[1], nq = args.q.shape[2];
   const int64_t group = heads_q / args.k.shape[1];
   // Queries per item along the sequence: the mask's query block, else 64.
-  const int64_t q_block = mask ? mask->q_block : 64;
+  const int64_t q_block = mask ? mask->q_block : 128;
   plan.kv_block = mask ? mask->kv_block : 64;
   const int64_t tokens = std::min(q_block, kMaxTileRows);
   // Heads of a GQA group share a tile (and its pass over K/V) when they share the key lists.
