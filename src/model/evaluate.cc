@@ -1,0 +1,162 @@
+// Generation, perplexity and passkey evaluations (definitions in evaluate.h).
+#include "model/evaluate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "attnkit/error.h"
+
+namespace attnkit::model {
+
+namespace {
+
+int32_t argmax(const float* v, int64_t n) {
+  return static_cast<int32_t>(std::max_element(v, v + n) - v);
+}
+
+const char kTask[] =
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+    "them. I will quiz you about the important information there.";
+const char kGarbage[] =
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+const char kQuestion[] = "What is the pass key? The pass key is";
+
+std::string garbage_text(int64_t chars) {
+  std::string text;
+  while (static_cast<int64_t>(text.size()) < chars) {
+    if (!text.empty()) text += ' ';
+    text += kGarbage;
+  }
+  return text.substr(0, chars);
+}
+
+}  // namespace
+
+double log_sum_exp(const float* logits, int64_t n) {
+  const float max = *std::max_element(logits, logits + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - max);
+  return max + std::log(sum);
+}
+
+std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>& prompt,
+                              const GenerateOptions& options) {
+  check(!prompt.empty(), "--prompt", "empty prompt");
+  const Tokenizer& tokenizer = session.model().tokenizer();
+  const int32_t end_of_text = tokenizer.find("<|endoftext|>");
+  std::mt19937_64 rng(options.seed);
+  session.reset();
+  session.forward(prompt.data(), static_cast<int64_t>(prompt.size()), options.pattern);
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    std::vector<float> logits = session.last_logits();
+    int32_t next;
+    if (options.temperature <= 0.0) {
+      next = argmax(logits.data(), static_cast<int64_t>(logits.size()));
+    } else {
+      const float max = *std::max_element(logits.begin(), logits.end());
+      std::vector<double> weights(logits.size());
+      for (size_t k = 0; k < logits.size(); ++k)
+        weights[k] = std::exp((logits[k] - max) / options.temperature);
+      std::discrete_distribution<int32_t> pick(weights.begin(), weights.end());
+      next = pick(rng);
+    }
+    if (next == tokenizer.eos_id || next == end_of_text) break;
+    out.push_back(next);
+    if (i + 1 == options.max_tokens || session.n_past() >= session.max_context()) break;
+    session.forward(&next, 1);
+  }
+  return out;
+}
+
+PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t ctx,
+                            int64_t max_windows, const Pattern* pattern) {
+  check(ctx >= 2, "--ctx", "must be at least 2, got " + std::to_string(ctx));
+  const int64_t available = static_cast<int64_t>(tokens.size()) / ctx;
+  check(available >= 1, "--text",
+        "has " + std::to_string(tokens.size()) + " tokens, fewer than one window of --ctx " +
+            std::to_string(ctx));
+  const int64_t windows = max_windows > 0 ? std::min(available, max_windows) : available;
+  const int64_t vocab = session.model().config().vocab;
+  constexpr int64_t kLogitRows = 64;  // logits are computed for this many positions at a time
+  std::vector<float> logits(kLogitRows * vocab);
+  const auto start = std::chrono::steady_clock::now();
+  PerplexityResult result;
+  double total = 0.0;
+  for (int64_t w = 0; w < windows; ++w) {
+    const int32_t* window = tokens.data() + w * ctx;
+    session.reset();
+    session.forward(window, ctx, pattern);
+    for (int64_t first = 0; first < ctx - 1; first += kLogitRows) {
+      const int64_t rows = std::min(kLogitRows, ctx - 1 - first);
+      session.logits(first, rows, logits.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = logits.data() + r * vocab;
+        total += log_sum_exp(row, vocab) - row[window[first + r + 1]];
+      }
+    }
+    result.tokens += ctx - 1;
+  }
+  result.windows = windows;
+  result.nll = total / result.tokens;
+  result.ppl = std::exp(result.nll);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+PasskeyPrompt passkey_prompt(const Tokenizer& tokenizer, int64_t length, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  PasskeyPrompt p;
+  p.key = std::uniform_int_distribution<int64_t>(1, 50000)(rng);
+  const std::string key = std::to_string(p.key);
+  const std::string info = "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
+  // Token cost of the fixed parts and of one character of garbage, measured, not assumed.
+  const int64_t fixed = static_cast<int64_t>(
+      tokenizer.encode(std::string(kTask) + "\n\n" + info + "\n\n" + kQuestion, false).size());
+  const std::string sample = garbage_text(4000);
+  const double per_char =
+      static_cast<double>(tokenizer.encode(sample, false).size()) / sample.size();
+  p.answer = tokenizer.encode(" " + key, false);
+  // Leave room for the answer and the joins (newlines, garbage cut mid-word).
+  const int64_t budget = length - fixed - static_cast<int64_t>(p.answer.size()) - 8;
+  check(budget > 0, "--len", "must leave room for the garbage text, got " + std::to_string(length));
+  const int64_t garbage = static_cast<int64_t>(budget / per_char);
+  const int64_t prefix = std::uniform_int_distribution<int64_t>(0, garbage)(rng);
+  const std::string text = std::string(kTask) + "\n" + garbage_text(prefix) + "\n" + info + "\n" +
+                           garbage_text(garbage - prefix) + "\n" + kQuestion;
+  p.prompt = tokenizer.encode(text, false);
+  return p;
+}
+
+PasskeyResult passkey(LlamaSession& session, int64_t length, int64_t trials, uint64_t seed,
+                      const Pattern* pattern) {
+  check(trials >= 1, "--trials", "must be at least 1, got " + std::to_string(trials));
+  const LlamaModel& model = session.model();
+  const int64_t vocab = model.config().vocab;
+  PasskeyResult result;
+  double tokens = 0.0;
+  std::vector<float> logits;
+  for (int64_t trial = 0; trial < trials; ++trial) {
+    const PasskeyPrompt p = passkey_prompt(model.tokenizer(), length, seed * 1000003 + trial);
+    std::vector<int32_t> sequence = p.prompt;
+    sequence.insert(sequence.end(), p.answer.begin(), p.answer.end() - 1);
+    const int64_t n = static_cast<int64_t>(sequence.size());
+    session.reset();
+    session.forward(sequence.data(), n, pattern);
+    const int64_t first = static_cast<int64_t>(p.prompt.size()) - 1;
+    const int64_t rows = static_cast<int64_t>(p.answer.size());
+    logits.resize(rows * vocab);
+    session.logits(first, rows, logits.data());
+    bool ok = true;
+    for (int64_t r = 0; r < rows && ok; ++r) ok = argmax(&logits[r * vocab], vocab) == p.answer[r];
+    result.correct += ok;
+    tokens += static_cast<double>(p.prompt.size());
+    ++result.trials;
+  }
+  result.mean_tokens = tokens / trials;
+  return result;
+}
+
+}  // namespace attnkit::model

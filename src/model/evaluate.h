@@ -1,0 +1,65 @@
+// Language-model evaluations on a LlamaSession: greedy/sampled generation, perplexity over
+// non-overlapping windows, and passkey retrieval.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace attnkit {
+class Pattern;
+}
+
+namespace attnkit::model {
+
+struct GenerateOptions {
+  int64_t max_tokens = 32;
+  double temperature = 0.0;  // 0: greedy (argmax)
+  uint64_t seed = 0;
+  const Pattern* pattern = nullptr;  // prefill of the prompt; decode steps are dense
+};
+// Prompt tokens are prefilled in one step, then one token per decode step until max_tokens or an
+// end token (eos or <|endoftext|>). Returns the generated ids (without the prompt).
+std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>& prompt,
+                              const GenerateOptions& options);
+
+// Perplexity over consecutive, non-overlapping windows of `ctx` tokens: each window starts with an
+// empty cache; token t + 1 is scored from logits at t (ctx - 1 scored tokens per window).
+struct PerplexityResult {
+  int64_t tokens = 0;  // scored tokens
+  int64_t windows = 0;
+  double nll = 0.0;  // mean negative log-likelihood (nats)
+  double ppl = 0.0;  // exp(nll)
+  double seconds = 0.0;
+};
+PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t ctx,
+                            int64_t max_windows, const Pattern* pattern);
+
+// Passkey retrieval (Landmark Attention / LongLoRA prompt):
+//   task, garbage prefix, "The pass key is K. Remember it. K is the pass key.", garbage suffix,
+//   "What is the pass key? The pass key is"
+// joined by newlines, with the garbage ("The grass is green. ...") sized so that prompt + answer
+// is just under `length` tokens, the key uniform in [1, 50000] and its depth uniform. Scored
+// teacher-forced: the trial passes when greedy decoding would emit exactly " K" (argmax equals
+// every answer token), all in one prefill through `pattern`.
+struct PasskeyPrompt {
+  std::vector<int32_t> prompt;  // ends with "... The pass key is"
+  std::vector<int32_t> answer;  // " K"
+  int64_t key = 0;
+};
+PasskeyPrompt passkey_prompt(const Tokenizer& tokenizer, int64_t length, uint64_t seed);
+struct PasskeyResult {
+  int64_t trials = 0;
+  int64_t correct = 0;
+  double mean_tokens = 0.0;
+  double accuracy() const { return trials ? static_cast<double>(correct) / trials : 0.0; }
+};
+PasskeyResult passkey(LlamaSession& session, int64_t length, int64_t trials, uint64_t seed,
+                      const Pattern* pattern);
+
+// log-sum-exp of a logit row, in double.
+double log_sum_exp(const float* logits, int64_t n);
+
+}  // namespace attnkit::model

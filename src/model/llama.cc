@@ -1,0 +1,274 @@
+// Llama forward pass (formulas and cache layout in llama.h).
+#include "model/llama.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "attnkit/attention.h"
+#include "attnkit/error.h"
+#include "attnkit/pattern.h"
+#include "model/ggml_types.h"
+
+namespace attnkit::model {
+
+namespace {
+
+// A tensor of the file as a matrix [dims[1] rows, dims[0] cols], checked against the expected
+// shape.
+QMatrix matrix(const GgufFile& file, const std::string& name, int64_t cols, int64_t rows) {
+  const GgufTensor& t = file.tensor(name);
+  if (t.dims.size() != 2 || t.dims[0] != cols || t.dims[1] != rows)
+    throw Error(file.argument(), file.path() + ": tensor '" + name + "' has shape " +
+                                     t.shape_string() + ", expected [" + std::to_string(cols) +
+                                     ", " + std::to_string(rows) + "]");
+  if (cols % 32 != 0)
+    throw Error(file.argument(), file.path() + ": tensor '" + name + "' row length " +
+                                     std::to_string(cols) + " is not a multiple of 32");
+  QMatrix m;
+  m.type = static_cast<GgmlType>(t.type);
+  m.data = t.data;
+  m.rows = rows;
+  m.cols = cols;
+  m.row_bytes = ggml_row_bytes(*ggml_type_info(t.type), cols);
+  return m;
+}
+
+std::vector<float> vector_of(const GgufFile& file, const std::string& name, int64_t n) {
+  const GgufTensor& t = file.tensor(name);
+  if (t.elements != n || t.row_length() != n)
+    throw Error(file.argument(), file.path() + ": tensor '" + name + "' has shape " +
+                                     t.shape_string() + ", expected [" + std::to_string(n) + "]");
+  std::vector<float> out(n);
+  dequantize_row(static_cast<GgmlType>(t.type), t.data, out.data(), n);
+  return out;
+}
+
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, double eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float inv = static_cast<float>(1.0 / std::sqrt(sum / n + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * weight[i];
+}
+
+// Rotates adjacent pairs of each head of row `x` ([heads, head_dim]) by the angles in `table`
+// (cos, sin interleaved, head_dim / 2 pairs).
+void rope(float* x, int64_t heads, int64_t head_dim, const float* table) {
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      const float c = table[2 * i], s = table[2 * i + 1];
+      const float a = v[2 * i], b = v[2 * i + 1];
+      v[2 * i] = a * c - b * s;
+      v[2 * i + 1] = a * s + b * c;
+    }
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const LlamaModel> LlamaModel::load(const std::string& path,
+                                                   const std::string& argument) {
+  return std::make_shared<const LlamaModel>(GgufFile::open(path, argument));
+}
+
+LlamaModel::LlamaModel(GgufFile file) : file_(std::move(file)) {
+  const GgufFile& f = file_;
+  const std::string arch = f.get_string("general.architecture");
+  if (arch != "llama")
+    throw Error(f.argument(), f.path() + ": architecture '" + arch + "' is not supported (llama)");
+  LlamaConfig& c = config_;
+  c.layers = f.get_int("llama.block_count");
+  c.dim = f.get_int("llama.embedding_length");
+  c.heads = f.get_int("llama.attention.head_count");
+  c.heads_kv = f.get_int("llama.attention.head_count_kv", c.heads);
+  c.ffn = f.get_int("llama.feed_forward_length");
+  c.context_train = f.get_int("llama.context_length");
+  c.rope_theta = f.get_real("llama.rope.freq_base", 10000.0);
+  c.rms_eps = f.get_real("llama.attention.layer_norm_rms_epsilon");
+  auto positive = [&](int64_t v, int64_t max, const char* what) {
+    if (v <= 0 || v > max)
+      throw Error(f.argument(), f.path() + ": " + what + " = " + std::to_string(v) +
+                                    " is out of range [1, " + std::to_string(max) + "]");
+  };
+  positive(c.layers, 1024, "llama.block_count");
+  positive(c.dim, 1 << 16, "llama.embedding_length");
+  positive(c.heads, 1024, "llama.attention.head_count");
+  positive(c.heads_kv, c.heads, "llama.attention.head_count_kv");
+  positive(c.ffn, 1 << 18, "llama.feed_forward_length");
+  if (c.dim % c.heads != 0 || c.heads % c.heads_kv != 0)
+    throw Error(f.argument(), f.path() + ": heads do not divide the embedding or each other");
+  c.head_dim = f.get_int("llama.attention.key_length", c.dim / c.heads);
+  const int64_t rope_dims = f.get_int("llama.rope.dimension_count", c.head_dim);
+  if (rope_dims != c.head_dim || c.head_dim % 2 != 0)
+    throw Error(f.argument(), f.path() + ": rope dimension " + std::to_string(rope_dims) +
+                                  " must equal the (even) head dimension " +
+                                  std::to_string(c.head_dim));
+  if (!(c.rms_eps > 0.0) || !(c.rope_theta > 0.0))
+    throw Error(f.argument(), f.path() + ": rms epsilon and rope base must be positive");
+
+  const GgufTensor& embd = f.tensor("token_embd.weight");
+  if (embd.dims.size() != 2)
+    throw Error(f.argument(), f.path() + ": token_embd.weight must be 2-D");
+  c.vocab = embd.dims[1];
+  embedding_ = matrix(f, "token_embd.weight", c.dim, c.vocab);
+  output_ =
+      f.find_tensor("output.weight") ? matrix(f, "output.weight", c.dim, c.vocab) : embedding_;
+  output_norm_ = vector_of(f, "output_norm.weight", c.dim);
+  const int64_t q_dim = c.heads * c.head_dim, kv_dim = c.heads_kv * c.head_dim;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LlamaLayer layer;
+    layer.attn_norm = vector_of(f, p + "attn_norm.weight", c.dim);
+    layer.ffn_norm = vector_of(f, p + "ffn_norm.weight", c.dim);
+    layer.wq = matrix(f, p + "attn_q.weight", c.dim, q_dim);
+    layer.wk = matrix(f, p + "attn_k.weight", c.dim, kv_dim);
+    layer.wv = matrix(f, p + "attn_v.weight", c.dim, kv_dim);
+    layer.wo = matrix(f, p + "attn_output.weight", q_dim, c.dim);
+    layer.gate = matrix(f, p + "ffn_gate.weight", c.dim, c.ffn);
+    layer.up = matrix(f, p + "ffn_up.weight", c.dim, c.ffn);
+    layer.down = matrix(f, p + "ffn_down.weight", c.ffn, c.dim);
+    layers_.push_back(std::move(layer));
+  }
+  tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_gguf(f));
+  if (tokenizer_->vocab_size() > c.vocab)
+    throw Error(f.argument(), f.path() + ": tokenizer has more tokens than the embedding rows");
+}
+
+LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_context,
+                           int threads)
+    : model_(std::move(model)), max_context_(max_context), threads_(threads) {
+  const LlamaConfig& c = model_->config();
+  check(max_context > 0 && max_context <= (int64_t{1} << 22), "--ctx",
+        "context must be in [1, 4194304], got " + std::to_string(max_context));
+  const size_t cache = static_cast<size_t>(c.layers * c.heads_kv * max_context * c.head_dim);
+  cache_k_.assign(cache, 0.0f);
+  cache_v_.assign(cache, 0.0f);
+}
+
+void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* pattern) {
+  const LlamaConfig& c = model_->config();
+  check(count > 0, "tokens", "nothing to run");
+  check(n_past_ + count <= max_context_, "--ctx",
+        "sequence of " + std::to_string(n_past_ + count) +
+            " tokens exceeds the session's context " + std::to_string(max_context_));
+  const int64_t T = count, dim = c.dim, hd = c.head_dim;
+  const int64_t q_dim = c.heads * hd, kv_dim = c.heads_kv * hd;
+  const int nt = threads_ > 0 ? threads_ : omp_get_max_threads();
+  x_.resize(T * dim);
+  h_.resize(T * dim);
+  q_.resize(T * q_dim);
+  k_.resize(T * kv_dim);
+  v_.resize(T * kv_dim);
+  att_.resize(T * q_dim);
+  gate_.resize(T * c.ffn);
+  up_.resize(T * c.ffn);
+  hidden_.resize(T * dim);
+  rope_.resize(T * hd);
+
+  const QMatrix& embd = model_->embedding();
+  for (int64_t t = 0; t < T; ++t) {
+    check(tokens[t] >= 0 && tokens[t] < c.vocab, "tokens",
+          "id " + std::to_string(tokens[t]) + " out of the vocabulary");
+    dequantize_row(embd.type, embd.row(tokens[t]), x_.data() + t * dim, dim);
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    const double pos = static_cast<double>(n_past_ + t);
+    for (int64_t i = 0; i < hd / 2; ++i) {
+      const double angle = pos * std::pow(c.rope_theta, -2.0 * i / hd);
+      rope_[t * hd + 2 * i] = static_cast<float>(std::cos(angle));
+      rope_[t * hd + 2 * i + 1] = static_cast<float>(std::sin(angle));
+    }
+  }
+
+  const bool parallel = T >= 16;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const LlamaLayer& layer = model_->layers()[l];
+#pragma omp parallel for num_threads(nt) if (parallel)
+    for (int64_t t = 0; t < T; ++t)
+      rmsnorm(&x_[t * dim], layer.attn_norm.data(), &h_[t * dim], dim, c.rms_eps);
+    matmul(layer.wq, h_.data(), T, dim, q_.data(), q_dim, threads_);
+    matmul(layer.wk, h_.data(), T, dim, k_.data(), kv_dim, threads_);
+    matmul(layer.wv, h_.data(), T, dim, v_.data(), kv_dim, threads_);
+#pragma omp parallel for num_threads(nt) if (parallel)
+    for (int64_t t = 0; t < T; ++t) {
+      rope(&q_[t * q_dim], c.heads, hd, &rope_[t * hd]);
+      rope(&k_[t * kv_dim], c.heads_kv, hd, &rope_[t * hd]);
+    }
+    if (capture_) capture_(l, T, q_.data(), k_.data(), v_.data());
+    float* layer_k = cache_k_.data() + l * c.heads_kv * max_context_ * hd;
+    float* layer_v = cache_v_.data() + l * c.heads_kv * max_context_ * hd;
+    for (int64_t g = 0; g < c.heads_kv; ++g)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t at = (g * max_context_ + n_past_ + t) * hd;
+        std::memcpy(layer_k + at, &k_[t * kv_dim + g * hd], hd * sizeof(float));
+        std::memcpy(layer_v + at, &v_[t * kv_dim + g * hd], hd * sizeof(float));
+      }
+
+    // q and out: [T, Hq, hd] buffers viewed as [1, Hq, T, hd]; k, v: the cache rows [0, n_past+T).
+    AttentionArgs args;
+    const int64_t n_keys = n_past_ + T;
+    auto view = [&](float* data, int64_t heads, int64_t seq, int64_t s0, int64_t s1, int64_t s2) {
+      TensorView v;
+      v.data = data;
+      v.dtype = DType::kF32;
+      v.shape[0] = 1, v.shape[1] = heads, v.shape[2] = seq, v.shape[3] = hd;
+      v.stride[0] = s0, v.stride[1] = s1, v.stride[2] = s2, v.stride[3] = 1;
+      return v;
+    };
+    args.q = view(q_.data(), c.heads, T, T * q_dim, hd, q_dim);
+    args.out = view(att_.data(), c.heads, T, T * q_dim, hd, q_dim);
+    args.k =
+        view(layer_k, c.heads_kv, n_keys, c.heads_kv * max_context_ * hd, max_context_ * hd, hd);
+    args.v =
+        view(layer_v, c.heads_kv, n_keys, c.heads_kv * max_context_ * hd, max_context_ * hd, hd);
+    args.causal = true;
+    args.threads = threads_;
+    if (pattern != nullptr && T > 1)
+      pattern->run(args);
+    else
+      attention(args);
+
+    matmul(layer.wo, att_.data(), T, q_dim, h_.data(), dim, threads_);
+#pragma omp parallel for num_threads(nt) if (parallel)
+    for (int64_t t = 0; t < T; ++t) {
+      float* x = &x_[t * dim];
+      for (int64_t i = 0; i < dim; ++i) x[i] += h_[t * dim + i];
+      rmsnorm(x, layer.ffn_norm.data(), &h_[t * dim], dim, c.rms_eps);
+    }
+    matmul(layer.gate, h_.data(), T, dim, gate_.data(), c.ffn, threads_);
+    matmul(layer.up, h_.data(), T, dim, up_.data(), c.ffn, threads_);
+#pragma omp parallel for num_threads(nt) if (parallel)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = t * c.ffn; i < (t + 1) * c.ffn; ++i) {
+        const float g = gate_[i];
+        gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
+      }
+    matmul(layer.down, gate_.data(), T, c.ffn, h_.data(), dim, threads_);
+#pragma omp parallel for num_threads(nt) if (parallel)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = t * dim; i < (t + 1) * dim; ++i) x_[i] += h_[i];
+  }
+  for (int64_t t = 0; t < T; ++t)
+    rmsnorm(&x_[t * dim], model_->output_norm().data(), &hidden_[t * dim], dim, c.rms_eps);
+  n_past_ += T;
+}
+
+void LlamaSession::logits(int64_t first, int64_t count, float* out) const {
+  const LlamaConfig& c = model_->config();
+  check(first >= 0 && count >= 0 && (first + count) * c.dim <= static_cast<int64_t>(hidden_.size()),
+        "logits", "rows out of range");
+  matmul(model_->output(), hidden_.data() + first * c.dim, count, c.dim, out, c.vocab, threads_);
+}
+
+std::vector<float> LlamaSession::last_logits() const {
+  const int64_t rows = static_cast<int64_t>(hidden_.size()) / model_->config().dim;
+  check(rows > 0, "logits", "no forward pass yet");
+  std::vector<float> out(model_->config().vocab);
+  logits(rows - 1, 1, out.data());
+  return out;
+}
+
+}  // namespace attnkit::model

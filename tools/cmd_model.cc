@@ -1,0 +1,313 @@
+// `attnkit model info | generate | ppl | passkey | capture | bench`: the real-model runtime
+// (src/model/) on the command line. --model defaults to the file scripts/setup-model.sh fetches.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "attnkit/error.h"
+#include "attnkit/npy.h"
+#include "attnkit/pattern.h"
+#include "attnkit/tensor.h"
+#include "command.h"
+#include "eval/json.h"
+#include "model/evaluate.h"
+#include "model/ggml_types.h"
+#include "model/llama.h"
+#include "model/model_files.h"
+
+namespace attnkit::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "attnkit model info [--model FILE]\n"
+    "attnkit model generate [--model FILE] --prompt TEXT [--n N] [--pattern SPEC] [--seed S] "
+    "[--temp T]\n"
+    "attnkit model ppl [--model FILE] --text FILE --ctx N [--pattern SPEC] [--max-windows W] "
+    "[--json]\n"
+    "    perplexity over consecutive non-overlapping windows of N tokens; --json prints\n"
+    "    {\"tokens\": n_scored, \"ppl\": x, \"nll\": mean_nll, \"windows\": w}\n"
+    "attnkit model passkey [--model FILE] --len N --trials T [--pattern SPEC] [--seed S] [--json]\n"
+    "    the Landmark Attention / LongLoRA prompt, scored teacher-forced on greedy argmax;\n"
+    "    --json prints {\"len\": N, \"trials\": T, \"accuracy\": x}\n"
+    "attnkit model capture [--model FILE] --text FILE --ctx N --layers L1,L2 --out DIR\n"
+    "    writes DIR/layer{L}_{q,k,v}.npy, [1, heads, N, 64] float32, post-RoPE\n"
+    "attnkit model bench [--model FILE] [--ctx N] [--decode D] [--json]\n"
+    "    prefill tokens/s for N tokens (default 2048) and decode tokens/s for D more (default 64)\n"
+    "    Every sub-command takes --threads N (default every core). --model defaults to\n"
+    "    $ATTNKIT_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf (from the working directory\n"
+    "    or next to the build directory); scripts/setup-model.sh fetches it.";
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+std::string model_path(const Args& args) {
+  if (args.has("--model")) return args.str("--model");
+  const std::string found = model::locate_model();
+  if (found.empty())
+    throw Error("--model", std::string(model::kDefaultModelFile) +
+                               " not found (nor $ATTNKIT_MODEL); run scripts/setup-model.sh or "
+                               "pass --model FILE");
+  return found;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("--text", path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::unique_ptr<Pattern> pattern_of(const Args& args) {
+  return args.has("--pattern") ? make_pattern(args.str("--pattern")) : nullptr;
+}
+
+int threads_of(const Args& args) { return static_cast<int>(args.integer("--threads", 0, 1, 4096)); }
+
+int info(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model"});
+  const auto model = model::LlamaModel::load(model_path(args));
+  const model::LlamaConfig& c = model->config();
+  const model::GgufFile& f = model->file();
+  std::printf("file: %s (%llu bytes, GGUF v%u, alignment %llu, %zu metadata keys, %zu tensors)\n",
+              f.path().c_str(), static_cast<unsigned long long>(f.file_size()), f.version(),
+              static_cast<unsigned long long>(f.alignment()), f.metadata().size(),
+              f.tensors().size());
+  std::printf("name: %s\n", f.get_string("general.name", "?").c_str());
+  std::printf(
+      "architecture: llama, %lld layers, dim %lld, heads %lld (kv %lld, head dim %lld), "
+      "ffn %lld, vocab %lld\n",
+      (long long)c.layers, (long long)c.dim, (long long)c.heads, (long long)c.heads_kv,
+      (long long)c.head_dim, (long long)c.ffn, (long long)c.vocab);
+  std::printf("context: %lld (trained), rope base %g, rms eps %g\n", (long long)c.context_train,
+              c.rope_theta, c.rms_eps);
+  const model::Tokenizer& tok = model->tokenizer();
+  std::printf("tokenizer: %s/%s, %lld tokens, bos %d '%s', eos %d '%s'\n",
+              f.get_string("tokenizer.ggml.model").c_str(),
+              f.get_string("tokenizer.ggml.pre", "default").c_str(), (long long)tok.vocab_size(),
+              tok.bos_id, tok.bos_id >= 0 ? tok.token(tok.bos_id).c_str() : "", tok.eos_id,
+              tok.eos_id >= 0 ? tok.token(tok.eos_id).c_str() : "");
+  std::map<std::string, std::pair<int, int64_t>> by_type;
+  int64_t params = 0;
+  for (const auto& t : f.tensors()) {
+    auto& entry = by_type[model::ggml_type_name(t.type)];
+    ++entry.first;
+    entry.second += t.bytes;
+    params += t.elements;
+  }
+  std::printf("tensors: %lld parameters;", (long long)params);
+  for (const auto& [name, entry] : by_type)
+    std::printf(" %s x%d (%.1f MB)", name.c_str(), entry.first, entry.second / 1e6);
+  std::printf("\n");
+  return 0;
+}
+
+int generate(const std::vector<std::string>& argv) {
+  const Args args(argv,
+                  {"--model", "--prompt", "--n", "--pattern", "--seed", "--temp", "--threads"});
+  const auto model = model::LlamaModel::load(model_path(args));
+  const auto pattern = pattern_of(args);
+  model::GenerateOptions options;
+  options.max_tokens = args.integer("--n", 32, 1, 1 << 20);
+  options.seed = static_cast<uint64_t>(args.integer("--seed", 0, 0, INT64_MAX));
+  options.temperature = args.real("--temp", 0.0, 0.0, 100.0);
+  options.pattern = pattern.get();
+  const std::vector<int32_t> prompt = model->tokenizer().encode(args.str("--prompt"));
+  check(!prompt.empty(), "--prompt", "empty prompt");
+  model::LlamaSession session(model, static_cast<int64_t>(prompt.size()) + options.max_tokens,
+                              threads_of(args));
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> out = model::generate(session, prompt, options);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%s\n", model->tokenizer().decode(out).c_str());
+  std::fprintf(stderr, "generate: %zu prompt tokens, %zu generated, %.2f s\n", prompt.size(),
+               out.size(), seconds);
+  return 0;
+}
+
+int ppl(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--text", "--ctx", "--pattern", "--max-windows", "--threads"},
+                  {"--json"});
+  const int64_t ctx = args.integer("--ctx", 2, 1 << 20);
+  const int64_t max_windows = args.integer("--max-windows", 0, 0, INT64_MAX);
+  const std::string text = read_text(args.str("--text"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const auto pattern = pattern_of(args);
+  const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
+  model::LlamaSession session(model, ctx, threads_of(args));
+  const model::PerplexityResult r =
+      model::perplexity(session, tokens, ctx, max_windows, pattern.get());
+  if (args.flag("--json")) {
+    JsonObject json;
+    json.add("tokens", r.tokens).add("ppl", r.ppl).add("nll", r.nll).add("windows", r.windows);
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    std::printf(
+        "ppl %.4f  nll %.5f  over %lld tokens in %lld windows of %lld (%.1f s, %.0f "
+        "tokens/s)\n",
+        r.ppl, r.nll, (long long)r.tokens, (long long)r.windows, (long long)ctx, r.seconds,
+        r.windows * ctx / r.seconds);
+  }
+  return 0;
+}
+
+int passkey(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--len", "--trials", "--pattern", "--seed", "--threads"},
+                  {"--json"});
+  const int64_t length = args.integer("--len", 64, 1 << 20);
+  const int64_t trials = args.integer("--trials", 1, 100000);
+  const uint64_t seed = static_cast<uint64_t>(args.integer("--seed", 0, 0, INT64_MAX));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const auto pattern = pattern_of(args);
+  model::LlamaSession session(model, length + 64, threads_of(args));
+  const model::PasskeyResult r = model::passkey(session, length, trials, seed, pattern.get());
+  if (args.flag("--json")) {
+    JsonObject json;
+    json.add("len", length).add("trials", trials).add("accuracy", r.accuracy());
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    std::printf("passkey accuracy %.3f (%lld / %lld) at %lld tokens (mean prompt %.0f tokens)\n",
+                r.accuracy(), (long long)r.correct, (long long)r.trials, (long long)length,
+                r.mean_tokens);
+  }
+  return 0;
+}
+
+std::vector<int64_t> parse_layers(const std::string& text, int64_t layers) {
+  std::vector<int64_t> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 0 || v >= layers)
+      throw Error("--layers",
+                  "'" + item + "' is not a layer index in [0, " + std::to_string(layers - 1) + "]");
+    out.push_back(v);
+  }
+  check(!out.empty(), "--layers", "no layer given");
+  return out;
+}
+
+int capture(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--text", "--ctx", "--layers", "--out", "--threads"});
+  const int64_t ctx = args.integer("--ctx", 1, 1 << 20);
+  const std::string dir = args.str("--out");
+  const std::string text = read_text(args.str("--text"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const model::LlamaConfig& c = model->config();
+  const std::vector<int64_t> layers = parse_layers(args.str("--layers"), c.layers);
+  std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
+  check(
+      static_cast<int64_t>(tokens.size()) >= ctx, "--text",
+      "has " + std::to_string(tokens.size()) + " tokens, fewer than --ctx " + std::to_string(ctx));
+  tokens.resize(ctx);
+  if (!exists(dir) && mkdir(dir.c_str(), 0755) != 0)
+    throw Error("--out", dir + ": cannot create directory");
+  // [T, heads, hd] rows -> [1, heads, T, hd] tensors, kept until the pass ends so that a failure
+  // writes nothing.
+  std::map<std::string, Tensor> outputs;
+  auto to_tensor = [&](const float* rows, int64_t heads, int64_t T) {
+    Tensor t({1, heads, T, c.head_dim}, DType::kF32);
+    float* dst = t.f32();
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t s = 0; s < T; ++s)
+        std::memcpy(dst + (h * T + s) * c.head_dim, rows + (s * heads + h) * c.head_dim,
+                    c.head_dim * sizeof(float));
+    return t;
+  };
+  model::LlamaSession session(model, ctx, threads_of(args));
+  session.set_capture(
+      [&](int64_t layer, int64_t T, const float* q, const float* k, const float* v) {
+        if (std::find(layers.begin(), layers.end(), layer) == layers.end()) return;
+        const std::string stem = dir + "/layer" + std::to_string(layer) + "_";
+        outputs[stem + "q.npy"] = to_tensor(q, c.heads, T);
+        outputs[stem + "k.npy"] = to_tensor(k, c.heads_kv, T);
+        outputs[stem + "v.npy"] = to_tensor(v, c.heads_kv, T);
+      });
+  session.forward(tokens.data(), ctx);
+  for (const auto& [path, tensor] : outputs) write_npy(path, tensor, "--out");
+  std::printf("wrote %zu files to %s (%lld tokens, layers %s)\n", outputs.size(), dir.c_str(),
+              (long long)ctx, args.str("--layers").c_str());
+  return 0;
+}
+
+int bench(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--ctx", "--decode", "--threads", "--pattern"}, {"--json"});
+  const int64_t ctx = args.integer("--ctx", 2048, 1, 1 << 20);
+  const int64_t decode = args.integer("--decode", 64, 0, 1 << 20);
+  const auto model = model::LlamaModel::load(model_path(args));
+  const auto pattern = pattern_of(args);
+  // Real text, repeated as needed: GPL-3 is on every Debian machine.
+  std::vector<int32_t> tokens;
+  const std::string text = exists("/usr/share/common-licenses/GPL-3")
+                               ? read_text("/usr/share/common-licenses/GPL-3")
+                               : std::string("The quick brown fox jumps over the lazy dog. ");
+  const std::vector<int32_t> base = model->tokenizer().encode(text, false);
+  while (static_cast<int64_t>(tokens.size()) < ctx + decode)
+    tokens.insert(tokens.end(), base.begin(), base.end());
+  model::LlamaSession session(model, ctx + decode, threads_of(args));
+  auto now = [] { return std::chrono::steady_clock::now(); };
+  const auto t0 = now();
+  session.forward(tokens.data(), ctx, pattern.get());
+  const auto t1 = now();
+  for (int64_t i = 0; i < decode; ++i) {
+    session.forward(&tokens[ctx + i], 1);
+    (void)session.last_logits();
+  }
+  const auto t2 = now();
+  const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+  const double prefill_tps = ctx / prefill_s;
+  const double decode_tps = decode > 0 ? decode / decode_s : 0.0;
+  if (args.flag("--json")) {
+    JsonObject json;
+    json.add("ctx", ctx)
+        .add("prefill_tokens_per_s", prefill_tps)
+        .add("decode", decode)
+        .add("decode_tokens_per_s", decode_tps);
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    std::printf(
+        "prefill %lld tokens: %.3f s (%.0f tokens/s); decode %lld tokens after them: "
+        "%.3f s (%.1f tokens/s)\n",
+        (long long)ctx, prefill_s, prefill_tps, (long long)decode, decode_s, decode_tps);
+  }
+  return 0;
+}
+
+int model_main(const std::vector<std::string>& argv) {
+  if (argv.empty())
+    throw Error("model", "missing sub-command (info, generate, ppl, passkey, capture, bench)");
+  const std::string sub = argv[0];
+  const std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (sub == "info") return info(rest);
+  if (sub == "generate") return generate(rest);
+  if (sub == "ppl") return ppl(rest);
+  if (sub == "passkey") return passkey(rest);
+  if (sub == "capture") return capture(rest);
+  if (sub == "bench") return bench(rest);
+  throw Error("model",
+              "unknown sub-command '" + sub + "' (info, generate, ppl, passkey, capture, bench)");
+}
+
+const bool registered = register_command({"model", kUsage, model_main});
+
+}  // namespace
+}  // namespace attnkit::cli
