@@ -26,6 +26,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kDecodeBlock = 64;  // keys converted and scored at a time (fits L1)
+constexpr int64_t kAhead = 2;         // prefetch distance, in blocks
 
 struct DecodeShape {
   int64_t batch, heads_q, nq, heads_kv, nk, dim, dim_v, group, rows, m_pad, dv_pad;
@@ -148,10 +149,11 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
     if (a.causal && static_cast<float>(k0) > *std::max_element(limit.get(), limit.get() + rows))
       break;
     // The cache streams from DRAM: ask for the next block while this one is computed.
-    if (k0 + kDecodeBlock < j1) {
-      const int64_t next = std::min(kDecodeBlock, j1 - k0 - kDecodeBlock);
-      PrefetchRows(a.k, RowPointer(a.k, b, g, k0 + kDecodeBlock), a.k.stride[2], next, dim);
-      PrefetchRows(a.v, RowPointer(a.v, b, g, k0 + kDecodeBlock), a.v.stride[2], next, sh.dim_v);
+    // The cache streams from DRAM: ask for the block kAhead blocks on while this one computes.
+    if (k0 + kAhead * kDecodeBlock < j1) {
+      const int64_t at = k0 + kAhead * kDecodeBlock, next = std::min(kDecodeBlock, j1 - at);
+      PrefetchRows(a.k, RowPointer(a.k, b, g, at), a.k.stride[2], next, dim);
+      PrefetchRows(a.v, RowPointer(a.v, b, g, at), a.v.stride[2], next, sh.dim_v);
     }
     if (k_in_place) {
       ScoreKeysAny(a.k.dtype, q.get(), dim_pad, rows, RowPointer(a.k, b, g, k0), a.k.stride[2],
