@@ -77,10 +77,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
   for (int64_t r = 0; r < m_pad; ++r) {
     if (r < rows) {
       const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt;
-      const float* q = nullptr;
-      float row_buf[1024];
-      ConvertRows(a.q, RowPointer(a.q, b, h, i), 0, 1, dim, dim, row_buf);
-      q = row_buf;
+      float q[1024];  // validate() caps the head dim at 1024
+      ConvertRows(a.q, RowPointer(a.q, b, h, i), 0, 1, dim, dim, q);
       for (int64_t d = 0; d < dim; ++d) s.qt[d * m_pad + r] = q[d] * plan.qscale;
       s.limit[r] = static_cast<float>(i + (nk - nq));
       min_limit = std::min(min_limit, s.limit[r]);
