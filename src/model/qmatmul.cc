@@ -48,28 +48,33 @@ HWY_INLINE void LoadScales(const uint8_t* block, float* scales) {
   }
 }
 
+// 32 weights packed as nibbles (low nibbles are elements 0..15, high nibbles 16..31), as
+// q * scale + offset.
+HWY_INLINE void LoadNibbles(const uint8_t* nibbles, VF scale, VF offset, VF* out) {
+  const DF d;
+  const hn::Rebind<uint8_t, DF> d8;
+  const hn::Rebind<int32_t, DF> d32;
+  constexpr size_t N = HWY_LANES(float) < 16 ? HWY_LANES(float) : 16;
+  const auto mask = hn::Set(d8, uint8_t{0x0F});
+#pragma GCC unroll 16
+  for (size_t k = 0; k < 16; k += N) {
+    const auto bytes = hn::LoadU(d8, nibbles + k);
+    const VF lo = hn::ConvertTo(d, hn::PromoteTo(d32, hn::And(bytes, mask)));
+    const VF hi = hn::ConvertTo(d, hn::PromoteTo(d32, hn::ShiftRight<4>(bytes)));
+    out[k / N] = hn::MulAdd(lo, scale, offset);
+    out[(16 + k) / N] = hn::MulAdd(hi, scale, offset);
+  }
+}
+
 // The 32 weights of block `b` of a row, `N` lanes at a time: chunk c covers elements
 // [c * N, c * N + N) of the block. Each Weights type yields dequantized vectors.
 struct Q4_1Weights {
   static constexpr int64_t kBlockBytes = 20;
   HWY_INLINE static void Load(const uint8_t* block, VF* out) {
     const DF d;
-    const hn::Rebind<uint8_t, DF> d8;
-    const hn::Rebind<int32_t, DF> d32;
-    constexpr size_t N = HWY_LANES(float) < 16 ? HWY_LANES(float) : 16;
     HWY_ALIGN float scales[4];
     LoadScales(block, scales);
-    const VF scale = hn::Set(d, scales[0]);
-    const VF min = hn::Set(d, scales[1]);
-    const auto mask = hn::Set(d8, uint8_t{0x0F});
-#pragma GCC unroll 16
-    for (size_t k = 0; k < 16; k += N) {
-      const auto bytes = hn::LoadU(d8, block + 4 + k);
-      const VF lo = hn::ConvertTo(d, hn::PromoteTo(d32, hn::And(bytes, mask)));
-      const VF hi = hn::ConvertTo(d, hn::PromoteTo(d32, hn::ShiftRight<4>(bytes)));
-      out[k / N] = hn::MulAdd(lo, scale, min);
-      out[(16 + k) / N] = hn::MulAdd(hi, scale, min);
-    }
+    LoadNibbles(block + 4, hn::Set(d, scales[0]), hn::Set(d, scales[1]), out);
   }
 };
 
@@ -77,22 +82,9 @@ struct Q4_0Weights {
   static constexpr int64_t kBlockBytes = 18;
   HWY_INLINE static void Load(const uint8_t* block, VF* out) {
     const DF d;
-    const hn::Rebind<uint8_t, DF> d8;
-    const hn::Rebind<int32_t, DF> d32;
-    constexpr size_t N = HWY_LANES(float) < 16 ? HWY_LANES(float) : 16;
     HWY_ALIGN float scales[4];
     LoadScales(block, scales);
-    const VF scale = hn::Set(d, scales[0]);
-    const VF offset = hn::Set(d, -8.0f * scales[0]);
-    const auto mask = hn::Set(d8, uint8_t{0x0F});
-#pragma GCC unroll 16
-    for (size_t k = 0; k < 16; k += N) {
-      const auto bytes = hn::LoadU(d8, block + 2 + k);
-      const VF lo = hn::ConvertTo(d, hn::PromoteTo(d32, hn::And(bytes, mask)));
-      const VF hi = hn::ConvertTo(d, hn::PromoteTo(d32, hn::ShiftRight<4>(bytes)));
-      out[k / N] = hn::MulAdd(lo, scale, offset);
-      out[(16 + k) / N] = hn::MulAdd(hi, scale, offset);
-    }
+    LoadNibbles(block + 2, hn::Set(d, scales[0]), hn::Set(d, -8.0f * scales[0]), out);
   }
 };
 
