@@ -69,6 +69,7 @@ std::vector<Clusters> route(const AttentionArgs& args, const RoutingParams& p) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
   for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
     const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
+    if (h < p.first_head) continue;  // a local head: not routed
     std::vector<float> xq(d.nq * d.dim), xk(d.nk * d.dim);
     kernels::load_rows(args.q, b, h, 0, d.nq, xq.data());
     kernels::load_rows(args.k, b, h / d.group, 0, d.nk, xk.data());
