@@ -6,8 +6,9 @@
 //   St [Bc][M]  scores of one key block: St[j][r] = Qt[:, r] . K[j]; then P = exp2(St - m)
 //   O  [M][Dv]  un-normalized output accumulator, rescaled by alpha = exp2(m_old - m_new)
 // With rows in the lanes, the row max, the row sum and the rescale are vertical SIMD operations
-// (no horizontal reductions), and K and V are read in their own row-major layout: f32 K and V are
-// used in place; f16/bf16 blocks are converted once per tile into scratch.
+// (no horizontal reductions), and K and V are read in their own row-major layout: f32 K is used in
+// place and f16/bf16 K blocks are converted once per tile; V of any dtype is read in place and
+// widened in registers. The next key block's rows are prefetched while one block is computed.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/tile_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -28,7 +29,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 // Per-thread buffers, sized once for the largest tile.
 struct Scratch {
-  int64_t m_pad = 0, dv_pad = 0;
+  int64_t dv_pad = 0;
   hwy::AlignedFreeUniquePtr<float[]> qt, st, o, k, v, m, l, alpha, limit;
   int64_t pairs = 0;  // attended pairs, when the caller asks for them
   std::vector<uint8_t> allow, allow_t;  // [tokens][keys] from the predicate, and transposed
@@ -38,7 +39,7 @@ struct Scratch {
     const int64_t n = hn::Lanes(df), chunk = kCols * n;
     const AttentionArgs& a = *plan.args;
     const int64_t dim = a.q.shape[3], dim_v = a.v.shape[3], kvb = plan.kv_block;
-    m_pad = (kMaxTileRows + chunk - 1) / chunk * chunk;
+    const int64_t m_pad = (kMaxTileRows + chunk - 1) / chunk * chunk;
     dv_pad = (dim_v + n - 1) / n * n;
     qt = hwy::AllocateAligned<float>(dim * m_pad);
     st = hwy::AllocateAligned<float>(kvb * m_pad);
