@@ -33,6 +33,39 @@ struct DecodeShape {
   int64_t splits, chunk;  // key chunks per (batch, kv head), keys per chunk
 };
 
+#if HWY_TARGET != HWY_SCALAR
+// Stores the 4 lanes of the sum of v's 128-bit blocks (folding halves down to 4 lanes).
+template <class D>
+HWY_INLINE void StoreBlockSum(D d, hn::Vec<D> v, float* out4) {
+  if constexpr (hn::MaxLanes(D()) > 4) {
+    const hn::Half<D> dh;
+    StoreBlockSum(dh, hn::Add(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)), out4);
+  } else {
+    hn::StoreU(v, d, out4);
+  }
+}
+#endif
+
+// out4[i] = sum of the lanes of v_i: four horizontal sums for the price of about one (two
+// interleave rounds inside 128-bit blocks, then the blocks are added).
+HWY_INLINE void SumOfLanes4(VF v0, VF v1, VF v2, VF v3, float* out4) {
+#if HWY_TARGET == HWY_SCALAR
+  out4[0] = hn::GetLane(v0), out4[1] = hn::GetLane(v1);
+  out4[2] = hn::GetLane(v2), out4[3] = hn::GetLane(v3);
+#else
+  const DF df;
+  const hn::Repartition<uint64_t, DF> d64;
+  // Per block: [v0_0 + v0_2, v1_0 + v1_2, v0_1 + v0_3, v1_1 + v1_3], and the same for v2, v3.
+  const VF a = hn::Add(hn::InterleaveLower(df, v0, v1), hn::InterleaveUpper(df, v0, v1));
+  const VF b = hn::Add(hn::InterleaveLower(df, v2, v3), hn::InterleaveUpper(df, v2, v3));
+  // Per block: [sum v0, sum v1, sum v2, sum v3] over that block's lanes.
+  const auto a64 = hn::BitCast(d64, a), b64 = hn::BitCast(d64, b);
+  const VF blocks = hn::Add(hn::BitCast(df, hn::InterleaveLower(d64, a64, b64)),
+                            hn::BitCast(df, hn::InterleaveUpper(d64, a64, b64)));
+  StoreBlockSum(df, blocks, out4);
+#endif
+}
+
 // S[r][j] = q[r] . K[j] for R rows: dot products with the head dim in the lanes; the key row is
 // loaded (and widened) once for all R rows.
 template <int R, typename T>
@@ -53,9 +86,16 @@ HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* H
         acc1[r] = hn::MulAdd(qr, key1, acc1[r]);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      s[r * s_stride + j] = hn::GetLane(hn::SumOfLanes(df, acc0[r]));
-      s[r * s_stride + j + 1] = hn::GetLane(hn::SumOfLanes(df, acc1[r]));
+    if constexpr (R == 4) {
+      float sums0[4], sums1[4];
+      SumOfLanes4(acc0[0], acc0[1], acc0[2], acc0[3], sums0);
+      SumOfLanes4(acc1[0], acc1[1], acc1[2], acc1[3], sums1);
+      for (int r = 0; r < 4; ++r) s[r * s_stride + j] = sums0[r], s[r * s_stride + j + 1] = sums1[r];
+    } else {
+      for (int r = 0; r < R; ++r) {
+        s[r * s_stride + j] = hn::GetLane(hn::SumOfLanes(df, acc0[r]));
+        s[r * s_stride + j + 1] = hn::GetLane(hn::SumOfLanes(df, acc1[r]));
+      }
     }
   }
   for (; j < keys; ++j) {
