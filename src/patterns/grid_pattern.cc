@@ -259,26 +259,6 @@ int64_t root(int64_t n, int k) {
   return 0;
 }
 
-// Allowed pairs of list 0 (FULL blocks counted whole, PARTIAL ones through the predicate).
-double count_allowed(const BlockMask& mask) {
-  double total = 0.0;
-  std::vector<uint8_t> tile(mask.q_block * mask.kv_block);
-  for (int64_t qb = 0; qb < mask.q_blocks(); ++qb) {
-    const int64_t q0 = qb * mask.q_block, nq = std::min(mask.q_block, mask.nq - q0);
-    for (int64_t e = mask.row_start[qb]; e < mask.row_start[qb + 1]; ++e) {
-      const int64_t k0 = mask.kv_index[e] * mask.kv_block;
-      const int64_t nk = std::min(mask.kv_block, mask.nk - k0);
-      if (mask.kind[e] == BlockKind::kFull) {
-        total += static_cast<double>(nq * nk);
-        continue;
-      }
-      mask.predicate->fill(0, 0, q0, nq, k0, nk, tile.data(), nk);
-      for (int64_t x = 0; x < nq * nk; ++x) total += tile[x];
-    }
-  }
-  return total;
-}
-
 }  // namespace
 
 Grid resolve_grid(const GridTemplate& gt, int64_t n) {
@@ -476,6 +456,8 @@ RunStats GridPattern::run(const AttentionArgs& args) const {
 
   AttentionArgs tiled = args;
   tiled.causal = false;  // already in the mask, in original order
+  int64_t attended = 0;  // counted by the kernel from the masked tiles (padding never counts)
+  tiled.attended_pairs = &attended;
   if (plan.tiling->identity) {
     attention(tiled, plan.mask);
   } else {
@@ -494,8 +476,9 @@ RunStats GridPattern::run(const AttentionArgs& args) const {
     attention(tiled, plan.mask);
     scatter_rows(out, tiled.lse, *plan.tiling, args.out, args.lse, args.threads);
   }
+  if (args.attended_pairs) *args.attended_pairs += attended;
   const double n = static_cast<double>(grid.size());
-  stats.pairs = args.causal ? count_allowed(plan.mask) : grid.pairs();
+  stats.pairs = static_cast<double>(attended) / static_cast<double>(args.q.shape[0] * args.q.shape[1]);
   stats.density = stats.pairs / (n * n);
   return stats;
 }
