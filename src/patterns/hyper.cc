@@ -184,19 +184,6 @@ std::vector<HashedPlan> Hyper::hash_all(const AttentionArgs& args,
   return plans;
 }
 
-TensorView contiguous(const float* data, int64_t n, int64_t dim) {
-  TensorView view;
-  view.data = const_cast<float*>(data);
-  view.dtype = DType::kF32;
-  view.shape[0] = view.shape[1] = 1;
-  view.shape[2] = n;
-  view.shape[3] = dim;
-  view.stride[0] = view.stride[1] = n * dim;
-  view.stride[2] = dim;
-  view.stride[3] = 1;
-  return view;
-}
-
 // Exact attention on contiguous f32 copies, on the calling thread.
 void exact_attention(const float* q, int64_t nq, const float* k, const float* v, int64_t nk,
                      int64_t dim, int64_t dim_v, float scale, bool causal, float* o, float* lse) {
@@ -206,10 +193,10 @@ void exact_attention(const float* q, int64_t nq, const float* k, const float* v,
     return;
   }
   AttentionArgs a;
-  a.q = contiguous(q, nq, dim);
-  a.k = contiguous(k, nk, dim);
-  a.v = contiguous(v, nk, dim_v);
-  a.out = contiguous(o, nq, dim_v);
+  a.q = planner::contiguous(q, nq, dim);
+  a.k = planner::contiguous(k, nk, dim);
+  a.v = planner::contiguous(v, nk, dim_v);
+  a.out = planner::contiguous(o, nq, dim_v);
   a.lse = lse;
   a.scale = scale;
   a.causal = causal;
@@ -218,7 +205,8 @@ void exact_attention(const float* q, int64_t nq, const float* k, const float* v,
 }
 
 void merge_rows(float* o, float* lse, const float* o2, const float* lse2, int64_t n, int64_t dim_v) {
-  merge(contiguous(o, n, dim_v), lse, contiguous(o2, n, dim_v), lse2, contiguous(o, n, dim_v), lse);
+  const TensorView out = planner::contiguous(o, n, dim_v);
+  merge(out, lse, planner::contiguous(o2, n, dim_v), lse2, out, lse);
 }
 
 RunStats Hyper::run(const AttentionArgs& args) const {

@@ -125,4 +125,17 @@ double mask_pairs(const BlockMask& mask, const AttentionArgs& args) {
   return total / static_cast<double>(std::max<int64_t>(1, d.batch * d.heads_q));
 }
 
+TensorView contiguous(const float* data, int64_t n, int64_t dim) {
+  TensorView view;
+  view.data = const_cast<float*>(data);
+  view.dtype = DType::kF32;
+  view.shape[0] = view.shape[1] = 1;
+  view.shape[2] = n;
+  view.shape[3] = dim;
+  view.stride[0] = view.stride[1] = n * dim;
+  view.stride[2] = dim;
+  view.stride[3] = 1;
+  return view;
+}
+
 }  // namespace attnkit::planner

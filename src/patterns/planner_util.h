@@ -60,4 +60,7 @@ int64_t block_param(const PatternParams& params, const std::string& pattern,
 // PARTIAL entries are counted element by element through the predicate.
 double mask_pairs(const BlockMask& mask, const AttentionArgs& args);
 
+// A [1, 1, n, dim] f32 view of a contiguous row-major buffer (scratch copies of planners).
+TensorView contiguous(const float* data, int64_t n, int64_t dim);
+
 }  // namespace attnkit::planner

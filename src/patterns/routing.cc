@@ -94,18 +94,6 @@ BlockMask staircase_mask(const std::vector<int64_t>& limit, int64_t nk) {
   return m;
 }
 
-TensorView contiguous(const float* data, int64_t n, int64_t dim) {
-  TensorView view;
-  view.data = const_cast<float*>(data);
-  view.shape[0] = view.shape[1] = 1;
-  view.shape[2] = n;
-  view.shape[3] = dim;
-  view.stride[0] = view.stride[1] = n * dim;
-  view.stride[2] = dim;
-  view.stride[3] = 1;
-  return view;
-}
-
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // Local heads: query i (position pos = i + off, off = Nk - Nq) sees keys in
@@ -324,10 +312,10 @@ RunStats Routing::run(const AttentionArgs& args) const {
     task_lse[t].assign(nq, -std::numeric_limits<float>::infinity());
     if (nq == 0 || nk == 0) continue;
     AttentionArgs a;
-    a.q = contiguous(q.data(), nq, d.dim);
-    a.k = contiguous(k.data(), nk, d.dim);
-    a.v = contiguous(v.data(), nk, d.dim_v);
-    a.out = contiguous(task_o[t].data(), nq, d.dim_v);
+    a.q = planner::contiguous(q.data(), nq, d.dim);
+    a.k = planner::contiguous(k.data(), nk, d.dim);
+    a.v = planner::contiguous(v.data(), nk, d.dim_v);
+    a.out = planner::contiguous(task_o[t].data(), nq, d.dim_v);
     a.lse = task_lse[t].data();
     a.scale = scale;
     a.threads = 1;
