@@ -8,7 +8,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "eval/inputs.h"
-#include "eval/timing.h"
+#include "core/timing.h"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include "eval/inputs.h"
 #include "eval/json.h"
 #include "eval/peak.h"
-#include "eval/timing.h"
+#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {

@@ -15,7 +15,7 @@
 #include "eval/fidelity.h"
 #include "eval/json.h"
 #include "eval/synthetic.h"
-#include "eval/timing.h"
+#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {

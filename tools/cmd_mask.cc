@@ -10,7 +10,7 @@
 #include "attnkit/pattern.h"
 #include "command.h"
 #include "eval/inputs.h"
-#include "eval/timing.h"
+#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {

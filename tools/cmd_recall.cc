@@ -1,5 +1,5 @@
 // `attnkit recall`: recall of content-based planners on planted-key inputs at a target density,
-// with planning time next to attention time (issue 4's targets). See src/eval/planner_recall.h
+// with planning time next to attention time. See src/eval/planner_recall.h
 // and src/eval/planted_keys.h.
 #include <cstdio>
 #include <string>
@@ -12,7 +12,7 @@
 #include "eval/json.h"
 #include "eval/planner_recall.h"
 #include "eval/planted_keys.h"
-#include "eval/timing.h"
+#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {

@@ -76,7 +76,7 @@ float ProbeRead(const float* HWY_RESTRICT data, size_t count) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "eval/timing.h"
+#include "core/timing.h"
 
 namespace attnkit {
 

@@ -5,8 +5,8 @@
 #include <cmath>
 
 #include "attnkit/pattern.h"
-#include "eval/timing.h"
-#include "patterns/planner_util.h"
+#include "core/timing.h"
+#include "patterns/dynamic/planner.h"
 
 namespace attnkit {
 

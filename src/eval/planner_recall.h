@@ -1,5 +1,5 @@
 // Recall of content-based planners on planted-key inputs at a target density, next to the exact
-// dense result: the measurement behind issue 4's targets (oracle recall >= 0.99; infllm_v2 and
+// dense result (targets in BENCHMARKS.md: oracle recall >= 0.99; infllm_v2 and
 // hip within 0.05 of it at the same budget; planning <= 20% of the attention it drives).
 //
 // recall = mean over (batch, head, row) of exp(LSE_sparse - LSE_dense): the share of softmax

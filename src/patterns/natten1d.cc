@@ -11,7 +11,7 @@
 // kernel 7 is NAT/DiNAT's choice (NATTEN's API has no default); dilation 1 and causal 0 are
 // NATTEN's defaults. Requirement per axis: kernel * dilation <= length. Causality of the attention
 // call itself (args.causal, bottom-right) is ANDed in original token order.
-#include "patterns/natten_spec.h"
+#include "patterns/grid/natten_params.h"
 
 namespace attnkit::grid {
 namespace {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/cpu/primitives.h"
+#include "kernels/cpu/planner_ops.h"
 
 namespace attnkit::kernels {
 namespace {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/cpu/primitives.h"
+#include "kernels/cpu/planner_ops.h"
 
 namespace attnkit::kernels {
 

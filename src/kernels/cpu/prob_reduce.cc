@@ -8,7 +8,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu/primitives.h"
+#include "kernels/cpu/planner_ops.h"
 
 namespace attnkit::kernels {
 namespace {

@@ -5,7 +5,7 @@
 #include <limits>
 #include <numeric>
 
-#include "kernels/cpu/primitives.h"
+#include "kernels/cpu/planner_ops.h"
 
 namespace attnkit::ref {
 namespace {

@@ -1,0 +1,195 @@
+// dhsa: Dynamic Hierarchical Sparse Attention (Xiong, Zou, Fekri, Cho; arXiv 2510.24606), the
+// arXiv-v1 algorithm with dynamic chunks (the repository's legacy/ path).
+//
+// Rule, per batch entry (shared by all heads):
+//   boundaries B = dhsa::boundaries(...)        (training-free rule, see dhsa_boundaries.cc)
+//   q_repr[i] = mean over heads and rows of query block i (block rows) of q, * sqrt(len_i)
+//   k_repr[c] = mean over kv heads and tokens of chunk c of k, * sqrt(|C_c|)
+//   S[i, c]   = q_repr[i] . k_repr[c];  token score S_t[i, j] = S[i, chunk_of(j)] (upsampled)
+//   sel(i)    = the last `local` (64) keys the block can see
+//               U the top (budget - local) other visible keys by S_t[i, :]
+//   attention over sel(i), causal ANDed (block-sparse kernel with a range predicate).
+// Defaults: block 64, local 64, boundary window 4, NMS 8, beta 8 (paper / legacy flags);
+// budget 2048 tokens (the paper sets the budget per experiment; choose yours with budget=).
+// Choices, documented:
+// - Tokens of one chunk share a score, so top-k takes chunks whole in score order (ties to the
+//   earlier chunk); the chunk at the cut gives its LATEST tokens (nearest the query) to fill
+//   the budget exactly.
+// - Visibility and the local window are taken at the block's last row (p_last); rows earlier
+//   in the block lose only the causal part. Without causality every key is visible and the
+//   local part is the last `local` keys of the sequence.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "attnkit/error.h"
+#include "attnkit/pattern.h"
+#include "core/timing.h"
+#include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/dhsa.h"
+#include "patterns/dynamic/planner.h"
+
+namespace attnkit {
+namespace {
+
+constexpr char kName[] = "dhsa";
+
+using Ranges = std::vector<std::pair<int64_t, int64_t>>;  // sorted, disjoint [start, end)
+
+// Allowed keys of each (b, query block): a list of key ranges.
+class DhsaRule final : public TilePredicate {
+ public:
+  DhsaRule(std::vector<Ranges> ranges, int64_t q_blocks, int64_t block)
+      : ranges_(std::move(ranges)), q_blocks_(q_blocks), block_(block) {}
+  void fill(int64_t b, int64_t, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t r = 0; r < nq; ++r) {
+      uint8_t* row = allow + r * ld;
+      std::fill(row, row + nk, 0);
+      for (const auto& [s, e] : ranges_[b * q_blocks_ + (q0 + r) / block_])
+        for (int64_t j = std::max(s, k0); j < std::min(e, k0 + nk); ++j) row[j - k0] = 1;
+    }
+  }
+
+ private:
+  std::vector<Ranges> ranges_;
+  int64_t q_blocks_, block_;
+};
+
+class Dhsa final : public Pattern {
+ public:
+  explicit Dhsa(const PatternParams& params)
+      : block_(planner::block_param(params, kName, "block")),
+        budget_(planner::int_param(params, kName, "budget", 1, int64_t{1} << 40)),
+        canonical_(params.canonical()) {
+    bp_.local = planner::int_param(params, kName, "local", 0, int64_t{1} << 30);
+    bp_.window = planner::int_param(params, kName, "window", 1, 1 << 20);
+    bp_.nms = planner::int_param(params, kName, "nms", 0, 1 << 20);
+    bp_.beta = planner::int_param(params, kName, "beta", 1, 1 << 20);
+    bp_.sigma = params.get_double("sigma");
+  }
+  std::string name() const override { return kName; }
+  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
+  Plan plan(const AttentionArgs& args) const override;
+
+ private:
+  int64_t block_, budget_;
+  dhsa::BoundaryParams bp_;
+  std::string canonical_;
+};
+
+Plan Dhsa::plan(const AttentionArgs& args) const {
+  validate(args);
+  const double start = now_seconds();
+  const planner::Dims d = planner::dims_of(args);
+  const int64_t q_blocks = (d.nq + block_ - 1) / block_;
+  std::vector<Ranges> ranges(d.batch * q_blocks);
+  std::vector<std::vector<planner::Entry>> lists(d.batch * q_blocks);
+  const int threads = effective_threads(args.threads);
+  for (int64_t b = 0; b < d.batch; ++b) {
+    const auto bounds = dhsa::boundaries(args, b, bp_);
+    const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
+    // Chunk representatives (mean over kv heads and tokens, * sqrt(len)) and query-block ones.
+    std::vector<float> k_repr(chunks * d.dim, 0.0f), q_repr(q_blocks * d.dim, 0.0f);
+    std::vector<float> rows;
+#pragma omp parallel for schedule(dynamic, 16) num_threads(threads) private(rows)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t len = bounds[c + 1] - bounds[c];
+      rows.resize(len * d.dim);
+      std::vector<double> acc(d.dim, 0.0);
+      for (int64_t g = 0; g < d.heads_kv; ++g) {
+        kernels::load_rows(args.k, b, g, bounds[c], len, rows.data());
+        for (int64_t t = 0; t < len; ++t)
+          for (int64_t x = 0; x < d.dim; ++x) acc[x] += rows[t * d.dim + x];
+      }
+      for (int64_t x = 0; x < d.dim; ++x)
+        k_repr[c * d.dim + x] = static_cast<float>(acc[x] / (d.heads_kv * len) * std::sqrt(double(len)));
+    }
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads) private(rows)
+    for (int64_t i = 0; i < q_blocks; ++i) {
+      const int64_t r0 = i * block_, len = std::min(d.nq, r0 + block_) - r0;
+      rows.resize(len * d.dim);
+      std::vector<double> acc(d.dim, 0.0);
+      for (int64_t h = 0; h < d.heads_q; ++h) {
+        kernels::load_rows(args.q, b, h, r0, len, rows.data());
+        for (int64_t t = 0; t < len; ++t)
+          for (int64_t x = 0; x < d.dim; ++x) acc[x] += rows[t * d.dim + x];
+      }
+      for (int64_t x = 0; x < d.dim; ++x)
+        q_repr[i * d.dim + x] = static_cast<float>(acc[x] / (d.heads_q * len) * std::sqrt(double(len)));
+    }
+    // S = q_repr . k_repr^T, then per query block: local keys + chunks in score order.
+    std::vector<float> k_t(d.dim * chunks);
+    kernels::transpose_keys(k_repr.data(), chunks, d.dim, d.dim, k_t.data(), chunks);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+    for (int64_t i = 0; i < q_blocks; ++i) {
+      const int64_t p_last = planner::last_visible(args, std::min(d.nq, (i + 1) * block_) - 1);
+      if (p_last < 0) continue;
+      std::vector<float> score(chunks);
+      kernels::score_tile(q_repr.data() + i * d.dim, d.dim, 1, k_t.data(), chunks, chunks, d.dim,
+                          1.0f, score.data(), chunks);
+      const int64_t local_start = std::max<int64_t>(0, p_last + 1 - bp_.local);
+      int64_t left = std::max<int64_t>(0, budget_ - (p_last + 1 - local_start));
+      std::vector<int64_t> order;
+      for (int64_t c = 0; c < chunks && bounds[c] < local_start; ++c) order.push_back(c);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return score[a] > score[c]; });
+      Ranges chosen;
+      for (int64_t c : order) {
+        if (left <= 0) break;
+        const int64_t s = bounds[c], e = std::min(bounds[c + 1], local_start);
+        const int64_t take = std::min(left, e - s);
+        chosen.push_back({e - take, e});
+        left -= take;
+      }
+      chosen.push_back({local_start, p_last + 1});
+      std::sort(chosen.begin(), chosen.end());
+      Ranges merged;
+      for (const auto& r : chosen) {
+        if (r.first >= r.second) continue;
+        if (!merged.empty() && merged.back().second >= r.first)
+          merged.back().second = std::max(merged.back().second, r.second);
+        else
+          merged.push_back(r);
+      }
+      // kv blocks: FULL when one range covers the whole block.
+      auto& list = lists[b * q_blocks + i];
+      for (const auto& [s, e] : merged)
+        for (int64_t kb = s / block_; kb * block_ < e; ++kb) {
+          const int64_t k0 = kb * block_, k1 = std::min(d.nk, k0 + block_);
+          const bool full = s <= k0 && e >= k1;
+          if (!list.empty() && list.back().kv_index == kb) {
+            list.back().kind = BlockKind::kPartial;  // a second range in the same block
+            continue;
+          }
+          list.push_back({static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
+        }
+      ranges[b * q_blocks + i] = std::move(merged);
+    }
+  }
+  Plan plan;
+  plan.mask = planner::mask_from_entries(args, block_, block_, 1, std::move(lists),
+                                         std::make_shared<DhsaRule>(std::move(ranges), q_blocks, block_));
+  plan.plan_seconds = now_seconds() - start;
+  return plan;
+}
+
+const bool registered = register_pattern(
+    {kName,
+     "DHSA: training-free dynamic chunks from key similarity, length-normalised chunk scores "
+     "upsampled to tokens, last 64 tokens + top of the budget, shared across heads",
+     "Xiong, Zou, Fekri, Cho 2025, Dynamic Hierarchical Sparse Attention (arXiv 2510.24606)",
+     {{"block", "64", "query block size (multiple of 16)"},
+      {"budget", "2048", "selected tokens per query block, local ones included"},
+      {"local", "64", "last visible tokens always kept"},
+      {"window", "4", "boundary rule: tokens on each side"},
+      {"nms", "8", "boundary rule: non-maximum suppression radius"},
+      {"beta", "8", "boundary rule: at most (Nk / 64) * beta chunks"},
+      {"sigma", "1", "boundary rule: keep scores above mean + sigma * std"}}},
+    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
+      return std::make_unique<Dhsa>(params);
+    });
+
+}  // namespace
+}  // namespace attnkit

@@ -1,0 +1,272 @@
+// hip: HiP attention, hierarchically pruned attention (Lee et al., arXiv 2406.09827, ICLR 2025).
+// Implemented from the paper's description (the official code is under a non-commercial licence
+// and was not read for this file).
+//
+// Rule, per query head and query block of `block_q` rows, over the key units ("key blocks" of
+// `block_k` tokens) that lie before the block's sliding window and after the sink:
+//   candidates = units after the sink, wholly before the block's last row's window
+//   nodes = k / block_k equal chunks of the candidate unit range
+//   repeat until every node is a single unit (about log2(range / nodes) rounds):
+//     split every node (f, l) in two: (f, m - 1), (m, l), m = ceil((f + l) / 2)
+//     score(branch) = max over the block's queries (stride stride_q) and the keys of the
+//                     branch's CENTRE unit (stride stride_k) of q . k
+//     nodes = the k / block_k best branches (ties: lower position)
+//   allowed(i, j) = j < sink  or  p_i - window < j <= p_i  or  unit(j) among the final nodes,
+//   with p_i = i + Nk - Nq the query's position; then block-sparse attention (causal ANDed).
+//
+// Defaults (paper / HiPAttentionArgs): k 512, block_q 64, stride_q 2, block_k 2, stride_k 1,
+// sink 16, window 256. The selection is token-exact, so density equals the paper's budget. The
+// BlockMask groups keys in kv blocks of `kv_block` (default 16, the smallest tile our kernel
+// takes: a 2-token unit costs a 16-key tile of compute but only its 2 keys are attended). A kv
+// block whose keys are all allowed for all rows of the query block is FULL, else PARTIAL and the
+// tile predicate below decides per element. With block_k a multiple of 16 and kv_block = block_k,
+// every searched unit is a FULL block (the fast layout; recall then drops on fine-grained data).
+// Each round scores all branches at once: their centre units' keys are gathered and multiplied
+// by the block's (transposed) sampled queries in a single score tile.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "attnkit/error.h"
+#include "attnkit/pattern.h"
+#include "core/timing.h"
+#include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/planner.h"
+
+namespace attnkit {
+namespace {
+
+constexpr char kName[] = "hip";
+
+struct HipShape {
+  int64_t nq = 0, nk = 0, heads = 0, q_blocks = 0;
+  int64_t block_q = 64, block_k = 2, sink = 16, window = 256;
+};
+
+// Element rule of a HiP plan: sink, per-row sliding window, and the searched units of the
+// query block (sorted, per list (b, h, qb)).
+class HipRule final : public TilePredicate {
+ public:
+  HipRule(HipShape shape, std::vector<std::vector<int32_t>> units)
+      : s_(shape), units_(std::move(units)) {}
+
+  void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t i = q0 + r, p = i + s_.nk - s_.nq;
+      uint8_t* row = allow + r * ld;
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t key = k0 + j;
+        row[j] = key < s_.sink || (key <= p && key > p - s_.window);
+      }
+      const auto& units = units_[(b * s_.heads + h) * s_.q_blocks + i / s_.block_q];
+      auto at = std::lower_bound(units.begin(), units.end(), static_cast<int32_t>(k0 / s_.block_k));
+      for (; at != units.end() && int64_t{*at} * s_.block_k < k0 + nk; ++at) {
+        const int64_t lo = std::max(k0, int64_t{*at} * s_.block_k);
+        const int64_t hi = std::min(k0 + nk, (int64_t{*at} + 1) * s_.block_k);
+        for (int64_t key = lo; key < hi; ++key) row[key - k0] = 1;
+      }
+    }
+  }
+
+ private:
+  HipShape s_;
+  std::vector<std::vector<int32_t>> units_;
+};
+
+struct Node {
+  int64_t first, last;  // inclusive unit range
+  float score;
+};
+
+class Hip final : public Pattern {
+ public:
+  explicit Hip(const PatternParams& params)
+      : k_(planner::int_param(params, kName, "k", 1, int64_t{1} << 30)),
+        block_q_(planner::int_param(params, kName, "block_q", 1, 1 << 20)),
+        stride_q_(planner::int_param(params, kName, "stride_q", 1, 1 << 16)),
+        block_k_(planner::int_param(params, kName, "block_k", 1, 1 << 20)),
+        stride_k_(planner::int_param(params, kName, "stride_k", 1, 1 << 16)),
+        sink_(planner::int_param(params, kName, "sink", 0, int64_t{1} << 30)),
+        window_(planner::int_param(params, kName, "window", 0, int64_t{1} << 30)),
+        kv_block_(planner::block_param(params, kName, "kv_block")),
+        canonical_(params.canonical()) {
+    check(block_q_ % 16 == 0, "--pattern",
+          "hip: block_q must be a multiple of 16, got " + std::to_string(block_q_));
+  }
+
+  std::string name() const override { return kName; }
+  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
+  Plan plan(const AttentionArgs& args) const override;
+
+ private:
+  // Tree search of one query block over units [lo, hi); returns the chosen units, sorted.
+  // q_t: the block's sampled queries transposed, [dim][ld_q_t]; keys: raw keys [units * block_k, dim].
+  std::vector<int32_t> search(const float* q_t, int64_t ld_q_t, int64_t rows, const float* keys,
+                              int64_t dim, int64_t lo, int64_t hi) const;
+
+  int64_t k_, block_q_, stride_q_, block_k_, stride_k_, sink_, window_, kv_block_;
+  std::string canonical_;
+};
+
+std::vector<int32_t> Hip::search(const float* q_t, int64_t ld_q_t, int64_t rows,
+                                 const float* keys, int64_t dim, int64_t lo, int64_t hi) const {
+  const int64_t range = hi - lo;
+  const int64_t keep = std::max<int64_t>(1, k_ / block_k_);
+  std::vector<int32_t> chosen;
+  if (range <= 0) return chosen;
+  if (range <= keep) {
+    for (int64_t u = lo; u < hi; ++u) chosen.push_back(static_cast<int32_t>(u));
+    return chosen;
+  }
+  std::vector<Node> nodes, branches;
+  for (int64_t c = 0; c < keep; ++c) {
+    const int64_t first = lo + c * range / keep, last = lo + (c + 1) * range / keep - 1;
+    if (last >= first) nodes.push_back({first, last, 0.0f});
+  }
+  std::vector<float> panel, scores;
+  std::vector<int64_t> fresh;  // branches scored this round
+  while (true) {
+    branches.clear();
+    fresh.clear();
+    for (const Node& node : nodes) {
+      if (node.first == node.last) {
+        branches.push_back(node);  // a single unit keeps its score
+        continue;
+      }
+      const int64_t mid = (node.first + node.last + 1) / 2;
+      fresh.push_back(static_cast<int64_t>(branches.size()));
+      branches.push_back({node.first, mid - 1, 0.0f});
+      fresh.push_back(static_cast<int64_t>(branches.size()));
+      branches.push_back({mid, node.last, 0.0f});
+    }
+    if (fresh.empty()) break;
+    // Centre units of the new branches: their keys are contiguous rows, gathered into one
+    // [cols, dim] matrix and scored against the transposed sampled queries, so one score tile
+    // (keys as rows, queries as columns) does the whole round.
+    const int64_t cols = static_cast<int64_t>(fresh.size()) * block_k_;
+    panel.resize(cols * dim);
+    scores.resize(cols * ld_q_t);
+    for (size_t f = 0; f < fresh.size(); ++f) {
+      const Node& node = branches[fresh[f]];
+      const int64_t centre = (node.first + node.last) / 2;
+      std::copy_n(keys + centre * block_k_ * dim, block_k_ * dim, panel.data() + f * block_k_ * dim);
+    }
+    kernels::score_tile(panel.data(), dim, cols, q_t, ld_q_t, ld_q_t, dim, 1.0f, scores.data(), ld_q_t);
+    for (size_t f = 0; f < fresh.size(); ++f) {
+      float best = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < block_k_; j += stride_k_)
+        best = std::max(best, kernels::row_max(scores.data() + (f * block_k_ + j) * ld_q_t, rows));
+      branches[fresh[f]].score = best;
+    }
+    if (static_cast<int64_t>(branches.size()) > keep) {
+      std::nth_element(branches.begin(), branches.begin() + keep, branches.end(),
+                       [](const Node& a, const Node& b) {
+                         return a.score != b.score ? a.score > b.score : a.first < b.first;
+                       });
+      branches.resize(keep);
+    }
+    nodes.swap(branches);
+  }
+  for (const Node& node : nodes) chosen.push_back(static_cast<int32_t>(node.first));
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+Plan Hip::plan(const AttentionArgs& args) const {
+  validate(args);
+  const double start = now_seconds();
+  const planner::Dims d = planner::dims_of(args);
+  HipShape shape;
+  shape.nq = d.nq, shape.nk = d.nk, shape.heads = d.heads_q;
+  shape.q_blocks = (d.nq + block_q_ - 1) / block_q_;
+  shape.block_q = block_q_, shape.block_k = block_k_, shape.sink = sink_, shape.window = window_;
+  const int64_t units = (d.nk + block_k_ - 1) / block_k_;
+  const int64_t lists = d.batch * d.heads_q * shape.q_blocks;
+  std::vector<std::vector<int32_t>> chosen(lists);
+  std::vector<std::vector<planner::Entry>> entries(lists);
+  const int threads = effective_threads(args.threads);
+  // Raw keys once per (b, kv head), zero-padded to whole units: [units * block_k, dim].
+  std::vector<std::vector<float>> keys(d.batch * d.heads_kv);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
+    keys[bg].assign(units * block_k_ * d.dim, 0.0f);
+    kernels::load_rows(args.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, keys[bg].data());
+  }
+  const int64_t sink_units = (sink_ + block_k_ - 1) / block_k_;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t item = 0; item < lists; ++item) {
+    const int64_t b = item / (d.heads_q * shape.q_blocks), h = item / shape.q_blocks % d.heads_q;
+    const int64_t qb = item % shape.q_blocks;
+    const int64_t row0 = qb * block_q_, row1 = std::min(d.nq, row0 + block_q_);
+    const int64_t p_first = row0 + d.nk - d.nq, p_last = row1 - 1 + d.nk - d.nq;
+    // Candidates: units after the sink and wholly before the LAST row's window. Every row's
+    // window starts at or before that point (so no key between the candidates and a row's window
+    // is left out), and the block is shorter than the window in the defaults, so every sampled
+    // query sees every candidate; otherwise causality still applies in the kernel.
+    const int64_t window_start = std::min(d.nk, std::max<int64_t>(0, p_last - window_ + 1));
+    const int64_t lo = std::min(sink_units, units), hi = std::max(lo, window_start / block_k_);
+    // Sampled queries of the block (stride_q), transposed: q_t [dim][ld_q_t], zero padding.
+    const int64_t rows = (row1 - row0 + stride_q_ - 1) / stride_q_;
+    const int64_t ld_q_t = (rows + 31) / 32 * 32;
+    std::vector<float> q(rows * d.dim), q_t(d.dim * ld_q_t, 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      kernels::load_rows(args.q, b, h, row0 + r * stride_q_, 1, q.data() + r * d.dim);
+    kernels::transpose_keys(q.data(), rows, d.dim, d.dim, q_t.data(), ld_q_t);
+    chosen[item] = search(q_t.data(), ld_q_t, rows, keys[b * d.heads_kv + h / d.group].data(),
+                          d.dim, lo, hi);
+    // kv blocks: sink, window (of every row), searched units; FULL when wholly allowed.
+    std::vector<int32_t> blocks;
+    for (int64_t kb = 0; kb * kv_block_ < std::min(sink_, d.nk); ++kb) blocks.push_back(kb);
+    const int64_t w_lo = std::max<int64_t>(0, p_first - window_ + 1), w_hi = std::min(d.nk - 1, p_last);
+    if (window_ > 0 && w_hi >= w_lo)
+      for (int64_t kb = w_lo / kv_block_; kb <= w_hi / kv_block_; ++kb) blocks.push_back(kb);
+    for (int32_t u : chosen[item]) {
+      const int64_t key_lo = int64_t{u} * block_k_, key_hi = std::min(d.nk, key_lo + block_k_) - 1;
+      for (int64_t kb = key_lo / kv_block_; kb <= key_hi / kv_block_; ++kb) blocks.push_back(kb);
+    }
+    std::sort(blocks.begin(), blocks.end());
+    blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+    const int64_t first_key_window = p_last - window_ + 1;  // keys >= this are in every row's window
+    for (int32_t kb : blocks) {
+      const int64_t k0 = int64_t{kb} * kv_block_, k1 = std::min(d.nk, k0 + kv_block_);
+      bool full = k1 <= sink_ || (window_ > 0 && k0 >= first_key_window && k1 - 1 <= p_first);
+      if (!full && block_k_ <= kv_block_) {
+        // All units of the block selected?
+        int64_t covered = 0;
+        for (int64_t u = k0 / block_k_; u * block_k_ < k1; ++u)
+          covered += std::binary_search(chosen[item].begin(), chosen[item].end(), static_cast<int32_t>(u));
+        full = covered * block_k_ >= k1 - k0 && k0 % block_k_ == 0;
+      }
+      entries[item].push_back({kb, full ? BlockKind::kFull : BlockKind::kPartial});
+    }
+  }
+  Plan plan;
+  plan.mask = planner::mask_from_entries(args, block_q_, kv_block_, d.heads_q, std::move(entries),
+                                         std::make_shared<HipRule>(shape, std::move(chosen)));
+  plan.plan_seconds = now_seconds() - start;
+  return plan;
+}
+
+const bool registered = register_pattern(
+    {kName,
+     "HiP: hierarchical tree-search pruning (halve each chunk, score by its centre key block, "
+     "keep the best k / block_k) + sink + sliding window, per query head",
+     "Lee et al. 2024, A Training-free Sub-quadratic Cost Transformer Model Serving Framework "
+     "With Hierarchically Pruned Attention (arXiv 2406.09827)",
+     {{"k", "512", "searched tokens per query block (k / block_k units)"},
+      {"block_q", "64", "query block size (multiple of 16)"},
+      {"stride_q", "2", "query sampling stride when scoring"},
+      {"block_k", "2", "key unit (tokens) of the tree search"},
+      {"stride_k", "1", "key sampling stride when scoring"},
+      {"sink", "16", "sink tokens"},
+      {"window", "256", "sliding window tokens"},
+      {"kv_block", "16", "kv block of the BlockMask (multiple of 16)"}}},
+    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
+      return std::make_unique<Hip>(params);
+    });
+
+}  // namespace
+}  // namespace attnkit

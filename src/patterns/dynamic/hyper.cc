@@ -1,0 +1,406 @@
+// hyper: HyperAttention (Han et al., arXiv 2310.05869, ICLR 2024; insuhan/hyper-attn).
+//
+// Rule, per (batch, query head):
+//   P ~ N(0, 1)^{d x r}, r = projs (7), fixed by `seed`
+//   hash(x) = rank in reflected Gray-code order of sum_i 2^i [x . P_i > 0]   (adjacent buckets
+//             differ in one bit, so neighbours in sorted order are close in angle)
+//   non_causal(Q, K, V), nq queries, nk keys:
+//     if nq < min_seq: exact attention
+//     sort queries and keys by hash (stable); nb = ceil(nk / block) blocks;
+//     sorted keys [c * block, (c + 1) * block) meet sorted queries [c * nq / nb, (c + 1) * nq / nb)
+//     (O1, lse1) = that block-diagonal attention, exact
+//     S = `samples` uniform key indices (with replacement) into the sorted keys
+//     (O2, lse2) = attention of each query to the keys of S outside its own block;
+//                  lse2 += log(nk / samples)        (importance weight of a uniform sample)
+//     (O, lse) = exact LSE merge of (O1, lse1) and (O2, lse2), unsorted back
+//   causal(Q, K, V) on n x n: if n <= min_seq exact causal; else halves 1, 2:
+//     O_1 = causal(Q1, K1);  O_2 = merge(causal(Q2, K2), non_causal(Q2, K1))
+// Defaults (README / benchmark argparse): projs 7, block 256, samples 256, min_seq 4096.
+// Choices, documented:
+// - Nq != Nk with causality (bottom-right): the keys before the last Nq are visible to every
+//   query, so they form one non_causal call merged with causal() on the trailing Nq x Nq square;
+//   queries that see no key (Nq > Nk) get O = 0, LSE = -inf.
+// - The sample shift log(nk / samples) is applied even where some samples fell into the
+//   query's own block and were excluded (as in the reference code).
+// - plan() reports the element mask of the attended pairs in original order (block-diagonal
+//   pairs, sampled pairs, exact regions); the 1/samples weights and repeated samples cannot be
+//   shown in a mask, so run() is NOT plan() + the block-sparse kernel: it has its own run().
+// - Hashing, sorting and sampling are the planning stage (RunStats.plan_seconds); the
+//   attention runs on gathered contiguous copies with the fused kernel (one thread per call;
+//   (batch, head) pairs and blocks run in parallel).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "attnkit/error.h"
+#include "attnkit/pattern.h"
+#include "core/timing.h"
+#include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/planner.h"
+
+namespace attnkit {
+namespace {
+
+constexpr char kName[] = "hyper";
+
+struct HyperParams {
+  int64_t projs = 7, block = 256, samples = 256, min_seq = 4096;
+  uint64_t seed = 1;
+};
+
+// One attention call of the recursion: queries [q0, q0 + nq) against keys [k0, k0 + nk).
+struct Call {
+  enum Kind { kExactCausal, kExactFull, kHashed } kind;
+  int64_t q0, nq, k0, nk;
+};
+
+// Decomposes the whole problem into calls (shapes only); they partition the allowed pairs.
+void causal_calls(const HyperParams& p, int64_t q0, int64_t k0, int64_t n, std::vector<Call>* out);
+
+void non_causal_call(const HyperParams& p, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
+                     std::vector<Call>* out) {
+  if (nq <= 0 || nk <= 0) return;
+  out->push_back({nq < p.min_seq ? Call::kExactFull : Call::kHashed, q0, nq, k0, nk});
+}
+
+void causal_calls(const HyperParams& p, int64_t q0, int64_t k0, int64_t n, std::vector<Call>* out) {
+  if (n <= 0) return;
+  if (n <= p.min_seq) {
+    out->push_back({Call::kExactCausal, q0, n, k0, n});
+    return;
+  }
+  const int64_t half = n / 2;
+  causal_calls(p, q0, k0, half, out);
+  causal_calls(p, q0 + half, k0 + half, n - half, out);
+  non_causal_call(p, q0 + half, n - half, k0, half, out);
+}
+
+std::vector<Call> calls_of(const HyperParams& p, int64_t nq, int64_t nk, bool causal) {
+  std::vector<Call> calls;
+  if (!causal) {
+    non_causal_call(p, 0, nq, 0, nk, &calls);
+    return calls;
+  }
+  const int64_t offset = nk - nq;
+  if (offset >= 0) {
+    non_causal_call(p, 0, nq, 0, offset, &calls);
+    causal_calls(p, 0, offset, nq, &calls);
+  } else {
+    causal_calls(p, -offset, 0, nk, &calls);  // rows before -offset see no key
+  }
+  return calls;
+}
+
+// Hash plan of one hashed call for one (b, h): sorted order and samples.
+struct HashedPlan {
+  std::vector<int32_t> q_order, k_order;  // sorted position -> index relative to q0 / k0
+  std::vector<int32_t> samples;           // sorted-key positions, with repetition
+};
+
+int64_t block_count(const HyperParams& p, int64_t nk) { return (nk + p.block - 1) / p.block; }
+// Sorted query positions [c * nq / nb, (c + 1) * nq / nb) form query block c.
+int64_t query_block_start(int64_t c, int64_t nq, int64_t nb) { return c * nq / nb; }
+int64_t query_block_of(int64_t r, int64_t nq, int64_t nb) {
+  int64_t c = r * nb / nq;
+  while (c + 1 < nb && query_block_start(c + 1, nq, nb) <= r) ++c;
+  while (c > 0 && query_block_start(c, nq, nb) > r) --c;
+  return c;
+}
+
+// Gray-code rank of the sign pattern of x . P_i.
+uint32_t lsh_rank(const float* x, const std::vector<float>& projection, int64_t dim, int64_t projs) {
+  uint32_t code = 0;
+  for (int64_t i = 0; i < projs; ++i) {
+    float dot = 0.0f;
+    for (int64_t c = 0; c < dim; ++c) dot += x[c] * projection[c * projs + i];
+    code |= static_cast<uint32_t>(dot > 0.0f) << i;
+  }
+  uint32_t rank = code;  // inverse of gray(r) = r ^ (r >> 1)
+  for (uint32_t shift = code >> 1; shift; shift >>= 1) rank ^= shift;
+  return rank;
+}
+
+class Hyper final : public Pattern {
+ public:
+  explicit Hyper(const PatternParams& params) : canonical_(params.canonical()) {
+    p_.projs = planner::int_param(params, kName, "projs", 1, 16);
+    p_.block = planner::int_param(params, kName, "block", 1, int64_t{1} << 24);
+    p_.samples = planner::int_param(params, kName, "samples", 0, int64_t{1} << 24);
+    p_.min_seq = planner::int_param(params, kName, "min_seq", 1, int64_t{1} << 40);
+    p_.seed = static_cast<uint64_t>(planner::int_param(params, kName, "seed", 0, INT64_MAX));
+  }
+  std::string name() const override { return kName; }
+  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
+  Plan plan(const AttentionArgs& args) const override;
+  RunStats run(const AttentionArgs& args) const override;
+
+ private:
+  // Hash plans of every hashed call, per (b, h): [(b * Hq + h) * calls + c].
+  std::vector<HashedPlan> hash_all(const AttentionArgs& args, const std::vector<Call>& calls) const;
+  std::vector<float> projection(int64_t dim) const {
+    std::mt19937_64 rng(p_.seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> P(dim * p_.projs);
+    for (float& x : P) x = normal(rng);
+    return P;
+  }
+
+  HyperParams p_;
+  std::string canonical_;
+};
+
+std::vector<HashedPlan> Hyper::hash_all(const AttentionArgs& args,
+                                        const std::vector<Call>& calls) const {
+  const planner::Dims d = planner::dims_of(args);
+  const auto P = projection(d.dim);
+  const int64_t n_calls = static_cast<int64_t>(calls.size());
+  std::vector<HashedPlan> plans(d.batch * d.heads_q * n_calls);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
+  for (int64_t item = 0; item < d.batch * d.heads_q * n_calls; ++item) {
+    const Call& call = calls[item % n_calls];
+    if (call.kind != Call::kHashed) continue;
+    const int64_t bh = item / n_calls, b = bh / d.heads_q, h = bh % d.heads_q;
+    std::vector<float> row(d.dim);
+    std::vector<uint32_t> q_rank(call.nq), k_rank(call.nk);
+    for (int64_t r = 0; r < call.nq; ++r) {
+      kernels::load_rows(args.q, b, h, call.q0 + r, 1, row.data());
+      q_rank[r] = lsh_rank(row.data(), P, d.dim, p_.projs);
+    }
+    for (int64_t r = 0; r < call.nk; ++r) {
+      kernels::load_rows(args.k, b, h / d.group, call.k0 + r, 1, row.data());
+      k_rank[r] = lsh_rank(row.data(), P, d.dim, p_.projs);
+    }
+    HashedPlan& plan = plans[item];
+    plan.q_order = kernels::stable_argsort(q_rank, static_cast<int>(p_.projs));
+    plan.k_order = kernels::stable_argsort(k_rank, static_cast<int>(p_.projs));
+    std::mt19937_64 rng(p_.seed * 0x9E3779B97F4A7C15ull + item);
+    std::uniform_int_distribution<int64_t> pick(0, call.nk - 1);
+    plan.samples.resize(p_.samples);
+    for (auto& s : plan.samples) s = static_cast<int32_t>(pick(rng));
+  }
+  return plans;
+}
+
+// Exact attention on contiguous f32 copies, on the calling thread.
+void exact_attention(const float* q, int64_t nq, const float* k, const float* v, int64_t nk,
+                     int64_t dim, int64_t dim_v, float scale, bool causal, float* o, float* lse) {
+  if (nk == 0) {
+    std::fill(o, o + nq * dim_v, 0.0f);
+    std::fill(lse, lse + nq, -std::numeric_limits<float>::infinity());
+    return;
+  }
+  AttentionArgs a;
+  a.q = planner::contiguous(q, nq, dim);
+  a.k = planner::contiguous(k, nk, dim);
+  a.v = planner::contiguous(v, nk, dim_v);
+  a.out = planner::contiguous(o, nq, dim_v);
+  a.lse = lse;
+  a.scale = scale;
+  a.causal = causal;
+  a.threads = 1;
+  attention(a);
+}
+
+void merge_rows(float* o, float* lse, const float* o2, const float* lse2, int64_t n, int64_t dim_v) {
+  const TensorView out = planner::contiguous(o, n, dim_v);
+  merge(out, lse, planner::contiguous(o2, n, dim_v), lse2, out, lse);
+}
+
+RunStats Hyper::run(const AttentionArgs& args) const {
+  validate(args);
+  const double start = now_seconds();
+  const planner::Dims d = planner::dims_of(args);
+  const auto calls = calls_of(p_, d.nq, d.nk, args.causal);
+  const auto plans = hash_all(args, calls);
+  RunStats stats;
+  stats.plan_seconds = now_seconds() - start;
+  const float scale = effective_scale(args);
+  const int64_t n_calls = static_cast<int64_t>(calls.size());
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  double pairs = 0.0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : pairs) \
+    num_threads(effective_threads(args.threads))
+  for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
+    const int64_t b = bh / d.heads_q, h = bh % d.heads_q, g = h / d.group;
+    std::vector<float> acc_o(d.nq * d.dim_v, 0.0f), acc_lse(d.nq, neg_inf);
+    std::vector<float> q, k, v, o, lse, o2, lse2, ks, vs, unsorted_o, unsorted_lse;
+    for (int64_t c = 0; c < n_calls; ++c) {
+      const Call& call = calls[c];
+      o.assign(call.nq * d.dim_v, 0.0f);
+      lse.assign(call.nq, neg_inf);
+      q.resize(call.nq * d.dim), k.resize(call.nk * d.dim), v.resize(call.nk * d.dim_v);
+      if (call.kind != Call::kHashed) {
+        kernels::load_rows(args.q, b, h, call.q0, call.nq, q.data());
+        kernels::load_rows(args.k, b, g, call.k0, call.nk, k.data());
+        kernels::load_rows(args.v, b, g, call.k0, call.nk, v.data());
+        const bool causal = call.kind == Call::kExactCausal;
+        exact_attention(q.data(), call.nq, k.data(), v.data(), call.nk, d.dim, d.dim_v, scale,
+                        causal, o.data(), lse.data());
+        pairs += causal ? 0.5 * call.nq * (call.nq + 1.0) : double(call.nq) * call.nk;
+      } else {
+        const HashedPlan& plan = plans[bh * n_calls + c];
+        std::vector<int32_t> q_index(call.nq), k_index(call.nk);
+        for (int64_t r = 0; r < call.nq; ++r) q_index[r] = static_cast<int32_t>(call.q0 + plan.q_order[r]);
+        for (int64_t r = 0; r < call.nk; ++r) k_index[r] = static_cast<int32_t>(call.k0 + plan.k_order[r]);
+        kernels::gather_rows(args.q, b, h, q_index.data(), call.nq, q.data());
+        kernels::gather_rows(args.k, b, g, k_index.data(), call.nk, k.data());
+        kernels::gather_rows(args.v, b, g, k_index.data(), call.nk, v.data());
+        const int64_t nb = block_count(p_, call.nk);
+        o2.assign(call.nq * d.dim_v, 0.0f);
+        lse2.assign(call.nq, neg_inf);
+        const float shift = p_.samples > 0 ? std::log(double(call.nk) / double(p_.samples)) : 0.0f;
+        for (int64_t blk = 0; blk < nb; ++blk) {
+          const int64_t r0 = query_block_start(blk, call.nq, nb), r1 = query_block_start(blk + 1, call.nq, nb);
+          const int64_t j0 = blk * p_.block, j1 = std::min(call.nk, j0 + p_.block);
+          if (r1 <= r0) continue;
+          exact_attention(q.data() + r0 * d.dim, r1 - r0, k.data() + j0 * d.dim,
+                          v.data() + j0 * d.dim_v, j1 - j0, d.dim, d.dim_v, scale, false,
+                          o.data() + r0 * d.dim_v, lse.data() + r0);
+          pairs += double(r1 - r0) * (j1 - j0);
+          // Samples outside this block, repeats kept (each carries weight nk / samples).
+          ks.clear(), vs.clear();
+          std::vector<char> seen(call.nk, 0);
+          int64_t distinct = 0, count = 0;
+          for (int32_t s : plan.samples) {
+            if (s / p_.block == blk) continue;
+            ks.insert(ks.end(), k.begin() + s * d.dim, k.begin() + (s + 1) * d.dim);
+            vs.insert(vs.end(), v.begin() + s * d.dim_v, v.begin() + (s + 1) * d.dim_v);
+            distinct += !seen[s];
+            seen[s] = 1;
+            ++count;
+          }
+          if (count == 0) continue;
+          exact_attention(q.data() + r0 * d.dim, r1 - r0, ks.data(), vs.data(), count, d.dim,
+                          d.dim_v, scale, false, o2.data() + r0 * d.dim_v, lse2.data() + r0);
+          for (int64_t r = r0; r < r1; ++r) lse2[r] += shift;
+          pairs += double(r1 - r0) * distinct;
+        }
+        merge_rows(o.data(), lse.data(), o2.data(), lse2.data(), call.nq, d.dim_v);
+        // Back to original order (relative to q0).
+        unsorted_o.resize(call.nq * d.dim_v), unsorted_lse.resize(call.nq);
+        for (int64_t r = 0; r < call.nq; ++r) {
+          std::copy_n(o.data() + r * d.dim_v, d.dim_v, unsorted_o.data() + plan.q_order[r] * d.dim_v);
+          unsorted_lse[plan.q_order[r]] = lse[r];
+        }
+        o.swap(unsorted_o);
+        lse.swap(unsorted_lse);
+      }
+      merge_rows(acc_o.data() + call.q0 * d.dim_v, acc_lse.data() + call.q0, o.data(), lse.data(),
+                 call.nq, d.dim_v);
+    }
+    for (int64_t i = 0; i < d.nq; ++i) {
+      float* dst = args.out.row<float>(b, h, i);
+      for (int64_t c = 0; c < d.dim_v; ++c) dst[c * args.out.stride[3]] = acc_o[i * d.dim_v + c];
+      if (args.lse) args.lse[bh * d.nq + i] = acc_lse[i];
+    }
+  }
+  stats.pairs = pairs / double(std::max<int64_t>(1, d.batch * d.heads_q));
+  stats.density = d.nq * d.nk > 0 ? stats.pairs / (double(d.nq) * d.nk) : 0.0;
+  return stats;
+}
+
+// Element rule of a plan: which pairs some call attends (in original order).
+class HyperRule final : public TilePredicate {
+ public:
+  HyperRule(HyperParams p, std::vector<Call> calls, std::vector<HashedPlan> plans, int64_t heads)
+      : p_(p), calls_(std::move(calls)), heads_(heads) {
+    // Per hashed plan: block of every (relative) query and key, and sampled keys.
+    info_.resize(plans.size());
+    for (size_t e = 0; e < plans.size(); ++e) {
+      const Call& call = calls_[e % calls_.size()];
+      if (call.kind != Call::kHashed) continue;
+      const int64_t nb = block_count(p_, call.nk);
+      Info& in = info_[e];
+      in.q_block.resize(call.nq);
+      in.k_block.resize(call.nk);
+      in.sampled.assign(call.nk, 0);
+      for (int64_t r = 0; r < call.nq; ++r)
+        in.q_block[plans[e].q_order[r]] = static_cast<int32_t>(query_block_of(r, call.nq, nb));
+      for (int64_t r = 0; r < call.nk; ++r)
+        in.k_block[plans[e].k_order[r]] = static_cast<int32_t>(r / p_.block);
+      for (int32_t s : plans[e].samples) in.sampled[plans[e].k_order[s]] = 1;
+    }
+  }
+
+  void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t r = 0; r < nq; ++r) std::fill(allow + r * ld, allow + r * ld + nk, 0);
+    const int64_t n_calls = static_cast<int64_t>(calls_.size());
+    for (int64_t c = 0; c < n_calls; ++c) {
+      const Call& call = calls_[c];
+      const int64_t i0 = std::max(q0, call.q0), i1 = std::min(q0 + nq, call.q0 + call.nq);
+      const int64_t j0 = std::max(k0, call.k0), j1 = std::min(k0 + nk, call.k0 + call.nk);
+      if (i0 >= i1 || j0 >= j1) continue;
+      const Info& in = info_[(b * heads_ + h) * n_calls + c];
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) {
+          bool ok = true;
+          if (call.kind == Call::kExactCausal) ok = j - call.k0 <= i - call.q0;
+          if (call.kind == Call::kHashed)
+            ok = in.q_block[i - call.q0] == in.k_block[j - call.k0] || in.sampled[j - call.k0];
+          allow[(i - q0) * ld + (j - k0)] = ok;
+        }
+    }
+  }
+
+ private:
+  struct Info {
+    std::vector<int32_t> q_block, k_block;
+    std::vector<uint8_t> sampled;
+  };
+  HyperParams p_;
+  std::vector<Call> calls_;
+  int64_t heads_;
+  std::vector<Info> info_;
+};
+
+Plan Hyper::plan(const AttentionArgs& args) const {
+  validate(args);
+  const double start = now_seconds();
+  const planner::Dims d = planner::dims_of(args);
+  auto calls = calls_of(p_, d.nq, d.nk, args.causal);
+  auto plans = hash_all(args, calls);
+  // Every kv block a call's rectangle touches, as PARTIAL entries of the element rule.
+  constexpr int64_t kBlock = 64;
+  const int64_t q_blocks = (d.nq + kBlock - 1) / kBlock;
+  std::vector<std::vector<int32_t>> touched(q_blocks);
+  for (const Call& call : calls)
+    for (int64_t qb = call.q0 / kBlock; qb * kBlock < call.q0 + call.nq; ++qb)
+      for (int64_t kb = call.k0 / kBlock; kb * kBlock < call.k0 + call.nk; ++kb)
+        touched[qb].push_back(static_cast<int32_t>(kb));
+  std::vector<std::vector<planner::Entry>> lists(d.batch * d.heads_q * q_blocks);
+  for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh)
+    for (int64_t qb = 0; qb < q_blocks; ++qb) {
+      auto blocks = touched[qb];
+      std::sort(blocks.begin(), blocks.end());
+      blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+      for (int32_t kb : blocks) lists[bh * q_blocks + qb].push_back({kb, BlockKind::kPartial});
+    }
+  Plan plan;
+  plan.mask = planner::mask_from_entries(
+      args, kBlock, kBlock, d.heads_q, std::move(lists),
+      std::make_shared<HyperRule>(p_, std::move(calls), std::move(plans), d.heads_q));
+  plan.plan_seconds = now_seconds() - start;
+  return plan;
+}
+
+const bool registered = register_pattern(
+    {kName,
+     "HyperAttention: LSH (Gray-code) sort, block-diagonal attention in sorted order + uniform "
+     "key samples (log(n/m) shift), exact LSE merge, causal recursion; exact below min_seq",
+     "Han et al. 2024, HyperAttention: Long-context Attention in Near-Linear Time "
+     "(arXiv 2310.05869)",
+     {{"projs", "7", "random projections of the angular LSH"},
+      {"block", "256", "keys per block of the block-diagonal (sorted order)"},
+      {"samples", "256", "uniformly sampled keys per call"},
+      {"min_seq", "4096", "exact attention at or below this length"},
+      {"seed", "1", "seed of the projections and samples"}}},
+    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
+      return std::make_unique<Hyper>(params);
+    });
+
+}  // namespace
+}  // namespace attnkit

@@ -1,0 +1,112 @@
+// Routing Transformer routing (Roy et al., arXiv 2003.05997): spherical k-means on the input and
+// balanced top-w membership. See routing.cc for the full rule.
+//
+// Choices, documented:
+// - Routing features are the L2-normalised queries and keys (lucidrains' variant; the paper's
+//   layer norm without scale plays the same role). Q and K are NOT tied (share_qk is a training
+//   choice of the decoder; the attention here uses the given Q and K), but they share centroids.
+// - Centroids are computed on the input (the trained EMA centroids are not available): spherical
+//   k-means over the normalised queries and keys together, initialised with keys at evenly
+//   spaced positions, `iters` (default 4) Lloyd iterations; an empty cluster keeps its centroid.
+// - Balanced routing: cluster c takes the top-min(window, n) queries and, separately, keys by
+//   x . mu_c (ties to the lower position), so a token may be in several clusters or none.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/planner.h"
+#include "patterns/dynamic/routing.h"
+
+namespace attnkit::routing {
+namespace {
+
+void normalise_rows(std::vector<float>* x, int64_t n, int64_t dim) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = x->data() + i * dim;
+    double norm = 0.0;
+    for (int64_t c = 0; c < dim; ++c) norm += double(row[c]) * row[c];
+    const float inv = norm > 0.0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+    for (int64_t c = 0; c < dim; ++c) row[c] *= inv;
+  }
+}
+
+// scores [n, C] = x [n, dim] . mu^T, mu [C, dim].
+void similarities(const std::vector<float>& x, int64_t n, const std::vector<float>& mu,
+                  int64_t clusters, int64_t dim, std::vector<float>* scores) {
+  std::vector<float> mu_t(dim * clusters);
+  kernels::transpose_keys(mu.data(), clusters, dim, dim, mu_t.data(), clusters);
+  scores->resize(n * clusters);
+  constexpr int64_t kRows = 64;
+  for (int64_t i0 = 0; i0 < n; i0 += kRows)
+    kernels::score_tile(x.data() + i0 * dim, dim, std::min(kRows, n - i0), mu_t.data(), clusters,
+                        clusters, dim, 1.0f, scores->data() + i0 * clusters, clusters);
+}
+
+// Members of cluster c: the top-w rows by scores[:, c], ascending positions.
+std::vector<std::vector<int32_t>> top_members(const std::vector<float>& scores, int64_t n,
+                                              int64_t clusters, int64_t w) {
+  std::vector<std::vector<int32_t>> members(clusters);
+  std::vector<float> column(n);
+  for (int64_t c = 0; c < clusters; ++c) {
+    for (int64_t i = 0; i < n; ++i) column[i] = scores[i * clusters + c];
+    members[c] = kernels::topk_indices(column.data(), n, w);
+  }
+  return members;
+}
+
+}  // namespace
+
+int64_t cluster_count(const RoutingParams& p, int64_t nk) {
+  return p.clusters > 0 ? p.clusters : std::max<int64_t>(1, nk / p.window);
+}
+
+std::vector<Clusters> route(const AttentionArgs& args, const RoutingParams& p) {
+  const planner::Dims d = planner::dims_of(args);
+  const int64_t clusters = cluster_count(p, d.nk);
+  std::vector<Clusters> out(d.batch * d.heads_q);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
+  for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
+    const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
+    if (h < p.first_head) continue;  // a local head: not routed
+    std::vector<float> xq(d.nq * d.dim), xk(d.nk * d.dim);
+    kernels::load_rows(args.q, b, h, 0, d.nq, xq.data());
+    kernels::load_rows(args.k, b, h / d.group, 0, d.nk, xk.data());
+    normalise_rows(&xq, d.nq, d.dim);
+    normalise_rows(&xk, d.nk, d.dim);
+    std::vector<float> mu(clusters * d.dim, 0.0f);
+    for (int64_t c = 0; c < clusters; ++c) {
+      const int64_t at = std::min(d.nk - 1, (2 * c + 1) * d.nk / (2 * clusters));
+      std::copy_n(xk.data() + at * d.dim, d.dim, mu.data() + c * d.dim);
+    }
+    std::vector<float> sq, sk, sum;
+    std::vector<int64_t> count;
+    for (int64_t it = 0; it < p.iters; ++it) {
+      similarities(xq, d.nq, mu, clusters, d.dim, &sq);
+      similarities(xk, d.nk, mu, clusters, d.dim, &sk);
+      sum.assign(clusters * d.dim, 0.0f);
+      count.assign(clusters, 0);
+      auto assign = [&](const std::vector<float>& x, const std::vector<float>& s, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) {
+          const float* row = s.data() + i * clusters;
+          const int64_t best = std::max_element(row, row + clusters) - row;
+          ++count[best];
+          for (int64_t c = 0; c < d.dim; ++c) sum[best * d.dim + c] += x[i * d.dim + c];
+        }
+      };
+      assign(xq, sq, d.nq);
+      assign(xk, sk, d.nk);
+      for (int64_t c = 0; c < clusters; ++c)
+        if (count[c] > 0) std::copy_n(sum.data() + c * d.dim, d.dim, mu.data() + c * d.dim);
+      normalise_rows(&mu, clusters, d.dim);
+    }
+    similarities(xq, d.nq, mu, clusters, d.dim, &sq);
+    similarities(xk, d.nk, mu, clusters, d.dim, &sk);
+    out[bh].queries = top_members(sq, d.nq, clusters, std::min(p.window, d.nq));
+    out[bh].keys = top_members(sk, d.nk, clusters, std::min(p.window, d.nk));
+  }
+  return out;
+}
+
+}  // namespace attnkit::routing

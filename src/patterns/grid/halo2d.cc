@@ -1,0 +1,57 @@
+// halo2d: blocked local attention with a halo (HaloNet; Vaswani et al., "Scaling Local
+// Self-Attention for Parameter Efficient Visual Backbones", CVPR 2021, arXiv 2103.12731).
+//
+// Rule: the height x width grid (tokens row-major) is cut into non-overlapping block x block query
+// blocks. Every query of block (by, bx) sees the same keys: the block grown by `halo` pixels on
+// each side, rows [by*block - halo, by*block + block + halo) x cols [bx*block - halo, ... + halo).
+// It is not a per-query centred window: queries share their block's key set.
+// Defaults: block=8, halo=3 (a 14 x 14 memory per 8 x 8 block; timm's HaloAttn defaults).
+//
+// Border choice: the paper and timm zero-pad the image, and timm lets the padded all-zero keys
+// take part in the softmax (they get logit 0 plus a relative-position term). attnkit has no
+// padding tokens and no relative logits, so keys outside the image simply do not exist: a border
+// block sees only the in-image part of its haloed region (masked out, not zero keys).
+// Grids whose sides are not multiples of `block` (timm asserts divisibility) are allowed: the last
+// block of a row or column is clipped and keeps the halo rule relative to its nominal start.
+// height / width default to 0 = derived from N (square grid, or N / the other side).
+// run() tiles tokens into 8 x 8 boxes (tiling.h): with block 8 a query box is exactly one HaloNet
+// block, whose 3 x 3 neighbour boxes are its only key blocks (centre FULL, ring PARTIAL).
+#include "attnkit/error.h"
+#include "patterns/grid/grid_pattern.h"
+#include "patterns/static/interval_rule.h"
+
+namespace attnkit::grid {
+namespace {
+
+std::unique_ptr<Pattern> make(const PatternParams& params) {
+  using patterns::int_param;
+  const int64_t kMax = int64_t{1} << 30;
+  GridTemplate gt;
+  gt.pattern_name = "halo2d";
+  gt.axis_names[0] = "height";
+  gt.axis_names[1] = "width";
+  gt.grid.ndim = 2;
+  const int64_t block = int_param(params, "halo2d", "block", 1, kMax);
+  const int64_t halo = int_param(params, "halo2d", "halo", 0, kMax);
+  for (int a = 0; a < 2; ++a) {
+    AxisRule& rule = gt.grid.axis[a];
+    rule.kind = AxisRule::Kind::kHalo;
+    rule.length = int_param(params, "halo2d", gt.axis_names[a], 0, kMax);
+    rule.block = block;
+    rule.halo = halo;
+  }
+  return std::make_unique<GridPattern>(gt, "halo2d:" + params.canonical());
+}
+
+[[maybe_unused]] const bool registered = register_pattern(
+    PatternInfo{"halo2d",
+                "HaloNet blocked local attention: block x block queries see their block + halo",
+                "Vaswani et al., Scaling Local Self-Attention (HaloNet), CVPR 2021",
+                {{"height", "0", "grid height; 0 = derived from N"},
+                 {"width", "0", "grid width; 0 = derived from N"},
+                 {"block", "8", "query block side"},
+                 {"halo", "3", "extra key pixels on each side of the block (cut at the border)"}}},
+    &make);
+
+}  // namespace
+}  // namespace attnkit::grid

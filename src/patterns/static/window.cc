@@ -1,0 +1,44 @@
+// window: causal sliding-window (local) attention, as in Longformer's sliding window
+// (Beltagy et al., 2020), Mistral's SWA and the "recent" part of StreamingLLM.
+//
+// Rule: query at position p sees keys p - size + 1 .. p (size keys, itself included), bottom-right
+// aligned. Default size = 512 (Longformer's window; no single paper fixes it for causal LMs).
+// Choice: the window is one-sided (causal); a two-sided window is natten1d's job.
+#include "patterns/static/interval_rule.h"
+
+namespace attnkit::patterns {
+namespace {
+
+class WindowRule final : public IntervalRule {
+ public:
+  WindowRule(int64_t nq, int64_t nk, int64_t size) : IntervalRule(nq, nk, 1), size_(size) {}
+  void ranges(int64_t, int64_t p, RowRanges* out) const override { out->add(p - size_ + 1, p + 1); }
+
+ private:
+  int64_t size_;
+};
+
+class WindowPattern final : public IntervalPattern {
+ public:
+  explicit WindowPattern(const PatternParams& params)
+      : IntervalPattern("window", params.canonical()),
+        size_(int_param(params, "window", "size", 1, int64_t{1} << 40)) {}
+  std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
+    return std::make_shared<WindowRule>(nq, nk, size_);
+  }
+
+ private:
+  int64_t size_;
+};
+
+[[maybe_unused]] const bool registered = register_pattern(
+    {"window",
+     "causal sliding window: query p sees keys p-size+1..p",
+     "Beltagy et al. 2020, Longformer (sliding window); Jiang et al. 2023, Mistral 7B",
+     {{"size", "512", "keys seen per query, itself included"}}},
+    [](const PatternParams& p) -> std::unique_ptr<Pattern> {
+      return std::make_unique<WindowPattern>(p);
+    });
+
+}  // namespace
+}  // namespace attnkit::patterns

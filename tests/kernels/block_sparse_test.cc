@@ -1,0 +1,207 @@
+// The block-sparse kernel walking hand-made masks (random lists, FULL and PARTIAL entries, per-head
+// or shared lists, several block sizes, AND causal) against the reference with the same predicate.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "support/attention_check.h"
+#include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
+#include "attnkit/error.h"
+
+namespace attnkit {
+namespace {
+
+using testing::Problem;
+
+// A pseudo-random element rule: about half of the pairs allowed, different per head.
+bool hashed_allow(int64_t h, int64_t i, int64_t j) {
+  uint64_t x = (uint64_t(h) * 0x9E3779B97F4A7C15ull) ^ (uint64_t(i) * 0xBF58476D1CE4E5B9ull) ^
+               (uint64_t(j) * 0x94D049BB133111EBull);
+  x ^= x >> 31;
+  x *= 0xD6E8FEB86654385Dull;
+  return (x >> 40) & 1;
+}
+
+class HashedPredicate : public TilePredicate {
+ public:
+  void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = hashed_allow(h, q0 + i, k0 + j);
+  }
+};
+
+struct MaskCase {
+  Problem problem;
+  int64_t q_block, kv_block;
+  bool per_head;
+  double keep;  // probability that a block is listed
+};
+
+BlockMask random_mask(const MaskCase& c, std::mt19937& rng) {
+  BlockMask m;
+  m.q_block = c.q_block, m.kv_block = c.kv_block, m.nq = c.problem.nq, m.nk = c.problem.nk;
+  m.heads = c.per_head ? c.problem.heads_q : 1;
+  m.predicate = std::make_shared<HashedPredicate>();
+  std::bernoulli_distribution keep(c.keep), partial(0.5);
+  m.row_start.push_back(0);
+  for (int64_t list = 0; list < m.heads * m.q_blocks(); ++list) {
+    for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
+      if (!keep(rng)) continue;
+      m.kv_index.push_back(kb);
+      m.kind.push_back(partial(rng) ? BlockKind::kPartial : BlockKind::kFull);
+    }
+    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
+  }
+  return m;
+}
+
+// The element rule a mask stands for, for the reference.
+ElementPredicate mask_rule(const BlockMask& m) {
+  return [&m](int64_t b, int64_t h, int64_t i, int64_t j) {
+    const int64_t list = m.list(b, h, i / m.q_block);
+    for (int64_t e = m.row_start[list]; e < m.row_start[list + 1]; ++e)
+      if (m.kv_index[e] == j / m.kv_block)
+        return m.kind[e] == BlockKind::kFull || hashed_allow(h, i, j);
+    return false;
+  };
+}
+
+std::vector<MaskCase> cases() {
+  std::vector<MaskCase> out;
+  const std::vector<std::array<int64_t, 6>> shapes = {
+      // heads_q, heads_kv, nq, nk, q_block, kv_block
+      {1, 1, 1, 1, 64, 64},     {2, 1, 65, 65, 64, 64},    {3, 1, 200, 130, 32, 16},
+      {4, 2, 63, 1000, 16, 64}, {2, 2, 300, 300, 128, 48}, {8, 1, 129, 257, 64, 128},
+  };
+  for (DType dtype : {DType::kF32, DType::kF16})
+    for (bool causal : {false, true})
+      for (bool per_head : {false, true})
+        for (const auto& s : shapes) {
+          MaskCase c;
+          c.problem.heads_q = s[0], c.problem.heads_kv = s[1], c.problem.nq = s[2];
+          c.problem.nk = s[3], c.problem.dim = 80, c.problem.dim_v = 48;
+          c.problem.dtype = dtype, c.problem.causal = causal;
+          c.q_block = s[4], c.kv_block = s[5], c.per_head = per_head, c.keep = 0.6;
+          out.push_back(c);
+        }
+  return out;
+}
+
+class BlockSparseKernel : public ::testing::TestWithParam<MaskCase> {};
+
+TEST_P(BlockSparseKernel, MatchesReferenceWithTheMaskRule) {
+  const MaskCase& c = GetParam();
+  std::mt19937 rng(7);
+  const BlockMask mask = random_mask(c, rng);
+  int64_t counted = 0;
+  testing::check_problem(
+      c.problem,
+      [&](const AttentionArgs& a) {
+        AttentionArgs with_count = a;
+        with_count.attended_pairs = &counted;
+        attention(with_count, mask);
+      },
+      mask_rule(mask));
+  // The kernel's count of attended pairs equals the rule's (AND causal).
+  const ElementPredicate rule = mask_rule(mask);
+  const Problem& p = c.problem;
+  int64_t expected = 0;
+  for (int64_t h = 0; h < p.heads_q; ++h)
+    for (int64_t i = 0; i < p.nq; ++i)
+      for (int64_t j = 0; j < p.nk; ++j)
+        expected += rule(0, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
+  EXPECT_EQ(counted, expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
+                         [](const auto& info) {
+                           const MaskCase& c = info.param;
+                           return c.problem.name() + "_qb" + std::to_string(c.q_block) + "_kb" +
+                                  std::to_string(c.kv_block) + (c.per_head ? "_perhead" : "");
+                         });
+
+// A mask whose entries are all PARTIAL but allow everything equals the dense result.
+class AllowAll : public TilePredicate {
+ public:
+  void fill(int64_t, int64_t, int64_t, int64_t nq, int64_t, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = 1;
+  }
+};
+
+TEST(BlockSparseKernel, AllPartialAllowingEverythingEqualsDense) {
+  Problem p;
+  p.heads_q = 2, p.nq = 150, p.nk = 170, p.causal = true;
+  testing::Inputs dense = testing::make_inputs(p), sparse = testing::make_inputs(p);
+  BlockMask m;
+  m.nq = p.nq, m.nk = p.nk, m.predicate = std::make_shared<AllowAll>();
+  m.row_start.push_back(0);
+  for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
+    for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
+      m.kv_index.push_back(kb);
+      m.kind.push_back(BlockKind::kPartial);
+    }
+    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
+  }
+  AttentionArgs a = dense.args(), b = sparse.args();
+  a.causal = b.causal = true;
+  attention(a);
+  attention(b, m);
+  for (int64_t i = 0; i < dense.out.numel(); ++i) ASSERT_EQ(dense.out.f32()[i], sparse.out.f32()[i]);
+}
+
+TEST(BlockSparseKernel, RejectsAMaskOfAnotherSize) {
+  Problem p;
+  p.nq = 10, p.nk = 20;
+  testing::Inputs in = testing::make_inputs(p);
+  BlockMask m;
+  m.nq = 11, m.nk = 20;
+  m.row_start = {0, 0};
+  EXPECT_THROW(attention(in.args(), m), Error);
+}
+
+}  // namespace
+}  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// A rule that ignores the head and says so: the kernel fills one tile for the whole GQA group.
+class HeadFreePredicate : public TilePredicate {
+ public:
+  void fill(int64_t, int64_t, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = hashed_allow(0, q0 + i, k0 + j);
+  }
+  bool same_for_all_heads() const override { return true; }
+};
+
+TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) {
+  Problem p;
+  p.heads_q = 8, p.heads_kv = 2, p.nq = 131, p.nk = 203, p.causal = true;
+  BlockMask m;
+  m.nq = p.nq, m.nk = p.nk, m.predicate = std::make_shared<HeadFreePredicate>();
+  m.q_block = 32, m.kv_block = 32;
+  m.row_start.push_back(0);
+  for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
+    for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
+      m.kv_index.push_back(kb);
+      m.kind.push_back((qb + kb) % 3 ? BlockKind::kPartial : BlockKind::kFull);
+    }
+    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
+  }
+  const ElementPredicate rule = [&m](int64_t, int64_t, int64_t i, int64_t j) {
+    const bool full = (i / m.q_block + j / m.kv_block) % 3 == 0;
+    return full || hashed_allow(0, i, j);
+  };
+  testing::check_problem(p, [&](const AttentionArgs& a) { attention(a, m); }, rule);
+}
+
+}  // namespace
+}  // namespace attnkit

@@ -1,0 +1,207 @@
+// Planner primitives (src/kernels/cpu/primitives.h): every fast path against its scalar reference
+// over odd shapes (1, 7, 63, 65, 1000 rows; dims 1..130), causal limits and GQA accumulation.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "attnkit/tensor.h"
+#include "kernels/cpu/planner_ops.h"
+
+namespace attnkit {
+namespace {
+
+std::vector<float> random_matrix(int64_t rows, int64_t cols, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> data(rows * cols);
+  for (float& x : data) x = normal(rng);
+  return data;
+}
+
+// Relative tolerance of an f32 accumulation of `terms` products next to a double reference.
+float tol(int64_t terms) { return 1e-6f * 8.0f * std::sqrt(static_cast<float>(terms) + 1.0f); }
+
+TEST(Primitives, MeanPoolMatchesReference) {
+  for (int64_t n : {1, 7, 63, 65, 200}) {
+    for (auto [kernel, stride] : {std::pair<int64_t, int64_t>{32, 16}, {4, 4}, {5, 2}, {1, 1}}) {
+      const int64_t dim = 13, ld = 17;
+      const auto x = random_matrix(n, ld, 7 + n);
+      const int64_t count = kernels::pooled_count(n, kernel, stride);
+      std::vector<float> fast(count * dim + 1, -1.0f), slow(count * dim + 1, -1.0f);
+      kernels::mean_pool(x.data(), n, dim, ld, kernel, stride, fast.data());
+      ref::mean_pool(x.data(), n, dim, ld, kernel, stride, slow.data());
+      for (int64_t e = 0; e < count * dim + 1; ++e)
+        ASSERT_NEAR(fast[e], slow[e], 1e-5) << "n=" << n << " kernel=" << kernel << " e=" << e;
+    }
+  }
+}
+
+TEST(Primitives, PooledVisibleIsTheCausalLimit) {
+  // Window m = [16m, 16m + 32) is visible to the query whose last visible key is `last`
+  // iff 16m + 31 <= last.
+  const int64_t pooled = kernels::pooled_count(1000, 32, 16);
+  for (int64_t last : {0, 30, 31, 46, 47, 999}) {
+    int64_t expect = 0;
+    for (int64_t m = 0; m < pooled; ++m) expect += (16 * m + 31 <= last);
+    EXPECT_EQ(kernels::pooled_visible(last, 32, 16, pooled), expect) << "last=" << last;
+  }
+}
+
+TEST(Primitives, ScoreTileMatchesDot) {
+  for (int64_t rows : {1, 3, 4, 7, 33}) {
+    for (int64_t cols : {1, 15, 16, 17, 64, 65, 257}) {
+      for (int64_t dim : {1, 64, 130}) {
+        const auto q = random_matrix(rows, dim, 1), k = random_matrix(cols, dim, 2);
+        const int64_t ldkt = cols + 3;
+        std::vector<float> kt(dim * ldkt), s(rows * (cols + 1), 0.0f);
+        kernels::transpose_keys(k.data(), cols, dim, dim, kt.data(), ldkt);
+        kernels::score_tile(q.data(), dim, rows, kt.data(), ldkt, cols, dim, 0.5f, s.data(),
+                            cols + 1);
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) {
+            double dot = 0.0;
+            for (int64_t c = 0; c < dim; ++c) dot += double(q[i * dim + c]) * k[j * dim + c];
+            ASSERT_NEAR(s[i * (cols + 1) + j], 0.5 * dot, tol(dim) * (1 + std::abs(dot)))
+                << "rows=" << rows << " cols=" << cols << " dim=" << dim << " at " << i << "," << j;
+          }
+        for (int64_t i = 0; i < rows; ++i) ASSERT_EQ(s[i * (cols + 1) + cols], 0.0f) << "overrun";
+      }
+    }
+  }
+}
+
+TEST(Primitives, ExpShiftAddAndSumMatchScalar) {
+  for (int64_t n : {1, 7, 15, 16, 17, 63, 65, 1000}) {
+    auto s = random_matrix(1, n, 21 + n, 3.0f);
+    s[0] = -std::numeric_limits<float>::infinity();
+    std::vector<float> dst(n + 1, 0.5f);
+    kernels::exp_shift_add(s.data(), n, 1.5f, dst.data());
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      const double want = std::exp(double(s[j]) - 1.5);
+      sum += want;
+      // exp(x) is computed as 2^(x log2 e): rounding x log2 e costs |x| log2(e) ulps of
+      // relative error on top of the polynomial's 2 ulps and the final add's 1.
+      const double x = std::abs(double(s[j]) - 1.5);
+      const double eps = std::numeric_limits<float>::epsilon();
+      const double tol = (want > 0.0 ? eps * (2.0 + 1.5 * x) * want : 0.0) + eps * (0.5 + want);
+      ASSERT_NEAR(dst[j], 0.5 + want, tol)
+          << "n=" << n << " j=" << j;
+    }
+    ASSERT_EQ(dst[n], 0.5f) << "overrun";
+    EXPECT_NEAR(kernels::exp_shift_sum(s.data(), n, 1.5f, false), sum, 1e-5 * sum);
+    EXPECT_EQ(kernels::row_max(s.data(), n), *std::max_element(s.begin(), s.end()));
+  }
+}
+
+TEST(Primitives, LsePassMatchesReference) {
+  for (int64_t nq : {1, 7, 63, 65}) {
+    for (int64_t nk : {1, 7, 255, 256, 257, 1000}) {
+      const int64_t dim = 64;
+      const auto q = random_matrix(nq, dim, nq), k = random_matrix(nk, dim, nk + 100, 0.5f);
+      std::vector<int64_t> limit(nq);
+      for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 37) % (nk + 1);  // includes 0 and nk
+      for (bool causal : {false, true}) {
+        std::vector<float> fast(nq), slow(nq);
+        const int64_t* lim = causal ? limit.data() : nullptr;
+        kernels::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data());
+        ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, slow.data());
+        for (int64_t i = 0; i < nq; ++i) {
+          if (std::isinf(slow[i])) {
+            ASSERT_TRUE(std::isinf(fast[i]) && fast[i] < 0) << "row " << i;
+            continue;
+          }
+          ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::abs(slow[i])))
+              << "nq=" << nq << " nk=" << nk << " causal=" << causal << " row " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
+  const int64_t dim = 32;
+  for (int64_t nq : {1, 7, 65, 130}) {
+    for (int64_t nk : {1, 63, 257, 600}) {
+      for (auto [row_group, col_group] : {std::pair<int64_t, int64_t>{1, 1}, {64, 1}, {64, 64}, {7, 5}}) {
+        const auto k = random_matrix(nk, dim, 3);
+        std::vector<int64_t> limit(nq);
+        for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 13) % (nk + 1);
+        const int64_t out_rows = (nq + row_group - 1) / row_group;
+        const int64_t out_cols = (nk + col_group - 1) / col_group;
+        std::vector<float> fast(out_rows * out_cols, 0.0f), slow(out_rows * out_cols, 0.0f);
+        std::vector<float> row_mass(nq, 0.0f);
+        // Two heads accumulate into the same output, as a GQA group does.
+        for (uint32_t head = 0; head < 2; ++head) {
+          const auto q = random_matrix(nq, dim, 50 + head);
+          std::vector<float> lse(nq);
+          ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.2f, limit.data(), lse.data());
+          kernels::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
+                               limit.data(), row_group, col_group, fast.data());
+          ref::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
+                           limit.data(), row_group, col_group, slow.data());
+        }
+        for (int64_t e = 0; e < out_rows * out_cols; ++e)
+          ASSERT_NEAR(fast[e], slow[e], 1e-4f * (1 + slow[e]))
+              << "nq=" << nq << " nk=" << nk << " groups " << row_group << "x" << col_group
+              << " entry " << e;
+        // Each row with a visible key contributes mass 1 per head.
+        double total = 0.0, expect = 0.0;
+        for (float x : fast) total += x;
+        for (int64_t i = 0; i < nq; ++i) expect += limit[i] > 0 ? 2.0 : 0.0;
+        ASSERT_NEAR(total, expect, 1e-3 * (1 + expect));
+      }
+    }
+  }
+}
+
+TEST(Primitives, TopkMatchesReferenceWithTies) {
+  std::mt19937 rng(5);
+  for (int64_t n : {0, 1, 7, 63, 65, 1000}) {
+    std::vector<float> score(n);
+    for (float& x : score) x = static_cast<float>(rng() % 17);  // many ties
+    if (n > 3) score[2] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t k : {0, 1, 5, 64, 2000}) {
+      EXPECT_EQ(kernels::topk_indices(score.data(), n, k), ref::topk_indices(score.data(), n, k))
+          << "n=" << n << " k=" << k;
+    }
+  }
+}
+
+TEST(Primitives, GatherScatterAndArgsort) {
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const int64_t n = 65, dim = 7;
+    Tensor x32({2, 3, n, dim}, DType::kF32);
+    const auto values = random_matrix(1, x32.numel(), 9);
+    std::copy(values.begin(), values.end(), x32.f32());
+    const Tensor x = x32.to(dtype);
+    std::vector<int32_t> index = {64, 0, 3, 3, 17, 1};
+    std::vector<float> fast(index.size() * dim), slow(index.size() * dim);
+    kernels::gather_rows(x.view(), 1, 2, index.data(), index.size(), fast.data());
+    ref::gather_rows(x.view(), 1, 2, index.data(), index.size(), slow.data());
+    EXPECT_EQ(fast, slow) << dtype_name(dtype);
+  }
+  std::mt19937 rng(11);
+  for (int64_t n : {1, 7, 1000}) {
+    std::vector<uint32_t> keys(n);
+    for (auto& key : keys) key = rng() % 128;
+    const auto perm = kernels::stable_argsort(keys, 7);
+    EXPECT_EQ(perm, ref::stable_argsort(keys));
+    const auto inverse = kernels::invert_permutation(perm);
+    for (int64_t r = 0; r < n; ++r) ASSERT_EQ(inverse[perm[r]], r);
+    // Scatter undoes gather.
+    Tensor src({1, 1, n, 3}, DType::kF32), dst({1, 1, n, 3}, DType::kF32);
+    for (int64_t e = 0; e < src.numel(); ++e) src.f32()[e] = static_cast<float>(e);
+    std::vector<float> rows(n * 3);
+    kernels::gather_rows(src.view(), 0, 0, perm.data(), n, rows.data());
+    kernels::scatter_rows(rows.data(), perm.data(), n, dst.view(), 0, 0);
+    for (int64_t e = 0; e < src.numel(); ++e) ASSERT_EQ(dst.f32()[e], src.f32()[e]);
+  }
+}
+
+}  // namespace
+}  // namespace attnkit

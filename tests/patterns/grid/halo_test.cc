@@ -1,0 +1,98 @@
+// halo2d: HaloNet blocked local attention against a rule written here, in original and tiled
+// order, and run() against the reference.
+#include <gtest/gtest.h>
+
+#include "attnkit/error.h"
+#include "support/grid_check.h"
+#include "patterns/grid/grid_pattern.h"
+
+namespace attnkit::testing {
+namespace {
+
+// Query (y, x) belongs to block (y / block, x / block); it sees every in-image key of that block
+// grown by `halo` pixels on each side.
+PairRule naive_halo(int64_t height, int64_t width, int64_t block, int64_t halo) {
+  return [=](int64_t i, int64_t j) {
+    const int64_t qy = i / width, qx = i % width, ky = j / width, kx = j % width;
+    const int64_t top = qy / block * block - halo, left = qx / block * block - halo;
+    const int64_t side = block + 2 * halo;
+    return ky >= top && ky < top + side && kx >= left && kx < left + side && ky < height;
+  };
+}
+
+struct HaloCase {
+  std::string spec;
+  int64_t height, width, block, halo;
+};
+
+std::vector<HaloCase> halo_cases() {
+  return {{"halo2d", 16, 16, 8, 3},
+          {"halo2d:height=7,width=9", 7, 9, 8, 3},
+          {"halo2d:height=13,width=21,block=4,halo=2", 13, 21, 4, 2},
+          {"halo2d:height=24,width=16,block=8,halo=0", 24, 16, 8, 0},
+          {"halo2d:height=10,width=11,block=3,halo=5", 10, 11, 3, 5}};
+}
+
+TEST(HaloPlan, OriginalOrderMaskMatchesNaiveRule) {
+  for (const HaloCase& c : halo_cases()) {
+    ShapeArgs shape(c.height * c.width);
+    const Plan plan = make_pattern(c.spec)->plan(shape.args);
+    expect_mask_matches(plan.mask, naive_halo(c.height, c.width, c.block, c.halo), c.spec);
+  }
+}
+
+TEST(HaloPlan, TiledMaskIsExactAndAlignedBlocksAreFull) {
+  for (const HaloCase& c : halo_cases()) {
+    const grid::Grid g =
+        dynamic_cast<grid::GridPattern&>(*make_pattern(c.spec)).grid_for(c.height * c.width);
+    const grid::TiledPlan plan = grid::plan_tiled(g, false);
+    const std::vector<int64_t>& source = plan.tiling->source;
+    const PairRule rule = naive_halo(c.height, c.width, c.block, c.halo);
+    expect_mask_matches(
+        plan.mask,
+        [&](int64_t p, int64_t q) {
+          return source[p] >= 0 && source[q] >= 0 && rule(source[p], source[q]);
+        },
+        c.spec + " tiled");
+  }
+  // 16 x 16 with 8 x 8 blocks, halo 3: each query box (one HaloNet block) visits its own box FULL
+  // and its 1..3 in-image neighbour boxes PARTIAL.
+  const grid::TiledPlan plan = grid::plan_tiled(
+      dynamic_cast<grid::GridPattern&>(*make_pattern("halo2d")).grid_for(256), false);
+  ASSERT_EQ(plan.mask.q_blocks(), 4);
+  for (int64_t qb = 0; qb < 4; ++qb) {
+    int64_t full = 0, partial = 0;
+    for (int64_t e = plan.mask.row_start[qb]; e < plan.mask.row_start[qb + 1]; ++e) {
+      (plan.mask.kind[e] == BlockKind::kFull ? full : partial) += 1;
+    }
+    EXPECT_EQ(full, 1) << qb;
+    EXPECT_EQ(partial, 3) << qb;
+  }
+}
+
+TEST(HaloPlan, ErrorsNamePattern) {
+  ShapeArgs shape(60);
+  for (const char* spec : {"halo2d", "halo2d:height=7", "halo2d:height=6,width=10,block=0",
+                           "halo2d:height=6,width=10,halo=-1"}) {
+    try {
+      make_pattern(spec)->plan(shape.args);
+      ADD_FAILURE() << spec << " should fail on 60 tokens";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.argument(), "--pattern") << spec;
+    }
+  }
+}
+
+TEST(HaloRun, MatchesReference) {
+  for (const HaloCase& c : halo_cases()) {
+    for (bool causal : {false, true}) {
+      Problem p;
+      p.batch = 1, p.heads_q = 3, p.heads_kv = 1, p.nq = p.nk = c.height * c.width;
+      p.dim = 40, p.dim_v = 40, p.causal = causal, p.seed = 11;
+      expect_run_matches(c.spec, p, naive_halo(c.height, c.width, c.block, c.halo));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace attnkit::testing

@@ -1,0 +1,361 @@
+// natten1d / natten2d / natten3d: the per-axis geometry, the exact interval classifier, the
+// original-order and tiled masks (element for element and block by block), the box tiling, and
+// run() against the reference, all against a NATTEN rule written here independently.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <iostream>
+#include <set>
+#include <vector>
+
+#include "attnkit/error.h"
+#include "support/grid_check.h"
+#include "patterns/grid/grid_pattern.h"
+#include "patterns/grid/natten.h"
+
+namespace attnkit::testing {
+namespace {
+
+// NATTEN on one axis, the slow way: list the members of the query's dilation group, place a
+// window of `kernel` members centred on the query (k/2 before it), then push it back inside.
+bool naive_axis(int64_t i, int64_t j, int64_t length, int64_t kernel, int64_t dilation,
+                bool causal) {
+  std::vector<int64_t> members;
+  for (int64_t x = i % dilation; x < length; x += dilation) members.push_back(x);
+  const int64_t n = static_cast<int64_t>(members.size());
+  const int64_t at = std::find(members.begin(), members.end(), i) - members.begin();
+  int64_t first = 0, last = 0;  // inclusive member indices
+  if (causal) {
+    first = std::max<int64_t>(at - (kernel - 1), 0);
+    last = at;
+  } else {
+    first = at - kernel / 2;
+    while (first < 0) ++first;
+    while (first + kernel > n) --first;
+    last = first + kernel - 1;
+  }
+  for (int64_t m = first; m <= last; ++m) {
+    if (members[m] == j) return true;
+  }
+  return false;
+}
+
+struct AxisSpec {
+  int64_t length, kernel, dilation;
+  bool causal;
+};
+
+// Row-major n-D rule over axes (axis 0 slowest).
+PairRule naive_grid(std::vector<AxisSpec> axes) {
+  return [axes](int64_t i, int64_t j) {
+    for (int a = static_cast<int>(axes.size()) - 1; a >= 0; --a) {
+      const AxisSpec& s = axes[a];
+      if (!naive_axis(i % s.length, j % s.length, s.length, s.kernel, s.dilation, s.causal)) {
+        return false;
+      }
+      i /= s.length;
+      j /= s.length;
+    }
+    return true;
+  };
+}
+
+TEST(NattenAxis, MatchesNaiveWindowForEveryShape) {
+  for (int64_t length = 1; length <= 17; ++length) {
+    for (int64_t dilation = 1; dilation <= length; ++dilation) {
+      for (int64_t kernel = 1; kernel * dilation <= length; ++kernel) {
+        for (bool causal : {false, true}) {
+          for (int64_t i = 0; i < length; ++i) {
+            int64_t seen = 0;
+            for (int64_t j = 0; j < length; ++j) {
+              const bool got = natten::neighbor(i, j, length, kernel, dilation, causal);
+              ASSERT_EQ(got, naive_axis(i, j, length, kernel, dilation, causal))
+                  << "L=" << length << " K=" << kernel << " D=" << dilation << " causal=" << causal
+                  << " i=" << i << " j=" << j;
+              seen += got;
+            }
+            // Non-causal: exactly K keys, whatever the border; causal: min(K, members so far).
+            const int64_t expected = causal ? std::min(kernel, i / dilation + 1) : kernel;
+            ASSERT_EQ(seen, expected) << "L=" << length << " K=" << kernel << " D=" << dilation
+                                      << " causal=" << causal << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(NattenAxis, WindowShiftsInwardAtBorders) {
+  // L = 10, K = 5: the first query sees 0..4 (not -2..2), the last one 5..9.
+  for (int64_t j = 0; j < 10; ++j) {
+    EXPECT_EQ(natten::neighbor(0, j, 10, 5, 1, false), j < 5) << j;
+    EXPECT_EQ(natten::neighbor(9, j, 10, 5, 1, false), j >= 5) << j;
+    EXPECT_EQ(natten::neighbor(5, j, 10, 5, 1, false), j >= 3 && j <= 7) << j;
+  }
+  // Dilation 2 on L = 9: group 1 is {1, 3, 5, 7}; query 1 with K = 3 sees 1, 3, 5.
+  for (int64_t j = 0; j < 9; ++j) {
+    EXPECT_EQ(natten::neighbor(1, j, 9, 3, 2, false), j == 1 || j == 3 || j == 5) << j;
+  }
+}
+
+// classify_axis against counting, for every pair of intervals on small axes.
+TEST(NattenAxis, IntervalClassificationIsExact) {
+  for (int64_t length : {1, 5, 9, 12}) {
+    for (int64_t dilation : {1, 2, 3}) {
+      for (int64_t kernel : {1, 2, 3, 4}) {
+        if (kernel * dilation > length) continue;
+        for (bool causal : {false, true}) {
+          grid::AxisRule rule;
+          rule.length = length, rule.kernel = kernel, rule.dilation = dilation;
+          rule.causal = causal;
+          for (int64_t q0 = 0; q0 < length; ++q0)
+            for (int64_t q1 = q0 + 1; q1 <= length; ++q1)
+              for (int64_t k0 = 0; k0 < length; ++k0)
+                for (int64_t k1 = k0 + 1; k1 <= length; ++k1) {
+                  int64_t allowed = 0;
+                  for (int64_t i = q0; i < q1; ++i)
+                    for (int64_t j = k0; j < k1; ++j)
+                      allowed += naive_axis(i, j, length, kernel, dilation, causal);
+                  const int64_t size = (q1 - q0) * (k1 - k0);
+                  const grid::Coverage want = allowed == 0      ? grid::Coverage::kNone
+                                              : allowed == size ? grid::Coverage::kAll
+                                                                : grid::Coverage::kSome;
+                  ASSERT_EQ(grid::classify_axis(rule, q0, q1, k0, k1), want)
+                      << "L=" << length << " K=" << kernel << " D=" << dilation
+                      << " causal=" << causal << " q=[" << q0 << "," << q1 << ") k=[" << k0 << ","
+                      << k1 << ")";
+                }
+        }
+      }
+    }
+  }
+}
+
+struct GridCase {
+  std::string spec;
+  int64_t n;
+  std::vector<AxisSpec> axes;
+};
+
+std::vector<GridCase> grid_cases() {
+  return {
+      {"natten1d:kernel=1", 1, {{1, 1, 1, false}}},
+      {"natten1d:kernel=5", 7, {{7, 5, 1, false}}},
+      {"natten1d:kernel=7", 63, {{63, 7, 1, false}}},
+      {"natten1d:kernel=9,dilation=3", 65, {{65, 9, 3, false}}},
+      {"natten1d:kernel=64,causal=1", 200, {{200, 64, 1, true}}},
+      {"natten1d:kernel=6,dilation=5,causal=1", 130, {{130, 6, 5, true}}},
+      {"natten2d:height=7,width=9,kernel=3", 63, {{7, 3, 1, false}, {9, 3, 1, false}}},
+      {"natten2d:kernel=5", 400, {{20, 5, 1, false}, {20, 5, 1, false}}},
+      {"natten2d:height=20,width=13,kernel=5,dilation=2",
+       260,
+       {{20, 5, 2, false}, {13, 5, 2, false}}},
+      {"natten2d:height=17,kernel=4,kernel_w=7,causal_h=1",
+       17 * 11,
+       {{17, 4, 1, true}, {11, 7, 1, false}}},
+      {"natten2d:height=12,width=30,kernel=3,dilation_w=4,causal=1",
+       360,
+       {{12, 3, 1, true}, {30, 3, 4, true}}},
+      // Kernels larger than a box, so that whole key blocks are FULL.
+      {"natten1d:kernel=150", 200, {{200, 150, 1, false}}},
+      {"natten2d:kernel=15", 400, {{20, 15, 1, false}, {20, 15, 1, false}}},
+      {"natten2d:height=24,width=20,kernel=17,causal_w=1",
+       480,
+       {{24, 17, 1, false}, {20, 17, 1, true}}},
+      {"natten3d:kernel=8", 1000, {{10, 8, 1, false}, {10, 8, 1, false}, {10, 8, 1, false}}},
+      {"natten3d:depth=5,height=6,width=7,kernel=3",
+       210,
+       {{5, 3, 1, false}, {6, 3, 1, false}, {7, 3, 1, false}}},
+      {"natten3d:depth=6,height=8,width=9,kernel=3,causal_d=1,dilation_w=2,kernel_h=5",
+       432,
+       {{6, 3, 1, true}, {8, 5, 1, false}, {9, 3, 2, false}}},
+  };
+}
+
+TEST(NattenPlan, OriginalOrderMaskMatchesNaiveRule) {
+  int64_t full_blocks = 0;
+  for (const GridCase& c : grid_cases()) {
+    if (c.axes.empty()) continue;
+    const std::unique_ptr<Pattern> pattern = make_pattern(c.spec);
+    ShapeArgs shape(c.n);
+    const Plan plan = pattern->plan(shape.args);
+    EXPECT_EQ(plan.mask.nq, c.n) << c.spec;
+    expect_mask_matches(plan.mask, naive_grid(c.axes), c.spec);
+    full_blocks += std::count(plan.mask.kind.begin(), plan.mask.kind.end(), BlockKind::kFull);
+  }
+  EXPECT_GT(full_blocks, 0) << "the cases must exercise FULL blocks";
+}
+
+TEST(NattenPlan, NonCausalQueriesSeeExactlyTheKernelProduct) {
+  const std::unique_ptr<Pattern> pattern = make_pattern(
+      "natten3d:depth=5,height=6,width=7,"
+      "kernel=3,kernel_w=5,dilation_h=2");
+  ShapeArgs shape(210);
+  const std::vector<uint8_t> dense = to_dense(pattern->plan(shape.args).mask, 0, 0);
+  for (int64_t i = 0; i < 210; ++i) {
+    int64_t seen = 0;
+    for (int64_t j = 0; j < 210; ++j) seen += dense[i * 210 + j];
+    ASSERT_EQ(seen, 3 * 3 * 5) << "query " << i;
+  }
+}
+
+TEST(NattenTiling, IsAPermutationAndTheTiledMaskIsExact) {
+  int64_t full_blocks = 0;
+  for (const GridCase& c : grid_cases()) {
+    if (c.axes.empty()) continue;
+    const auto* pattern_ptr = make_pattern(c.spec).release();
+    const std::unique_ptr<const grid::GridPattern> pattern(
+        dynamic_cast<const grid::GridPattern*>(pattern_ptr));
+    ASSERT_NE(pattern, nullptr) << c.spec;
+    const grid::Grid g = pattern->grid_for(c.n);
+    const PairRule rule = naive_grid(c.axes);
+    for (bool causal : {false, true}) {
+      const grid::TiledPlan plan = grid::plan_tiled(g, causal);
+      const std::vector<int64_t>& source = plan.tiling->source;
+      std::set<int64_t> seen;
+      for (int64_t s : source) {
+        if (s >= 0) EXPECT_TRUE(seen.insert(s).second) << c.spec << ": token " << s << " twice";
+      }
+      EXPECT_EQ(static_cast<int64_t>(seen.size()), c.n) << c.spec;
+      EXPECT_EQ(plan.mask.q_block, plan.tiling->block);
+      EXPECT_EQ(plan.tiling->padded() % plan.tiling->block, 0);
+      // With causal the box classifier ANDs two exact tests, so a PARTIAL block may be empty.
+      expect_mask_matches(
+          plan.mask,
+          [&](int64_t p, int64_t q) {
+            const int64_t i = source[p], j = source[q];
+            return i >= 0 && j >= 0 && rule(i, j) && (!causal || j <= i);
+          },
+          c.spec + (causal ? " tiled causal" : " tiled"), !causal);
+      full_blocks += std::count(plan.mask.kind.begin(), plan.mask.kind.end(), BlockKind::kFull);
+    }
+  }
+  EXPECT_GT(full_blocks, 0) << "the cases must exercise FULL blocks";
+}
+
+// The kernel may ask for any tile: inside one box pair (the separable fast path, at an offset) or
+// across boxes (the element path). Both must agree with the rule.
+TEST(NattenTiling, PredicateFillsAnyTile) {
+  const GridCase c{"natten3d:depth=6,height=8,width=9,kernel=3,causal_d=1,dilation_w=2,kernel_h=5",
+                   432,
+                   {{6, 3, 1, true}, {8, 5, 1, false}, {9, 3, 2, false}}};
+  const grid::Grid g = dynamic_cast<grid::GridPattern&>(*make_pattern(c.spec)).grid_for(c.n);
+  const PairRule rule = naive_grid(c.axes);
+  for (bool causal : {false, true}) {
+    const grid::TiledPlan plan = grid::plan_tiled(g, causal);
+    const std::vector<int64_t>& source = plan.tiling->source;
+    const int64_t padded = plan.tiling->padded();
+    const int64_t tiles[][4] = {{0, 64, 0, 64},   {64, 64, 128, 64},      {70, 16, 130, 20},
+                                {10, 100, 5, 90}, {0, padded, 0, padded}, {200, 1, 0, 300}};
+    for (const auto& tile : tiles) {
+      const int64_t q0 = tile[0], nq = std::min(tile[1], padded - q0);
+      const int64_t k0 = tile[2], nk = std::min(tile[3], padded - k0);
+      std::vector<uint8_t> allow(nq * (nk + 3), 7);
+      plan.mask.predicate->fill(0, 0, q0, nq, k0, nk, allow.data(), nk + 3);
+      int64_t errors = 0;
+      for (int64_t r = 0; r < nq; ++r) {
+        for (int64_t col = 0; col < nk; ++col) {
+          const int64_t i = source[q0 + r], j = source[k0 + col];
+          const bool want = i >= 0 && j >= 0 && rule(i, j) && (!causal || j <= i);
+          if (allow[r * (nk + 3) + col] != (want ? 1 : 0) && errors++ < 5) {
+            ADD_FAILURE() << "tile (" << q0 << "+" << nq << ", " << k0 << "+" << nk << ") causal "
+                          << causal << ": slot (" << q0 + r << ", " << k0 + col << ")";
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(NattenTiling, BoxesFollowTheGridShape) {
+  const grid::Tiling t2 = grid::make_tiling(
+      dynamic_cast<grid::GridPattern&>(*make_pattern("natten2d:kernel=13")).grid_for(128 * 128));
+  EXPECT_EQ(t2.tile[0], 8);
+  EXPECT_EQ(t2.tile[1], 8);
+  EXPECT_EQ(t2.block, 64);
+  EXPECT_FALSE(t2.identity);
+  const grid::Tiling t3 = grid::make_tiling(
+      dynamic_cast<grid::GridPattern&>(*make_pattern("natten3d:kernel=3")).grid_for(16 * 16 * 16));
+  EXPECT_EQ(t3.tile[0] * t3.tile[1] * t3.tile[2], 64);
+  // A flat 2 x 512 grid keeps 64-token boxes by growing the width tile.
+  const grid::Tiling flat = grid::make_tiling(
+      dynamic_cast<grid::GridPattern&>(*make_pattern("natten2d:height=2,kernel=1")).grid_for(1024));
+  EXPECT_EQ(flat.tile[0] * flat.tile[1], 64);
+  EXPECT_EQ(flat.padded(), 1024);
+  // 1-D without dilation on whole blocks is the identity: no copies in run().
+  const grid::Tiling line = grid::make_tiling(
+      dynamic_cast<grid::GridPattern&>(*make_pattern("natten1d:kernel=7")).grid_for(256));
+  EXPECT_TRUE(line.identity);
+}
+
+// The figure: natten2d on 128 x 128 with kernel 13 visits few key tiles with 8 x 8 boxes.
+TEST(NattenTiling, VisitedDensity128Kernel13) {
+  const grid::TiledDensity d =
+      grid::tiled_density("natten2d:height=128,width=128,kernel=13", 128 * 128);
+  std::cout << "natten2d 128x128 kernel 13: element density " << d.element
+            << ", visited key-tile density " << d.visited << " (" << d.visited_blocks
+            << " blocks of " << d.block << "x" << d.block << ", tiles " << d.tile[0] << "x"
+            << d.tile[1] << "), ratio " << d.visited / d.element << "\n";
+  EXPECT_NEAR(d.element, 169.0 / 16384.0, 1e-12);
+  EXPECT_LE(d.visited, 5.0 * d.element);
+  // The original row-major order needs far more blocks for the same rule.
+  const std::unique_ptr<Pattern> pattern = make_pattern("natten2d:kernel=13");
+  ShapeArgs shape(128 * 128);
+  EXPECT_GT(block_density(pattern->plan(shape.args).mask), d.visited);
+  // For the record: 3-D boxes of 4 x 4 x 4 around a 7 x 7 x 7 neighbourhood.
+  const grid::TiledDensity d3 = grid::tiled_density("natten3d:kernel=7", 32 * 32 * 32);
+  std::cout << "natten3d 32x32x32 kernel 7: element density " << d3.element
+            << ", visited key-tile density " << d3.visited << ", ratio " << d3.visited / d3.element
+            << "\n";
+  EXPECT_LT(d3.visited, 8.0 * d3.element);
+}
+
+TEST(NattenErrors, NamePatternAndSizes) {
+  ShapeArgs shape(64);
+  for (const char* spec : {"natten2d:height=7,width=9", "natten2d:height=7", "natten1d:kernel=65",
+                           "natten3d:depth=3,height=3", "natten2d:kernel=9",
+                           "natten3d:depth=2,kernel=3", "natten2d:kernel_w=0"}) {
+    try {
+      make_pattern(spec)->plan(shape.args);
+      ADD_FAILURE() << spec << " should fail on 64 tokens";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.argument(), "--pattern") << spec;
+      EXPECT_NE(std::string(e.what()).find("natten"), std::string::npos) << e.what();
+    }
+  }
+  ShapeArgs ok(64);
+  EXPECT_NO_THROW(make_pattern("natten2d:kernel=3")->plan(ok.args));          // 8 x 8 derived
+  EXPECT_NO_THROW(make_pattern("natten3d:kernel=3")->plan(ok.args));          // 4 x 4 x 4 derived
+  EXPECT_NO_THROW(make_pattern("natten3d:depth=4,kernel=3")->plan(ok.args));  // 4 x (4 x 4)
+  const grid::Grid frames =
+      dynamic_cast<grid::GridPattern&>(*make_pattern("natten3d:depth=2,kernel=1"))
+          .grid_for(2 * 9 * 9);
+  EXPECT_EQ(frames.axis[1].length, 9);
+  EXPECT_EQ(frames.axis[2].length, 9);
+}
+
+TEST(NattenRun, MatchesReferenceOnSmallGrids) {
+  for (const GridCase& c : grid_cases()) {
+    const bool large = c.n > 300;
+    for (bool causal : {false, true}) {
+      Problem p;
+      p.batch = large ? 1 : 2, p.heads_q = large ? 1 : 4, p.heads_kv = large ? 1 : 2;
+      p.nq = p.nk = c.n, p.dim = 32, p.dim_v = 24;
+      p.causal = causal;
+      p.seed = 7 + c.n;
+      expect_run_matches(c.spec, p, naive_grid(c.axes));
+    }
+  }
+}
+
+TEST(NattenRun, HalfPrecisionInputs) {
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    Problem p;
+    p.nq = p.nk = 63, p.dim = 64, p.dim_v = 64, p.dtype = dtype;
+    expect_run_matches("natten2d:height=7,width=9,kernel=5,dilation_w=1", p,
+                       naive_grid({{7, 5, 1, false}, {9, 5, 1, false}}));
+  }
+}
+
+}  // namespace
+}  // namespace attnkit::testing
