@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attnkit/block_mask.h"
 #include "attnkit/error.h"
+#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {
@@ -65,19 +67,12 @@ void check_finite(const Tensor& tensor, const std::string& argument, const std::
   }
 }
 
-double dense_pairs(int64_t nq, int64_t nk, bool causal) {
-  if (!causal) return static_cast<double>(nq) * static_cast<double>(nk);
-  // Query i sees keys 0 .. i + (nk - nq), clamped to [0, nk].
-  double pairs = 0.0;
-  for (int64_t i = 0; i < nq; ++i)
-    pairs += static_cast<double>(std::clamp<int64_t>(i + nk - nq + 1, 0, nk));
-  return pairs;
-}
-
 RunStats run_attention(const AttentionArgs& args, const Pattern* pattern) {
   if (pattern) return pattern->run(args);
+  const double start = now_seconds();
   attention(args);
   RunStats stats;
+  stats.seconds = now_seconds() - start;
   stats.pairs = dense_pairs(args.q.shape[2], args.k.shape[2], args.causal);
   stats.density = stats.pairs / (static_cast<double>(args.q.shape[2]) * args.k.shape[2]);
   return stats;

@@ -23,7 +23,4 @@ void check_finite(const Tensor& tensor, const std::string& argument, const std::
 // hold the exact dense / bottom-right causal pair count and no planning time.
 RunStats run_attention(const AttentionArgs& args, const Pattern* pattern);
 
-// Query-key pairs one (batch, head) slice attends: Nq * Nk, or the bottom-right causal count.
-double dense_pairs(int64_t nq, int64_t nk, bool causal);
-
 }  // namespace attnkit::cli

@@ -12,22 +12,28 @@
 #include "attnkit/error.h"
 #include "cli_help.h"
 #include "command.h"
+#include "core/attention_args.h"
+#include "core/timing.h"
+#include "direction.h"
 #include "eval/inputs.h"
 #include "eval/json.h"
 #include "eval/peak.h"
-#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {
 
 constexpr char kUsage[] =
     "attnkit bench --n NK [--nq NQ] --d D [--dv DV] --heads HQ [--kv-heads HKV] [--batch B]\n"
-    "              [--causal] [--dtype f32|f16|bf16] [--threads N] [--reps R] [--json]\n"
-    "              [--pattern SPEC] [--seed S]\n"
+    "              [--causal | --non-causal] [--dtype f32|f16|bf16] [--threads N] [--reps R]\n"
+    "              [--json] [--pattern SPEC] [--seed S]\n"
     "    Random normal Q, K, V; one warm-up, then the median of R runs (default 5). --json prints\n"
     "    one object: seconds, pairs (per (batch, head) slice), density, gflops\n"
     "    (2*pairs*(D+Dv)*B*HQ/seconds/1e9), bytes_read (Q,K,V bytes), read_gbps, peak_gflops,\n"
-    "    fraction_of_peak (and plan_seconds with --pattern).";
+    "    fraction_of_peak (and plan_seconds, direction with --pattern).\n"
+    "    Direction: dense attention is causal with --causal only. A pattern runs as its paper\n"
+    "    does unless told: a rule of its own (window, natten2d, radial...) as the rule says, never\n"
+    "    ANDed with causality; a content-based planner (hip, infllm_v2...) causal. --causal ANDs\n"
+    "    causality into every run, --non-causal makes no run causal.";
 
 int bench_main(const std::vector<std::string>& argv) {
   if (wants_help(argv)) {
@@ -37,7 +43,7 @@ int bench_main(const std::vector<std::string>& argv) {
   const Args args(argv,
                   {"--n", "--nq", "--d", "--dv", "--heads", "--kv-heads", "--batch", "--dtype",
                    "--threads", "--reps", "--pattern", "--seed"},
-                  {"--causal", "--json"});
+                  {"--causal", "--non-causal", "--json"});
   const int64_t nk = args.integer("--n", 1, int64_t{1} << 24);
   const int64_t nq = args.integer("--nq", nk, 1, int64_t{1} << 24);
   const int64_t d = args.integer("--d", 1, 1024);
@@ -52,9 +58,10 @@ int bench_main(const std::vector<std::string>& argv) {
   const int threads = effective_threads(static_cast<int>(args.integer("--threads", 0, 1, 1024)));
   const int reps = static_cast<int>(args.integer("--reps", 5, 1, 100000));
   const uint64_t seed = static_cast<uint64_t>(args.integer("--seed", 1, 0, INT64_MAX));
-  const bool causal = args.flag("--causal");
   std::unique_ptr<Pattern> pattern;
   if (args.has("--pattern")) pattern = make_pattern(args.str("--pattern"));
+  const DirectionChoice direction = direction_choice(args);
+  const bool causal = runs_causal(direction, pattern.get());
 
   // The probe runs first: its 512 MiB buffer is freed before the inputs exist, so it never adds
   // to the run's peak memory.
@@ -69,7 +76,7 @@ int bench_main(const std::vector<std::string>& argv) {
   attention_args.k = k.view();
   attention_args.v = v.view();
   attention_args.out = out.view();
-  attention_args.lse = lse.f32();
+  attention_args.lse = lse.rows_view();
   attention_args.causal = causal;
   attention_args.threads = threads;
 
@@ -101,7 +108,10 @@ int bench_main(const std::vector<std::string>& argv) {
         .add("fraction_of_peak", fraction)
         .add("peak_read_gbps", peak.read_gbps)
         .add("fraction_of_read_peak", peak.read_gbps > 0 ? read_gbps / peak.read_gbps : 0.0);
-    if (pattern) json.add("pattern", pattern->spec()).add("plan_seconds", median(plan_seconds));
+    if (pattern)
+      json.add("pattern", pattern->spec())
+          .add("plan_seconds", median(plan_seconds))
+          .add("direction", direction_label(direction, pattern.get()));
     json.add("batch", batch)
         .add("heads", heads)
         .add("kv_heads", kv_heads)

@@ -1,4 +1,5 @@
-// `attnkit mask`: a pattern's block mask for given sizes, as ASCII, an element-mask .npy, or a PNG.
+// `attnkit mask`: a pattern's plan for given sizes: its block mask (the lists the kernel walks)
+// as ASCII or a PNG, and its element mask in token order as a .npy.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,31 +10,39 @@
 #include "attnkit/npy.h"
 #include "attnkit/pattern.h"
 #include "command.h"
-#include "eval/inputs.h"
 #include "core/timing.h"
+#include "eval/inputs.h"
+#include "mask_png.h"
 
 namespace attnkit::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "attnkit mask --pattern SPEC --nq NQ --nk NK [--heads H] [--dump M.npy] [--png FILE]\n"
-    "             [--reps R]\n"
-    "    Prints the block mask (64 x 64 blocks: '#' FULL, '+' PARTIAL, '.' empty; wide masks\n"
-    "    are shown with each character standing for a square group of blocks), its density and\n"
-    "    block density. --dump writes the element mask, uint8 [H, NQ, NK], 1 where query i may\n"
-    "    attend key j (the pattern's own rule, causality included, bottom-right aligned; at most\n"
-    "    2^30 elements). --png draws the block mask of head 0. Dynamic patterns see random Q, K\n"
-    "    (d = 64, seed 1). --reps R: plan R times and report the median planning time (a quick\n"
-    "    check of mask-building cost; default 1).";
+    "attnkit mask --pattern SPEC --nq NQ --nk NK [--heads H] [--kv-heads HKV] [--causal]\n"
+    "             [--dump M.npy] [--png FILE] [--reps R]\n"
+    "    Plans the pattern for these sizes and prints what the kernel walks: the block mask\n"
+    "    ('#' FULL, '+' PARTIAL, '.' empty; wide masks are shown with each character standing for\n"
+    "    a square group of blocks; grid patterns in their box order), its density (attended pairs\n"
+    "    / (NQ * NK), causality included) and block density. --causal plans with bottom-right\n"
+    "    causality. --dump writes the element mask in token order, uint8 [H, NQ, NK], 1 where\n"
+    "    query i attends key j (at most 2^30 elements). --png draws the block mask of head 0.\n"
+    "    Content-based patterns plan from random Q, K (d = 64, seed 1). --reps R: plan R times\n"
+    "    and report the median planning time (default 1).";
 
 constexpr int64_t kMaxDumpElements = int64_t{1} << 30;
 
 int mask_main(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--pattern", "--nq", "--nk", "--heads", "--dump", "--png", "--reps"});
+  const Args args(argv, {"--pattern", "--nq", "--nk", "--heads", "--kv-heads", "--dump", "--png",
+                         "--reps"},
+                  {"--causal"});
   const std::unique_ptr<Pattern> pattern = make_pattern(args.str("--pattern"));
   const int64_t nq = args.integer("--nq", 1, int64_t{1} << 24);
   const int64_t nk = args.integer("--nk", 1, int64_t{1} << 24);
   const int64_t heads = args.integer("--heads", 1, 1, 4096);
+  const int64_t heads_kv = args.integer("--kv-heads", 1, 1, 4096);
+  check(heads % heads_kv == 0, "--kv-heads",
+        "query heads " + std::to_string(heads) + " must be a multiple of kv heads " +
+            std::to_string(heads_kv));
   const int64_t reps = args.integer("--reps", 1, 1, 10000);
   if (args.has("--dump")) {
     const double elements = double(heads) * double(nq) * double(nk);
@@ -42,33 +51,31 @@ int mask_main(const std::vector<std::string>& argv) {
               " x " + std::to_string(nk) + " bytes (at most 2^30); use smaller --nq/--nk");
   }
 
-  // Static patterns read only the shapes; dynamic ones get random inputs to plan from.
+  // Static and grid patterns read only the shapes; content-based ones get random inputs.
   const int64_t dim = 64;
-  const Tensor q = random_normal({1, heads, nq, dim}, DType::kF32, 1);
-  const Tensor k = random_normal({1, 1, nk, dim}, DType::kF32, 2);
-  Tensor out({1, heads, nq, dim}, DType::kF32);
-  AttentionArgs attention_args;
-  attention_args.q = q.view();
-  attention_args.k = k.view();
-  attention_args.v = k.view();
-  attention_args.out = out.view();
-  Plan plan;
-  std::vector<double> plan_seconds;
-  for (int64_t r = 0; r < reps; ++r) {
-    plan = pattern->plan(attention_args);
-    plan_seconds.push_back(plan.plan_seconds);
+  PlanInputs inputs = PlanInputs::shapes(1, heads, heads_kv, nq, nk, dim, args.flag("--causal"));
+  Tensor q, k;
+  if (pattern->family() == PatternFamily::kDynamic) {
+    q = random_normal({1, heads, nq, dim}, DType::kF32, 1);
+    k = random_normal({1, heads_kv, nk, dim}, DType::kF32, 2);
+    inputs.q = q.view();
+    inputs.k = k.view();
   }
+  Plan plan;
+  const double plan_seconds =
+      median_seconds(static_cast<int>(reps), [&] { plan = pattern->plan(inputs); }, 0);
   const BlockMask& mask = plan.mask;
   mask.validate();
 
   std::printf(
-      "%s  nq=%lld nk=%lld heads=%lld  blocks %lldx%lld of %lldx%lld  density %.6f  "
+      "%s  nq=%lld nk=%lld heads=%lld%s  blocks %lldx%lld of %lldx%lld%s  density %.6f  "
       "block density %.6f  plan %.3f ms\n",
       pattern->spec().c_str(), static_cast<long long>(nq), static_cast<long long>(nk),
-      static_cast<long long>(heads), static_cast<long long>(mask.q_blocks()),
-      static_cast<long long>(mask.kv_blocks()), static_cast<long long>(mask.q_block),
-      static_cast<long long>(mask.kv_block), density(mask), block_density(mask),
-      median(plan_seconds) * 1e3);
+      static_cast<long long>(heads), plan.causal ? " causal" : "",
+      static_cast<long long>(mask.q_blocks()), static_cast<long long>(mask.kv_blocks()),
+      static_cast<long long>(mask.q_block), static_cast<long long>(mask.kv_block),
+      plan.token_order.empty() ? "" : " (box order)", density(plan), block_density(mask),
+      plan_seconds * 1e3);
   const int64_t shown_heads = mask.heads == 1 ? 1 : heads;
   for (int64_t h = 0; h < shown_heads; ++h) {
     if (mask.heads > 1) std::printf("head %lld\n", static_cast<long long>(h));
@@ -79,7 +86,7 @@ int mask_main(const std::vector<std::string>& argv) {
     std::vector<uint8_t> dense;
     dense.reserve(static_cast<size_t>(heads * nq * nk));
     for (int64_t h = 0; h < heads; ++h) {
-      const std::vector<uint8_t> slice = to_dense(mask, 0, mask.heads == 1 ? 0 : h);
+      const std::vector<uint8_t> slice = to_dense(plan, 0, mask.heads == 1 ? 0 : h);
       dense.insert(dense.end(), slice.begin(), slice.end());
     }
     write_npy_raw(args.str("--dump"), "|u1", {heads, nq, nk}, dense.data(), dense.size(), "--dump");

@@ -1,4 +1,5 @@
 // `attnkit patterns`: every registered pattern with its parameters, defaults and paper.
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -13,16 +14,51 @@ namespace {
 
 constexpr char kUsage[] =
     "attnkit patterns [--json]\n"
-    "    Lists every pattern: name, parameters with their defaults, summary and paper. Use one as\n"
+    "    Lists every pattern: name, family (static / grid / dynamic), direction at its defaults\n"
+    "    (causal or bidirectional by its own rule, or caller: as the attention call says),\n"
+    "    parameters with their defaults and accepted values, summary and paper. Use one as\n"
     "    --pattern name:key=value,... (keys left out take the defaults). --json prints one object\n"
-    "    {\"patterns\": [{\"name\", \"spec\", \"summary\", \"paper\", \"params\": [{\"name\",\n"
-    "    \"default\", \"help\"}]}]}.";
+    "    {\"patterns\": [{\"name\", \"spec\", \"family\", \"direction\", \"summary\", \"paper\",\n"
+    "    \"params\": [{\"name\", \"default\", \"accepts\", \"help\"}]}]}.";
 
-std::string default_spec(const PatternInfo& info) {
-  std::string spec = info.name;
-  for (size_t k = 0; k < info.params.size(); ++k)
-    spec += (k == 0 ? ":" : ",") + info.params[k].name + "=" + info.params[k].default_value;
-  return spec;
+std::string number(double value, bool integer) {
+  if (integer) {
+    if (value >= 9.2e18) return "2^63-1";  // the int64 limits
+    if (value <= -9.2e18) return "-2^63";
+    const double magnitude = std::fabs(value);
+    const int exponent = std::ilogb(magnitude);
+    if (magnitude >= 1048576.0 && std::ldexp(1.0, exponent) == magnitude)
+      return (value < 0 ? "-2^" : "2^") + std::to_string(exponent);
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text), integer ? "%.0f" : "%g", value);
+  return text;
+}
+
+std::string range(double lo, double hi, bool integer) {
+  std::string text = "[";
+  text.append(number(lo, integer)).append(", ").append(number(hi, integer)).append("]");
+  return text;
+}
+
+// What values a parameter accepts, e.g. "[1, 2^40]", "hunyuan|wan".
+std::string accepts(const PatternParam& p) {
+  switch (p.type) {
+    case PatternParam::Type::kInt:
+      return range(p.lo, p.hi, true);
+    case PatternParam::Type::kBlock:
+      return "multiple of 16";
+    case PatternParam::Type::kReal:
+      return range(p.lo, p.hi, false);
+    case PatternParam::Type::kChoice: {
+      std::string text;
+      for (const auto& c : p.choices) text += (text.empty() ? "" : "|") + c;
+      return text;
+    }
+    case PatternParam::Type::kText:
+      return "text";
+  }
+  return "";
 }
 
 int patterns_main(const std::vector<std::string>& argv) {
@@ -37,14 +73,18 @@ int patterns_main(const std::vector<std::string>& argv) {
         JsonObject param;
         param.add("name", info.params[k].name)
             .add("default", info.params[k].default_value)
+            .add("accepts", accepts(info.params[k]))
             .add("help", info.params[k].help);
         if (k) params += ",";
         params += param.str();
       }
       params += "]";
+      const auto pattern = make_pattern(info.name);
       JsonObject entry;
       entry.add("name", info.name)
-          .add("spec", default_spec(info))
+          .add("spec", pattern->spec())
+          .add("family", family_name(info.family))
+          .add("direction", direction_name(pattern->direction()))
           .add("summary", info.summary)
           .add("paper", info.paper)
           .raw("params", params);
@@ -58,11 +98,13 @@ int patterns_main(const std::vector<std::string>& argv) {
     return 0;
   }
   for (const PatternInfo& info : infos) {
-    std::printf("%s\n    %s\n    paper: %s\n", default_spec(info).c_str(), info.summary.c_str(),
-                info.paper.c_str());
+    const auto pattern = make_pattern(info.name);
+    std::printf("%s\n    %s (%s family, %s)\n    paper: %s\n", pattern->spec().c_str(),
+                info.summary.c_str(), family_name(info.family),
+                direction_name(pattern->direction()), info.paper.c_str());
     for (const PatternParam& param : info.params)
-      std::printf("    %-12s default %-8s %s\n", param.name.c_str(), param.default_value.c_str(),
-                  param.help.c_str());
+      std::printf("    %-12s default %-8s %-16s %s\n", param.name.c_str(),
+                  param.default_value.c_str(), accepts(param).c_str(), param.help.c_str());
     std::printf("\n");
   }
   return 0;

@@ -9,10 +9,10 @@
 #include "attnkit/attention.h"
 #include "attnkit/error.h"
 #include "command.h"
+#include "core/timing.h"
 #include "eval/json.h"
 #include "eval/planner_recall.h"
 #include "eval/planted_keys.h"
-#include "core/timing.h"
 
 namespace attnkit::cli {
 namespace {
@@ -47,13 +47,13 @@ int recall_main(const std::vector<std::string>& argv) {
   Tensor out({1, o.heads_q, o.n, o.dim}, DType::kF32), lse({1, o.heads_q, o.n}, DType::kF32);
   AttentionArgs a;
   a.q = in.q.view(), a.k = in.k.view(), a.v = in.v.view();
-  a.out = dense_out.view(), a.lse = dense_lse.f32();
+  a.out = dense_out.view(), a.lse = dense_lse.rows_view();
   a.causal = true;
   a.threads = threads;
   const double start = now_seconds();
   attention(a);
   const double dense_seconds = now_seconds() - start;
-  a.out = out.view(), a.lse = lse.f32();
+  a.out = out.view(), a.lse = lse.rows_view();
   if (!args.flag("--json"))
     std::printf(
         "n=%lld d=%lld heads=%lld/%lld density target %.3f (%lld blocks of 64)\n"
@@ -62,7 +62,7 @@ int recall_main(const std::vector<std::string>& argv) {
         (long long)blocks, dense_seconds, "pattern", "recall", "worst", "relL2", "density",
         "plan_s", "attn_s", "plan%");
   for (const std::string& spec : specs) {
-    const RecallRow row = measure_recall(spec, a, dense_out.view(), dense_lse.f32());
+    const RecallRow row = measure_recall(spec, a, dense_out.view(), dense_lse.rows_view());
     const double attention_seconds = row.total_seconds - row.plan_seconds;
     if (args.flag("--json")) {
       JsonObject json;

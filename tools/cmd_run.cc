@@ -84,7 +84,7 @@ int run_main(const std::vector<std::string>& argv) {
   attention_args.k = k.view();
   attention_args.v = v.view();
   attention_args.out = out.view();
-  attention_args.lse = lse.f32();
+  attention_args.lse = lse.rows_view();
   attention_args.scale = static_cast<float>(scale);
   attention_args.causal = args.flag("--causal");
   attention_args.threads = threads;

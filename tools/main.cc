@@ -1,6 +1,8 @@
 // attnkit: the command-line entry point. Dispatches to the registered sub-commands.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,19 @@ const std::vector<Command>& commands() { return registry(); }
 }  // namespace attnkit::cli
 
 namespace {
+
+// Library errors name API parameters; shown as the flag that set it when the user gave one
+// ("pattern" -> "--pattern", "max_context" -> "--ctx"), else as they are.
+std::string shown_argument(const std::string& argument, const std::vector<std::string>& argv) {
+  static const std::map<std::string, std::string> kFlagOf = {
+      {"heads_kv", "--kv-heads"}, {"max_context", "--ctx"}, {"length", "--len"}};
+  if (argument.rfind("--", 0) == 0) return argument;  // already a flag (CLI code)
+  const auto it = kFlagOf.find(argument);
+  std::string flag = it != kFlagOf.end() ? it->second : "--" + argument;
+  std::replace(flag.begin() + 2, flag.end(), '_', '-');
+  return std::find(argv.begin(), argv.end(), flag) != argv.end() ? flag : argument;
+}
+
 int usage(FILE* stream) {
   std::fprintf(stream, "usage: attnkit <command> [flags]\n\n");
   for (const auto& command : attnkit::cli::commands())
@@ -44,7 +59,8 @@ int main(int argc, char** argv) {
     try {
       return command.main(args);
     } catch (const attnkit::Error& error) {
-      std::fprintf(stderr, "attnkit %s: error: %s\n", name.c_str(), error.what());
+      std::fprintf(stderr, "attnkit %s: error: %s: %s\n", name.c_str(),
+                   shown_argument(error.argument(), args).c_str(), error.message().c_str());
       return 2;
     } catch (const std::bad_alloc&) {
       std::fprintf(stderr, "attnkit %s: error: out of memory (input too large)\n", name.c_str());

@@ -16,36 +16,33 @@ namespace attnkit {
 struct BlockMask;
 
 struct AttentionArgs {
-  TensorView q;    // [B, Hq, Nq, D]   f32 | f16 | bf16
-  TensorView k;    // [B, Hkv, Nk, D]  same dtype as q
-  TensorView v;    // [B, Hkv, Nk, Dv] same dtype as q
-  TensorView out;  // [B, Hq, Nq, Dv]  f32
-  float* lse = nullptr;  // optional [B, Hq, Nq] f32, contiguous
-  float scale = 0.0f;    // 0 means 1/sqrt(D)
-  bool causal = false;   // bottom-right aligned
-  int threads = 0;       // 0 means every core
+  TensorView q;           // [B, Hq, Nq, D]   f32 | f16 | bf16
+  TensorView k;           // [B, Hkv, Nk, D]  same dtype as q
+  TensorView v;           // [B, Hkv, Nk, Dv] same dtype as q
+  MutableTensorView out;  // [B, Hq, Nq, Dv]  f32
+  MutableTensorView lse;  // optional [B, Hq, Nq, 1] f32 (Tensor::rows_view of a [B, Hq, Nq])
+  float scale = 0.0f;     // 0 means 1/sqrt(D)
+  bool causal = false;    // bottom-right aligned
+  int threads = 0;        // 0 means every core
   // Optional: the kernels add the number of (query, key) pairs they attended, summed over batch
   // and heads (counted from the masked score tiles, so it is exact for any mask).
   int64_t* attended_pairs = nullptr;
 };
 
-// Checks shapes, dtypes, head ratio and strides; throws Error naming "q", "k", "v" or "out".
-void validate(const AttentionArgs& args);
-float effective_scale(const AttentionArgs& args);
-int effective_threads(int threads);
-
 // Fused tiled online-softmax kernel. Picks the decode path when Nq <= 16 and Nk is long.
+// Errors name the argument at fault: "q", "k", "v", "out", "lse", "scale", "threads".
 void attention(const AttentionArgs& args);
-// The same kernel walking the mask's kv-block lists (AND causal when args.causal).
-void attention(const AttentionArgs& args, const BlockMask& mask);
+// The same kernel walking the mask's kv-block lists (AND causal when args.causal); errors about
+// the mask name "block_mask".
+void attention(const AttentionArgs& args, const BlockMask& block_mask);
 // Decode path (few queries, long cache): keys split across threads, partials merged by LSE.
 void attention_decode(const AttentionArgs& args);
 
 // Exact combination of two partial results over disjoint key sets:
 //   lse = log(exp(lse_a) + exp(lse_b)),  out = exp(lse_a - lse) out_a + exp(lse_b - lse) out_b.
-// Shapes [B, H, N, Dv] (f32) and [B, H, N]; `out` / `lse` may alias the a or b operands.
-void merge(const TensorView& out_a, const float* lse_a, const TensorView& out_b,
-           const float* lse_b, const TensorView& out, float* lse);
+// Shapes [B, H, N, Dv] (f32) and [B, H, N, 1]; `out` / `lse` may alias the a or b operands.
+void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
+           const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse);
 
 // Element predicate for the reference: may query head h at query i see key j (batch b)?
 using ElementPredicate = std::function<bool(int64_t b, int64_t h, int64_t i, int64_t j)>;

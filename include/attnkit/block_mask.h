@@ -4,13 +4,15 @@
 // For each (batch or broadcast, head or broadcast, query block) there is a sorted list of kv-block
 // indices. FULL blocks are attended without any per-element test; PARTIAL blocks ask the mask's
 // TilePredicate, one tile at a time. Blocks absent from a list are skipped.
+//
+// Callbacks: a TilePredicate fills whole tiles (the kernel's hot path); builders take a
+// std::function per list. Errors about a mask name "block_mask".
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace attnkit {
@@ -29,6 +31,12 @@ class TilePredicate {
   virtual bool same_for_all_heads() const { return false; }
 };
 
+// One entry of a list: a kv block and its kind.
+struct BlockEntry {
+  int32_t kv_index;
+  BlockKind kind;
+};
+
 struct BlockMask {
   int64_t q_block = 64;
   int64_t kv_block = 64;
@@ -44,20 +52,17 @@ struct BlockMask {
 
   int64_t q_blocks() const { return (nq + q_block - 1) / q_block; }
   int64_t kv_blocks() const { return (nk + kv_block - 1) / kv_block; }
+  int64_t lists() const { return batch * heads * q_blocks(); }
   // List index for (b, h, qb), honouring broadcast dimensions.
   int64_t list(int64_t b, int64_t h, int64_t qb) const {
     return ((batch == 1 ? 0 : b) * heads + (heads == 1 ? 0 : h)) * q_blocks() + qb;
   }
-  // Throws Error("mask", ...) for inconsistent sizes, unsorted lists, indices out of range, or
-  // PARTIAL entries without a predicate.
+  // Throws Error("block_mask", ...) for inconsistent sizes, unsorted lists, indices out of range,
+  // or PARTIAL entries without a predicate.
   void validate() const;
 };
 
-// --- Builders and operations (src/core/block_mask.cc) ---
-
-// Classification of one block: 0 = empty (skipped), else a BlockKind.
-// Must be exact: FULL only if every pair in the block is allowed, empty only if none is.
-using BlockClassifier = int (*)(const void* context, int64_t b, int64_t h, int64_t qb, int64_t kb);
+// --- Builders (src/core/block_mask.cc); each ends with validate() ---
 
 struct BlockMaskShape {
   int64_t nq = 0, nk = 0;
@@ -65,70 +70,48 @@ struct BlockMaskShape {
   int64_t q_block = 64, kv_block = 64;
 };
 
-// From an element predicate plus an analytic classifier (the fast path of built-in patterns).
-BlockMask block_mask_from_classifier(const BlockMaskShape& shape,
-                                     std::shared_ptr<const TilePredicate> predicate,
-                                     BlockClassifier classify, const void* context);
-// From an element predicate alone: every block is classified by filling its tile (slow; tests,
-// user predicates).
-BlockMask block_mask_from_predicate(const BlockMaskShape& shape,
-                                    std::shared_ptr<const TilePredicate> predicate);
-// From explicit kv-block lists, one per list index (b, h, qb) as in BlockMask::list(); all FULL.
-BlockMask block_mask_from_indices(const BlockMaskShape& shape,
-                                  const std::vector<std::vector<int32_t>>& lists);
-
-BlockMask mask_and(const BlockMask& a, const BlockMask& b);
-BlockMask mask_or(const BlockMask& a, const BlockMask& b);
-
-// Allowed pairs / (nq * nk), averaged over the mask's (batch, heads) lists.
-double density(const BlockMask& mask);
-// Share of blocks visited (listed) among all q_blocks x kv_blocks, averaged over lists.
-double block_density(const BlockMask& mask);
-// Element mask [nq][nk] (1 = allowed) of list (b, h); for tests and --dump, small sizes only.
-std::vector<uint8_t> to_dense(const BlockMask& mask, int64_t b, int64_t h);
-// One character per block: '#' FULL, '+' PARTIAL, '.' empty.
-std::string to_ascii(const BlockMask& mask, int64_t b, int64_t h);
-
-// --- Additions (masks engineer) ---
-
-// Candidate kv-block ranges of one list: appends [begin, end) pairs, ascending and disjoint,
-// that together cover every non-empty block of list (b, h, qb). The classifier is then asked
-// only about candidates, so building costs O(candidates) instead of O(q_blocks x kv_blocks).
-using BlockCandidates = void (*)(const void* context, int64_t b, int64_t h, int64_t qb,
-                                 std::vector<std::pair<int64_t, int64_t>>* ranges);
-BlockMask block_mask_from_classifier(const BlockMaskShape& shape,
-                                     std::shared_ptr<const TilePredicate> predicate,
-                                     BlockClassifier classify, BlockCandidates candidates,
-                                     const void* context);
-
-// One entry of a list, as written by a row builder.
-struct BlockEntry {
-  int32_t kv_index;
-  BlockKind kind;
-};
 // Writes the entries of list (b, h, qb) in ascending kv-block order (may be called from several
 // threads at once for different lists).
 using BlockRowBuilder =
     std::function<void(int64_t b, int64_t h, int64_t qb, std::vector<BlockEntry>* entries)>;
-// The fastest path: lists written directly from analytic per-row ranges; validated at the end.
+// Lists written directly by a builder from the rule's analytic per-row ranges (the fast path).
 BlockMask block_mask_from_rows(const BlockMaskShape& shape,
                                std::shared_ptr<const TilePredicate> predicate,
                                const BlockRowBuilder& rows);
+// Lists given explicitly, one per list index (b, h, qb) as in BlockMask::list(), each ascending.
+BlockMask block_mask_from_entries(const BlockMaskShape& shape,
+                                  std::shared_ptr<const TilePredicate> predicate,
+                                  std::vector<std::vector<BlockEntry>> lists);
+// Kv-block indices per list, in any order, duplicates allowed; every block FULL.
+BlockMask block_mask_from_indices(const BlockMaskShape& shape,
+                                  const std::vector<std::vector<int32_t>>& lists);
+// From an element predicate alone: every block is classified by filling its tile (slow; tests,
+// user predicates).
+BlockMask block_mask_from_predicate(const BlockMaskShape& shape,
+                                    std::shared_ptr<const TilePredicate> predicate);
 
+BlockMask mask_and(const BlockMask& a, const BlockMask& b);
+BlockMask mask_or(const BlockMask& a, const BlockMask& b);
+
+// --- Pair counts and read-outs ---
+
+// Query-key pairs one (batch, head) slice attends without a mask: Nq * Nk, or with `causal` the
+// bottom-right causal count (query i sees keys 0 .. i + Nk - Nq).
+double dense_pairs(int64_t nq, int64_t nk, bool causal);
 // Allowed pairs of list (b, h) (FULL blocks counted by size, PARTIAL blocks filled); with
 // `causal`, only pairs with j <= i + (nk - nq) count (what the kernel does with args.causal).
 double allowed_pairs(const BlockMask& mask, int64_t b, int64_t h, bool causal = false);
-// density() of the mask ANDed with bottom-right causality.
-double density(const BlockMask& mask, bool causal);
+// Allowed pairs / (nq * nk), averaged over the mask's (batch, heads) lists.
+double density(const BlockMask& mask, bool causal = false);
+// Share of blocks visited (listed) among all q_blocks x kv_blocks, averaged over lists.
+double block_density(const BlockMask& mask);
 // May query i attend key j in list (b, h)? (Slow: for references and tests.)
 bool allowed(const BlockMask& mask, int64_t b, int64_t h, int64_t i, int64_t j);
-// ASCII at most `max_columns` characters wide: each character then stands for a square group
-// of blocks ('#' all FULL, '.' all empty, '+' otherwise). 0 = one character per block.
-std::string to_ascii(const BlockMask& mask, int64_t b, int64_t h, int64_t max_columns);
-// The block mask of list (b, h) as an 8-bit palette PNG (white empty, light blue PARTIAL, dark
-// blue FULL), `scale` pixels per block (0 = choose so the picture is about 512 pixels wide).
-// Written atomically; throws Error(argument, ...) on failure.
-void write_block_mask_png(const std::string& path, const BlockMask& mask, int64_t b, int64_t h,
-                          int64_t scale, const std::string& argument);
+// Element mask [nq][nk] (1 = allowed) of list (b, h); for tests and dumps, small sizes only.
+std::vector<uint8_t> to_dense(const BlockMask& mask, int64_t b, int64_t h);
+// One character per block: '#' FULL, '+' PARTIAL, '.' empty. With max_columns > 0, at most that
+// many characters wide: each character then stands for a square group of blocks ('#' all FULL,
+// '.' all empty, '+' otherwise).
+std::string to_ascii(const BlockMask& mask, int64_t b, int64_t h, int64_t max_columns = 0);
 
 }  // namespace attnkit

@@ -1,10 +1,11 @@
 // Validation and defaults shared by every attention entry point.
+#include "core/attention_args.h"
+
 #include <omp.h>
 
 #include <cmath>
 #include <string>
 
-#include "attnkit/attention.h"
 #include "attnkit/error.h"
 
 namespace attnkit {
@@ -52,14 +53,23 @@ void validate(const AttentionArgs& a) {
   check(unit_last_stride(a.k), "k", "the head dim must be contiguous (stride 1)");
   check(unit_last_stride(a.v), "v", "the head dim must be contiguous (stride 1)");
   check(unit_last_stride(a.out), "out", "the head dim must be contiguous (stride 1)");
+  if (!a.lse.empty()) {
+    check(a.lse.dtype == DType::kF32, "lse", "must be f32, got " + a.lse.describe());
+    for (int i = 0; i < 3; ++i)
+      check(a.lse.shape[i] == want[i] && a.lse.shape[3] == 1, "lse",
+            "must be [B,Hq,Nq,1] = [" + std::to_string(want[0]) + "," + std::to_string(want[1]) +
+                "," + std::to_string(want[2]) + ",1], got " + a.lse.describe());
+  }
   check(std::isfinite(a.scale), "scale", "must be finite, got " + std::to_string(a.scale));
   check(a.threads >= 0 && a.threads <= 1024, "threads",
         "must be in [0, 1024], got " + std::to_string(a.threads));
 }
 
-float effective_scale(const AttentionArgs& args) {
-  return args.scale != 0.0f ? args.scale : 1.0f / std::sqrt(static_cast<float>(args.q.shape[3]));
+float effective_scale(float scale, int64_t dim) {
+  return scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(dim));
 }
+
+float effective_scale(const AttentionArgs& args) { return effective_scale(args.scale, args.q.shape[3]); }
 
 int effective_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 

@@ -26,16 +26,16 @@ std::string sizes_of(const BlockMask& m) {
 }
 
 void check_shape(const BlockMaskShape& s) {
-  check(s.q_block > 0 && s.q_block % 16 == 0, "mask",
+  check(s.q_block > 0 && s.q_block % 16 == 0, "block_mask",
         "q_block must be a positive multiple of 16, got " + std::to_string(s.q_block));
-  check(s.kv_block > 0 && s.kv_block % 16 == 0, "mask",
+  check(s.kv_block > 0 && s.kv_block % 16 == 0, "block_mask",
         "kv_block must be a positive multiple of 16, got " + std::to_string(s.kv_block));
-  check(s.nq >= 0 && s.nk >= 0, "mask",
+  check(s.nq >= 0 && s.nk >= 0, "block_mask",
         "sizes must be >= 0, got nq=" + std::to_string(s.nq) + " nk=" + std::to_string(s.nk));
-  check(s.batch >= 1 && s.heads >= 1, "mask",
+  check(s.batch >= 1 && s.heads >= 1, "block_mask",
         "batch and heads must be >= 1, got " + std::to_string(s.batch) + " and " +
             std::to_string(s.heads));
-  check((s.nk + s.kv_block - 1) / s.kv_block <= INT32_MAX, "mask",
+  check((s.nk + s.kv_block - 1) / s.kv_block <= INT32_MAX, "block_mask",
         "too many kv blocks for nk=" + std::to_string(s.nk));
 }
 
@@ -51,7 +51,7 @@ BlockMask empty_mask(const BlockMaskShape& s) {
   return m;
 }
 
-int64_t list_count(const BlockMask& m) { return m.batch * m.heads * m.q_blocks(); }
+int64_t list_count(const BlockMask& m) { return m.lists(); }
 
 // Concatenates per-list entries into the CSR-like arrays, then validates.
 void assemble(BlockMask* m, std::vector<std::vector<BlockEntry>>& lists) {
@@ -175,12 +175,12 @@ BlockMask combine(const BlockMask& a, const BlockMask& b, bool is_and) {
   const char* op = is_and ? "AND" : "OR";
   a.validate();
   b.validate();
-  check(a.nq == b.nq && a.nk == b.nk && a.q_block == b.q_block && a.kv_block == b.kv_block, "mask",
+  check(a.nq == b.nq && a.nk == b.nk && a.q_block == b.q_block && a.kv_block == b.kv_block, "block_mask",
         std::string(op) + " of masks of different shapes: " + sizes_of(a) + " vs " + sizes_of(b));
-  check(a.batch == b.batch || a.batch == 1 || b.batch == 1, "mask",
+  check(a.batch == b.batch || a.batch == 1 || b.batch == 1, "block_mask",
         std::string(op) + " of masks with batch " + std::to_string(a.batch) + " and " +
             std::to_string(b.batch));
-  check(a.heads == b.heads || a.heads == 1 || b.heads == 1, "mask",
+  check(a.heads == b.heads || a.heads == 1 || b.heads == 1, "block_mask",
         std::string(op) + " of masks with heads " + std::to_string(a.heads) + " and " +
             std::to_string(b.heads));
   BlockMaskShape shape{a.nq,      a.nk,      std::max(a.batch, b.batch), std::max(a.heads, b.heads),
@@ -215,12 +215,12 @@ BlockMask combine(const BlockMask& a, const BlockMask& b, bool is_and) {
 void BlockMask::validate() const {
   check_shape({nq, nk, batch, heads, q_block, kv_block});
   const int64_t lists = batch * heads * q_blocks();
-  check(static_cast<int64_t>(row_start.size()) == lists + 1, "mask",
+  check(static_cast<int64_t>(row_start.size()) == lists + 1, "block_mask",
         "row_start has " + std::to_string(row_start.size()) + " entries, expected " +
             std::to_string(lists + 1) + " (" + sizes_of(*this) + ")");
-  check(row_start.front() == 0, "mask", "row_start[0] must be 0");
+  check(row_start.front() == 0, "block_mask", "row_start[0] must be 0");
   check(row_start.back() == static_cast<int64_t>(kv_index.size()) && kind.size() == kv_index.size(),
-        "mask",
+        "block_mask",
         "row_start ends at " + std::to_string(row_start.back()) + " but there are " +
             std::to_string(kv_index.size()) + " indices and " + std::to_string(kind.size()) +
             " kinds");
@@ -228,75 +228,47 @@ void BlockMask::validate() const {
   bool any_partial = false;
   for (int64_t r = 0; r < lists; ++r) {
     if (row_start[r] > row_start[r + 1])
-      throw Error("mask", "row_start decreases at list " + std::to_string(r));
+      throw Error("block_mask", "row_start decreases at list " + std::to_string(r));
     for (int64_t e = row_start[r]; e < row_start[r + 1]; ++e) {
       if (kv_index[e] < 0 || kv_index[e] >= kv_blocks())
-        throw Error("mask", "list " + std::to_string(r) + " has kv block " +
+        throw Error("block_mask", "list " + std::to_string(r) + " has kv block " +
                                 std::to_string(kv_index[e]) + " outside [0, " +
                                 std::to_string(kv_blocks()) + ")");
       if (e > row_start[r] && kv_index[e - 1] >= kv_index[e])
-        throw Error("mask", "list " + std::to_string(r) +
+        throw Error("block_mask", "list " + std::to_string(r) +
                                 " is not strictly ascending at kv block " +
                                 std::to_string(kv_index[e]));
       if (kind[e] != BlockKind::kFull && kind[e] != BlockKind::kPartial)
-        throw Error("mask", "list " + std::to_string(r) + " has an invalid block kind " +
+        throw Error("block_mask", "list " + std::to_string(r) + " has an invalid block kind " +
                                 std::to_string(static_cast<int>(kind[e])));
       any_partial |= kind[e] == BlockKind::kPartial;
     }
   }
-  check(!any_partial || predicate != nullptr, "mask", "has PARTIAL blocks but no tile predicate");
-}
-
-BlockMask block_mask_from_classifier(const BlockMaskShape& shape,
-                                     std::shared_ptr<const TilePredicate> predicate,
-                                     BlockClassifier classify, const void* context) {
-  check(classify != nullptr, "mask", "no block classifier given");
-  const int64_t kv_blocks = (shape.nk + shape.kv_block - 1) / shape.kv_block;
-  return build_lists(shape, std::move(predicate),
-                     [&](int64_t b, int64_t h, int64_t qb, std::vector<BlockEntry>* out) {
-                       for (int64_t kb = 0; kb < kv_blocks; ++kb) {
-                         const int kind = classify(context, b, h, qb, kb);
-                         if (kind != 0)
-                           out->push_back({static_cast<int32_t>(kb), static_cast<BlockKind>(kind)});
-                       }
-                     });
-}
-
-BlockMask block_mask_from_classifier(const BlockMaskShape& shape,
-                                     std::shared_ptr<const TilePredicate> predicate,
-                                     BlockClassifier classify, BlockCandidates candidates,
-                                     const void* context) {
-  check(classify != nullptr && candidates != nullptr, "mask",
-        "no block classifier or candidate function given");
-  const int64_t kv_blocks = (shape.nk + shape.kv_block - 1) / shape.kv_block;
-  return build_lists(
-      shape, std::move(predicate),
-      [&](int64_t b, int64_t h, int64_t qb, std::vector<BlockEntry>* out) {
-        thread_local std::vector<std::pair<int64_t, int64_t>> ranges;
-        ranges.clear();
-        candidates(context, b, h, qb, &ranges);
-        int64_t done = 0;  // candidates must ascend; overlap is tolerated, never counted twice
-        for (const auto& [begin, end] : ranges) {
-          for (int64_t kb = std::max({begin, done, int64_t{0}}); kb < std::min(end, kv_blocks);
-               ++kb) {
-            const int kind = classify(context, b, h, qb, kb);
-            if (kind != 0) out->push_back({static_cast<int32_t>(kb), static_cast<BlockKind>(kind)});
-          }
-          done = std::max(done, end);
-        }
-      });
+  check(!any_partial || predicate != nullptr, "block_mask", "has PARTIAL blocks but no tile predicate");
 }
 
 BlockMask block_mask_from_rows(const BlockMaskShape& shape,
                                std::shared_ptr<const TilePredicate> predicate,
                                const BlockRowBuilder& rows) {
-  check(static_cast<bool>(rows), "mask", "no row builder given");
+  check(static_cast<bool>(rows), "block_mask", "no row builder given");
   return build_lists(shape, std::move(predicate), rows);
+}
+
+BlockMask block_mask_from_entries(const BlockMaskShape& shape,
+                                  std::shared_ptr<const TilePredicate> predicate,
+                                  std::vector<std::vector<BlockEntry>> lists) {
+  BlockMask m = empty_mask(shape);
+  check(static_cast<int64_t>(lists.size()) == list_count(m), "block_mask",
+        "got " + std::to_string(lists.size()) + " block lists, expected batch x heads x " +
+            "q_blocks = " + std::to_string(list_count(m)));
+  m.predicate = std::move(predicate);
+  assemble(&m, lists);
+  return m;
 }
 
 BlockMask block_mask_from_predicate(const BlockMaskShape& shape,
                                     std::shared_ptr<const TilePredicate> predicate) {
-  check(predicate != nullptr, "mask", "no tile predicate given");
+  check(predicate != nullptr, "block_mask", "no tile predicate given");
   const TilePredicate& pred = *predicate;
   const int64_t kv_blocks = (shape.nk + shape.kv_block - 1) / shape.kv_block;
   return build_lists(
@@ -322,7 +294,7 @@ BlockMask block_mask_from_predicate(const BlockMaskShape& shape,
 BlockMask block_mask_from_indices(const BlockMaskShape& shape,
                                   const std::vector<std::vector<int32_t>>& lists) {
   BlockMask probe = empty_mask(shape);
-  check(static_cast<int64_t>(lists.size()) == list_count(probe), "mask",
+  check(static_cast<int64_t>(lists.size()) == list_count(probe), "block_mask",
         "got " + std::to_string(lists.size()) + " block lists, expected batch x heads x " +
             "q_blocks = " + std::to_string(list_count(probe)));
   const int64_t kv_blocks = probe.kv_blocks();
@@ -333,7 +305,7 @@ BlockMask block_mask_from_indices(const BlockMaskShape& shape,
         sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
         for (int32_t kb : sorted) {
           if (kb < 0 || kb >= kv_blocks)
-            throw Error("mask", "kv block index " + std::to_string(kb) + " outside [0, " +
+            throw Error("block_mask", "kv block index " + std::to_string(kb) + " outside [0, " +
                                     std::to_string(kv_blocks) + ")");
           out->push_back({kb, BlockKind::kFull});
         }
@@ -375,7 +347,14 @@ double allowed_pairs(const BlockMask& m, int64_t b, int64_t h, bool causal) {
   return total;
 }
 
-double density(const BlockMask& m) { return density(m, false); }
+double dense_pairs(int64_t nq, int64_t nk, bool causal) {
+  if (!causal) return static_cast<double>(nq) * static_cast<double>(nk);
+  // Query i sees keys 0 .. i + (nk - nq), clamped to [0, nk]: a run of 0s, a ramp, then nk.
+  double pairs = 0.0;
+  for (int64_t i = 0; i < nq; ++i)
+    pairs += static_cast<double>(std::clamp<int64_t>(i + nk - nq + 1, 0, nk));
+  return pairs;
+}
 
 double density(const BlockMask& m, bool causal) {
   if (m.nq == 0 || m.nk == 0) return 0.0;
@@ -416,8 +395,6 @@ std::vector<uint8_t> to_dense(const BlockMask& m, int64_t b, int64_t h) {
   }
   return dense;
 }
-
-std::string to_ascii(const BlockMask& m, int64_t b, int64_t h) { return to_ascii(m, b, h, 0); }
 
 std::string to_ascii(const BlockMask& m, int64_t b, int64_t h, int64_t max_columns) {
   const int64_t group =

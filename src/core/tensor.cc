@@ -95,8 +95,9 @@ uint16_t f32_to_bf16(float value) {
   return static_cast<uint16_t>((x + rounding) >> 16);
 }
 
-float TensorView::get(int64_t b, int64_t h, int64_t s, int64_t d) const {
-  const int64_t at = offset(b, h, s, d);
+namespace {
+
+float read_element(const void* data, DType dtype, int64_t at) {
   switch (dtype) {
     case DType::kF32:
       return static_cast<const float*>(data)[at];
@@ -108,7 +109,47 @@ float TensorView::get(int64_t b, int64_t h, int64_t s, int64_t d) const {
   return 0.0f;
 }
 
-void TensorView::set(int64_t b, int64_t h, int64_t s, int64_t d, float value) const {
+// A view of `data` with `layout` (TensorView for const data, MutableTensorView otherwise).
+template <class View, class Data>
+View with_layout(const TensorLayout& layout, Data* data) {
+  View view;
+  static_cast<TensorLayout&>(view) = layout;
+  view.data = data;
+  return view;
+}
+
+}  // namespace
+
+std::string TensorLayout::describe() const {
+  return shape_string({shape[0], shape[1], shape[2], shape[3]}) + " " + dtype_name(dtype);
+}
+
+TensorLayout TensorLayout::contiguous(DType dtype, const std::array<int64_t, 4>& shape) {
+  TensorLayout layout;
+  layout.dtype = dtype;
+  int64_t stride = 1;
+  for (int axis = 3; axis >= 0; --axis) {
+    layout.shape[axis] = shape[axis];
+    layout.stride[axis] = stride;
+    stride *= shape[axis];
+  }
+  return layout;
+}
+
+float TensorView::get(int64_t b, int64_t h, int64_t s, int64_t d) const {
+  return read_element(data, dtype, offset(b, h, s, d));
+}
+
+TensorView TensorView::contiguous(const void* data, DType dtype,
+                                  const std::array<int64_t, 4>& shape) {
+  return with_layout<TensorView>(TensorLayout::contiguous(dtype, shape), data);
+}
+
+float MutableTensorView::get(int64_t b, int64_t h, int64_t s, int64_t d) const {
+  return read_element(data, dtype, offset(b, h, s, d));
+}
+
+void MutableTensorView::set(int64_t b, int64_t h, int64_t s, int64_t d, float value) const {
   const int64_t at = offset(b, h, s, d);
   switch (dtype) {
     case DType::kF32:
@@ -123,8 +164,11 @@ void TensorView::set(int64_t b, int64_t h, int64_t s, int64_t d, float value) co
   }
 }
 
-std::string TensorView::describe() const {
-  return shape_string({shape[0], shape[1], shape[2], shape[3]}) + " " + dtype_name(dtype);
+MutableTensorView::operator TensorView() const { return with_layout<TensorView>(*this, data); }
+
+MutableTensorView MutableTensorView::contiguous(void* data, DType dtype,
+                                                const std::array<int64_t, 4>& shape) {
+  return with_layout<MutableTensorView>(TensorLayout::contiguous(dtype, shape), data);
 }
 
 Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
@@ -153,21 +197,29 @@ int64_t Tensor::numel() const {
   return count;
 }
 
-TensorView Tensor::view() const {
-  TensorView view;
-  view.data = const_cast<std::byte*>(storage_.data());
-  view.dtype = dtype_;
+TensorLayout Tensor::layout(bool rows) const {
   const size_t rank = shape_.size();
-  for (int axis = 0; axis < 4; ++axis) {
-    const int from = axis - (4 - static_cast<int>(rank));
-    view.shape[axis] = from >= 0 ? shape_[from] : 1;
+  std::array<int64_t, 4> shape = {1, 1, 1, 1};
+  if (rows) {
+    check(rank == 3, "shape", shape_string(shape_) + " must have rank 3 for a per-row view");
+    shape = {shape_[0], shape_[1], shape_[2], 1};
+  } else {
+    for (int axis = 0; axis < 4; ++axis) {
+      const int from = axis - (4 - static_cast<int>(rank));
+      if (from >= 0) shape[axis] = shape_[from];
+    }
   }
-  int64_t stride = 1;
-  for (int axis = 3; axis >= 0; --axis) {
-    view.stride[axis] = stride;
-    stride *= view.shape[axis];
-  }
-  return view;
+  return TensorLayout::contiguous(dtype_, shape);
+}
+
+TensorView Tensor::view() const { return with_layout<TensorView>(layout(false), data()); }
+
+MutableTensorView Tensor::view() { return with_layout<MutableTensorView>(layout(false), data()); }
+
+TensorView Tensor::rows_view() const { return with_layout<TensorView>(layout(true), data()); }
+
+MutableTensorView Tensor::rows_view() {
+  return with_layout<MutableTensorView>(layout(true), data());
 }
 
 namespace {

@@ -8,8 +8,8 @@
 
 namespace attnkit {
 
-Fidelity measure_fidelity(const TensorView& out, const float* lse, const TensorView& exact_out,
-                          const float* exact_lse) {
+Fidelity measure_fidelity(const TensorView& out, const TensorView& lse,
+                          const TensorView& exact_out, const TensorView& exact_lse) {
   for (int d = 0; d < 4; ++d)
     check(out.shape[d] == exact_out.shape[d], "out",
           "shape " + out.describe() + " differs from the exact result's " + exact_out.describe());
@@ -28,17 +28,18 @@ Fidelity measure_fidelity(const TensorView& out, const float* lse, const TensorV
         }
       }
   f.rel_l2_error = ref2 > 0.0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
-  if (lse == nullptr || exact_lse == nullptr) return f;
-  const int64_t rows = out.shape[0] * out.shape[1] * out.shape[2];
+  if (lse.empty() || exact_lse.empty()) return f;
   double sum = 0.0;
-  for (int64_t r = 0; r < rows; ++r) {
-    if (std::isinf(exact_lse[r]) && exact_lse[r] < 0) continue;
-    const double recall =
-        std::isinf(lse[r]) && lse[r] < 0 ? 0.0 : std::exp(double(lse[r]) - double(exact_lse[r]));
-    sum += recall;
-    f.recall_min = f.rows == 0 ? recall : std::min(f.recall_min, recall);
-    ++f.rows;
-  }
+  for (int64_t b = 0; b < out.shape[0]; ++b)
+    for (int64_t h = 0; h < out.shape[1]; ++h)
+      for (int64_t i = 0; i < out.shape[2]; ++i) {
+        const double want = *exact_lse.row<float>(b, h, i), got = *lse.row<float>(b, h, i);
+        if (std::isinf(want) && want < 0) continue;
+        const double recall = std::isinf(got) && got < 0 ? 0.0 : std::exp(got - want);
+        sum += recall;
+        f.recall_min = f.rows == 0 ? recall : std::min(f.recall_min, recall);
+        ++f.rows;
+      }
   f.recall_mean = f.rows > 0 ? sum / double(f.rows) : 1.0;
   return f;
 }

@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "attnkit/attention.h"
+#include "core/attention_args.h"
 
 #ifndef ATTNKIT_EVAL_PEAK_CHAINS_
 #define ATTNKIT_EVAL_PEAK_CHAINS_  // this file is re-included once per SIMD target

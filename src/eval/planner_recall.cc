@@ -5,8 +5,7 @@
 #include <cmath>
 
 #include "attnkit/pattern.h"
-#include "core/timing.h"
-#include "patterns/dynamic/planner.h"
+#include "eval/fidelity.h"
 
 namespace attnkit {
 
@@ -40,37 +39,18 @@ std::vector<std::string> recall_specs(int64_t blocks) {
 }
 
 RecallRow measure_recall(const std::string& spec, const AttentionArgs& args,
-                         const TensorView& dense_out, const float* dense_lse) {
+                         const TensorView& dense_out, const TensorView& dense_lse) {
   RecallRow row;
-  row.spec = spec;
   const auto pattern = make_pattern(spec);
-  const double start = now_seconds();
+  row.spec = pattern->spec();
   const RunStats stats = pattern->run(args);
-  row.total_seconds = now_seconds() - start;
+  row.total_seconds = stats.seconds;
   row.plan_seconds = stats.plan_seconds;
-  const planner::Dims d = planner::dims_of(args);
-  const Plan plan = pattern->plan(args);
-  row.density = planner::mask_pairs(plan.mask, args) / (double(d.nq) * double(d.nk));
-  double recall = 0.0, worst = 1.0, diff = 0.0, norm = 0.0;
-  int64_t rows = 0;
-  for (int64_t b = 0; b < d.batch; ++b)
-    for (int64_t h = 0; h < d.heads_q; ++h)
-      for (int64_t i = 0; i < d.nq; ++i) {
-        const int64_t r = (b * d.heads_q + h) * d.nq + i;
-        if (std::isinf(dense_lse[r])) continue;  // the row sees no key at all
-        const double share = std::isinf(args.lse[r]) ? 0.0 : std::exp(double(args.lse[r]) - dense_lse[r]);
-        recall += share;
-        worst = std::min(worst, share);
-        ++rows;
-        for (int64_t c = 0; c < d.dim_v; ++c) {
-          const double want = dense_out.get(b, h, i, c), got = args.out.get(b, h, i, c);
-          diff += (got - want) * (got - want);
-          norm += want * want;
-        }
-      }
-  row.recall = rows ? recall / rows : 1.0;
-  row.min_recall = worst;
-  row.rel_l2 = norm > 0 ? std::sqrt(diff / norm) : 0.0;
+  row.density = stats.density;
+  const Fidelity f = measure_fidelity(args.out, args.lse, dense_out, dense_lse);
+  row.recall = f.recall_mean;
+  row.min_recall = f.recall_min;
+  row.rel_l2 = f.rel_l2_error;
   return row;
 }
 

@@ -28,14 +28,14 @@ struct RecallRow {
   double recall = 0.0;        // mean exp(LSE_sparse - LSE_dense)
   double min_recall = 0.0;    // worst row
   double rel_l2 = 0.0;        // ||O_sparse - O_dense|| / ||O_dense||
-  double density = 0.0;       // causal pairs / (Nq * Nk) of the plan
+  double density = 0.0;       // attended pairs / (Nq * Nk), from RunStats
   double plan_seconds = 0.0;  // from RunStats
   double total_seconds = 0.0;  // Pattern::run wall time (plan + attention)
 };
 
-// Runs each spec through Pattern::run on `args` (args.out / args.lse are overwritten) and
-// compares with the dense result (dense_out [B, Hq, Nq, Dv], dense_lse [B, Hq, Nq]).
+// Runs the spec through Pattern::run on `args` (args.out / args.lse are overwritten) and
+// compares with the dense result (dense_out [B, Hq, Nq, Dv], dense_lse [B, Hq, Nq, 1]).
 RecallRow measure_recall(const std::string& spec, const AttentionArgs& args,
-                         const TensorView& dense_out, const float* dense_lse);
+                         const TensorView& dense_out, const TensorView& dense_lse);
 
 }  // namespace attnkit

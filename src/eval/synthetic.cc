@@ -8,7 +8,7 @@
 namespace attnkit {
 
 SyntheticInputs make_synthetic(const SyntheticOptions& o) {
-  check(o.heads_q % o.heads_kv == 0, "--kv-heads",
+  check(o.heads_q % o.heads_kv == 0, "heads_kv",
         "query heads " + std::to_string(o.heads_q) + " must be a multiple of kv heads " +
             std::to_string(o.heads_kv));
   PlantedKeysOptions p;

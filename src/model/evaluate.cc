@@ -43,7 +43,7 @@ double log_sum_exp(const float* logits, int64_t n) {
 
 std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>& prompt,
                               const GenerateOptions& options) {
-  check(!prompt.empty(), "--prompt", "empty prompt");
+  check(!prompt.empty(), "prompt", "empty prompt");
   const Tokenizer& tokenizer = session.model().tokenizer();
   const int32_t end_of_text = tokenizer.find("<|endoftext|>");
   std::mt19937_64 rng(options.seed);
@@ -73,10 +73,10 @@ std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>&
 
 PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t ctx,
                             int64_t max_windows, const Pattern* pattern) {
-  check(ctx >= 2, "--ctx", "must be at least 2, got " + std::to_string(ctx));
+  check(ctx >= 2, "ctx", "must be at least 2, got " + std::to_string(ctx));
   const int64_t available = static_cast<int64_t>(tokens.size()) / ctx;
-  check(available >= 1, "--text",
-        "has " + std::to_string(tokens.size()) + " tokens, fewer than one window of --ctx " +
+  check(available >= 1, "tokens",
+        "has " + std::to_string(tokens.size()) + " tokens, fewer than one window of ctx = " +
             std::to_string(ctx));
   const int64_t windows = max_windows > 0 ? std::min(available, max_windows) : available;
   const int64_t vocab = session.model().config().vocab;
@@ -121,7 +121,7 @@ PasskeyPrompt passkey_prompt(const Tokenizer& tokenizer, int64_t length, uint64_
   p.answer = tokenizer.encode(" " + key, false);
   // Leave room for the answer and the joins (newlines, garbage cut mid-word).
   const int64_t budget = length - fixed - static_cast<int64_t>(p.answer.size()) - 8;
-  check(budget > 0, "--len", "must leave room for the garbage text, got " + std::to_string(length));
+  check(budget > 0, "length", "must leave room for the garbage text, got " + std::to_string(length));
   const int64_t garbage = static_cast<int64_t>(budget / per_char);
   const int64_t prefix = std::uniform_int_distribution<int64_t>(0, garbage)(rng);
   const std::string text = std::string(kTask) + "\n" + garbage_text(prefix) + "\n" + info + "\n" +
@@ -132,7 +132,7 @@ PasskeyPrompt passkey_prompt(const Tokenizer& tokenizer, int64_t length, uint64_
 
 PasskeyResult passkey(LlamaSession& session, int64_t length, int64_t trials, uint64_t seed,
                       const Pattern* pattern) {
-  check(trials >= 1, "--trials", "must be at least 1, got " + std::to_string(trials));
+  check(trials >= 1, "trials", "must be at least 1, got " + std::to_string(trials));
   const LlamaModel& model = session.model();
   const int64_t vocab = model.config().vocab;
   PasskeyResult result;

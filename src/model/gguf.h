@@ -75,7 +75,7 @@ struct GgufTensor {
 class GgufFile {
  public:
   // Memory-maps and parses `path`; errors are Error(argument, "<path>: ...").
-  static GgufFile open(const std::string& path, const std::string& argument = "--model");
+  static GgufFile open(const std::string& path, const std::string& argument = "model");
   // Parses an in-memory copy (tests).
   static GgufFile from_bytes(std::vector<uint8_t> bytes, const std::string& argument = "gguf");
 

@@ -141,7 +141,7 @@ LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_
                            int threads)
     : model_(std::move(model)), max_context_(max_context), threads_(threads) {
   const LlamaConfig& c = model_->config();
-  check(max_context > 0 && max_context <= (int64_t{1} << 22), "--ctx",
+  check(max_context > 0 && max_context <= (int64_t{1} << 22), "max_context",
         "context must be in [1, 4194304], got " + std::to_string(max_context));
   const size_t cache = static_cast<size_t>(c.layers * c.heads_kv * max_context * c.head_dim);
   cache_k_.assign(cache, 0.0f);
@@ -151,7 +151,7 @@ LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_
 void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* pattern) {
   const LlamaConfig& c = model_->config();
   check(count > 0, "tokens", "nothing to run");
-  check(n_past_ + count <= max_context_, "--ctx",
+  check(n_past_ + count <= max_context_, "max_context",
         "sequence of " + std::to_string(n_past_ + count) +
             " tokens exceeds the session's context " + std::to_string(max_context_));
   const int64_t T = count, dim = c.dim, hd = c.head_dim;
@@ -211,7 +211,7 @@ void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* 
     AttentionArgs args;
     const int64_t n_keys = n_past_ + T;
     auto view = [&](float* data, int64_t heads, int64_t seq, int64_t s0, int64_t s1, int64_t s2) {
-      TensorView v;
+      MutableTensorView v;
       v.data = data;
       v.dtype = DType::kF32;
       v.shape[0] = 1, v.shape[1] = heads, v.shape[2] = seq, v.shape[3] = hd;

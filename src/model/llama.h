@@ -52,7 +52,7 @@ class LlamaModel {
  public:
   // Loads (memory-maps) a llama GGUF; throws Error(argument, ...) for anything unexpected.
   static std::shared_ptr<const LlamaModel> load(const std::string& path,
-                                                const std::string& argument = "--model");
+                                                const std::string& argument = "model");
   // From an already parsed file (tests build small models in memory).
   explicit LlamaModel(GgufFile file);
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "attnkit/npy.h"
+#include "attnkit/pattern.h"
 #include "eval/inputs.h"
 #include "support/cli_runner.h"
 #include "support/json_parse.h"
@@ -81,12 +82,17 @@ TEST(CliCompare, JsonOnSyntheticInput) {
                                "--pattern", "causal", "--pattern", "window:size=64", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const JsonValue v = parse_json(r.out);
-  EXPECT_GT(v["dense_seconds"].number, 0.0);
   const auto& results = v["results"].items;
   ASSERT_EQ(results.size(), 2u);
-  for (const char* key : {"pattern", "density", "seconds", "plan_seconds", "speedup",
-                          "rel_l2_error", "recall_mean", "recall_min"})
+  for (const char* key : {"pattern", "params", "direction", "causal", "density", "seconds",
+                          "plan_seconds", "dense_seconds", "speedup", "rel_l2_error",
+                          "recall_mean", "recall_min"})
     EXPECT_TRUE(results[0].has(key)) << key;
+  EXPECT_GT(results[0]["dense_seconds"].number, 0.0);
+  // Both rules look back by themselves: run as they are, judged against causal attention.
+  EXPECT_EQ(results[0]["direction"].text, "rule:causal");
+  EXPECT_FALSE(results[0]["causal"].boolean);
+  EXPECT_EQ(results[1]["params"].text, "custom");
   // causal against the causal dense result: exact.
   EXPECT_EQ(results[0]["pattern"].text, "causal");
   EXPECT_NEAR(results[0]["density"].number, 300.0 * 301 / 2 / (300.0 * 300), 1e-12);
@@ -99,6 +105,53 @@ TEST(CliCompare, JsonOnSyntheticInput) {
   EXPECT_LT(results[1]["recall_mean"].number, 1.0);
   EXPECT_GT(results[1]["recall_min"].number, 0.0);
   EXPECT_LE(results[1]["recall_min"].number, results[1]["recall_mean"].number);
+}
+
+// Each pattern in its paper's direction: a bidirectional rule runs non-causal (judged against
+// bidirectional dense attention), a content planner causal; --causal ANDs causality into both.
+TEST(CliCompare, DirectionsFollowThePapers) {
+  const std::vector<std::string> common = {"compare", "--n",       "256",
+                                           "--heads", "2",         "--d",
+                                           "16",      "--reps",    "1",
+                                           "--json",  "--pattern", "natten1d:kernel=33",
+                                           "--pattern", "hip:k=64"};
+  const CliResult paper = run_cli(common);
+  ASSERT_EQ(paper.exit_code, 0) << paper.err;
+  const JsonValue paper_json = parse_json(paper.out);
+  const auto& rows = paper_json["results"].items;
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["direction"].text, "rule:bidirectional");
+  EXPECT_FALSE(rows[0]["causal"].boolean);
+  EXPECT_NEAR(rows[0]["density"].number, 33.0 / 256, 1e-12);  // 33 keys per query, both ways
+  EXPECT_EQ(rows[1]["direction"].text, "causal");
+  EXPECT_TRUE(rows[1]["causal"].boolean);
+  std::vector<std::string> forced = common;
+  forced.push_back("--causal");
+  const CliResult anded = run_cli(forced);
+  ASSERT_EQ(anded.exit_code, 0) << anded.err;
+  const JsonValue anded_json = parse_json(anded.out);
+  const auto& rows2 = anded_json["results"].items;
+  EXPECT_EQ(rows2[0]["direction"].text, "rule:bidirectional+causal");
+  EXPECT_LT(rows2[0]["density"].number, rows[0]["density"].number);
+  forced.push_back("--non-causal");
+  EXPECT_EQ(run_cli(forced).exit_code, 2);
+}
+
+// --paper-defaults: every registered pattern at its defaults; those that cannot serve the input
+// (natten2d needs a square N) are listed as skipped, with the reason.
+TEST(CliCompare, PaperDefaultsCoverTheRegistry) {
+  const CliResult r = run_cli({"compare", "--n", "512", "--heads", "2", "--d", "16", "--reps",
+                               "1", "--paper-defaults", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const JsonValue v = parse_json(r.out);
+  const size_t listed = v["results"].items.size() + v["skipped"].items.size();
+  EXPECT_EQ(listed, list_patterns().size());
+  for (const auto& row : v["results"].items) EXPECT_EQ(row["params"].text, "paper");
+  bool natten2d_skipped = false;
+  for (const auto& s : v["skipped"].items)
+    natten2d_skipped |= s["pattern"].text.rfind("natten2d", 0) == 0 &&
+                        s["reason"].text.find("square") != std::string::npos;
+  EXPECT_TRUE(natten2d_skipped) << r.out;
 }
 
 TEST(CliCompare, TableFromFilesAndErrors) {

@@ -81,7 +81,7 @@ class CliTest : public ::testing::Test {
     reference.k = ks.view();
     reference.v = vs.view();
     reference.out = ref_out.view();
-    reference.lse = ref_lse.f32();
+    reference.lse = ref_lse.rows_view();
     reference.causal = causal;
     reference.scale = scale;
     attention_reference(reference);

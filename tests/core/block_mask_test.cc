@@ -8,7 +8,6 @@
 
 #include "attnkit/error.h"
 #include "support/pattern_check.h"
-#include "support/cli_runner.h"
 
 namespace attnkit::testing {
 namespace {
@@ -71,26 +70,34 @@ TEST(BlockMask, FromPredicateIsExact) {
   }
 }
 
-TEST(BlockMask, ClassifierWithCandidatesSkipsOnlyEmptyBlocks) {
-  // A classifier that says "PARTIAL" for kb <= qb: with candidates [qb-1, qb+1) only those are
-  // asked, so the lists hold at most two entries.
-  struct Ctx {
-    int asked = 0;
-  };
-  auto classify = [](const void*, int64_t, int64_t, int64_t qb, int64_t kb) {
-    return kb <= qb ? int(BlockKind::kPartial) : 0;
-  };
-  auto candidates = [](const void*, int64_t, int64_t, int64_t qb,
-                       std::vector<std::pair<int64_t, int64_t>>* out) {
-    out->push_back({qb - 1, qb + 1});
-  };
-  const BlockMaskShape shape{256, 256, 1, 1, 64, 64};
-  const BlockMask m = block_mask_from_classifier(shape, std::make_shared<IrregularPredicate>(),
-                                                 classify, candidates, nullptr);
-  EXPECT_EQ(m.kv_index, (std::vector<int32_t>{0, 0, 1, 1, 2, 2, 3}));
-  const BlockMask all =
-      block_mask_from_classifier(shape, std::make_shared<IrregularPredicate>(), classify, nullptr);
-  EXPECT_EQ(all.kv_index.size(), 10u);
+TEST(BlockMask, FromEntriesKeepsKindsAndValidates) {
+  const BlockMaskShape shape{130, 100, 1, 1, 64, 32};  // 3 query blocks, 4 kv blocks
+  const auto predicate = std::make_shared<IrregularPredicate>();
+  const BlockMask m = block_mask_from_entries(
+      shape, predicate,
+      {{{0, BlockKind::kFull}, {2, BlockKind::kPartial}}, {}, {{3, BlockKind::kPartial}}});
+  EXPECT_EQ(m.row_start, (std::vector<int64_t>{0, 2, 2, 3}));
+  EXPECT_EQ(m.kv_index, (std::vector<int32_t>{0, 2, 3}));
+  EXPECT_EQ(m.kind, (std::vector<BlockKind>{BlockKind::kFull, BlockKind::kPartial,
+                                            BlockKind::kPartial}));
+  // Lists are taken as given: unsorted ones, a wrong list count or PARTIAL entries without a
+  // predicate are refused.
+  EXPECT_THROW(block_mask_from_entries(shape, predicate,
+                                       {{{2, BlockKind::kFull}, {0, BlockKind::kFull}}, {}, {}}),
+               Error);
+  EXPECT_THROW(block_mask_from_entries(shape, predicate, {{}, {}}), Error);
+  EXPECT_THROW(block_mask_from_entries(shape, nullptr, {{{0, BlockKind::kPartial}}, {}, {}}),
+               Error);
+}
+
+TEST(BlockMask, DensePairsCountsBottomRightCausality) {
+  EXPECT_DOUBLE_EQ(dense_pairs(7, 5, false), 35.0);
+  for (auto [nq, nk] : {std::pair<int64_t, int64_t>{5, 5}, {3, 9}, {9, 3}, {1, 1}, {64, 1000}}) {
+    double pairs = 0.0;
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = 0; j < nk; ++j) pairs += j <= i + nk - nq;
+    EXPECT_DOUBLE_EQ(dense_pairs(nq, nk, true), pairs) << nq << " x " << nk;
+  }
 }
 
 TEST(BlockMask, FromIndices) {
@@ -114,7 +121,7 @@ TEST(BlockMask, ValidateNamesTheProblem) {
     try {
       bad.validate();
     } catch (const Error& e) {
-      EXPECT_EQ(e.argument(), "mask");
+      EXPECT_EQ(e.argument(), "block_mask");
       return std::string(e.what());
     }
     return std::string("no error");
@@ -138,7 +145,7 @@ TEST(BlockMask, ValidateNamesTheProblem) {
 
 TEST(BlockMask, AndOrMatchElementwise) {
   // window (heads broadcast) with s2attn (per head), on an odd shape.
-  const auto args = shape_args(150, 333, 2);
+  const auto args = shape_inputs(150, 333, 2);
   const BlockMask a = make_pattern("window:size=70")->plan(args).mask;
   const BlockMask b = make_pattern("s2attn:groups=3")->plan(args).mask;
   ASSERT_EQ(a.heads, 1);
@@ -179,30 +186,17 @@ TEST(BlockMask, AndOrMatchElementwise) {
       }
     }
   }
-  const BlockMask other = make_pattern("causal")->plan(shape_args(150, 334, 1)).mask;
+  const BlockMask other = make_pattern("causal")->plan(shape_inputs(150, 334, 1)).mask;
   EXPECT_THROW(mask_and(a, other), Error);
 }
 
-TEST(BlockMask, DensityAsciiAndPng) {
-  const BlockMask m = make_pattern("causal")->plan(shape_args(192, 192, 1)).mask;
+TEST(BlockMask, DensityAndAscii) {
+  const BlockMask m = make_pattern("causal")->plan(shape_inputs(192, 192, 1)).mask;
   EXPECT_DOUBLE_EQ(density(m), (192.0 * 193 / 2) / (192.0 * 192));
   EXPECT_DOUBLE_EQ(block_density(m), 6.0 / 9);
   EXPECT_EQ(to_ascii(m, 0, 0), "+..\n#+.\n##+\n");
-  const BlockMask big = make_pattern("causal")->plan(shape_args(64 * 8, 64 * 8, 1)).mask;
+  const BlockMask big = make_pattern("causal")->plan(shape_inputs(64 * 8, 64 * 8, 1)).mask;
   EXPECT_EQ(to_ascii(big, 0, 0, 4), "+...\n#+..\n##+.\n###+\n");
-
-  TempDir dir;
-  const std::string path = dir.path("m.png");
-  write_block_mask_png(path, m, 0, 0, 2, "--png");
-  const std::string bytes = read_file(path);
-  ASSERT_GT(bytes.size(), 8u + 25 + 12);
-  EXPECT_EQ(bytes.substr(1, 3), "PNG");
-  EXPECT_EQ(bytes.substr(12, 4), "IHDR");
-  EXPECT_EQ(uint8_t(bytes[19]), 6);  // width 3 blocks x 2 pixels
-  EXPECT_EQ(uint8_t(bytes[23]), 6);
-  EXPECT_EQ(bytes.substr(bytes.size() - 8, 4), "IEND");
-  EXPECT_EQ(dir.list(), std::vector<std::string>{"m.png"});
-  EXPECT_THROW(write_block_mask_png(dir.path("no/such/dir.png"), m, 0, 0, 1, "--png"), Error);
 }
 
 }  // namespace

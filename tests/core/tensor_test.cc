@@ -189,7 +189,7 @@ TEST(TensorView, GetSetThroughPermutedStrides) {
   const int64_t batch = 2, seq = 5, heads = 3, dim = 7;
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     Tensor storage({batch, seq, heads, dim}, dtype);
-    TensorView view = storage.view();
+    MutableTensorView view = storage.view();
     std::swap(view.shape[1], view.shape[2]);
     std::swap(view.stride[1], view.stride[2]);
     for (int64_t b = 0; b < batch; ++b)
@@ -198,15 +198,18 @@ TEST(TensorView, GetSetThroughPermutedStrides) {
           for (int64_t d = 0; d < dim; ++d)
             view.set(b, h, s, d, float(((b * 3 + h) * 5 + s) * 7 + d));
     // Small integers are exact in every dtype (bf16 up to 256).
-    const TensorView flat = storage.view();
+    const TensorView flat = static_cast<const Tensor&>(storage).view();
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t s = 0; s < seq; ++s)
         for (int64_t h = 0; h < heads; ++h)
           for (int64_t d = 0; d < dim; ++d)
             EXPECT_EQ(flat.get(b, s, h, d), float(((b * 3 + h) * 5 + s) * 7 + d))
                 << dtype_name(dtype);
-    // Row (b=1, h=2, s=3) starts at 1 * seq*heads*dim + 2 * dim + 3 * heads*dim elements.
+    // Row (b=1, h=2, s=3) starts at 1 * seq*heads*dim + 2 * dim + 3 * heads*dim elements, and a
+    // read-only copy of the view reads the same elements.
     const int64_t row_offset = seq * heads * dim + 2 * dim + 3 * heads * dim;
+    const TensorView read_only = view;
+    EXPECT_EQ(read_only.get(1, 2, 3, 4), view.get(1, 2, 3, 4));
     if (dtype == DType::kF32)
       EXPECT_EQ(view.row<float>(1, 2, 3) - static_cast<float*>(view.data), row_offset);
     else

@@ -64,7 +64,8 @@ TEST(DenseKernel, RowsThatSeeNoKey) {
     }
 }
 
-// [batch, seq, heads, dim] storage viewed through strides, without copies.
+// [batch, seq, heads, dim] storage viewed through strides, without copies; the LSE too, in
+// [batch, seq, heads] storage.
 TEST(DenseKernel, StridedLayout) {
   const int64_t batch = 2, heads = 4, n = 77, dim = 64;
   Tensor q = random_normal({batch, n, heads, dim}, DType::kF32, 11);
@@ -77,13 +78,16 @@ TEST(DenseKernel, StridedLayout) {
     return view;
   };
   Tensor out({batch, heads, n, dim}, DType::kF32), ref({batch, heads, n, dim}, DType::kF32);
-  Tensor lse({batch, heads, n}, DType::kF32), ref_lse({batch, heads, n}, DType::kF32);
+  Tensor lse({batch, n, heads}, DType::kF32), ref_lse({batch, heads, n}, DType::kF32);
+  MutableTensorView lse_bsh = lse.rows_view();  // [batch, n, heads, 1] -> [batch, heads, n, 1]
+  std::swap(lse_bsh.shape[1], lse_bsh.shape[2]);
+  std::swap(lse_bsh.stride[1], lse_bsh.stride[2]);
   AttentionArgs a;
-  a.q = bshd(q), a.k = bshd(k), a.v = bshd(v), a.out = out.view(), a.lse = lse.f32();
+  a.q = bshd(q), a.k = bshd(k), a.v = bshd(v), a.out = out.view(), a.lse = lse_bsh;
   a.causal = true;
   attention(a);
   AttentionArgs r = a;
-  r.out = ref.view(), r.lse = ref_lse.f32();
+  r.out = ref.view(), r.lse = ref_lse.rows_view();
   attention_reference(r);
   testing::expect_matches_reference(a, r, "strided");
 }

@@ -7,6 +7,7 @@
 
 #include "support/attention_check.h"
 #include "attnkit/attention.h"
+#include "attnkit/error.h"
 
 namespace attnkit {
 namespace {
@@ -47,18 +48,19 @@ TEST(Merge, SplitKeysRecombineExactly) {
   const int64_t split = 120;
   auto part = [&](int64_t begin, int64_t end, Tensor& out, Tensor& lse) {
     AttentionArgs a = in.args();
-    a.k.data = static_cast<float*>(a.k.data) + begin * a.k.stride[2];
-    a.v.data = static_cast<float*>(a.v.data) + begin * a.v.stride[2];
+    a.k.data = static_cast<const float*>(a.k.data) + begin * a.k.stride[2];
+    a.v.data = static_cast<const float*>(a.v.data) + begin * a.v.stride[2];
     a.k.shape[2] = a.v.shape[2] = end - begin;
     out = Tensor({1, 4, 50, 64}, DType::kF32);
     lse = Tensor({1, 4, 50}, DType::kF32);
-    a.out = out.view(), a.lse = lse.f32();
+    a.out = out.view(), a.lse = lse.rows_view();
     attention(a);
   };
   Tensor out_a, lse_a, out_b, lse_b;
   part(0, split, out_a, lse_a);
   part(split, 301, out_b, lse_b);
-  merge(out_a.view(), lse_a.f32(), out_b.view(), lse_b.f32(), out_a.view(), lse_a.f32());
+  merge(out_a.view(), lse_a.rows_view(), out_b.view(), lse_b.rows_view(), out_a.view(),
+        lse_a.rows_view());
   for (int64_t i = 0; i < out_a.numel(); ++i)
     EXPECT_NEAR(out_a.f32()[i], in.out.f32()[i], 1e-5) << "element " << i;
   for (int64_t i = 0; i < lse_a.numel(); ++i)
@@ -71,7 +73,13 @@ TEST(Merge, EmptySides) {
   const float inf = std::numeric_limits<float>::infinity();
   float lse_a[2] = {0.5f, -inf}, lse_b[2] = {-inf, -inf}, lse[2];
   for (int i = 0; i < 6; ++i) a.f32()[i] = float(i + 1), b.f32()[i] = 100.0f;
-  merge(a.view(), lse_a, b.view(), lse_b, out.view(), lse);
+  const auto row_view = [](float* data) {
+    return MutableTensorView::contiguous(data, DType::kF32, {1, 1, 2, 1});
+  };
+  merge(a.view(), row_view(lse_a), b.view(), row_view(lse_b), out.view(), row_view(lse));
+  // An LSE that is not [B, H, N, 1] is refused, naming it.
+  EXPECT_THROW(merge(a.view(), a.view(), b.view(), row_view(lse_b), out.view(), row_view(lse)),
+               Error);
   EXPECT_FLOAT_EQ(lse[0], 0.5f);
   EXPECT_TRUE(std::isinf(lse[1]) && lse[1] < 0);
   for (int d = 0; d < 3; ++d) {

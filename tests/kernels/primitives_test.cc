@@ -10,6 +10,7 @@
 
 #include "attnkit/tensor.h"
 #include "kernels/cpu/planner_ops.h"
+#include "kernels/ref/primitives_ref.h"
 
 namespace attnkit {
 namespace {
@@ -30,9 +31,9 @@ TEST(Primitives, MeanPoolMatchesReference) {
     for (auto [kernel, stride] : {std::pair<int64_t, int64_t>{32, 16}, {4, 4}, {5, 2}, {1, 1}}) {
       const int64_t dim = 13, ld = 17;
       const auto x = random_matrix(n, ld, 7 + n);
-      const int64_t count = kernels::pooled_count(n, kernel, stride);
+      const int64_t count = cpu::pooled_count(n, kernel, stride);
       std::vector<float> fast(count * dim + 1, -1.0f), slow(count * dim + 1, -1.0f);
-      kernels::mean_pool(x.data(), n, dim, ld, kernel, stride, fast.data());
+      cpu::mean_pool(x.data(), n, dim, ld, kernel, stride, fast.data());
       ref::mean_pool(x.data(), n, dim, ld, kernel, stride, slow.data());
       for (int64_t e = 0; e < count * dim + 1; ++e)
         ASSERT_NEAR(fast[e], slow[e], 1e-5) << "n=" << n << " kernel=" << kernel << " e=" << e;
@@ -43,11 +44,11 @@ TEST(Primitives, MeanPoolMatchesReference) {
 TEST(Primitives, PooledVisibleIsTheCausalLimit) {
   // Window m = [16m, 16m + 32) is visible to the query whose last visible key is `last`
   // iff 16m + 31 <= last.
-  const int64_t pooled = kernels::pooled_count(1000, 32, 16);
+  const int64_t pooled = cpu::pooled_count(1000, 32, 16);
   for (int64_t last : {0, 30, 31, 46, 47, 999}) {
     int64_t expect = 0;
     for (int64_t m = 0; m < pooled; ++m) expect += (16 * m + 31 <= last);
-    EXPECT_EQ(kernels::pooled_visible(last, 32, 16, pooled), expect) << "last=" << last;
+    EXPECT_EQ(cpu::pooled_visible(last, 32, 16, pooled), expect) << "last=" << last;
   }
 }
 
@@ -58,8 +59,8 @@ TEST(Primitives, ScoreTileMatchesDot) {
         const auto q = random_matrix(rows, dim, 1), k = random_matrix(cols, dim, 2);
         const int64_t ldkt = cols + 3;
         std::vector<float> kt(dim * ldkt), s(rows * (cols + 1), 0.0f);
-        kernels::transpose_keys(k.data(), cols, dim, dim, kt.data(), ldkt);
-        kernels::score_tile(q.data(), dim, rows, kt.data(), ldkt, cols, dim, 0.5f, s.data(),
+        cpu::transpose_keys(k.data(), cols, dim, dim, kt.data(), ldkt);
+        cpu::score_tile(q.data(), dim, rows, kt.data(), ldkt, cols, dim, 0.5f, s.data(),
                             cols + 1);
         for (int64_t i = 0; i < rows; ++i)
           for (int64_t j = 0; j < cols; ++j) {
@@ -79,7 +80,7 @@ TEST(Primitives, ExpShiftAddAndSumMatchScalar) {
     auto s = random_matrix(1, n, 21 + n, 3.0f);
     s[0] = -std::numeric_limits<float>::infinity();
     std::vector<float> dst(n + 1, 0.5f);
-    kernels::exp_shift_add(s.data(), n, 1.5f, dst.data());
+    cpu::exp_shift_add(s.data(), n, 1.5f, dst.data());
     double sum = 0.0;
     for (int64_t j = 0; j < n; ++j) {
       const double want = std::exp(double(s[j]) - 1.5);
@@ -93,8 +94,8 @@ TEST(Primitives, ExpShiftAddAndSumMatchScalar) {
           << "n=" << n << " j=" << j;
     }
     ASSERT_EQ(dst[n], 0.5f) << "overrun";
-    EXPECT_NEAR(kernels::exp_shift_sum(s.data(), n, 1.5f, false), sum, 1e-5 * sum);
-    EXPECT_EQ(kernels::row_max(s.data(), n), *std::max_element(s.begin(), s.end()));
+    EXPECT_NEAR(cpu::exp_shift_sum(s.data(), n, 1.5f, false), sum, 1e-5 * sum);
+    EXPECT_EQ(cpu::row_max(s.data(), n), *std::max_element(s.begin(), s.end()));
   }
 }
 
@@ -108,7 +109,7 @@ TEST(Primitives, LsePassMatchesReference) {
       for (bool causal : {false, true}) {
         std::vector<float> fast(nq), slow(nq);
         const int64_t* lim = causal ? limit.data() : nullptr;
-        kernels::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data());
+        cpu::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data());
         ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, slow.data());
         for (int64_t i = 0; i < nq; ++i) {
           if (std::isinf(slow[i])) {
@@ -140,7 +141,7 @@ TEST(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
           const auto q = random_matrix(nq, dim, 50 + head);
           std::vector<float> lse(nq);
           ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.2f, limit.data(), lse.data());
-          kernels::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
+          cpu::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
                                limit.data(), row_group, col_group, fast.data());
           ref::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
                            limit.data(), row_group, col_group, slow.data());
@@ -166,7 +167,7 @@ TEST(Primitives, TopkMatchesReferenceWithTies) {
     for (float& x : score) x = static_cast<float>(rng() % 17);  // many ties
     if (n > 3) score[2] = std::numeric_limits<float>::quiet_NaN();
     for (int64_t k : {0, 1, 5, 64, 2000}) {
-      EXPECT_EQ(kernels::topk_indices(score.data(), n, k), ref::topk_indices(score.data(), n, k))
+      EXPECT_EQ(cpu::topk_indices(score.data(), n, k), ref::topk_indices(score.data(), n, k))
           << "n=" << n << " k=" << k;
     }
   }
@@ -181,7 +182,7 @@ TEST(Primitives, GatherScatterAndArgsort) {
     const Tensor x = x32.to(dtype);
     std::vector<int32_t> index = {64, 0, 3, 3, 17, 1};
     std::vector<float> fast(index.size() * dim), slow(index.size() * dim);
-    kernels::gather_rows(x.view(), 1, 2, index.data(), index.size(), fast.data());
+    cpu::gather_rows(x.view(), 1, 2, index.data(), index.size(), fast.data());
     ref::gather_rows(x.view(), 1, 2, index.data(), index.size(), slow.data());
     EXPECT_EQ(fast, slow) << dtype_name(dtype);
   }
@@ -189,17 +190,52 @@ TEST(Primitives, GatherScatterAndArgsort) {
   for (int64_t n : {1, 7, 1000}) {
     std::vector<uint32_t> keys(n);
     for (auto& key : keys) key = rng() % 128;
-    const auto perm = kernels::stable_argsort(keys, 7);
+    const auto perm = cpu::stable_argsort(keys, 7);
     EXPECT_EQ(perm, ref::stable_argsort(keys));
-    const auto inverse = kernels::invert_permutation(perm);
-    for (int64_t r = 0; r < n; ++r) ASSERT_EQ(inverse[perm[r]], r);
-    // Scatter undoes gather.
-    Tensor src({1, 1, n, 3}, DType::kF32), dst({1, 1, n, 3}, DType::kF32);
+    // gather_rows reads rows in the permutation's order.
+    Tensor src({1, 1, n, 3}, DType::kF32);
     for (int64_t e = 0; e < src.numel(); ++e) src.f32()[e] = static_cast<float>(e);
     std::vector<float> rows(n * 3);
-    kernels::gather_rows(src.view(), 0, 0, perm.data(), n, rows.data());
-    kernels::scatter_rows(rows.data(), perm.data(), n, dst.view(), 0, 0);
-    for (int64_t e = 0; e < src.numel(); ++e) ASSERT_EQ(dst.f32()[e], src.f32()[e]);
+    cpu::gather_rows(src.view(), 0, 0, perm.data(), n, rows.data());
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < 3; ++c) ASSERT_EQ(rows[r * 3 + c], src.f32()[perm[r] * 3 + c]);
+  }
+}
+
+// A plan's token order: permute_tokens puts rows into kernel order (padding rows zero, any
+// dtype, strided sources), unpermute_tokens puts results back and drops padding.
+TEST(Primitives, PermuteTokensRoundTrip) {
+  const int64_t batch = 2, heads = 3, n = 11, dim = 5;
+  const std::vector<int32_t> order = {4, -1, 0, 10, 9, -1, 1, 2, 3, 5, 6, 7, 8, -1};
+  for (DType dtype : {DType::kF32, DType::kF16}) {
+    Tensor storage({batch, n, heads, dim}, DType::kF32);  // [b, s, h, d] viewed as [b, h, s, d]
+    for (int64_t e = 0; e < storage.numel(); ++e) storage.f32()[e] = static_cast<float>(e % 97);
+    const Tensor stored = storage.to(dtype);
+    TensorView x = stored.view();
+    std::swap(x.shape[1], x.shape[2]);
+    std::swap(x.stride[1], x.stride[2]);
+    const Tensor permuted = cpu::permute_tokens(x, order, 2);
+    ASSERT_EQ(permuted.shape(), (std::vector<int64_t>{batch, heads, int64_t(order.size()), dim}));
+    const TensorView p = permuted.view();
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t h = 0; h < heads; ++h)
+        for (size_t s = 0; s < order.size(); ++s)
+          for (int64_t d = 0; d < dim; ++d)
+            ASSERT_EQ(p.get(b, h, s, d), order[s] < 0 ? 0.0f : x.get(b, h, order[s], d));
+    if (dtype != DType::kF32) continue;
+    // Back: O and the per-row LSE land on their tokens.
+    Tensor lse({batch, heads, int64_t(order.size())}, DType::kF32);
+    for (int64_t e = 0; e < lse.numel(); ++e) lse.f32()[e] = static_cast<float>(e);
+    Tensor out({batch, heads, n, dim}, DType::kF32), out_lse({batch, heads, n}, DType::kF32);
+    cpu::unpermute_tokens(permuted.view(), lse.rows_view(), order, out.view(), out_lse.rows_view(), 1);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t h = 0; h < heads; ++h)
+        for (size_t s = 0; s < order.size(); ++s) {
+          if (order[s] < 0) continue;
+          EXPECT_EQ(out_lse.view().get(0, b, h, order[s]), lse.view().get(0, b, h, s));
+          for (int64_t d = 0; d < dim; ++d)
+            ASSERT_EQ(out.view().get(b, h, order[s], d), x.get(b, h, order[s], d));
+        }
   }
 }
 

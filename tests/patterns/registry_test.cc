@@ -11,7 +11,7 @@ std::string error_of(const std::string& spec) {
   try {
     make_pattern(spec);
   } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), "--pattern");
+    EXPECT_EQ(e.argument(), "pattern");
     return e.what();
   }
   return "no error";
@@ -28,15 +28,20 @@ TEST(PatternsRegistry, SpecsAndDefaults) {
 
 TEST(PatternsRegistry, ClearErrors) {
   const std::string unknown = error_of("foo:x=1");
-  EXPECT_NE(unknown.find("--pattern: unknown pattern 'foo' (known: "), std::string::npos)
+  EXPECT_NE(unknown.find("pattern: unknown pattern 'foo' (known: "), std::string::npos)
       << unknown;
   EXPECT_NE(unknown.find("causal"), std::string::npos);
   EXPECT_EQ(error_of("power:x=1"),
-            "--pattern: 'power' has no parameter 'x' (parameters: block, window)");
+            "pattern: 'power' has no parameter 'x' (parameters: block, window)");
   EXPECT_NE(error_of("causal:x=1").find("takes no parameters"), std::string::npos);
-  EXPECT_NE(error_of("power:block=abc").find("must be an integer, got 'abc'"), std::string::npos);
+  EXPECT_NE(error_of("power:block=abc").find("must be an integer in [1, 1073741824], got 'abc'"),
+            std::string::npos);
   EXPECT_NE(error_of("power:block=1.5").find("must be an integer"), std::string::npos);
-  EXPECT_NE(error_of("window:size=0").find("must be in [1, "), std::string::npos);
+  EXPECT_NE(error_of("window:size=0").find("must be an integer in [1, "), std::string::npos);
+  EXPECT_NE(error_of("hip:block_q=40").find("a positive multiple of 16"), std::string::npos);
+  EXPECT_NE(error_of("radial:model=sora").find("must be one of hunyuan, wan, got 'sora'"),
+            std::string::npos);
+  EXPECT_NE(error_of("radial:decay=nan").find("must be a number in"), std::string::npos);
   EXPECT_NE(error_of("power:block=4,block=5").find("given twice"), std::string::npos);
   EXPECT_NE(error_of("power:block").find("expected key=value"), std::string::npos);
   EXPECT_NE(error_of("power:block=4,").find("expected key=value"), std::string::npos);

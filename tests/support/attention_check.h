@@ -12,6 +12,7 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/tensor.h"
+#include "core/attention_args.h"
 #include "eval/inputs.h"
 
 namespace attnkit::testing {
@@ -34,7 +35,7 @@ struct Inputs {
   AttentionArgs args() {
     AttentionArgs a;
     a.q = q.view(), a.k = k.view(), a.v = v.view(), a.out = out.view();
-    a.lse = lse.f32();
+    a.lse = lse.rows_view();
     return a;
   }
 };
@@ -79,15 +80,15 @@ inline void expect_matches_reference(const AttentionArgs& kernel, const Attentio
         }
         const double tol_o = 16.0 * eps * (score_abs + 8.0) * max_v;
         const double tol_lse = 16.0 * eps * (score_abs + 8.0 + std::log(double(nk)));
-        const int64_t row = (b * heads_q + h) * nq + i;
         for (int64_t d = 0; d < dim_v; ++d) {
           const double got = kernel.out.get(b, h, i, d), want = reference.out.get(b, h, i, d);
           if (!(std::fabs(got - want) <= tol_o) && failures++ < 5)
             ADD_FAILURE() << label << ": O[" << b << "," << h << "," << i << "," << d
                           << "] = " << got << ", reference " << want << ", tolerance " << tol_o;
         }
-        if (kernel.lse && reference.lse) {
-          const double got = kernel.lse[row], want = reference.lse[row];
+        if (!kernel.lse.empty() && !reference.lse.empty()) {
+          const double got = *kernel.lse.row<float>(b, h, i);
+          const double want = *reference.lse.row<float>(b, h, i);
           const bool both_empty = std::isinf(want) && want < 0 && got == want;
           if (!both_empty && !(std::fabs(got - want) <= tol_lse) && failures++ < 5)
             ADD_FAILURE() << label << ": LSE[" << b << "," << h << "," << i << "] = " << got
@@ -106,7 +107,7 @@ inline void check_problem(const Problem& p, const std::function<void(const Atten
   kernel(a);
   AttentionArgs r = a;
   r.out = in.ref_out.view();
-  r.lse = in.ref_lse.f32();
+  r.lse = in.ref_lse.rows_view();
   attention_reference(r, allow);
   expect_matches_reference(a, r, p.name());
 }

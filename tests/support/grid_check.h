@@ -18,22 +18,15 @@ namespace attnkit::testing {
 
 using PairRule = std::function<bool(int64_t i, int64_t j)>;
 
-// Shapes-only args for plan(): n queries and keys.
-struct ShapeArgs {
-  Tensor q, k, v, out;
-  AttentionArgs args;
-  explicit ShapeArgs(int64_t n, int64_t dim = 16) {
-    q = Tensor({1, 1, n, dim}, DType::kF32);
-    k = Tensor({1, 1, n, dim}, DType::kF32);
-    v = Tensor({1, 1, n, dim}, DType::kF32);
-    out = Tensor({1, 1, n, dim}, DType::kF32);
-    args.q = q.view(), args.k = k.view(), args.v = v.view(), args.out = out.view();
-  }
-};
+// Shapes-only inputs for plan(): n queries and keys.
+inline PlanInputs grid_inputs(int64_t n, bool causal = false) {
+  return PlanInputs::shapes(1, 1, 1, n, n, 16, causal);
+}
 
 // to_dense(mask) == rule everywhere, and every block is tagged exactly: FULL iff all pairs of the
 // block are allowed, absent iff none is, PARTIAL otherwise (strict = false also accepts PARTIAL
-// blocks without any allowed pair, for masks that only promise "no allowed pair missing").
+// blocks without any allowed pair, for masks that only promise "no allowed pair missing"). The
+// rule is in the mask's own (kernel) order.
 inline void expect_mask_matches(const BlockMask& mask, const PairRule& rule,
                                 const std::string& label, bool strict = true) {
   ASSERT_NO_THROW(mask.validate()) << label;
@@ -79,6 +72,34 @@ inline void expect_mask_matches(const BlockMask& mask, const PairRule& rule,
     }
   }
   EXPECT_EQ(block_errors, 0) << label << ": misclassified blocks";
+}
+
+// A plan against the rule in token order: to_dense(plan) equals it (causality included), and
+// its mask, in kernel order (the token order applied), is tagged exactly.
+inline void expect_plan_matches(const Plan& plan, const PairRule& rule, const std::string& label,
+                                bool strict = true) {
+  const int64_t nq = plan.nq(), nk = plan.nk();
+  const std::vector<uint8_t> dense = to_dense(plan, 0, 0);
+  ASSERT_EQ(static_cast<int64_t>(dense.size()), nq * nk) << label;
+  int64_t errors = 0;
+  for (int64_t i = 0; i < nq; ++i)
+    for (int64_t j = 0; j < nk; ++j) {
+      const bool want = rule(i, j) && (!plan.causal || j <= i + nk - nq);
+      if (dense[i * nk + j] != (want ? 1 : 0) && errors++ < 5)
+        ADD_FAILURE() << label << ": token pair (" << i << ", " << j << ") is "
+                      << int(dense[i * nk + j]) << ", rule says " << want;
+    }
+  EXPECT_EQ(errors, 0) << label << ": mismatching token pairs";
+  const auto& order = plan.token_order;
+  const bool causal = plan.causal;
+  expect_mask_matches(
+      plan.mask,
+      [&](int64_t p, int64_t s) {
+        if (order.empty()) return rule(p, s);  // the kernel ANDs causality itself
+        const int64_t i = order[p], j = order[s];
+        return i >= 0 && j >= 0 && rule(i, j) && (!causal || j <= i);
+      },
+      label + " (kernel order)", strict);
 }
 
 // The pattern's run() against the reference with the same rule (ANDed with p.causal there).

@@ -18,19 +18,30 @@
 
 namespace attnkit::testing {
 
-// Element predicate "pair (i, j) is in the mask's lists" (causality is left to the caller).
-inline ElementPredicate mask_predicate(BlockMask mask) {
-  auto m = std::make_shared<const BlockMask>(std::move(mask));
-  return [m](int64_t b, int64_t h, int64_t i, int64_t j) {
-    const int64_t r = m->list(b, h, i / m->q_block);
-    const auto first = m->kv_index.begin() + m->row_start[r];
-    const auto last = m->kv_index.begin() + m->row_start[r + 1];
-    const auto at = std::lower_bound(first, last, static_cast<int32_t>(j / m->kv_block));
-    if (at == last || *at != j / m->kv_block) return false;
-    if (m->kind[at - m->kv_index.begin()] == BlockKind::kFull) return true;
-    uint8_t allowed = 0;
-    m->predicate->fill(b, h, i, 1, j, 1, &allowed, 1);
-    return allowed != 0;
+// Element predicate "pair (i, j) is attended by the plan", in token order: the mask's lists
+// (FULL, or PARTIAL through the predicate) read at the tokens' kernel positions. Causality of an
+// identity-order plan is left to the caller (the reference ANDs args.causal); a permuted plan
+// holds its own.
+inline ElementPredicate plan_predicate(Plan plan) {
+  auto p = std::make_shared<const Plan>(std::move(plan));
+  std::vector<int64_t> slot;  // token -> kernel position
+  if (!p->token_order.empty()) {
+    slot.assign(p->nq(), -1);
+    for (size_t s = 0; s < p->token_order.size(); ++s)
+      if (p->token_order[s] >= 0) slot[p->token_order[s]] = static_cast<int64_t>(s);
+  }
+  return [p, slot](int64_t b, int64_t h, int64_t i, int64_t j) {
+    const BlockMask& m = p->mask;
+    if (!slot.empty()) i = slot[i], j = slot[j];
+    const int64_t r = m.list(b, h, i / m.q_block);
+    const auto first = m.kv_index.begin() + m.row_start[r];
+    const auto last = m.kv_index.begin() + m.row_start[r + 1];
+    const auto at = std::lower_bound(first, last, static_cast<int32_t>(j / m.kv_block));
+    if (at == last || *at != j / m.kv_block) return false;
+    if (m.kind[at - m.kv_index.begin()] == BlockKind::kFull) return true;
+    uint8_t allowed[16] = {};  // room for predicates that store a vector at a time
+    m.predicate->fill(b, h, i, 1, j, 1, allowed, 1);
+    return allowed[0] != 0;
   };
 }
 
@@ -51,8 +62,8 @@ inline void expect_pattern_matches_reference(const std::string& spec, Inputs& in
   EXPECT_GE(stats.plan_seconds, 0.0);
   AttentionArgs r = a;
   r.out = in.ref_out.view();
-  r.lse = in.ref_lse.f32();
-  attention_reference(r, mask_predicate(pattern->plan(a).mask));
+  r.lse = in.ref_lse.rows_view();
+  attention_reference(r, plan_predicate(pattern->plan(PlanInputs::of(a))));
   expect_matches_reference(a, r, label + " " + spec);
 }
 

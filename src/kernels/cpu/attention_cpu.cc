@@ -4,6 +4,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
+#include "core/attention_args.h"
 #include "kernels/cpu/tile_plan.h"
 
 namespace attnkit {
@@ -23,14 +24,14 @@ void attention(const AttentionArgs& args) {
 void attention(const AttentionArgs& args, const BlockMask& mask) {
   validate(args);
   mask.validate();
-  check(mask.nq == args.q.shape[2] && mask.nk == args.k.shape[2], "mask",
+  check(mask.nq == args.q.shape[2] && mask.nk == args.k.shape[2], "block_mask",
         "is for nq=" + std::to_string(mask.nq) + ", nk=" + std::to_string(mask.nk) +
             " but the inputs have nq=" + std::to_string(args.q.shape[2]) +
             ", nk=" + std::to_string(args.k.shape[2]));
-  check(mask.batch == 1 || mask.batch == args.q.shape[0], "mask",
+  check(mask.batch == 1 || mask.batch == args.q.shape[0], "block_mask",
         "batch must be 1 or " + std::to_string(args.q.shape[0]) + ", got " +
             std::to_string(mask.batch));
-  check(mask.heads == 1 || mask.heads == args.q.shape[1], "mask",
+  check(mask.heads == 1 || mask.heads == args.q.shape[1], "block_mask",
         "heads must be 1 or " + std::to_string(args.q.shape[1]) + ", got " +
             std::to_string(mask.heads));
   const cpu::TilePlan plan = cpu::make_tile_plan(args, &mask);

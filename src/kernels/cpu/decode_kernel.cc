@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "core/attention_args.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/tile_ops-inl.h"
@@ -277,8 +278,8 @@ void RunDecode(const AttentionArgs& a) {
       float* out = a.out.row<float>(b, h, i);
       const float inv = total > 0.0f ? 1.0f / total : 0.0f;
       for (int64_t d = 0; d < sh.dim_v; ++d) out[d] = acc[d] * inv;
-      if (a.lse)
-        a.lse[(b * sh.heads_q + h) * sh.nq + i] =
+      if (!a.lse.empty())
+        *a.lse.row<float>(b, h, i) =
             total > 0.0f ? (ref + std::log2(total)) * static_cast<float>(M_LN2)
                          : -std::numeric_limits<float>::infinity();
     }

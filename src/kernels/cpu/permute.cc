@@ -1,12 +1,13 @@
 // Token permutations: gather rows of a strided [B, H, N, D] view (any dtype) into a contiguous
-// f32 matrix, scatter rows back, and the stable counting-sort argsort used for LSH buckets
-// (HyperAttention) and cluster membership (Routing).
+// f32 matrix, the stable counting-sort argsort used for LSH buckets (HyperAttention) and cluster
+// membership (Routing), and whole tensors put into a plan's token order and back.
 #include <algorithm>
 #include <cstring>
 
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
 
-namespace attnkit::kernels {
+namespace attnkit::cpu {
 namespace {
 
 void convert_row(const TensorView& x, int64_t b, int64_t h, int64_t s, float* out) {
@@ -49,21 +50,6 @@ void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index
   for (int64_t r = 0; r < count; ++r) convert_row(x, b, h, index[r], out + r * dim);
 }
 
-void scatter_rows(const float* src, const int32_t* index, int64_t count, const TensorView& out,
-                  int64_t b, int64_t h) {
-  const int64_t dim = out.shape[3];
-  const int64_t step = out.stride[3];
-  for (int64_t r = 0; r < count; ++r) {
-    float* dst = out.row<float>(b, h, index[r]);
-    const float* row = src + r * dim;
-    if (step == 1) {
-      std::memcpy(dst, row, dim * sizeof(float));
-    } else {
-      for (int64_t c = 0; c < dim; ++c) dst[c * step] = row[c];
-    }
-  }
-}
-
 std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits) {
   const size_t buckets = size_t{1} << bits;
   std::vector<int64_t> start(buckets + 1, 0);
@@ -74,10 +60,48 @@ std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits)
   return perm;
 }
 
-std::vector<int32_t> invert_permutation(const std::vector<int32_t>& perm) {
-  std::vector<int32_t> inverse(perm.size());
-  for (size_t r = 0; r < perm.size(); ++r) inverse[perm[r]] = static_cast<int32_t>(r);
-  return inverse;
+Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads) {
+  const int64_t batch = x.shape[0], heads = x.shape[1], dim = x.shape[3];
+  const int64_t slots = static_cast<int64_t>(order.size());
+  Tensor dst({batch, heads, slots, dim}, x.dtype);
+  const size_t es = dtype_size(x.dtype);
+  const auto* in = static_cast<const std::byte*>(x.data);
+  auto* out = static_cast<std::byte*>(dst.data());
+#pragma omp parallel for collapse(2) schedule(static) num_threads(effective_threads(threads))
+  for (int64_t bh = 0; bh < batch * heads; ++bh) {
+    for (int64_t p = 0; p < slots; ++p) {
+      const int64_t s = order[p];
+      if (s < 0) continue;  // padding: a zero row
+      const std::byte* row = in + es * x.offset(bh / heads, bh % heads, s, 0);
+      std::byte* to = out + es * ((bh * slots + p) * dim);
+      if (x.stride[3] == 1) {
+        std::memcpy(to, row, es * dim);
+      } else {
+        for (int64_t d = 0; d < dim; ++d) std::memcpy(to + es * d, row + es * d * x.stride[3], es);
+      }
+    }
+  }
+  return dst;
 }
 
-}  // namespace attnkit::kernels
+void unpermute_tokens(const TensorView& permuted_out, const TensorView& permuted_lse,
+                      const std::vector<int32_t>& order, const MutableTensorView& out,
+                      const MutableTensorView& lse, int threads) {
+  const int64_t batch = out.shape[0], heads = out.shape[1], dim = out.shape[3];
+  const int64_t slots = static_cast<int64_t>(order.size());
+  const bool with_lse = !lse.empty() && !permuted_lse.empty();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(effective_threads(threads))
+  for (int64_t bh = 0; bh < batch * heads; ++bh) {
+    for (int64_t p = 0; p < slots; ++p) {
+      const int64_t s = order[p];
+      if (s < 0) continue;
+      const int64_t b = bh / heads, h = bh % heads;
+      const float* row = permuted_out.row<float>(b, h, p);
+      float* to = out.row<float>(b, h, s);
+      for (int64_t d = 0; d < dim; ++d) to[d * out.stride[3]] = row[d * permuted_out.stride[3]];
+      if (with_lse) *lse.row<float>(b, h, s) = *permuted_lse.row<float>(b, h, p);
+    }
+  }
+}
+
+}  // namespace attnkit::cpu

@@ -1,7 +1,7 @@
 // Shared primitives of the content-based planners (InfLLM-V2, HiP, DHSA, HyperAttention, Routing,
-// top-k oracle). Each fast function has a scalar reference (namespace attnkit::ref, accumulating
-// in double, src/kernels/ref/primitives_ref.cc) and is tested against it in
-// tests/primitives_test.cc.
+// top-k oracle) and the token permutations of plans with a token order. Each fast function has a
+// scalar reference (src/kernels/ref/primitives_ref.h, accumulating in double) and is tested
+// against it in tests/kernels/primitives_test.cc.
 //
 // Matrices are row-major f32 with an explicit leading dimension (elements between rows):
 //   q     [nq, dim]   queries of one head (pre-loaded with load_rows)
@@ -14,7 +14,7 @@
 
 #include "attnkit/tensor.h"
 
-namespace attnkit::kernels {
+namespace attnkit::cpu {
 
 // --- Loading and permutations (permute.cc) ---
 
@@ -24,14 +24,17 @@ void load_rows(const TensorView& x, int64_t b, int64_t h, int64_t start, int64_t
 // out[r, :] = x[b, h, index[r], :] as f32 (any dtype), r < count; out contiguous [count, D].
 void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
                  float* out);
-// out[b, h, index[r], :] = src[r, :] (out must be f32), r < count; src contiguous [count, Dv].
-void scatter_rows(const float* src, const int32_t* index, int64_t count, const TensorView& out,
-                  int64_t b, int64_t h);
 // Stable argsort of unsigned keys (counting sort on `bits`-bit keys): perm[r] = the index of the
 // r-th smallest key, equal keys keep their original order. keys[i] < 2^bits, bits <= 16.
 std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits);
-// inverse[perm[r]] = r.
-std::vector<int32_t> invert_permutation(const std::vector<int32_t>& perm);
+// Rows of x [B, H, N, D] (any dtype and strides) in kernel order: a new contiguous tensor
+// [B, H, order.size(), D] of the same dtype with row p = x[:, :, order[p], :] (zero for -1).
+Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads);
+// The inverse for results: out[b, h, order[p], :] = permuted_out[b, h, p, :] and the same for the
+// LSE (skipped when either LSE view is empty); padding rows (-1) are dropped.
+void unpermute_tokens(const TensorView& permuted_out, const TensorView& permuted_lse,
+                      const std::vector<int32_t>& order, const MutableTensorView& out,
+                      const MutableTensorView& lse, int threads);
 
 // --- Mean-pooled keys (pooling.cc) ---
 
@@ -84,21 +87,4 @@ void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, cons
 // index; NaN never wins. Deterministic.
 std::vector<int32_t> topk_indices(const float* score, int64_t n, int64_t k);
 
-}  // namespace attnkit::kernels
-
-namespace attnkit::ref {
-
-// Scalar references of the primitives above, with the same contracts (double accumulation).
-void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
-               int64_t stride, float* out);
-void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
-              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse);
-void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
-                 int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
-                 int64_t row_group, int64_t col_group, float* out);
-std::vector<int32_t> topk_indices(const float* score, int64_t n, int64_t k);
-void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
-                 float* out);
-std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys);
-
-}  // namespace attnkit::ref
+}  // namespace attnkit::cpu

@@ -7,7 +7,7 @@
 
 #include "kernels/cpu/planner_ops.h"
 
-namespace attnkit::kernels {
+namespace attnkit::cpu {
 
 int64_t pooled_count(int64_t n, int64_t kernel, int64_t stride) {
   return n < kernel ? 0 : (n - kernel) / stride + 1;
@@ -57,4 +57,4 @@ void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kern
   }
 }
 
-}  // namespace attnkit::kernels
+}  // namespace attnkit::cpu

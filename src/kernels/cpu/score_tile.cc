@@ -20,7 +20,7 @@
 #include "kernels/cpu/simd_math-inl.h"
 
 HWY_BEFORE_NAMESPACE();
-namespace attnkit::kernels {
+namespace attnkit::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
@@ -28,7 +28,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // x below about -88, like the float exp).
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V ExpViaExp2(D d, V x) {
-  return attnkit::cpu::HWY_NAMESPACE::Exp2(d, hn::Mul(x, hn::Set(d, 1.4426950408889634f)));
+  return Exp2(d, hn::Mul(x, hn::Set(d, 1.4426950408889634f)));
 }
 
 // One panel of kRows query rows x 2 key vectors: 2 * kRows accumulators.
@@ -137,11 +137,11 @@ void PrimExpShiftAdd(const float* s, int64_t n, float shift, float* dst) {
 }
 
 }  // namespace HWY_NAMESPACE
-}  // namespace attnkit::kernels
+}  // namespace attnkit::cpu
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-namespace attnkit::kernels {
+namespace attnkit::cpu {
 
 HWY_EXPORT(PrimScoreTile);
 HWY_EXPORT(PrimRowMax);
@@ -183,5 +183,5 @@ void exp_shift_add(const float* s, int64_t n, float shift, float* dst) {
   HWY_DYNAMIC_DISPATCH(PrimExpShiftAdd)(s, n, shift, dst);
 }
 
-}  // namespace attnkit::kernels
+}  // namespace attnkit::cpu
 #endif  // HWY_ONCE

@@ -168,8 +168,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     const float l = s.l[r];
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     for (int64_t d = 0; d < dim_v; ++d) out[d] = s.o[r * dv_pad + d] * inv;
-    if (a.lse) {
-      a.lse[(b * a.q.shape[1] + h) * nq + i] =
+    if (!a.lse.empty()) {
+      *a.lse.row<float>(b, h, i) =
           l > 0.0f ? (s.m[r] + std::log2(l)) * static_cast<float>(M_LN2)
                    : -std::numeric_limits<float>::infinity();
     }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "attnkit/error.h"
+#include "core/attention_args.h"
 
 namespace attnkit::cpu {
 namespace {

@@ -7,7 +7,7 @@
 
 #include "kernels/cpu/planner_ops.h"
 
-namespace attnkit::kernels {
+namespace attnkit::cpu {
 
 std::vector<int32_t> topk_indices(const float* score, int64_t n, int64_t k) {
   k = std::clamp<int64_t>(k, 0, n);
@@ -26,4 +26,4 @@ std::vector<int32_t> topk_indices(const float* score, int64_t n, int64_t k) {
   return index;
 }
 
-}  // namespace attnkit::kernels
+}  // namespace attnkit::cpu

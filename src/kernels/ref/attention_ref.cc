@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "core/attention_args.h"
 
 namespace attnkit {
 
@@ -44,8 +45,8 @@ void attention_reference(const AttentionArgs& args, const ElementPredicate& allo
     }
     for (int64_t d = 0; d < dim_v; ++d)
       args.out.set(b, h, i, d, sum > 0.0 ? static_cast<float>(acc[d] / sum) : 0.0f);
-    if (args.lse)
-      args.lse[row] = sum > 0.0 ? static_cast<float>(max_score + std::log(sum))
+    if (!args.lse.empty())
+      *args.lse.row<float>(b, h, i) = sum > 0.0 ? static_cast<float>(max_score + std::log(sum))
                                 : -std::numeric_limits<float>::infinity();
   }
 }

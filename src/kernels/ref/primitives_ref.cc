@@ -1,11 +1,11 @@
-// Scalar references of the planner primitives (src/kernels/cpu/primitives.h): the obvious loops,
+// Scalar references of the planner primitives (see primitives_ref.h): the obvious loops,
 // accumulating in double, written for clarity. Only tests call them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 
-#include "kernels/cpu/planner_ops.h"
+#include "kernels/ref/primitives_ref.h"
 
 namespace attnkit::ref {
 namespace {

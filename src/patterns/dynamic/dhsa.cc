@@ -2,7 +2,7 @@
 // arXiv-v1 algorithm with dynamic chunks (the repository's legacy/ path).
 //
 // Rule, per batch entry (shared by all heads):
-//   boundaries B = dhsa::boundaries(...)        (training-free rule, see dhsa_boundaries.cc)
+//   boundaries B = dhsa_boundaries(...)         (training-free rule, see dhsa_boundaries.cc)
 //   q_repr[i] = mean over heads and rows of query block i (block rows) of q, * sqrt(len_i)
 //   k_repr[c] = mean over kv heads and tokens of chunk c of k, * sqrt(|C_c|)
 //   S[i, c]   = q_repr[i] . k_repr[c];  token score S_t[i, j] = S[i, chunk_of(j)] (upsampled)
@@ -24,17 +24,14 @@
 #include <numeric>
 #include <vector>
 
-#include "attnkit/error.h"
-#include "attnkit/pattern.h"
-#include "core/timing.h"
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
 #include "patterns/dynamic/dhsa.h"
+#include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
 
-namespace attnkit {
+namespace attnkit::dynamic_patterns {
 namespace {
-
-constexpr char kName[] = "dhsa";
 
 using Ranges = std::vector<std::pair<int64_t, int64_t>>;  // sorted, disjoint [start, end)
 
@@ -58,38 +55,34 @@ class DhsaRule final : public TilePredicate {
   int64_t q_blocks_, block_;
 };
 
-class Dhsa final : public Pattern {
+class DhsaPattern final : public Pattern {
  public:
-  explicit Dhsa(const PatternParams& params)
-      : block_(planner::block_param(params, kName, "block")),
-        budget_(planner::int_param(params, kName, "budget", 1, int64_t{1} << 40)),
-        canonical_(params.canonical()) {
-    bp_.local = planner::int_param(params, kName, "local", 0, int64_t{1} << 30);
-    bp_.window = planner::int_param(params, kName, "window", 1, 1 << 20);
-    bp_.nms = planner::int_param(params, kName, "nms", 0, 1 << 20);
-    bp_.beta = planner::int_param(params, kName, "beta", 1, 1 << 20);
-    bp_.sigma = params.get_double("sigma");
+  explicit DhsaPattern(const PatternParams& params)
+      : Pattern(params, Direction::kCaller),
+        block_(params.get_int("block")),
+        budget_(params.get_int("budget")) {
+    bp_.local = params.get_int("local");
+    bp_.window = params.get_int("window");
+    bp_.nms = params.get_int("nms");
+    bp_.beta = params.get_int("beta");
+    bp_.sigma = params.get_real("sigma");
   }
-  std::string name() const override { return kName; }
-  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
-  Plan plan(const AttentionArgs& args) const override;
+  Plan plan(const PlanInputs& in) const override;
 
  private:
   int64_t block_, budget_;
-  dhsa::BoundaryParams bp_;
-  std::string canonical_;
+  DhsaBoundaryParams bp_;
 };
 
-Plan Dhsa::plan(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
+Plan DhsaPattern::plan(const PlanInputs& in) const {
+  in.validate(true);
+  const Dims d = dims_of(in);
   const int64_t q_blocks = (d.nq + block_ - 1) / block_;
   std::vector<Ranges> ranges(d.batch * q_blocks);
-  std::vector<std::vector<planner::Entry>> lists(d.batch * q_blocks);
-  const int threads = effective_threads(args.threads);
+  std::vector<std::vector<BlockEntry>> lists(d.batch * q_blocks);
+  const int threads = effective_threads(in.threads);
   for (int64_t b = 0; b < d.batch; ++b) {
-    const auto bounds = dhsa::boundaries(args, b, bp_);
+    const auto bounds = dhsa_boundaries(in, b, bp_);
     const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
     // Chunk representatives (mean over kv heads and tokens, * sqrt(len)) and query-block ones.
     std::vector<float> k_repr(chunks * d.dim, 0.0f), q_repr(q_blocks * d.dim, 0.0f);
@@ -100,7 +93,7 @@ Plan Dhsa::plan(const AttentionArgs& args) const {
       rows.resize(len * d.dim);
       std::vector<double> acc(d.dim, 0.0);
       for (int64_t g = 0; g < d.heads_kv; ++g) {
-        kernels::load_rows(args.k, b, g, bounds[c], len, rows.data());
+        cpu::load_rows(in.k, b, g, bounds[c], len, rows.data());
         for (int64_t t = 0; t < len; ++t)
           for (int64_t x = 0; x < d.dim; ++x) acc[x] += rows[t * d.dim + x];
       }
@@ -113,7 +106,7 @@ Plan Dhsa::plan(const AttentionArgs& args) const {
       rows.resize(len * d.dim);
       std::vector<double> acc(d.dim, 0.0);
       for (int64_t h = 0; h < d.heads_q; ++h) {
-        kernels::load_rows(args.q, b, h, r0, len, rows.data());
+        cpu::load_rows(in.q, b, h, r0, len, rows.data());
         for (int64_t t = 0; t < len; ++t)
           for (int64_t x = 0; x < d.dim; ++x) acc[x] += rows[t * d.dim + x];
       }
@@ -122,13 +115,13 @@ Plan Dhsa::plan(const AttentionArgs& args) const {
     }
     // S = q_repr . k_repr^T, then per query block: local keys + chunks in score order.
     std::vector<float> k_t(d.dim * chunks);
-    kernels::transpose_keys(k_repr.data(), chunks, d.dim, d.dim, k_t.data(), chunks);
+    cpu::transpose_keys(k_repr.data(), chunks, d.dim, d.dim, k_t.data(), chunks);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (int64_t i = 0; i < q_blocks; ++i) {
-      const int64_t p_last = planner::last_visible(args, std::min(d.nq, (i + 1) * block_) - 1);
+      const int64_t p_last = last_visible(in, std::min(d.nq, (i + 1) * block_) - 1);
       if (p_last < 0) continue;
       std::vector<float> score(chunks);
-      kernels::score_tile(q_repr.data() + i * d.dim, d.dim, 1, k_t.data(), chunks, chunks, d.dim,
+      cpu::score_tile(q_repr.data() + i * d.dim, d.dim, 1, k_t.data(), chunks, chunks, d.dim,
                           1.0f, score.data(), chunks);
       const int64_t local_start = std::max<int64_t>(0, p_last + 1 - bp_.local);
       int64_t left = std::max<int64_t>(0, budget_ - (p_last + 1 - local_start));
@@ -169,27 +162,32 @@ Plan Dhsa::plan(const AttentionArgs& args) const {
     }
   }
   Plan plan;
-  plan.mask = planner::mask_from_entries(args, block_, block_, 1, std::move(lists),
-                                         std::make_shared<DhsaRule>(std::move(ranges), q_blocks, block_));
-  plan.plan_seconds = now_seconds() - start;
+  plan.mask = block_mask_from_entries(
+      mask_shape(in, block_, block_, 1),
+      std::make_shared<DhsaRule>(std::move(ranges), q_blocks, block_), std::move(lists));
+  plan.causal = in.causal;
   return plan;
 }
 
-const bool registered = register_pattern(
-    {kName,
-     "DHSA: training-free dynamic chunks from key similarity, length-normalised chunk scores "
-     "upsampled to tokens, last 64 tokens + top of the budget, shared across heads",
-     "Xiong, Zou, Fekri, Cho 2025, Dynamic Hierarchical Sparse Attention (arXiv 2510.24606)",
-     {{"block", "64", "query block size (multiple of 16)"},
-      {"budget", "2048", "selected tokens per query block, local ones included"},
-      {"local", "64", "last visible tokens always kept"},
-      {"window", "4", "boundary rule: tokens on each side"},
-      {"nms", "8", "boundary rule: non-maximum suppression radius"},
-      {"beta", "8", "boundary rule: at most (Nk / 64) * beta chunks"},
-      {"sigma", "1", "boundary rule: keep scores above mean + sigma * std"}}},
-    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
-      return std::make_unique<Dhsa>(params);
-    });
-
 }  // namespace
-}  // namespace attnkit
+
+PatternRegistration dhsa_pattern() {
+  return {{"dhsa",
+           "DHSA: dynamic chunks from a training-free boundary heuristic (key dissimilarity; the "
+           "paper's trained predictor is not available), length-normalised chunk scores upsampled "
+           "to tokens, last 64 tokens + top of the budget, shared across heads",
+           "Xiong, Zou, Fekri, Cho 2025, Dynamic Hierarchical Sparse Attention (arXiv 2510.24606)",
+           PatternFamily::kDynamic,
+           {block_param("block", 64, "query block size (multiple of 16)"),
+            int_param("budget", 2048, 1, int64_t{1} << 40,
+                      "selected tokens per query block, local ones included"),
+            int_param("local", 64, 0, int64_t{1} << 30, "last visible tokens always kept"),
+            int_param("window", 4, 1, 1 << 20, "boundary rule: tokens on each side"),
+            int_param("nms", 8, 0, 1 << 20, "boundary rule: non-maximum suppression radius"),
+            int_param("beta", 8, 1, 1 << 20, "boundary rule: at most (Nk / 64) * beta chunks"),
+            real_param("sigma", "1", -1e6, 1e6,
+                       "boundary rule: keep scores above mean + sigma * std")}},
+          &construct_pattern<DhsaPattern>};
+}
+
+}  // namespace attnkit::dynamic_patterns

@@ -1,22 +1,23 @@
-// DHSA's training-free chunk boundaries (see dhsa.cc for the rule), exposed for tests.
+// DHSA's training-free chunk boundaries (see dhsa_boundaries.cc for the rule), exposed for tests.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "attnkit/attention.h"
+#include "attnkit/pattern.h"
 
-namespace attnkit::dhsa {
+namespace attnkit::dynamic_patterns {
 
-struct BoundaryParams {
+struct DhsaBoundaryParams {
   int64_t window = 4;   // tokens on each side of a candidate boundary
-  int64_t nms = 8;      // 1-D non-maximum suppression radius
+  int64_t nms = 8;      // non-maximum suppression radius
   int64_t beta = 8;     // at most (Nk / 64) * beta chunks
   double sigma = 1.0;   // keep candidates scoring above mean + sigma * std
   int64_t local = 64;   // forced boundary at Nk - local (the "instruction" boundary)
 };
 
 // Chunk boundaries of batch entry b: 0 = B_0 < B_1 < ... < B_m = Nk; chunk c = [B_c, B_c+1).
-std::vector<int64_t> boundaries(const AttentionArgs& args, int64_t b, const BoundaryParams& p);
+std::vector<int64_t> dhsa_boundaries(const PlanInputs& inputs, int64_t b,
+                                     const DhsaBoundaryParams& p);
 
-}  // namespace attnkit::dhsa
+}  // namespace attnkit::dynamic_patterns

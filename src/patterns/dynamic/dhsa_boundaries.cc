@@ -18,17 +18,18 @@
 #include "patterns/dynamic/dhsa.h"
 #include "patterns/dynamic/planner.h"
 
-namespace attnkit::dhsa {
+namespace attnkit::dynamic_patterns {
 
-std::vector<int64_t> boundaries(const AttentionArgs& args, int64_t b, const BoundaryParams& p) {
-  const planner::Dims d = planner::dims_of(args);
+std::vector<int64_t> dhsa_boundaries(const PlanInputs& in, int64_t b,
+                                     const DhsaBoundaryParams& p) {
+  const Dims d = dims_of(in);
   const int64_t n = d.nk, width = d.heads_kv * d.dim, w = std::max<int64_t>(1, p.window);
   // Prefix sums of the normalised, concatenated keys: prefix[(t + 1) * width + c].
   std::vector<double> prefix((n + 1) * width, 0.0);
   std::vector<float> row(d.dim);
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t g = 0; g < d.heads_kv; ++g) {
-      kernels::load_rows(args.k, b, g, t, 1, row.data());
+      cpu::load_rows(in.k, b, g, t, 1, row.data());
       double norm = 0.0;
       for (float x : row) norm += double(x) * x;
       const double inv = norm > 0.0 ? 1.0 / std::sqrt(norm) : 0.0;
@@ -73,4 +74,4 @@ std::vector<int64_t> boundaries(const AttentionArgs& args, int64_t b, const Boun
   return candidates;
 }
 
-}  // namespace attnkit::dhsa
+}  // namespace attnkit::dynamic_patterns

@@ -30,15 +30,13 @@
 #include <vector>
 
 #include "attnkit/error.h"
-#include "attnkit/pattern.h"
-#include "core/timing.h"
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
 
-namespace attnkit {
+namespace attnkit::dynamic_patterns {
 namespace {
-
-constexpr char kName[] = "hip";
 
 struct HipShape {
   int64_t nq = 0, nk = 0, heads = 0, q_blocks = 0;
@@ -81,25 +79,19 @@ struct Node {
   float score;
 };
 
-class Hip final : public Pattern {
+class HipPattern final : public Pattern {
  public:
-  explicit Hip(const PatternParams& params)
-      : k_(planner::int_param(params, kName, "k", 1, int64_t{1} << 30)),
-        block_q_(planner::int_param(params, kName, "block_q", 1, 1 << 20)),
-        stride_q_(planner::int_param(params, kName, "stride_q", 1, 1 << 16)),
-        block_k_(planner::int_param(params, kName, "block_k", 1, 1 << 20)),
-        stride_k_(planner::int_param(params, kName, "stride_k", 1, 1 << 16)),
-        sink_(planner::int_param(params, kName, "sink", 0, int64_t{1} << 30)),
-        window_(planner::int_param(params, kName, "window", 0, int64_t{1} << 30)),
-        kv_block_(planner::block_param(params, kName, "kv_block")),
-        canonical_(params.canonical()) {
-    check(block_q_ % 16 == 0, "--pattern",
-          "hip: block_q must be a multiple of 16, got " + std::to_string(block_q_));
-  }
-
-  std::string name() const override { return kName; }
-  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
-  Plan plan(const AttentionArgs& args) const override;
+  explicit HipPattern(const PatternParams& params)
+      : Pattern(params, Direction::kCaller),
+        k_(params.get_int("k")),
+        block_q_(params.get_int("block_q")),
+        stride_q_(params.get_int("stride_q")),
+        block_k_(params.get_int("block_k")),
+        stride_k_(params.get_int("stride_k")),
+        sink_(params.get_int("sink")),
+        window_(params.get_int("window")),
+        kv_block_(params.get_int("kv_block")) {}
+  Plan plan(const PlanInputs& in) const override;
 
  private:
   // Tree search of one query block over units [lo, hi); returns the chosen units, sorted.
@@ -108,10 +100,9 @@ class Hip final : public Pattern {
                               int64_t dim, int64_t lo, int64_t hi) const;
 
   int64_t k_, block_q_, stride_q_, block_k_, stride_k_, sink_, window_, kv_block_;
-  std::string canonical_;
 };
 
-std::vector<int32_t> Hip::search(const float* q_t, int64_t ld_q_t, int64_t rows,
+std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_t rows,
                                  const float* keys, int64_t dim, int64_t lo, int64_t hi) const {
   const int64_t range = hi - lo;
   const int64_t keep = std::max<int64_t>(1, k_ / block_k_);
@@ -154,11 +145,11 @@ std::vector<int32_t> Hip::search(const float* q_t, int64_t ld_q_t, int64_t rows,
       const int64_t centre = (node.first + node.last) / 2;
       std::copy_n(keys + centre * block_k_ * dim, block_k_ * dim, panel.data() + f * block_k_ * dim);
     }
-    kernels::score_tile(panel.data(), dim, cols, q_t, ld_q_t, ld_q_t, dim, 1.0f, scores.data(), ld_q_t);
+    cpu::score_tile(panel.data(), dim, cols, q_t, ld_q_t, ld_q_t, dim, 1.0f, scores.data(), ld_q_t);
     for (size_t f = 0; f < fresh.size(); ++f) {
       float best = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < block_k_; j += stride_k_)
-        best = std::max(best, kernels::row_max(scores.data() + (f * block_k_ + j) * ld_q_t, rows));
+        best = std::max(best, cpu::row_max(scores.data() + (f * block_k_ + j) * ld_q_t, rows));
       branches[fresh[f]].score = best;
     }
     if (static_cast<int64_t>(branches.size()) > keep) {
@@ -175,10 +166,9 @@ std::vector<int32_t> Hip::search(const float* q_t, int64_t ld_q_t, int64_t rows,
   return chosen;
 }
 
-Plan Hip::plan(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
+Plan HipPattern::plan(const PlanInputs& in) const {
+  in.validate(true);
+  const Dims d = dims_of(in);
   HipShape shape;
   shape.nq = d.nq, shape.nk = d.nk, shape.heads = d.heads_q;
   shape.q_blocks = (d.nq + block_q_ - 1) / block_q_;
@@ -186,14 +176,14 @@ Plan Hip::plan(const AttentionArgs& args) const {
   const int64_t units = (d.nk + block_k_ - 1) / block_k_;
   const int64_t lists = d.batch * d.heads_q * shape.q_blocks;
   std::vector<std::vector<int32_t>> chosen(lists);
-  std::vector<std::vector<planner::Entry>> entries(lists);
-  const int threads = effective_threads(args.threads);
+  std::vector<std::vector<BlockEntry>> entries(lists);
+  const int threads = effective_threads(in.threads);
   // Raw keys once per (b, kv head), zero-padded to whole units: [units * block_k, dim].
   std::vector<std::vector<float>> keys(d.batch * d.heads_kv);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
     keys[bg].assign(units * block_k_ * d.dim, 0.0f);
-    kernels::load_rows(args.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, keys[bg].data());
+    cpu::load_rows(in.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, keys[bg].data());
   }
   const int64_t sink_units = (sink_ + block_k_ - 1) / block_k_;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -213,8 +203,8 @@ Plan Hip::plan(const AttentionArgs& args) const {
     const int64_t ld_q_t = (rows + 31) / 32 * 32;
     std::vector<float> q(rows * d.dim), q_t(d.dim * ld_q_t, 0.0f);
     for (int64_t r = 0; r < rows; ++r)
-      kernels::load_rows(args.q, b, h, row0 + r * stride_q_, 1, q.data() + r * d.dim);
-    kernels::transpose_keys(q.data(), rows, d.dim, d.dim, q_t.data(), ld_q_t);
+      cpu::load_rows(in.q, b, h, row0 + r * stride_q_, 1, q.data() + r * d.dim);
+    cpu::transpose_keys(q.data(), rows, d.dim, d.dim, q_t.data(), ld_q_t);
     chosen[item] = search(q_t.data(), ld_q_t, rows, keys[b * d.heads_kv + h / d.group].data(),
                           d.dim, lo, hi);
     // kv blocks: sink, window (of every row), searched units; FULL when wholly allowed.
@@ -244,29 +234,31 @@ Plan Hip::plan(const AttentionArgs& args) const {
     }
   }
   Plan plan;
-  plan.mask = planner::mask_from_entries(args, block_q_, kv_block_, d.heads_q, std::move(entries),
-                                         std::make_shared<HipRule>(shape, std::move(chosen)));
-  plan.plan_seconds = now_seconds() - start;
+  plan.mask = block_mask_from_entries(mask_shape(in, block_q_, kv_block_, d.heads_q),
+                                      std::make_shared<HipRule>(shape, std::move(chosen)),
+                                      std::move(entries));
+  plan.causal = in.causal;
   return plan;
 }
 
-const bool registered = register_pattern(
-    {kName,
-     "HiP: hierarchical tree-search pruning (halve each chunk, score by its centre key block, "
-     "keep the best k / block_k) + sink + sliding window, per query head",
-     "Lee et al. 2024, A Training-free Sub-quadratic Cost Transformer Model Serving Framework "
-     "With Hierarchically Pruned Attention (arXiv 2406.09827)",
-     {{"k", "512", "searched tokens per query block (k / block_k units)"},
-      {"block_q", "64", "query block size (multiple of 16)"},
-      {"stride_q", "2", "query sampling stride when scoring"},
-      {"block_k", "2", "key unit (tokens) of the tree search"},
-      {"stride_k", "1", "key sampling stride when scoring"},
-      {"sink", "16", "sink tokens"},
-      {"window", "256", "sliding window tokens"},
-      {"kv_block", "16", "kv block of the BlockMask (multiple of 16)"}}},
-    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
-      return std::make_unique<Hip>(params);
-    });
-
 }  // namespace
-}  // namespace attnkit
+
+PatternRegistration hip_pattern() {
+  return {{"hip",
+           "HiP: hierarchical tree-search pruning (halve each chunk, score by its centre key "
+           "block, keep the best k / block_k) + sink + sliding window, per query head",
+           "Lee et al. 2024, A Training-free Sub-quadratic Cost Transformer Model Serving "
+           "Framework With Hierarchically Pruned Attention (arXiv 2406.09827)",
+           PatternFamily::kDynamic,
+           {int_param("k", 512, 1, int64_t{1} << 30, "searched tokens per query block (k / block_k units)"),
+            block_param("block_q", 64, "query block size (multiple of 16)"),
+            int_param("stride_q", 2, 1, 1 << 16, "query sampling stride when scoring"),
+            int_param("block_k", 2, 1, 1 << 20, "key unit (tokens) of the tree search"),
+            int_param("stride_k", 1, 1, 1 << 16, "key sampling stride when scoring"),
+            int_param("sink", 16, 0, int64_t{1} << 30, "sink tokens"),
+            int_param("window", 256, 0, int64_t{1} << 30, "sliding window tokens"),
+            block_param("kv_block", 16, "kv block of the BlockMask (multiple of 16)")}},
+          &construct_pattern<HipPattern>};
+}
+
+}  // namespace attnkit::dynamic_patterns

@@ -22,12 +22,13 @@
 //   queries that see no key (Nq > Nk) get O = 0, LSE = -inf.
 // - The sample shift log(nk / samples) is applied even where some samples fell into the
 //   query's own block and were excluded (as in the reference code).
-// - plan() reports the element mask of the attended pairs in original order (block-diagonal
-//   pairs, sampled pairs, exact regions); the 1/samples weights and repeated samples cannot be
-//   shown in a mask, so run() is NOT plan() + the block-sparse kernel: it has its own run().
-// - Hashing, sorting and sampling are the planning stage (RunStats.plan_seconds); the
-//   attention runs on gathered contiguous copies with the fused kernel (one thread per call;
-//   (batch, head) pairs and blocks run in parallel).
+// - plan() hashes, sorts and samples (the planning stage, RunStats.plan_seconds) and reports the
+//   element mask of the attended pairs in original order (block-diagonal pairs, sampled pairs,
+//   exact regions). The 1/samples weights and repeated samples cannot be shown in a mask, so
+//   execute() is not the block-sparse kernel over it: it runs the calls from the plan's state,
+//   on gathered contiguous copies with the fused kernel (one thread per call; (batch, head)
+//   pairs and blocks run in parallel). Attended pairs are the kernel's count: a key sampled
+//   twice counts twice (it is attended twice, each with weight nk / samples).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -35,16 +36,13 @@
 #include <random>
 #include <vector>
 
-#include "attnkit/error.h"
-#include "attnkit/pattern.h"
-#include "core/timing.h"
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
 
-namespace attnkit {
+namespace attnkit::dynamic_patterns {
 namespace {
-
-constexpr char kName[] = "hyper";
 
 struct HyperParams {
   int64_t projs = 7, block = 256, samples = 256, min_seq = 4096;
@@ -123,23 +121,30 @@ uint32_t lsh_rank(const float* x, const std::vector<float>& projection, int64_t 
   return rank;
 }
 
-class Hyper final : public Pattern {
+// What plan() hashed for execute(): the calls and, per (b, h, call), the sorted orders and
+// samples of the hashed ones.
+struct HyperState {
+  std::vector<Call> calls;
+  std::vector<HashedPlan> plans;  // [(b * Hq + h) * calls + c]
+};
+
+class HyperPattern final : public Pattern {
  public:
-  explicit Hyper(const PatternParams& params) : canonical_(params.canonical()) {
-    p_.projs = planner::int_param(params, kName, "projs", 1, 16);
-    p_.block = planner::int_param(params, kName, "block", 1, int64_t{1} << 24);
-    p_.samples = planner::int_param(params, kName, "samples", 0, int64_t{1} << 24);
-    p_.min_seq = planner::int_param(params, kName, "min_seq", 1, int64_t{1} << 40);
-    p_.seed = static_cast<uint64_t>(planner::int_param(params, kName, "seed", 0, INT64_MAX));
+  explicit HyperPattern(const PatternParams& params) : Pattern(params, Direction::kCaller) {
+    p_.projs = params.get_int("projs");
+    p_.block = params.get_int("block");
+    p_.samples = params.get_int("samples");
+    p_.min_seq = params.get_int("min_seq");
+    p_.seed = static_cast<uint64_t>(params.get_int("seed"));
   }
-  std::string name() const override { return kName; }
-  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
-  Plan plan(const AttentionArgs& args) const override;
-  RunStats run(const AttentionArgs& args) const override;
+  Plan plan(const PlanInputs& in) const override;
+
+ protected:
+  void execute(const AttentionArgs& args, const Plan& plan) const override;
 
  private:
   // Hash plans of every hashed call, per (b, h): [(b * Hq + h) * calls + c].
-  std::vector<HashedPlan> hash_all(const AttentionArgs& args, const std::vector<Call>& calls) const;
+  std::vector<HashedPlan> hash_all(const PlanInputs& in, const std::vector<Call>& calls) const;
   std::vector<float> projection(int64_t dim) const {
     std::mt19937_64 rng(p_.seed);
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -149,16 +154,15 @@ class Hyper final : public Pattern {
   }
 
   HyperParams p_;
-  std::string canonical_;
 };
 
-std::vector<HashedPlan> Hyper::hash_all(const AttentionArgs& args,
-                                        const std::vector<Call>& calls) const {
-  const planner::Dims d = planner::dims_of(args);
+std::vector<HashedPlan> HyperPattern::hash_all(const PlanInputs& in,
+                                               const std::vector<Call>& calls) const {
+  const Dims d = dims_of(in);
   const auto P = projection(d.dim);
   const int64_t n_calls = static_cast<int64_t>(calls.size());
   std::vector<HashedPlan> plans(d.batch * d.heads_q * n_calls);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(in.threads))
   for (int64_t item = 0; item < d.batch * d.heads_q * n_calls; ++item) {
     const Call& call = calls[item % n_calls];
     if (call.kind != Call::kHashed) continue;
@@ -166,16 +170,16 @@ std::vector<HashedPlan> Hyper::hash_all(const AttentionArgs& args,
     std::vector<float> row(d.dim);
     std::vector<uint32_t> q_rank(call.nq), k_rank(call.nk);
     for (int64_t r = 0; r < call.nq; ++r) {
-      kernels::load_rows(args.q, b, h, call.q0 + r, 1, row.data());
+      cpu::load_rows(in.q, b, h, call.q0 + r, 1, row.data());
       q_rank[r] = lsh_rank(row.data(), P, d.dim, p_.projs);
     }
     for (int64_t r = 0; r < call.nk; ++r) {
-      kernels::load_rows(args.k, b, h / d.group, call.k0 + r, 1, row.data());
+      cpu::load_rows(in.k, b, h / d.group, call.k0 + r, 1, row.data());
       k_rank[r] = lsh_rank(row.data(), P, d.dim, p_.projs);
     }
     HashedPlan& plan = plans[item];
-    plan.q_order = kernels::stable_argsort(q_rank, static_cast<int>(p_.projs));
-    plan.k_order = kernels::stable_argsort(k_rank, static_cast<int>(p_.projs));
+    plan.q_order = cpu::stable_argsort(q_rank, static_cast<int>(p_.projs));
+    plan.k_order = cpu::stable_argsort(k_rank, static_cast<int>(p_.projs));
     std::mt19937_64 rng(p_.seed * 0x9E3779B97F4A7C15ull + item);
     std::uniform_int_distribution<int64_t> pick(0, call.nk - 1);
     plan.samples.resize(p_.samples);
@@ -184,72 +188,72 @@ std::vector<HashedPlan> Hyper::hash_all(const AttentionArgs& args,
   return plans;
 }
 
-// Exact attention on contiguous f32 copies, on the calling thread.
+// Exact attention on contiguous f32 copies, on the calling thread; attended pairs are added
+// to *pairs.
 void exact_attention(const float* q, int64_t nq, const float* k, const float* v, int64_t nk,
-                     int64_t dim, int64_t dim_v, float scale, bool causal, float* o, float* lse) {
+                     int64_t dim, int64_t dim_v, float scale, bool causal, float* o, float* lse,
+                     int64_t* pairs) {
   if (nk == 0) {
     std::fill(o, o + nq * dim_v, 0.0f);
     std::fill(lse, lse + nq, -std::numeric_limits<float>::infinity());
     return;
   }
   AttentionArgs a;
-  a.q = planner::contiguous(q, nq, dim);
-  a.k = planner::contiguous(k, nk, dim);
-  a.v = planner::contiguous(v, nk, dim_v);
-  a.out = planner::contiguous(o, nq, dim_v);
-  a.lse = lse;
+  a.q = TensorView::contiguous(q, DType::kF32, {1, 1, nq, dim});
+  a.k = TensorView::contiguous(k, DType::kF32, {1, 1, nk, dim});
+  a.v = TensorView::contiguous(v, DType::kF32, {1, 1, nk, dim_v});
+  a.out = MutableTensorView::contiguous(o, DType::kF32, {1, 1, nq, dim_v});
+  a.lse = MutableTensorView::contiguous(lse, DType::kF32, {1, 1, nq, 1});
   a.scale = scale;
   a.causal = causal;
   a.threads = 1;
+  a.attended_pairs = pairs;
   attention(a);
 }
 
 void merge_rows(float* o, float* lse, const float* o2, const float* lse2, int64_t n, int64_t dim_v) {
-  const TensorView out = planner::contiguous(o, n, dim_v);
-  merge(out, lse, planner::contiguous(o2, n, dim_v), lse2, out, lse);
+  const auto out = MutableTensorView::contiguous(o, DType::kF32, {1, 1, n, dim_v});
+  const auto out_lse = MutableTensorView::contiguous(lse, DType::kF32, {1, 1, n, 1});
+  merge(out, out_lse, TensorView::contiguous(o2, DType::kF32, {1, 1, n, dim_v}),
+        TensorView::contiguous(lse2, DType::kF32, {1, 1, n, 1}), out, out_lse);
 }
 
-RunStats Hyper::run(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
-  const auto calls = calls_of(p_, d.nq, d.nk, args.causal);
-  const auto plans = hash_all(args, calls);
-  RunStats stats;
-  stats.plan_seconds = now_seconds() - start;
+void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
+  const auto& state = *std::any_cast<std::shared_ptr<const HyperState>>(plan.state);
+  const Dims d = dims_of(PlanInputs::of(args));
+  const int64_t dim_v = args.v.shape[3];
+  const auto& calls = state.calls;
+  const auto& plans = state.plans;
   const float scale = effective_scale(args);
   const int64_t n_calls = static_cast<int64_t>(calls.size());
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  double pairs = 0.0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : pairs) \
-    num_threads(effective_threads(args.threads))
+  int64_t* pairs = args.attended_pairs;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
   for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
     const int64_t b = bh / d.heads_q, h = bh % d.heads_q, g = h / d.group;
-    std::vector<float> acc_o(d.nq * d.dim_v, 0.0f), acc_lse(d.nq, neg_inf);
+    std::vector<float> acc_o(d.nq * dim_v, 0.0f), acc_lse(d.nq, neg_inf);
     std::vector<float> q, k, v, o, lse, o2, lse2, ks, vs, unsorted_o, unsorted_lse;
     for (int64_t c = 0; c < n_calls; ++c) {
       const Call& call = calls[c];
-      o.assign(call.nq * d.dim_v, 0.0f);
+      o.assign(call.nq * dim_v, 0.0f);
       lse.assign(call.nq, neg_inf);
-      q.resize(call.nq * d.dim), k.resize(call.nk * d.dim), v.resize(call.nk * d.dim_v);
+      q.resize(call.nq * d.dim), k.resize(call.nk * d.dim), v.resize(call.nk * dim_v);
       if (call.kind != Call::kHashed) {
-        kernels::load_rows(args.q, b, h, call.q0, call.nq, q.data());
-        kernels::load_rows(args.k, b, g, call.k0, call.nk, k.data());
-        kernels::load_rows(args.v, b, g, call.k0, call.nk, v.data());
-        const bool causal = call.kind == Call::kExactCausal;
-        exact_attention(q.data(), call.nq, k.data(), v.data(), call.nk, d.dim, d.dim_v, scale,
-                        causal, o.data(), lse.data());
-        pairs += causal ? 0.5 * call.nq * (call.nq + 1.0) : double(call.nq) * call.nk;
+        cpu::load_rows(args.q, b, h, call.q0, call.nq, q.data());
+        cpu::load_rows(args.k, b, g, call.k0, call.nk, k.data());
+        cpu::load_rows(args.v, b, g, call.k0, call.nk, v.data());
+        exact_attention(q.data(), call.nq, k.data(), v.data(), call.nk, d.dim, dim_v, scale,
+                        call.kind == Call::kExactCausal, o.data(), lse.data(), pairs);
       } else {
-        const HashedPlan& plan = plans[bh * n_calls + c];
+        const HashedPlan& hp = plans[bh * n_calls + c];
         std::vector<int32_t> q_index(call.nq), k_index(call.nk);
-        for (int64_t r = 0; r < call.nq; ++r) q_index[r] = static_cast<int32_t>(call.q0 + plan.q_order[r]);
-        for (int64_t r = 0; r < call.nk; ++r) k_index[r] = static_cast<int32_t>(call.k0 + plan.k_order[r]);
-        kernels::gather_rows(args.q, b, h, q_index.data(), call.nq, q.data());
-        kernels::gather_rows(args.k, b, g, k_index.data(), call.nk, k.data());
-        kernels::gather_rows(args.v, b, g, k_index.data(), call.nk, v.data());
+        for (int64_t r = 0; r < call.nq; ++r) q_index[r] = static_cast<int32_t>(call.q0 + hp.q_order[r]);
+        for (int64_t r = 0; r < call.nk; ++r) k_index[r] = static_cast<int32_t>(call.k0 + hp.k_order[r]);
+        cpu::gather_rows(args.q, b, h, q_index.data(), call.nq, q.data());
+        cpu::gather_rows(args.k, b, g, k_index.data(), call.nk, k.data());
+        cpu::gather_rows(args.v, b, g, k_index.data(), call.nk, v.data());
         const int64_t nb = block_count(p_, call.nk);
-        o2.assign(call.nq * d.dim_v, 0.0f);
+        o2.assign(call.nq * dim_v, 0.0f);
         lse2.assign(call.nq, neg_inf);
         const float shift = p_.samples > 0 ? std::log(double(call.nk) / double(p_.samples)) : 0.0f;
         for (int64_t blk = 0; blk < nb; ++blk) {
@@ -257,55 +261,48 @@ RunStats Hyper::run(const AttentionArgs& args) const {
           const int64_t j0 = blk * p_.block, j1 = std::min(call.nk, j0 + p_.block);
           if (r1 <= r0) continue;
           exact_attention(q.data() + r0 * d.dim, r1 - r0, k.data() + j0 * d.dim,
-                          v.data() + j0 * d.dim_v, j1 - j0, d.dim, d.dim_v, scale, false,
-                          o.data() + r0 * d.dim_v, lse.data() + r0);
-          pairs += double(r1 - r0) * (j1 - j0);
+                          v.data() + j0 * dim_v, j1 - j0, d.dim, dim_v, scale, false,
+                          o.data() + r0 * dim_v, lse.data() + r0, pairs);
           // Samples outside this block, repeats kept (each carries weight nk / samples).
           ks.clear(), vs.clear();
-          std::vector<char> seen(call.nk, 0);
-          int64_t distinct = 0, count = 0;
-          for (int32_t s : plan.samples) {
+          int64_t count = 0;
+          for (int32_t s : hp.samples) {
             if (s / p_.block == blk) continue;
             ks.insert(ks.end(), k.begin() + s * d.dim, k.begin() + (s + 1) * d.dim);
-            vs.insert(vs.end(), v.begin() + s * d.dim_v, v.begin() + (s + 1) * d.dim_v);
-            distinct += !seen[s];
-            seen[s] = 1;
+            vs.insert(vs.end(), v.begin() + s * dim_v, v.begin() + (s + 1) * dim_v);
             ++count;
           }
           if (count == 0) continue;
           exact_attention(q.data() + r0 * d.dim, r1 - r0, ks.data(), vs.data(), count, d.dim,
-                          d.dim_v, scale, false, o2.data() + r0 * d.dim_v, lse2.data() + r0);
+                          dim_v, scale, false, o2.data() + r0 * dim_v, lse2.data() + r0, pairs);
           for (int64_t r = r0; r < r1; ++r) lse2[r] += shift;
-          pairs += double(r1 - r0) * distinct;
         }
-        merge_rows(o.data(), lse.data(), o2.data(), lse2.data(), call.nq, d.dim_v);
+        merge_rows(o.data(), lse.data(), o2.data(), lse2.data(), call.nq, dim_v);
         // Back to original order (relative to q0).
-        unsorted_o.resize(call.nq * d.dim_v), unsorted_lse.resize(call.nq);
+        unsorted_o.resize(call.nq * dim_v), unsorted_lse.resize(call.nq);
         for (int64_t r = 0; r < call.nq; ++r) {
-          std::copy_n(o.data() + r * d.dim_v, d.dim_v, unsorted_o.data() + plan.q_order[r] * d.dim_v);
-          unsorted_lse[plan.q_order[r]] = lse[r];
+          std::copy_n(o.data() + r * dim_v, dim_v, unsorted_o.data() + hp.q_order[r] * dim_v);
+          unsorted_lse[hp.q_order[r]] = lse[r];
         }
         o.swap(unsorted_o);
         lse.swap(unsorted_lse);
       }
-      merge_rows(acc_o.data() + call.q0 * d.dim_v, acc_lse.data() + call.q0, o.data(), lse.data(),
-                 call.nq, d.dim_v);
+      merge_rows(acc_o.data() + call.q0 * dim_v, acc_lse.data() + call.q0, o.data(), lse.data(),
+                 call.nq, dim_v);
     }
     for (int64_t i = 0; i < d.nq; ++i) {
       float* dst = args.out.row<float>(b, h, i);
-      for (int64_t c = 0; c < d.dim_v; ++c) dst[c * args.out.stride[3]] = acc_o[i * d.dim_v + c];
-      if (args.lse) args.lse[bh * d.nq + i] = acc_lse[i];
+      for (int64_t c = 0; c < dim_v; ++c) dst[c * args.out.stride[3]] = acc_o[i * dim_v + c];
+      if (!args.lse.empty()) *args.lse.row<float>(b, h, i) = acc_lse[i];
     }
   }
-  stats.pairs = pairs / double(std::max<int64_t>(1, d.batch * d.heads_q));
-  stats.density = d.nq * d.nk > 0 ? stats.pairs / (double(d.nq) * d.nk) : 0.0;
-  return stats;
 }
 
 // Element rule of a plan: which pairs some call attends (in original order).
 class HyperRule final : public TilePredicate {
  public:
-  HyperRule(HyperParams p, std::vector<Call> calls, std::vector<HashedPlan> plans, int64_t heads)
+  HyperRule(HyperParams p, std::vector<Call> calls, const std::vector<HashedPlan>& plans,
+            int64_t heads)
       : p_(p), calls_(std::move(calls)), heads_(heads) {
     // Per hashed plan: block of every (relative) query and key, and sampled keys.
     info_.resize(plans.size());
@@ -357,21 +354,21 @@ class HyperRule final : public TilePredicate {
   std::vector<Info> info_;
 };
 
-Plan Hyper::plan(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
-  auto calls = calls_of(p_, d.nq, d.nk, args.causal);
-  auto plans = hash_all(args, calls);
+Plan HyperPattern::plan(const PlanInputs& in) const {
+  in.validate(true);
+  const Dims d = dims_of(in);
+  auto state = std::make_shared<HyperState>();
+  state->calls = calls_of(p_, d.nq, d.nk, in.causal);
+  state->plans = hash_all(in, state->calls);
   // Every kv block a call's rectangle touches, as PARTIAL entries of the element rule.
   constexpr int64_t kBlock = 64;
   const int64_t q_blocks = (d.nq + kBlock - 1) / kBlock;
   std::vector<std::vector<int32_t>> touched(q_blocks);
-  for (const Call& call : calls)
+  for (const Call& call : state->calls)
     for (int64_t qb = call.q0 / kBlock; qb * kBlock < call.q0 + call.nq; ++qb)
       for (int64_t kb = call.k0 / kBlock; kb * kBlock < call.k0 + call.nk; ++kb)
         touched[qb].push_back(static_cast<int32_t>(kb));
-  std::vector<std::vector<planner::Entry>> lists(d.batch * d.heads_q * q_blocks);
+  std::vector<std::vector<BlockEntry>> lists(d.batch * d.heads_q * q_blocks);
   for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh)
     for (int64_t qb = 0; qb < q_blocks; ++qb) {
       auto blocks = touched[qb];
@@ -380,27 +377,32 @@ Plan Hyper::plan(const AttentionArgs& args) const {
       for (int32_t kb : blocks) lists[bh * q_blocks + qb].push_back({kb, BlockKind::kPartial});
     }
   Plan plan;
-  plan.mask = planner::mask_from_entries(
-      args, kBlock, kBlock, d.heads_q, std::move(lists),
-      std::make_shared<HyperRule>(p_, std::move(calls), std::move(plans), d.heads_q));
-  plan.plan_seconds = now_seconds() - start;
+  plan.mask = block_mask_from_entries(
+      mask_shape(in, kBlock, kBlock, d.heads_q),
+      std::make_shared<HyperRule>(p_, state->calls, state->plans, d.heads_q), std::move(lists));
+  plan.causal = in.causal;
+  plan.state = std::shared_ptr<const HyperState>(std::move(state));
   return plan;
 }
 
-const bool registered = register_pattern(
-    {kName,
-     "HyperAttention: LSH (Gray-code) sort, block-diagonal attention in sorted order + uniform "
-     "key samples (log(n/m) shift), exact LSE merge, causal recursion; exact below min_seq",
-     "Han et al. 2024, HyperAttention: Long-context Attention in Near-Linear Time "
-     "(arXiv 2310.05869)",
-     {{"projs", "7", "random projections of the angular LSH"},
-      {"block", "256", "keys per block of the block-diagonal (sorted order)"},
-      {"samples", "256", "uniformly sampled keys per call"},
-      {"min_seq", "4096", "exact attention at or below this length"},
-      {"seed", "1", "seed of the projections and samples"}}},
-    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
-      return std::make_unique<Hyper>(params);
-    });
-
 }  // namespace
-}  // namespace attnkit
+
+PatternRegistration hyper_pattern() {
+  return {{"hyper",
+           "HyperAttention: LSH (Gray-code) sort, block-diagonal attention in sorted order + "
+           "uniform key samples (log(n/m) shift), exact LSE merge, causal recursion; exact below "
+           "min_seq",
+           "Han et al. 2024, HyperAttention: Long-context Attention in Near-Linear Time "
+           "(arXiv 2310.05869)",
+           PatternFamily::kDynamic,
+           {int_param("projs", 7, 1, 16, "random projections of the angular LSH"),
+            int_param("block", 256, 1, int64_t{1} << 24,
+                      "keys per block of the block-diagonal (sorted order)"),
+            int_param("samples", 256, 0, int64_t{1} << 24, "uniformly sampled keys per call"),
+            int_param("min_seq", 4096, 1, int64_t{1} << 40,
+                      "exact attention at or below this length"),
+            int_param("seed", 1, 0, INT64_MAX, "seed of the projections and samples")}},
+          &construct_pattern<HyperPattern>};
+}
+
+}  // namespace attnkit::dynamic_patterns

@@ -5,18 +5,23 @@
 //   K1 = meanpool(K, kernel 32, stride 16)          scoring keys ("semantic kernels")
 //   K2 = meanpool(K, kernel 128, stride 64)         only for the LSE approximation
 //   lse_h(t)  = log sum_{j visible} exp(scale q_h(t) . K2[j])                (LSE-only pass)
-//   S(qb, j)  = sum_{t in qb} sum_{h in GQA group} exp(scale q_h(t) . K1[j] - lse_h(t))
-//   Sblk(qb, b) = max over the K1 windows overlapping kv block b (64 keys; max-pool 5/4/pad 1)
+//   S(t, j)   = sum_{h in GQA group} exp(scale q_h(t) . K1[j] - lse_h(t))
+//   Sblk(t, b) = max over the K1 windows overlapping kv block b (64 keys; max-pool 5/4/pad 1)
 //   forced (+inf): the first `init` blocks and the local blocks b_t - local .. b_t
-//   I(qb) = top-`topk` blocks (forced ones count), causal at block level; shared by the
-//           query heads of a kv head.
+//   I(t) = top-`topk` blocks (forced ones count), causal at block level; shared by the query
+//          heads of a kv head.
 //
 // Defaults (MiniCPM4/4.1): kernel 32, stride 16, lse_kernel 128, lse_stride 64, block 64, init 1,
-// local 32 (window 2048), topk 96 (the paper's 1 init + 63 top-k + 32 local), dense_len 8192.
+// local 32 (window 2048), topk 96, dense_len 8192. The forced blocks are 1 init + 33 local (the
+// diagonal block and the 32 before it), so 62 of the 96 are chosen freely.
+//
+// granularity=token (the official code's selection): every query token t has its own set I(t);
+// the kernel visits, per query block, the union of its rows' sets, PARTIAL where rows differ,
+// and the tile predicate keeps each row to its own blocks. granularity=block (default, cheaper):
+// S is summed over the 64 rows of the query block (the attention mass the block gives each K1
+// window) and one set serves the whole block, anchored at its last row. Since all rows of a
+// block share the forced init and local blocks, only the 62 free choices differ between the two.
 // Choices, documented:
-// - The paper selects per query token; our BlockMask selects per query block, so the scores of
-//   the block's 64 rows are summed (the attention mass the block gives each K1 window). The
-//   local window is anchored at the block's last row, as in the kernel's block-level view.
 // - A pooled window is visible to a row only when all its keys are (window end <= row). Rows
 //   that see no K2 window yet (the first 127 tokens) add nothing to the scores; they are in
 //   the forced init/local blocks anyway.
@@ -25,147 +30,222 @@
 //   ~10% less stage-1 work.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <vector>
 
-#include "attnkit/error.h"
-#include "attnkit/pattern.h"
-#include "core/timing.h"
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
 
-namespace attnkit {
+namespace attnkit::dynamic_patterns {
 namespace {
 
-constexpr char kName[] = "infllm_v2";
-
-class InfLlmV2 final : public Pattern {
+// Per-token selections of every (batch, kv head): row i keeps blocks[i * topk .. + count[i]),
+// ascending. Query head h reads the selections of its kv head h / group.
+class TokenSelectionRule final : public TilePredicate {
  public:
-  explicit InfLlmV2(const PatternParams& params)
-      : dense_len_(planner::int_param(params, kName, "dense_len", 0, int64_t{1} << 40)),
-        kernel_(planner::int_param(params, kName, "kernel", 1, 1 << 16)),
-        stride_(planner::int_param(params, kName, "stride", 1, 1 << 16)),
-        lse_kernel_(planner::int_param(params, kName, "lse_kernel", 1, 1 << 16)),
-        lse_stride_(planner::int_param(params, kName, "lse_stride", 1, 1 << 16)),
-        block_(planner::block_param(params, kName, "block")),
-        init_(planner::int_param(params, kName, "init", 0, 1 << 24)),
-        local_(planner::int_param(params, kName, "local", 0, 1 << 24)),
-        topk_(planner::int_param(params, kName, "topk", 1, 1 << 24)),
-        canonical_(params.canonical()) {}
+  TokenSelectionRule(int64_t nq, int64_t heads_kv, int64_t group, int64_t block, int64_t topk,
+                     std::vector<std::vector<int32_t>> blocks,
+                     std::vector<std::vector<int32_t>> count)
+      : nq_(nq), heads_kv_(heads_kv), group_(group), block_(block), topk_(topk),
+        blocks_(std::move(blocks)), count_(std::move(count)) {}
 
-  std::string name() const override { return kName; }
-  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
-  Plan plan(const AttentionArgs& args) const override;
+  void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    const int64_t slice = b * heads_kv_ + h / group_;
+    const int32_t* all = blocks_[slice].data();
+    for (int64_t r = 0; r < nq; ++r) {
+      uint8_t* row = allow + r * ld;
+      std::memset(row, 0, static_cast<size_t>(nk));
+      const int64_t i = q0 + r;
+      const int32_t* first = all + i * topk_;
+      const int32_t* last = first + count_[slice][i];
+      for (const int32_t* at = std::lower_bound(first, last, static_cast<int32_t>(k0 / block_));
+           at != last && int64_t{*at} * block_ < k0 + nk; ++at) {
+        const int64_t lo = std::max(k0, int64_t{*at} * block_);
+        const int64_t hi = std::min(k0 + nk, (int64_t{*at} + 1) * block_);
+        std::memset(row + (lo - k0), 1, static_cast<size_t>(hi - lo));
+      }
+    }
+  }
 
  private:
-  int64_t dense_len_, kernel_, stride_, lse_kernel_, lse_stride_, block_, init_, local_, topk_;
-  std::string canonical_;
+  int64_t nq_, heads_kv_, group_, block_, topk_;
+  std::vector<std::vector<int32_t>> blocks_, count_;  // per (b, kv head)
 };
 
-Plan InfLlmV2::plan(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
+class InfLlmV2Pattern final : public Pattern {
+ public:
+  explicit InfLlmV2Pattern(const PatternParams& params)
+      : Pattern(params, Direction::kCaller),
+        dense_len_(params.get_int("dense_len")),
+        kernel_(params.get_int("kernel")),
+        stride_(params.get_int("stride")),
+        lse_kernel_(params.get_int("lse_kernel")),
+        lse_stride_(params.get_int("lse_stride")),
+        block_(params.get_int("block")),
+        init_(params.get_int("init")),
+        local_(params.get_int("local")),
+        topk_(params.get_int("topk")),
+        per_token_(params.get_string("granularity") == "token") {}
+  Plan plan(const PlanInputs& in) const override;
+
+ private:
+  // Sblk for kv blocks 0..diag from the K1 window scores `s`, forced blocks +inf.
+  void block_scores(const float* s, int64_t m1, int64_t diag, float* out) const;
+
+  int64_t dense_len_, kernel_, stride_, lse_kernel_, lse_stride_, block_, init_, local_, topk_;
+  bool per_token_;
+};
+
+void InfLlmV2Pattern::block_scores(const float* s, int64_t m1, int64_t diag, float* out) const {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t kb = 0; kb <= diag; ++kb) {
+    // K1 windows [stride j, stride j + kernel) overlapping [block kb, block (kb + 1)).
+    const int64_t lo = std::max<int64_t>(0, (kb * block_ - kernel_ + stride_) / stride_);
+    const int64_t hi = std::min(m1 - 1, ((kb + 1) * block_ - 1) / stride_);
+    float best = 0.0f;
+    for (int64_t j = lo; j <= hi; ++j) best = std::max(best, s[j]);
+    const bool forced = kb < init_ || kb >= diag - local_;
+    out[kb] = forced ? inf : best;
+  }
+}
+
+Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
+  in.validate(true);
+  const Dims d = dims_of(in);
   Plan plan;
+  plan.causal = in.causal;
   if (d.nk < dense_len_) {
-    plan.mask = planner::dense_mask(args, block_, block_);
-    plan.plan_seconds = now_seconds() - start;
+    plan.mask = dense_mask(in, block_, block_);
     return plan;
   }
-  const float scale = effective_scale(args);
+  const float scale = effective_scale(in.scale, d.dim);
   const int64_t q_blocks = (d.nq + block_ - 1) / block_;
   const int64_t kv_blocks = (d.nk + block_ - 1) / block_;
-  const int64_t m1 = kernels::pooled_count(d.nk, kernel_, stride_);
-  const int64_t m2 = kernels::pooled_count(d.nk, lse_kernel_, lse_stride_);
-  const int threads = effective_threads(args.threads);
+  const int64_t m1 = cpu::pooled_count(d.nk, kernel_, stride_);
+  const int64_t m2 = cpu::pooled_count(d.nk, lse_kernel_, lse_stride_);
+  const int threads = effective_threads(in.threads);
 
   // Pooled keys per (b, kv head): [B * Hkv][m * D].
   std::vector<std::vector<float>> k1(d.batch * d.heads_kv), k2(d.batch * d.heads_kv);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
     std::vector<float> raw(d.nk * d.dim);
-    kernels::load_rows(args.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, raw.data());
+    cpu::load_rows(in.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, raw.data());
     k1[bg].resize(m1 * d.dim);
     k2[bg].resize(m2 * d.dim);
-    kernels::mean_pool(raw.data(), d.nk, d.dim, d.dim, kernel_, stride_, k1[bg].data());
-    kernels::mean_pool(raw.data(), d.nk, d.dim, d.dim, lse_kernel_, lse_stride_, k2[bg].data());
+    cpu::mean_pool(raw.data(), d.nk, d.dim, d.dim, kernel_, stride_, k1[bg].data());
+    cpu::mean_pool(raw.data(), d.nk, d.dim, d.dim, lse_kernel_, lse_stride_, k2[bg].data());
   }
 
-  // Stage 1 per (b, kv head, chunk of query blocks): group-summed scores over K1, then block
-  // max-pool, forcing and top-k.
-  constexpr int64_t kChunkBlocks = 16;  // pooled keys are transposed once per item
-  const int64_t chunks = (q_blocks + kChunkBlocks - 1) / kChunkBlocks;
-  std::vector<std::vector<int32_t>> lists(d.batch * d.heads_q * q_blocks);
-  const float inf = std::numeric_limits<float>::infinity();
+  // Stage 1 per (b, kv head, chunk of query blocks): group-summed scores over K1 (per block or
+  // per row), then block max-pool, forcing and top-k. Per-row scores take [rows][m1] floats, so
+  // token granularity walks smaller chunks.
+  const int64_t chunk_blocks = per_token_ ? 4 : 16;  // pooled keys are transposed once per item
+  const int64_t chunks = (q_blocks + chunk_blocks - 1) / chunk_blocks;
+  std::vector<std::vector<BlockEntry>> lists(d.batch * d.heads_q * q_blocks);
+  std::vector<std::vector<int32_t>> token_blocks, token_count;
+  if (per_token_) {
+    token_blocks.assign(d.batch * d.heads_kv, std::vector<int32_t>(d.nq * topk_));
+    token_count.assign(d.batch * d.heads_kv, std::vector<int32_t>(d.nq, 0));
+  }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t item = 0; item < d.batch * d.heads_kv * chunks; ++item) {
     const int64_t bg = item / chunks, b = bg / d.heads_kv, g = bg % d.heads_kv;
-    const int64_t qb0 = item % chunks * kChunkBlocks, qb1 = std::min(q_blocks, qb0 + kChunkBlocks);
+    const int64_t qb0 = item % chunks * chunk_blocks, qb1 = std::min(q_blocks, qb0 + chunk_blocks);
     const int64_t row0 = qb0 * block_, rows = std::min(d.nq, qb1 * block_) - row0;
     std::vector<int64_t> limit1(rows), limit2(rows);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t last = planner::last_visible(args, row0 + r);
-      limit1[r] = kernels::pooled_visible(last, kernel_, stride_, m1);
-      limit2[r] = kernels::pooled_visible(last, lse_kernel_, lse_stride_, m2);
+      const int64_t last = last_visible(in, row0 + r);
+      limit1[r] = cpu::pooled_visible(last, kernel_, stride_, m1);
+      limit2[r] = cpu::pooled_visible(last, lse_kernel_, lse_stride_, m2);
       // K1 windows that only overlap forced local blocks are never looked at: stop scoring
       // after the last window of the last non-forced block (the LSE pass still sees all keys).
       const int64_t qb = (row0 + r) / block_;
-      const int64_t block_last = planner::last_visible(args, std::min(d.nq, (qb + 1) * block_) - 1);
-      const int64_t first_forced = block_last / block_ - local_;
-      if (block_last >= 0 && first_forced > 0)
+      const int64_t anchor =
+          per_token_ ? last : last_visible(in, std::min(d.nq, (qb + 1) * block_) - 1);
+      const int64_t first_forced = anchor / block_ - local_;
+      if (anchor >= 0 && first_forced > 0)
         limit1[r] = std::min(limit1[r], (first_forced * block_ - 1) / stride_ + 1);
     }
-    std::vector<float> q(rows * d.dim), lse(rows), score((qb1 - qb0) * m1, 0.0f);
+    const int64_t row_group = per_token_ ? 1 : block_;
+    const int64_t score_rows = per_token_ ? rows : qb1 - qb0;
+    std::vector<float> q(rows * d.dim), lse(rows), score(score_rows * m1, 0.0f);
     for (int64_t hh = 0; hh < d.group; ++hh) {
-      kernels::load_rows(args.q, b, g * d.group + hh, row0, rows, q.data());
-      kernels::lse_pass(q.data(), rows, d.dim, k2[bg].data(), m2, d.dim, d.dim, scale,
-                        limit2.data(), lse.data());
-      kernels::prob_reduce(q.data(), rows, d.dim, lse.data(), k1[bg].data(), m1, d.dim, d.dim,
-                           scale, limit1.data(), block_, 1, score.data());
+      cpu::load_rows(in.q, b, g * d.group + hh, row0, rows, q.data());
+      cpu::lse_pass(q.data(), rows, d.dim, k2[bg].data(), m2, d.dim, d.dim, scale, limit2.data(),
+                    lse.data());
+      cpu::prob_reduce(q.data(), rows, d.dim, lse.data(), k1[bg].data(), m1, d.dim, d.dim, scale,
+                       limit1.data(), row_group, 1, score.data());
     }
     std::vector<float> block_score(kv_blocks);
+    std::vector<int32_t> votes(kv_blocks);
     for (int64_t qb = qb0; qb < qb1; ++qb) {
-      const int64_t last = planner::last_visible(args, std::min(d.nq, (qb + 1) * block_) - 1);
+      const int64_t q0 = qb * block_, q1 = std::min(d.nq, q0 + block_);
+      const int64_t last = last_visible(in, q1 - 1);
       if (last < 0) continue;  // the block sees no key
-      const int64_t diag = last / block_;
-      const float* s = score.data() + (qb - qb0) * m1;
-      for (int64_t kb = 0; kb <= diag; ++kb) {
-        // K1 windows [stride j, stride j + kernel) overlapping [block kb, block (kb + 1)).
-        const int64_t lo = std::max<int64_t>(0, (kb * block_ - kernel_ + stride_) / stride_);
-        const int64_t hi = std::min(m1 - 1, ((kb + 1) * block_ - 1) / stride_);
-        float best = 0.0f;
-        for (int64_t j = lo; j <= hi; ++j) best = std::max(best, s[j]);
-        const bool forced = kb < init_ || kb >= diag - local_;
-        block_score[kb] = forced ? inf : best;
+      std::vector<BlockEntry> entries;
+      if (!per_token_) {
+        block_scores(score.data() + (qb - qb0) * m1, m1, last / block_, block_score.data());
+        for (int32_t kb : cpu::topk_indices(block_score.data(), last / block_ + 1, topk_))
+          entries.push_back({kb, BlockKind::kFull});
+      } else {
+        // Each row's own set; the block lists their union, FULL where every row chose it.
+        std::fill(votes.begin(), votes.end(), 0);
+        for (int64_t i = q0; i < q1; ++i) {
+          const int64_t row_last = last_visible(in, i);
+          if (row_last < 0) continue;
+          block_scores(score.data() + (i - row0) * m1, m1, row_last / block_,
+                       block_score.data());
+          const auto chosen = cpu::topk_indices(block_score.data(), row_last / block_ + 1, topk_);
+          std::copy(chosen.begin(), chosen.end(), token_blocks[bg].begin() + i * topk_);
+          token_count[bg][i] = static_cast<int32_t>(chosen.size());
+          for (int32_t kb : chosen) ++votes[kb];
+        }
+        for (int64_t kb = 0; kb < kv_blocks; ++kb)
+          if (votes[kb] > 0)
+            entries.push_back({static_cast<int32_t>(kb),
+                               votes[kb] == q1 - q0 ? BlockKind::kFull : BlockKind::kPartial});
       }
-      const auto chosen = kernels::topk_indices(block_score.data(), diag + 1, topk_);
       for (int64_t hh = 0; hh < d.group; ++hh)
-        lists[(b * d.heads_q + g * d.group + hh) * q_blocks + qb] = chosen;
+        lists[(b * d.heads_q + g * d.group + hh) * q_blocks + qb] = entries;
     }
   }
-  plan.mask = planner::mask_from_lists(args, block_, block_, d.heads_q, std::move(lists));
-  plan.plan_seconds = now_seconds() - start;
+  std::shared_ptr<const TilePredicate> rule;
+  if (per_token_)
+    rule = std::make_shared<TokenSelectionRule>(d.nq, d.heads_kv, d.group, block_, topk_,
+                                                std::move(token_blocks), std::move(token_count));
+  plan.mask = block_mask_from_entries(mask_shape(in, block_, block_, d.heads_q), std::move(rule),
+                                      std::move(lists));
   return plan;
 }
 
-[[maybe_unused]] const bool registered = register_pattern(
-    {kName,
-     "InfLLM-V2: pooled-key block scores (LSE over coarse keys), init + local forced, top-k "
-     "blocks shared per kv head; dense below dense_len",
-     "Zhao et al. 2025, InfLLM-V2: Dense-Sparse Switchable Attention (arXiv 2509.24663)",
-     {{"dense_len", "8192", "dense attention when Nk < dense_len"},
-      {"kernel", "32", "scoring pool kernel (tokens)"},
-      {"stride", "16", "scoring pool stride"},
-      {"lse_kernel", "128", "LSE-approximation pool kernel"},
-      {"lse_stride", "64", "LSE-approximation pool stride"},
-      {"block", "64", "query and kv block size"},
-      {"init", "1", "forced initial blocks"},
-      {"local", "32", "forced local blocks before the diagonal block"},
-      {"topk", "96", "blocks per query block, forced ones included"}}},
-    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
-      return std::make_unique<InfLlmV2>(params);
-    });
-
 }  // namespace
-}  // namespace attnkit
+
+PatternRegistration infllm_v2_pattern() {
+  const int64_t kMax = 1 << 24;
+  return {{"infllm_v2",
+           "InfLLM-V2: pooled-key block scores (LSE over coarse keys), init + local forced, top-k "
+           "blocks shared per kv head, per query token or per query block; dense below dense_len",
+           "Zhao et al. 2025, InfLLM-V2: Dense-Sparse Switchable Attention (arXiv 2509.24663)",
+           PatternFamily::kDynamic,
+           {int_param("dense_len", 8192, 0, int64_t{1} << 40,
+                      "dense attention when Nk < dense_len"),
+            int_param("kernel", 32, 1, 1 << 16, "scoring pool kernel (tokens)"),
+            int_param("stride", 16, 1, 1 << 16, "scoring pool stride"),
+            int_param("lse_kernel", 128, 1, 1 << 16, "LSE-approximation pool kernel"),
+            int_param("lse_stride", 64, 1, 1 << 16, "LSE-approximation pool stride"),
+            block_param("block", 64, "query and kv block size"),
+            int_param("init", 1, 0, kMax, "forced initial blocks"),
+            int_param("local", 32, 0, kMax, "forced local blocks before the diagonal block"),
+            int_param("topk", 96, 1, kMax, "blocks per query, forced ones included"),
+            choice_param("granularity", "block", {"block", "token"},
+                         "token: a set per query token (official); block: one per query block")}},
+          &construct_pattern<InfLlmV2Pattern>};
+}
+
+}  // namespace attnkit::dynamic_patterns

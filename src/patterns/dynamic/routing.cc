@@ -1,9 +1,11 @@
 // routing: Routing Transformer, content-based sparse attention with online k-means
 // (Roy, Saffar, Vaswani, Grangier, arXiv 2003.05997, TACL 2021).
 //
-// The paper splits the heads of every routing layer: local_heads heads do local attention and
-// the others do content-based routing (PG-19: 8 heads, half local, local query block 256 with a
-// memory flange of 256; routing alone leaves queries that no cluster selects without output).
+// The paper splits the heads of a routing layer: local_heads heads do local attention and the
+// others do content-based routing (routing alone leaves queries that no cluster selects without
+// output). The released configs: wikitext-103 and enwik8 split the heads in half (e.g. 4 local +
+// 4 routing); PG-19 (pg19_local_cluster8k) uses 8 heads, 6 local + 2 routing, with routing only
+// in the top layer, local query blocks of 256 with a memory flange of 256.
 //
 // Local heads (query heads h < local_heads, counted over all Hq heads, so a GQA group may hold
 // both kinds), L = local_block, positions bottom-right aligned (pos = i + Nk - Nq):
@@ -14,49 +16,63 @@
 // max(1, Nk / window)), w = window (512):
 //   x = L2-normalised q (queries) and k (keys); centroids mu = spherical k-means of the input
 //   Q_c = top-w queries by x_q . mu_c, K_c = top-w keys by x_k . mu_c   (balanced routing)
-//   O_c = softmax(Q_c K_c^T * scale + causal(pos_k <= pos_q)) V_c   inside each cluster, with
-//         causality by ORIGINAL positions (bottom-right aligned)
+//   O_c = softmax(logits(Q_c, K_c) + causal(pos_k <= pos_q)) V_c   inside each cluster, with
+//         causality by ORIGINAL positions (bottom-right aligned), where
+//     logits=ln (default, the official code's clustered_local_attention_helper):
+//           LN(q) . LN(k), LN = layer norm over the head dim without gain or bias (eps 1e-6),
+//           and no 1/sqrt(d) (the normalisation replaces it: logits are of order +-d);
+//     logits=raw: scale * q . k, the dense attention's own logits (an approximation of it).
+//   share_qk=1 (the official decoder): K = Q, one routing for queries and keys; the values
+//   are still V. Needs Nq = Nk.
 //   scatter back: a query routed to several clusters gets the mean of its outputs (lucidrains'
-//   scatter_mean); a query routed nowhere gets O = 0 and LSE = -inf.
-// Defaults: local_heads -1 = floor(Hq / 2) (the paper's half split), local_block 256 (PG-19);
-// window 512 and C = Nk / window (PG-19 setting: 16 clusters of 512 at 8192;
-// lucidrains: num_clusters = max_seq_len // window_size); iters 4 (see routing_kmeans.cc for the
-// k-means and routing choices).
+//   scatter_mean; Google divides by count + 1e-2, a 1% shrink we leave out); a query routed
+//   nowhere gets O = 0 and LSE = -inf.
+// Defaults: local_heads -1 = floor(Hq / 2) (the wikitext-103 / enwik8 split; PG-19 would be
+// local_heads=6 of 8), local_block 256; window 512 and C = Nk / window (PG-19 setting: 16
+// clusters of 512 at 8192; lucidrains: num_clusters = max_seq_len // window_size); iters 4 (see
+// routing_kmeans.cc for the k-means and routing choices), logits ln, share_qk 0.
 // Choices, documented:
+// - Centroids come from k-means on each input: the trained EMA centroids are not available.
 // - local_heads larger than Hq is clamped to Hq (all heads local); 0 is pure routing.
 // - The first local_heads query heads overall are local (not the first ones of each GQA group):
 //   the simplest rule to state; with local_heads a multiple of the group size whole KV heads
-//   serve one kind.
+//   serve one kind. (Google puts the routing heads first; the order does not matter.)
 // - Without causality a local query sees its whole block and the previous one.
 // - LSE of a query in several clusters is the largest of its per-cluster LSEs: the mass of the
 //   best single key set, a lower bound of the union's mass (the clusters' key sets may overlap,
 //   so their masses cannot be added). O is the mean, as in the paper's code, so O and LSE are
-//   not one softmax when a query lands twice.
-// - The self-position mask of shared-QK decoders is not applied (Q and K are not tied here).
-// - plan() reports the element mask (heads = Hq): local heads their local pairs, routing heads
-//   the pairs some cluster attends (in original order); run() is its own (averaging cannot be
-//   expressed as one block-sparse pass). Routing (k-means + top-w) is the planning stage; the
-//   per-cluster attention is the fused kernel on gathered copies, with a staircase BlockMask
-//   for causality by original positions; the local heads run the kernel on head-subset views.
+//   not one softmax when a query lands twice. With logits=ln the routing heads compute another
+//   function than dense attention, so their LSE is not comparable with the dense LSE.
+// - The self-position mask of shared-QK decoders is not applied.
+// - Relative position logits (on in every official config) are model-side and not modelled.
+// - plan() routes (k-means + top-w: the planning stage) and reports the element mask
+//   (heads = Hq): local heads their local pairs, routing heads the pairs some cluster attends
+//   (in original order). execute() runs from the plan's clusters (averaging cannot be expressed
+//   as one block-sparse pass): the per-cluster attention is the fused kernel on gathered copies,
+//   with a staircase BlockMask for causality by original positions; the local heads run the
+//   kernel on head-subset views.
 // - RunStats.pairs / density average over all (batch, head) slices, both kinds.
+// - Bounded work: clusters may not exceed the keys (every cluster would repeat the same top-w),
+//   and the routed pairs C * w^2 may not exceed 16 x the dense pairs; plan() refuses both with
+//   an error naming the parameter.
 #include "patterns/dynamic/routing.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "attnkit/error.h"
-#include "attnkit/pattern.h"
-#include "core/timing.h"
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
+#include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
 
-namespace attnkit {
+namespace attnkit::dynamic_patterns {
 namespace {
 
-constexpr char kName[] = "routing";
 constexpr int64_t kTile = 64;  // q_block = kv_block of the per-cluster staircase mask
 
 // Causality by original positions inside one cluster: query row r sees the first limit[r] keys
@@ -75,23 +91,21 @@ class StaircaseRule final : public TilePredicate {
 };
 
 BlockMask staircase_mask(const std::vector<int64_t>& limit, int64_t nk) {
-  BlockMask m;
-  m.q_block = m.kv_block = kTile;
-  m.nq = static_cast<int64_t>(limit.size());
-  m.nk = nk;
-  m.row_start.push_back(0);
-  for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
-    const int64_t r0 = qb * kTile, r1 = std::min(m.nq, r0 + kTile);
+  BlockMaskShape shape;
+  shape.nq = static_cast<int64_t>(limit.size());
+  shape.nk = nk;
+  shape.q_block = shape.kv_block = kTile;
+  const int64_t q_blocks = (shape.nq + kTile - 1) / kTile;
+  std::vector<std::vector<BlockEntry>> lists(q_blocks);
+  for (int64_t qb = 0; qb < q_blocks; ++qb) {
+    const int64_t r0 = qb * kTile, r1 = std::min(shape.nq, r0 + kTile);
     const int64_t low = limit[r0], high = limit[r1 - 1];  // non-decreasing in r
     for (int64_t kb = 0; kb * kTile < high; ++kb) {
-      m.kv_index.push_back(static_cast<int32_t>(kb));
-      m.kind.push_back(std::min(nk, (kb + 1) * kTile) <= low ? BlockKind::kFull : BlockKind::kPartial);
+      const bool full = std::min(nk, (kb + 1) * kTile) <= low;
+      lists[qb].push_back({static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
     }
-    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
   }
-  m.predicate = std::make_shared<StaircaseRule>(limit);
-  m.validate();
-  return m;
+  return block_mask_from_entries(shape, std::make_shared<StaircaseRule>(limit), std::move(lists));
 }
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -120,10 +134,10 @@ class LocalRule final : public TilePredicate {
 };
 
 // Entries of the local rule per query tile (kTile x kTile blocks), causality-trimmed.
-std::vector<std::vector<planner::Entry>> local_entries(const LocalRule& rule, int64_t nq,
+std::vector<std::vector<BlockEntry>> local_entries(const LocalRule& rule, int64_t nq,
                                                        int64_t nk, bool causal) {
   const int64_t q_blocks = (nq + kTile - 1) / kTile;
-  std::vector<std::vector<planner::Entry>> lists(q_blocks);
+  std::vector<std::vector<BlockEntry>> lists(q_blocks);
   for (int64_t qb = 0; qb < q_blocks; ++qb) {
     const int64_t r0 = qb * kTile, r1 = std::min(nq, r0 + kTile);
     // Ranges are non-decreasing in i: the union is [lo(r0), hi(r1-1)), the intersection
@@ -143,37 +157,42 @@ std::vector<std::vector<planner::Entry>> local_entries(const LocalRule& rule, in
 }
 
 BlockMask local_mask(const LocalRule& rule, int64_t nq, int64_t nk, bool causal) {
-  BlockMask m;
-  m.q_block = m.kv_block = kTile;
-  m.nq = nq;
-  m.nk = nk;
-  m.row_start.push_back(0);
-  for (const auto& list : local_entries(rule, nq, nk, causal)) {
-    for (const auto& e : list) {
-      m.kv_index.push_back(e.kv_index);
-      m.kind.push_back(e.kind);
-    }
-    m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
-  }
-  m.predicate = std::make_shared<LocalRule>(rule);
-  m.validate();
-  return m;
+  BlockMaskShape shape;
+  shape.nq = nq;
+  shape.nk = nk;
+  shape.q_block = shape.kv_block = kTile;
+  return block_mask_from_entries(shape, std::make_shared<LocalRule>(rule),
+                                 local_entries(rule, nq, nk, causal));
 }
 
 // Heads [h0, h0 + count) of a [B, H, N, D] view.
-TensorView head_slice(TensorView view, int64_t h0, int64_t count) {
-  view.data = static_cast<char*>(view.data) + h0 * view.stride[1] * dtype_size(view.dtype);
+template <class View>
+View head_slice(View view, int64_t h0, int64_t count) {
+  using Byte = std::conditional_t<std::is_same_v<View, TensorView>, const char, char>;
+  view.data = static_cast<Byte*>(view.data) + h0 * view.stride[1] * dtype_size(view.dtype);
   view.shape[1] = count;
   return view;
 }
 
-// Local heads of args: one kernel call per KV head on the view of its local query heads, LSE
-// through a contiguous scratch. Returns the attended pairs summed over batch and heads.
-double run_local(const AttentionArgs& args, const planner::Dims& d, int64_t local_heads,
-                 int64_t block) {
+// Layer norm of each row without gain or bias: (x - mean) / sqrt(var + 1e-6).
+void layer_norm_rows(std::vector<float>* x, int64_t n, int64_t dim) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = x->data() + i * dim;
+    double mean = 0.0, var = 0.0;
+    for (int64_t c = 0; c < dim; ++c) mean += row[c];
+    mean /= static_cast<double>(dim);
+    for (int64_t c = 0; c < dim; ++c) var += (row[c] - mean) * (row[c] - mean);
+    var /= static_cast<double>(dim);
+    const double inv = 1.0 / std::sqrt(var + 1e-6);
+    for (int64_t c = 0; c < dim; ++c) row[c] = static_cast<float>((row[c] - mean) * inv);
+  }
+}
+
+// Local heads of args: one kernel call per KV head on the view of its local query heads (the
+// kernel adds its pairs to args.attended_pairs).
+void run_local(const AttentionArgs& args, const Dims& d, int64_t local_heads, int64_t block) {
   const LocalRule rule(block, d.nk - d.nq);
   const BlockMask mask = local_mask(rule, d.nq, d.nk, args.causal);
-  int64_t pairs = 0;
   for (int64_t g = 0; g * d.group < local_heads; ++g) {
     const int64_t h0 = g * d.group, count = std::min(local_heads, h0 + d.group) - h0;
     AttentionArgs a = args;
@@ -181,22 +200,15 @@ double run_local(const AttentionArgs& args, const planner::Dims& d, int64_t loca
     a.k = head_slice(args.k, g, 1);
     a.v = head_slice(args.v, g, 1);
     a.out = head_slice(args.out, h0, count);
-    std::vector<float> lse(args.lse ? d.batch * count * d.nq : 0);
-    a.lse = args.lse ? lse.data() : nullptr;
-    a.attended_pairs = &pairs;
+    if (!args.lse.empty()) a.lse = head_slice(args.lse, h0, count);
     attention(a, mask);
-    if (args.lse)
-      for (int64_t b = 0; b < d.batch; ++b)
-        std::copy_n(lse.data() + b * count * d.nq, count * d.nq,
-                    args.lse + (b * d.heads_q + h0) * d.nq);
   }
-  return static_cast<double>(pairs);
 }
 
 // Pairs any cluster attends: (i, j) allowed iff i and j share a cluster.
 class RoutingRule final : public TilePredicate {
  public:
-  RoutingRule(std::vector<routing::Clusters> clusters, int64_t heads, int64_t nq, int64_t nk)
+  RoutingRule(const std::vector<RoutingClusters>& clusters, int64_t heads, int64_t nq, int64_t nk)
       : heads_(heads) {
     for (const auto& c : clusters) {
       member_q_.push_back(memberships(c.queries, nq));
@@ -246,19 +258,21 @@ class SplitRule final : public TilePredicate {
   RoutingRule routing_;
 };
 
-class Routing final : public Pattern {
+class RoutingPattern final : public Pattern {
  public:
-  explicit Routing(const PatternParams& params) : canonical_(params.canonical()) {
-    p_.clusters = planner::int_param(params, kName, "clusters", 0, 1 << 20);
-    p_.window = planner::int_param(params, kName, "window", 1, int64_t{1} << 30);
-    p_.iters = planner::int_param(params, kName, "iters", 0, 1000);
-    local_heads_ = planner::int_param(params, kName, "local_heads", -1, 1 << 20);
-    local_block_ = planner::int_param(params, kName, "local_block", 1, int64_t{1} << 30);
+  explicit RoutingPattern(const PatternParams& params) : Pattern(params, Direction::kCaller) {
+    p_.clusters = params.get_int("clusters");
+    p_.window = params.get_int("window");
+    p_.iters = params.get_int("iters");
+    p_.share_qk = params.get_int("share_qk") == 1;
+    local_heads_ = params.get_int("local_heads");
+    local_block_ = params.get_int("local_block");
+    layer_norm_logits_ = params.get_string("logits") == "ln";
   }
-  std::string name() const override { return kName; }
-  std::string spec() const override { return std::string(kName) + ":" + canonical_; }
-  Plan plan(const AttentionArgs& args) const override;
-  RunStats run(const AttentionArgs& args) const override;
+  Plan plan(const PlanInputs& in) const override;
+
+ protected:
+  void execute(const AttentionArgs& args, const Plan& plan) const override;
 
  private:
   // Query heads that attend locally for this shape (-1: floor(Hq / 2); clamped to Hq).
@@ -266,59 +280,64 @@ class Routing final : public Pattern {
     return local_heads_ < 0 ? heads_q / 2 : std::min(local_heads_, heads_q);
   }
   // Routing parameters with the local heads skipped.
-  routing::RoutingParams routed(int64_t heads_q) const {
-    routing::RoutingParams p = p_;
+  RoutingParams routed(int64_t heads_q) const {
+    RoutingParams p = p_;
     p.first_head = local_heads(heads_q);
     return p;
   }
+  // The routed attention of cluster tasks [b, h, c], causal by original positions.
+  void run_clusters(const AttentionArgs& args, const std::vector<RoutingClusters>& clusters) const;
 
-  routing::RoutingParams p_;
+  RoutingParams p_;
   int64_t local_heads_ = -1, local_block_ = 256;
-  std::string canonical_;
+  bool layer_norm_logits_ = true;
 };
 
-RunStats Routing::run(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
+void RoutingPattern::run_clusters(const AttentionArgs& args,
+                                  const std::vector<RoutingClusters>& clusters) const {
+  const Dims d = dims_of(PlanInputs::of(args));
+  const int64_t dim_v = args.v.shape[3];
   const int64_t local = local_heads(d.heads_q);
-  const auto clusters = routing::route(args, routed(d.heads_q));
-  RunStats stats;
-  stats.plan_seconds = now_seconds() - start;
-  const int64_t n_clusters = routing::cluster_count(p_, d.nk);
+  const int64_t n_clusters = routing_cluster_count(p_, d.nk);
   const int64_t tasks = d.batch * d.heads_q * n_clusters;
-  const float scale = effective_scale(args);
+  const float scale = layer_norm_logits_ ? 1.0f : effective_scale(args);
   std::vector<std::vector<float>> task_o(tasks), task_lse(tasks);
-  double pairs = 0.0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : pairs) \
-    num_threads(effective_threads(args.threads))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t bh = t / n_clusters, c = t % n_clusters;
     const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
-    if (h < local) continue;  // local heads: run_local below
+    if (h < local) continue;  // local heads: run_local
     const auto& qs = clusters[bh].queries[c];
     const auto& ks = clusters[bh].keys[c];
     const int64_t nq = static_cast<int64_t>(qs.size()), nk = static_cast<int64_t>(ks.size());
-    std::vector<float> q(nq * d.dim), k(nk * d.dim), v(nk * d.dim_v);
-    kernels::gather_rows(args.q, b, h, qs.data(), nq, q.data());
-    kernels::gather_rows(args.k, b, h / d.group, ks.data(), nk, k.data());
-    kernels::gather_rows(args.v, b, h / d.group, ks.data(), nk, v.data());
+    std::vector<float> q(nq * d.dim), k(nk * d.dim), v(nk * dim_v);
+    cpu::gather_rows(args.q, b, h, qs.data(), nq, q.data());
+    if (p_.share_qk) {
+      cpu::gather_rows(args.q, b, h, ks.data(), nk, k.data());
+    } else {
+      cpu::gather_rows(args.k, b, h / d.group, ks.data(), nk, k.data());
+    }
+    cpu::gather_rows(args.v, b, h / d.group, ks.data(), nk, v.data());
+    if (layer_norm_logits_) {
+      layer_norm_rows(&q, nq, d.dim);
+      layer_norm_rows(&k, nk, d.dim);
+    }
     std::vector<int64_t> limit(nq, nk);
     if (args.causal)
       for (int64_t r = 0; r < nq; ++r)
         limit[r] = std::upper_bound(ks.begin(), ks.end(), qs[r] + d.nk - d.nq) - ks.begin();
-    for (int64_t r = 0; r < nq; ++r) pairs += double(limit[r]);
-    task_o[t].assign(nq * d.dim_v, 0.0f);
+    task_o[t].assign(nq * dim_v, 0.0f);
     task_lse[t].assign(nq, -std::numeric_limits<float>::infinity());
     if (nq == 0 || nk == 0) continue;
     AttentionArgs a;
-    a.q = planner::contiguous(q.data(), nq, d.dim);
-    a.k = planner::contiguous(k.data(), nk, d.dim);
-    a.v = planner::contiguous(v.data(), nk, d.dim_v);
-    a.out = planner::contiguous(task_o[t].data(), nq, d.dim_v);
-    a.lse = task_lse[t].data();
+    a.q = TensorView::contiguous(q.data(), DType::kF32, {1, 1, nq, d.dim});
+    a.k = TensorView::contiguous(k.data(), DType::kF32, {1, 1, nk, d.dim});
+    a.v = TensorView::contiguous(v.data(), DType::kF32, {1, 1, nk, dim_v});
+    a.out = MutableTensorView::contiguous(task_o[t].data(), DType::kF32, {1, 1, nq, dim_v});
+    a.lse = MutableTensorView::contiguous(task_lse[t].data(), DType::kF32, {1, 1, nq, 1});
     a.scale = scale;
     a.threads = 1;
+    a.attended_pairs = args.attended_pairs;
     attention(a, staircase_mask(limit, nk));
   }
   // Scatter back: mean of O over a query's clusters, largest LSE.
@@ -326,52 +345,78 @@ RunStats Routing::run(const AttentionArgs& args) const {
   for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
     const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
     if (h < local) continue;
-    std::vector<float> sum(d.nq * d.dim_v, 0.0f), lse(d.nq, -std::numeric_limits<float>::infinity());
+    std::vector<float> sum(d.nq * dim_v, 0.0f), lse(d.nq, -std::numeric_limits<float>::infinity());
     std::vector<int32_t> count(d.nq, 0);
     for (int64_t c = 0; c < n_clusters; ++c) {
       const auto& qs = clusters[bh].queries[c];
       const int64_t t = bh * n_clusters + c;
       for (size_t r = 0; r < qs.size(); ++r) {
         ++count[qs[r]];
-        for (int64_t x = 0; x < d.dim_v; ++x) sum[qs[r] * d.dim_v + x] += task_o[t][r * d.dim_v + x];
+        for (int64_t x = 0; x < dim_v; ++x) sum[qs[r] * dim_v + x] += task_o[t][r * dim_v + x];
         lse[qs[r]] = std::max(lse[qs[r]], task_lse[t][r]);
       }
     }
     for (int64_t i = 0; i < d.nq; ++i) {
       float* dst = args.out.row<float>(b, h, i);
       const float inv = count[i] > 0 ? 1.0f / static_cast<float>(count[i]) : 0.0f;
-      for (int64_t x = 0; x < d.dim_v; ++x) dst[x * args.out.stride[3]] = sum[i * d.dim_v + x] * inv;
-      if (args.lse) args.lse[bh * d.nq + i] = lse[i];
+      for (int64_t x = 0; x < dim_v; ++x) dst[x * args.out.stride[3]] = sum[i * dim_v + x] * inv;
+      if (!args.lse.empty()) *args.lse.row<float>(b, h, i) = lse[i];
     }
   }
-  if (local > 0) pairs += run_local(args, d, local, local_block_);
-  stats.pairs = pairs / double(std::max<int64_t>(1, d.batch * d.heads_q));
-  stats.density = d.nq * d.nk > 0 ? stats.pairs / (double(d.nq) * d.nk) : 0.0;
-  return stats;
 }
 
-Plan Routing::plan(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const planner::Dims d = planner::dims_of(args);
+void RoutingPattern::execute(const AttentionArgs& args, const Plan& plan) const {
+  const auto& clusters =
+      *std::any_cast<std::shared_ptr<const std::vector<RoutingClusters>>>(plan.state);
+  const Dims d = dims_of(PlanInputs::of(args));
   const int64_t local = local_heads(d.heads_q);
-  auto clusters = routing::route(args, routed(d.heads_q));
+  if (local < d.heads_q) run_clusters(args, clusters);
+  if (local > 0) run_local(args, d, local, local_block_);
+}
+
+Plan RoutingPattern::plan(const PlanInputs& in) const {
+  in.validate(true);
+  const Dims d = dims_of(in);
+  check(!p_.share_qk || d.nq == d.nk, "pattern",
+        "'routing' with share_qk=1 attends the queries as keys: Nq = " + std::to_string(d.nq) +
+            " must equal Nk = " + std::to_string(d.nk));
+  const int64_t local = local_heads(d.heads_q);
+  // Bounded work: the routed attention and the k-means stay within 16 x the dense attention.
+  const int64_t n_clusters = routing_cluster_count(p_, d.nk);
+  const double dense = double(d.nq) * double(d.nk);
+  const double routed_pairs = double(n_clusters) * double(std::min(p_.window, d.nq)) *
+                        double(std::min(p_.window, d.nk));
+  check(n_clusters <= d.nk, "pattern",
+        "'routing' parameter 'clusters' = " + std::to_string(n_clusters) +
+            " exceeds the number of keys Nk = " + std::to_string(d.nk));
+  check(routed_pairs <= 16.0 * dense, "pattern",
+        "'routing': " + std::to_string(n_clusters) + " clusters of " +
+            std::to_string(std::min(p_.window, d.nk)) +
+            " tokens attend more than 16 x the dense Nq x Nk pairs; use fewer clusters or a "
+            "smaller window");
+  check(double(n_clusters) * double(d.nq + d.nk) * double(p_.iters + 1) <= 16.0 * dense,
+        "pattern",
+        "'routing': k-means of " + std::to_string(n_clusters) + " clusters x " +
+            std::to_string(p_.iters) + " iterations over " + std::to_string(d.nq + d.nk) +
+            " tokens costs more than 16 x the dense attention; use fewer clusters or iters");
+  auto clusters = std::make_shared<std::vector<RoutingClusters>>(route(in, routed(d.heads_q)));
   const LocalRule local_rule(local_block_, d.nk - d.nq);
-  const auto local_lists = local_entries(local_rule, d.nq, d.nk, args.causal);
+  const auto local_lists = local_entries(local_rule, d.nq, d.nk, in.causal);
   const int64_t q_blocks = (d.nq + kTile - 1) / kTile, kv_blocks = (d.nk + kTile - 1) / kTile;
-  std::vector<std::vector<planner::Entry>> lists(d.batch * d.heads_q * q_blocks);
+  std::vector<std::vector<BlockEntry>> lists(d.batch * d.heads_q * q_blocks);
   for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
     if (bh % d.heads_q < local) {
       std::copy(local_lists.begin(), local_lists.end(), lists.begin() + bh * q_blocks);
       continue;
     }
+    const RoutingClusters& c = (*clusters)[bh];
     std::vector<uint8_t> touched(q_blocks * kv_blocks, 0);
-    for (size_t c = 0; c < clusters[bh].queries.size(); ++c) {
+    for (size_t x = 0; x < c.queries.size(); ++x) {
       std::vector<int64_t> kbs;
-      for (int32_t j : clusters[bh].keys[c]) kbs.push_back(j / kTile);
+      for (int32_t j : c.keys[x]) kbs.push_back(j / kTile);
       kbs.erase(std::unique(kbs.begin(), kbs.end()), kbs.end());
       int64_t last_qb = -1;
-      for (int32_t i : clusters[bh].queries[c]) {
+      for (int32_t i : c.queries[x]) {
         if (i / kTile == last_qb) continue;
         last_qb = i / kTile;
         for (int64_t kb : kbs) touched[last_qb * kv_blocks + kb] = 1;
@@ -383,30 +428,40 @@ Plan Routing::plan(const AttentionArgs& args) const {
           lists[bh * q_blocks + qb].push_back({static_cast<int32_t>(kb), BlockKind::kPartial});
   }
   Plan plan;
-  plan.mask = planner::mask_from_entries(
-      args, kTile, kTile, d.heads_q, std::move(lists),
+  plan.mask = block_mask_from_entries(
+      mask_shape(in, kTile, kTile, d.heads_q),
       std::make_shared<SplitRule>(local, local_rule,
-                                  RoutingRule(std::move(clusters), d.heads_q, d.nq, d.nk)));
-  plan.plan_seconds = now_seconds() - start;
+                                  RoutingRule(*clusters, d.heads_q, d.nq, d.nk)),
+      std::move(lists));
+  plan.causal = in.causal;
+  plan.state = std::shared_ptr<const std::vector<RoutingClusters>>(std::move(clusters));
   return plan;
 }
 
-const bool registered = register_pattern(
-    {kName,
-     "Routing Transformer: half the heads local block attention (block + flange), the others "
-     "k-means on normalised Q/K (computed on the input), balanced top-w tokens per cluster, "
-     "causal attention inside clusters, outputs averaged back",
-     "Roy et al. 2021, Efficient Content-Based Sparse Attention with Routing Transformers "
-     "(arXiv 2003.05997)",
-     {{"clusters", "0", "clusters (0: max(1, Nk / window))"},
-      {"window", "512", "tokens routed to each cluster"},
-      {"iters", "4", "spherical k-means iterations on the input"},
-      {"local_heads", "-1",
-       "first query heads doing causal local block attention (-1: floor(Hq / 2); 0: all routing)"},
-      {"local_block", "256", "local heads: query block and memory flange (previous keys) size"}}},
-    [](const PatternParams& params) -> std::unique_ptr<Pattern> {
-      return std::make_unique<Routing>(params);
-    });
-
 }  // namespace
-}  // namespace attnkit
+
+PatternRegistration routing_pattern() {
+  return {{"routing",
+           "Routing Transformer: half the heads local block attention (block + flange), the others "
+           "k-means on normalised Q/K (computed on the input), balanced top-w tokens per cluster, "
+           "causal attention inside clusters on layer-normalised q, k (or raw logits), outputs "
+           "averaged back",
+           "Roy et al. 2021, Efficient Content-Based Sparse Attention with Routing Transformers "
+           "(arXiv 2003.05997)",
+           PatternFamily::kDynamic,
+           {int_param("clusters", 0, 0, 1 << 20, "clusters (0: max(1, Nk / window))"),
+            int_param("window", 512, 1, int64_t{1} << 30, "tokens routed to each cluster"),
+            int_param("iters", 4, 0, 100, "spherical k-means iterations on the input"),
+            int_param("local_heads", -1, -1, 1 << 20,
+                      "first query heads doing causal local block attention (-1: floor(Hq / 2); "
+                      "0: all routing)"),
+            int_param("local_block", 256, 1, int64_t{1} << 30,
+                      "local heads: query block and memory flange (previous keys) size"),
+            choice_param("logits", "ln", {"ln", "raw"},
+                         "routing heads: ln = LN(q).LN(k) without 1/sqrt(d) (official); raw = "
+                         "scale q.k"),
+            int_param("share_qk", 0, 0, 1, "1: keys are the queries (K = Q, one routing)")}},
+          &construct_pattern<RoutingPattern>};
+}
+
+}  // namespace attnkit::dynamic_patterns

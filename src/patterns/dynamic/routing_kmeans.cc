@@ -2,9 +2,9 @@
 // balanced top-w membership. See routing.cc for the full rule.
 //
 // Choices, documented:
-// - Routing features are the L2-normalised queries and keys (lucidrains' variant; the paper's
-//   layer norm without scale plays the same role). Q and K are NOT tied (share_qk is a training
-//   choice of the decoder; the attention here uses the given Q and K), but they share centroids.
+// - Routing features are the L2-normalised queries and keys (lucidrains' variant; the official
+//   code routes its layer-normalised q and k, which differ from these by the centring only).
+//   Q and K share centroids; with share_qk the keys are the queries themselves.
 // - Centroids are computed on the input (the trained EMA centroids are not available): spherical
 //   k-means over the normalised queries and keys together, initialised with keys at evenly
 //   spaced positions, `iters` (default 4) Lloyd iterations; an empty cluster keeps its centroid.
@@ -15,11 +15,12 @@
 #include <numeric>
 #include <vector>
 
+#include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
 #include "patterns/dynamic/planner.h"
 #include "patterns/dynamic/routing.h"
 
-namespace attnkit::routing {
+namespace attnkit::dynamic_patterns {
 namespace {
 
 void normalise_rows(std::vector<float>* x, int64_t n, int64_t dim) {
@@ -36,11 +37,11 @@ void normalise_rows(std::vector<float>* x, int64_t n, int64_t dim) {
 void similarities(const std::vector<float>& x, int64_t n, const std::vector<float>& mu,
                   int64_t clusters, int64_t dim, std::vector<float>* scores) {
   std::vector<float> mu_t(dim * clusters);
-  kernels::transpose_keys(mu.data(), clusters, dim, dim, mu_t.data(), clusters);
+  cpu::transpose_keys(mu.data(), clusters, dim, dim, mu_t.data(), clusters);
   scores->resize(n * clusters);
   constexpr int64_t kRows = 64;
   for (int64_t i0 = 0; i0 < n; i0 += kRows)
-    kernels::score_tile(x.data() + i0 * dim, dim, std::min(kRows, n - i0), mu_t.data(), clusters,
+    cpu::score_tile(x.data() + i0 * dim, dim, std::min(kRows, n - i0), mu_t.data(), clusters,
                         clusters, dim, 1.0f, scores->data() + i0 * clusters, clusters);
 }
 
@@ -51,28 +52,32 @@ std::vector<std::vector<int32_t>> top_members(const std::vector<float>& scores, 
   std::vector<float> column(n);
   for (int64_t c = 0; c < clusters; ++c) {
     for (int64_t i = 0; i < n; ++i) column[i] = scores[i * clusters + c];
-    members[c] = kernels::topk_indices(column.data(), n, w);
+    members[c] = cpu::topk_indices(column.data(), n, w);
   }
   return members;
 }
 
 }  // namespace
 
-int64_t cluster_count(const RoutingParams& p, int64_t nk) {
+int64_t routing_cluster_count(const RoutingParams& p, int64_t nk) {
   return p.clusters > 0 ? p.clusters : std::max<int64_t>(1, nk / p.window);
 }
 
-std::vector<Clusters> route(const AttentionArgs& args, const RoutingParams& p) {
-  const planner::Dims d = planner::dims_of(args);
-  const int64_t clusters = cluster_count(p, d.nk);
-  std::vector<Clusters> out(d.batch * d.heads_q);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
+std::vector<RoutingClusters> route(const PlanInputs& in, const RoutingParams& p) {
+  const Dims d = dims_of(in);
+  const int64_t clusters = routing_cluster_count(p, d.nk);
+  std::vector<RoutingClusters> out(d.batch * d.heads_q);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(in.threads))
   for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
     const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
     if (h < p.first_head) continue;  // a local head: not routed
     std::vector<float> xq(d.nq * d.dim), xk(d.nk * d.dim);
-    kernels::load_rows(args.q, b, h, 0, d.nq, xq.data());
-    kernels::load_rows(args.k, b, h / d.group, 0, d.nk, xk.data());
+    cpu::load_rows(in.q, b, h, 0, d.nq, xq.data());
+    if (p.share_qk) {
+      cpu::load_rows(in.q, b, h, 0, d.nk, xk.data());  // nq == nk
+    } else {
+      cpu::load_rows(in.k, b, h / d.group, 0, d.nk, xk.data());
+    }
     normalise_rows(&xq, d.nq, d.dim);
     normalise_rows(&xk, d.nk, d.dim);
     std::vector<float> mu(clusters * d.dim, 0.0f);
@@ -109,4 +114,4 @@ std::vector<Clusters> route(const AttentionArgs& args, const RoutingParams& p) {
   return out;
 }
 
-}  // namespace attnkit::routing
+}  // namespace attnkit::dynamic_patterns

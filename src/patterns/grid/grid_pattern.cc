@@ -6,12 +6,9 @@
 #include <vector>
 
 #include "attnkit/error.h"
-#include "core/timing.h"
 
-namespace attnkit::grid {
+namespace attnkit::grid_patterns {
 namespace {
-
-constexpr int64_t kOriginalBlock = 64;
 
 // Per-coordinate tables of one axis, so the element predicate is a few loads and compares.
 struct AxisTable {
@@ -192,60 +189,6 @@ struct ListBuilder {
   void end_row() { mask.row_start.push_back(static_cast<int64_t>(mask.kv_index.size())); }
 };
 
-// Splits the row-major token range [a, b) into at most 2 * ndim - 1 boxes (original coordinates).
-void linear_boxes(const Grid& grid, int64_t a, int64_t b, std::vector<Box>* boxes) {
-  const int ndim = grid.ndim;
-  int64_t stride[3] = {1, 1, 1};
-  for (int ax = ndim - 2; ax >= 0; --ax) stride[ax] = stride[ax + 1] * grid.axis[ax + 1].length;
-  boxes->clear();
-  while (a < b) {
-    int64_t c[3] = {0, 0, 0};
-    grid.coords(a, c);
-    int ax = 0;
-    while (!(a % stride[ax] == 0 && a + stride[ax] <= b)) ++ax;  // ax = ndim - 1 always fits
-    const int64_t m = std::min(grid.axis[ax].length - c[ax], (b - a) / stride[ax]);
-    Box box;
-    for (int x = 0; x < ndim; ++x) {
-      if (x < ax) {
-        box.lo[x] = c[x], box.hi[x] = c[x] + 1;
-      } else if (x == ax) {
-        box.lo[x] = c[x], box.hi[x] = c[x] + m;
-      } else {
-        box.lo[x] = 0, box.hi[x] = grid.axis[x].length;
-      }
-    }
-    boxes->push_back(box);
-    a += m * stride[ax];
-  }
-}
-
-// Original-coordinate interval of the keys reachable from queries [q0, q1) on one axis.
-void reach(const AxisRule& rule, int64_t q0, int64_t q1, int64_t* k0, int64_t* k1) {
-  const int64_t d = rule.dilation;
-  *k0 = rule.length;
-  *k1 = 0;
-  for (int64_t g = 0; g < d; ++g) {
-    const int64_t qa = (q0 - g + d - 1) / d, qb = (q1 - 1 - g + d) / d;
-    if (q1 - 1 < g || qa >= qb) continue;
-    const int64_t len = rule.group_length(g);
-    int64_t s0, e0, s1, e1;
-    rule.window(qa, len, &s0, &e0);
-    rule.window(qb - 1, len, &s1, &e1);
-    *k0 = std::min(*k0, g + d * s0);
-    *k1 = std::max(*k1, g + d * (e1 - 1) + 1);
-  }
-}
-
-Coverage classify_boxes(const Grid& grid, const Box& q, const Box& k) {
-  bool all = true;
-  for (int a = 0; a < grid.ndim; ++a) {
-    const Coverage c = classify_axis(grid.axis[a], q.lo[a], q.hi[a], k.lo[a], k.hi[a]);
-    if (c == Coverage::kNone) return Coverage::kNone;
-    all = all && c == Coverage::kAll;
-  }
-  return all ? Coverage::kAll : Coverage::kSome;
-}
-
 int64_t root(int64_t n, int k) {
   auto power = [k](int64_t r) {
     int64_t p = 1;
@@ -279,10 +222,10 @@ Grid resolve_grid(const GridTemplate& gt, int64_t n) {
     // The unknown lengths share what the known ones leave: N / known = r^unknown.
     const int64_t rest = known > 0 && n % known == 0 ? n / known : 0;
     const int64_t r = rest > 0 ? root(rest, unknown) : 0;
-    check(rest > 0, "--pattern",
+    check(rest > 0, "pattern",
           name + ": N = " + std::to_string(n) + " is not a multiple of the given lengths (" +
               std::to_string(known) + " tokens); give " + dims + " to match N");
-    check(r > 0, "--pattern",
+    check(r > 0, "pattern",
           name + ": N = " + std::to_string(n) + " leaves " + std::to_string(rest) +
               " tokens for the unknown lengths, not a perfect " +
               (unknown == 2 ? "square" : "cube") + "; give " + dims + " explicitly");
@@ -290,65 +233,26 @@ Grid resolve_grid(const GridTemplate& gt, int64_t n) {
       if (grid.axis[a].length <= 0) grid.axis[a].length = r;
     }
   }
-  check(grid.size() == n, "--pattern",
+  check(grid.size() == n, "pattern",
         name + ": the grid " + dims + " = " + std::to_string(grid.size()) +
             " tokens must equal the sequence length N = " + std::to_string(n));
   for (int a = 0; a < grid.ndim; ++a) {
     const AxisRule& r = grid.axis[a];
     const std::string axis = name + ": " + gt.axis_names[a] + " = " + std::to_string(r.length);
     if (r.kind == AxisRule::Kind::kNatten) {
-      check(r.kernel >= 1 && r.dilation >= 1, "--pattern",
+      check(r.kernel >= 1 && r.dilation >= 1, "pattern",
             axis + ": kernel and dilation must be >= 1, got kernel " + std::to_string(r.kernel) +
                 ", dilation " + std::to_string(r.dilation));
-      check(r.kernel * r.dilation <= r.length, "--pattern",
+      check(r.kernel * r.dilation <= r.length, "pattern",
             axis + " must be >= kernel * dilation = " + std::to_string(r.kernel) + " * " +
                 std::to_string(r.dilation));
     } else {
-      check(r.block >= 1 && r.halo >= 0, "--pattern",
+      check(r.block >= 1 && r.halo >= 0, "pattern",
             axis + ": block must be >= 1 and halo >= 0, got block " + std::to_string(r.block) +
                 ", halo " + std::to_string(r.halo));
     }
   }
   return grid;
-}
-
-BlockMask plan_original(const Grid& grid) {
-  const int64_t n = grid.size();
-  ListBuilder builder(n, kOriginalBlock);
-  const int64_t blocks = (n + kOriginalBlock - 1) / kOriginalBlock;
-  std::vector<Box> qboxes, kboxes;
-  for (int64_t qb = 0; qb < blocks; ++qb) {
-    linear_boxes(grid, qb * kOriginalBlock, std::min(n, (qb + 1) * kOriginalBlock), &qboxes);
-    // Keys reachable from the query block's bounding box, as a token range.
-    int64_t klo[3] = {0, 0, 0}, khi[3] = {1, 1, 1};
-    bool reachable = true;
-    for (int a = 0; a < grid.ndim; ++a) {
-      int64_t lo = grid.axis[a].length, hi = 0;
-      for (const Box& b : qboxes) lo = std::min(lo, b.lo[a]), hi = std::max(hi, b.hi[a]);
-      reach(grid.axis[a], lo, hi, &klo[a], &khi[a]);
-      reachable = reachable && klo[a] < khi[a];
-      khi[a] -= 1;  // last reachable coordinate
-    }
-    if (reachable) {
-      const int64_t first = grid.linear(klo) / kOriginalBlock;
-      const int64_t last = grid.linear(khi) / kOriginalBlock;
-      for (int64_t kb = first; kb <= last; ++kb) {
-        linear_boxes(grid, kb * kOriginalBlock, std::min(n, (kb + 1) * kOriginalBlock), &kboxes);
-        bool all = true, any = false;
-        for (const Box& q : qboxes) {
-          for (const Box& k : kboxes) {
-            const Coverage c = classify_boxes(grid, q, k);
-            all = all && c == Coverage::kAll;
-            any = any || c != Coverage::kNone;
-          }
-        }
-        if (any) builder.add(kb, all ? BlockKind::kFull : BlockKind::kPartial);
-      }
-    }
-    builder.end_row();
-  }
-  builder.mask.predicate = std::make_shared<GridPredicate>(grid, nullptr, false);
-  return std::move(builder.mask);
 }
 
 TiledPlan plan_tiled(const Grid& grid, bool causal) {
@@ -411,76 +315,20 @@ TiledPlan plan_tiled(const Grid& grid, bool causal) {
   return plan;
 }
 
-TiledDensity tiled_density(const Grid& grid) {
-  const TiledPlan plan = plan_tiled(grid, false);
-  TiledDensity d;
-  const double n = static_cast<double>(grid.size());
-  d.element = grid.pairs() / (n * n);
-  d.visited_blocks = static_cast<int64_t>(plan.mask.kv_index.size());
-  d.block = plan.tiling->block;
-  for (int a = 0; a < 3; ++a) d.tile[a] = plan.tiling->tile[a];
-  d.visited = static_cast<double>(d.visited_blocks) * d.block * d.block / (n * n);
-  return d;
-}
-
-TiledDensity tiled_density(const std::string& spec, int64_t n) {
-  const std::unique_ptr<Pattern> pattern = make_pattern(spec);
-  const auto* grid_pattern = dynamic_cast<const GridPattern*>(pattern.get());
-  check(grid_pattern != nullptr, "--pattern", spec + " is not a grid pattern");
-  return tiled_density(grid_pattern->grid_for(n));
-}
-
-Grid GridPattern::grid_for_args(const AttentionArgs& args) const {
-  const int64_t nq = args.q.shape[2], nk = args.k.shape[2];
-  check(nq == nk, "--pattern",
+Plan GridPattern::plan(const PlanInputs& in) const {
+  in.validate(false);
+  const int64_t nq = in.q.shape[2], nk = in.k.shape[2];
+  check(nq == nk, "pattern",
         name() + " is a self-attention over the grid: Nq = " + std::to_string(nq) +
             " must equal Nk = " + std::to_string(nk));
-  return grid_for(nq);
-}
-
-Plan GridPattern::plan(const AttentionArgs& args) const {
-  const double start = now_seconds();
+  TiledPlan tiled = plan_tiled(resolve_grid(template_, nq), in.causal);
   Plan plan;
-  plan.mask = plan_original(grid_for_args(args));
-  plan.plan_seconds = now_seconds() - start;
+  plan.mask = std::move(tiled.mask);
+  plan.causal = in.causal;
+  if (!tiled.tiling->identity) {
+    plan.token_order.assign(tiled.tiling->source.begin(), tiled.tiling->source.end());
+  }
   return plan;
 }
 
-RunStats GridPattern::run(const AttentionArgs& args) const {
-  validate(args);
-  const double start = now_seconds();
-  const Grid grid = grid_for_args(args);
-  const TiledPlan plan = plan_tiled(grid, args.causal);
-  RunStats stats;
-  stats.plan_seconds = now_seconds() - start;
-
-  AttentionArgs tiled = args;
-  tiled.causal = false;  // already in the mask, in original order
-  int64_t attended = 0;  // counted by the kernel from the masked tiles (padding never counts)
-  tiled.attended_pairs = &attended;
-  if (plan.tiling->identity) {
-    attention(tiled, plan.mask);
-  } else {
-    const Tensor q = gather_rows(args.q, *plan.tiling, args.threads);
-    const Tensor k = gather_rows(args.k, *plan.tiling, args.threads);
-    const Tensor v = gather_rows(args.v, *plan.tiling, args.threads);
-    const int64_t batch = args.out.shape[0], heads = args.out.shape[1];
-    const int64_t padded = plan.tiling->padded();
-    Tensor out({batch, heads, padded, args.out.shape[3]}, DType::kF32);
-    std::vector<float> lse(args.lse != nullptr ? batch * heads * padded : 0);
-    tiled.q = q.view();
-    tiled.k = k.view();
-    tiled.v = v.view();
-    tiled.out = out.view();
-    tiled.lse = args.lse != nullptr ? lse.data() : nullptr;
-    attention(tiled, plan.mask);
-    scatter_rows(out, tiled.lse, *plan.tiling, args.out, args.lse, args.threads);
-  }
-  if (args.attended_pairs) *args.attended_pairs += attended;
-  const double n = static_cast<double>(grid.size());
-  stats.pairs = static_cast<double>(attended) / static_cast<double>(args.q.shape[0] * args.q.shape[1]);
-  stats.density = stats.pairs / (n * n);
-  return stats;
-}
-
-}  // namespace attnkit::grid
+}  // namespace attnkit::grid_patterns

@@ -14,44 +14,45 @@
 // Grids whose sides are not multiples of `block` (timm asserts divisibility) are allowed: the last
 // block of a row or column is clipped and keeps the halo rule relative to its nominal start.
 // height / width default to 0 = derived from N (square grid, or N / the other side).
-// run() tiles tokens into 8 x 8 boxes (tiling.h): with block 8 a query box is exactly one HaloNet
-// block, whose 3 x 3 neighbour boxes are its only key blocks (centre FULL, ring PARTIAL).
-#include "attnkit/error.h"
+// The plan tiles tokens into 8 x 8 boxes (tiling.h): with block 8 a query box is exactly one
+// HaloNet block, whose 3 x 3 neighbour boxes are its only key blocks (centre FULL, ring PARTIAL).
+// Bidirectional, as in the paper.
 #include "patterns/grid/grid_pattern.h"
-#include "patterns/static/interval_rule.h"
+#include "patterns/grid/grid_patterns.h"
 
-namespace attnkit::grid {
+namespace attnkit::grid_patterns {
 namespace {
 
-std::unique_ptr<Pattern> make(const PatternParams& params) {
-  using patterns::int_param;
-  const int64_t kMax = int64_t{1} << 30;
+std::unique_ptr<Pattern> make_halo2d(const PatternParams& params) {
   GridTemplate gt;
   gt.pattern_name = "halo2d";
   gt.axis_names[0] = "height";
   gt.axis_names[1] = "width";
   gt.grid.ndim = 2;
-  const int64_t block = int_param(params, "halo2d", "block", 1, kMax);
-  const int64_t halo = int_param(params, "halo2d", "halo", 0, kMax);
   for (int a = 0; a < 2; ++a) {
     AxisRule& rule = gt.grid.axis[a];
     rule.kind = AxisRule::Kind::kHalo;
-    rule.length = int_param(params, "halo2d", gt.axis_names[a], 0, kMax);
-    rule.block = block;
-    rule.halo = halo;
+    rule.length = params.get_int(gt.axis_names[a]);
+    rule.block = params.get_int("block");
+    rule.halo = params.get_int("halo");
   }
-  return std::make_unique<GridPattern>(gt, "halo2d:" + params.canonical());
+  return std::make_unique<GridPattern>(params, Direction::kBidirectional, std::move(gt));
 }
 
-[[maybe_unused]] const bool registered = register_pattern(
-    PatternInfo{"halo2d",
-                "HaloNet blocked local attention: block x block queries see their block + halo",
-                "Vaswani et al., Scaling Local Self-Attention (HaloNet), CVPR 2021",
-                {{"height", "0", "grid height; 0 = derived from N"},
-                 {"width", "0", "grid width; 0 = derived from N"},
-                 {"block", "8", "query block side"},
-                 {"halo", "3", "extra key pixels on each side of the block (cut at the border)"}}},
-    &make);
-
 }  // namespace
-}  // namespace attnkit::grid
+
+PatternRegistration halo2d_pattern() {
+  const int64_t kMax = int64_t{1} << 30;
+  return {{"halo2d",
+           "HaloNet blocked local attention: block x block queries see their block + halo",
+           "Vaswani et al., Scaling Local Self-Attention (HaloNet), CVPR 2021",
+           PatternFamily::kGrid,
+           {int_param("height", 0, 0, kMax, "grid height; 0 = derived from N"),
+            int_param("width", 0, 0, kMax, "grid width; 0 = derived from N"),
+            int_param("block", 8, 1, kMax, "query block side"),
+            int_param("halo", 3, 0, kMax,
+                      "extra key pixels on each side of the block (cut at the border)")}},
+          &make_halo2d};
+}
+
+}  // namespace attnkit::grid_patterns

@@ -1,21 +1,19 @@
 #include "patterns/grid/tiling.h"
 
 #include <algorithm>
-#include <cstring>
 
-#include "attnkit/error.h"
 #include "patterns/grid/natten.h"
 
-namespace attnkit::grid {
+namespace attnkit::grid_patterns {
 
 int64_t AxisRule::group_length(int64_t g) const {
-  return natten::group_length(length, dilation, g);
+  return natten_group_length(length, dilation, g);
 }
 
 void AxisRule::window(int64_t i, int64_t group_len, int64_t* start, int64_t* end) const {
   if (kind == Kind::kNatten) {
-    *start = natten::window_start(i, kernel, causal, group_len);
-    *end = natten::window_end(i, kernel, causal, group_len);
+    *start = natten_window_start(i, kernel, causal, group_len);
+    *end = natten_window_end(i, kernel, causal, group_len);
     return;
   }
   // HaloNet: the query's block plus `halo` keys on each side, cut at the grid border.
@@ -209,50 +207,4 @@ Tiling make_tiling(const Grid& grid) {
   return t;
 }
 
-Tensor gather_rows(const TensorView& src, const Tiling& tiling, int threads) {
-  const int64_t batch = src.shape[0], heads = src.shape[1], dim = src.shape[3];
-  const int64_t padded = tiling.padded();
-  Tensor dst({batch, heads, padded, dim}, src.dtype);
-  const size_t es = dtype_size(src.dtype);
-  const auto* in = static_cast<const std::byte*>(src.data);
-  auto* out = static_cast<std::byte*>(dst.data());
-#pragma omp parallel for collapse(2) schedule(static) num_threads(effective_threads(threads))
-  for (int64_t bh = 0; bh < batch * heads; ++bh) {
-    for (int64_t p = 0; p < padded; ++p) {
-      const int64_t s = tiling.source[p];
-      if (s < 0) continue;
-      const int64_t b = bh / heads, h = bh % heads;
-      const std::byte* row = in + es * src.offset(b, h, s, 0);
-      std::byte* to = out + es * ((bh * padded + p) * dim);
-      if (src.stride[3] == 1) {
-        std::memcpy(to, row, es * dim);
-      } else {
-        for (int64_t d = 0; d < dim; ++d)
-          std::memcpy(to + es * d, row + es * d * src.stride[3], es);
-      }
-    }
-  }
-  return dst;
-}
-
-void scatter_rows(const Tensor& tiled_out, const float* tiled_lse, const Tiling& tiling,
-                  const TensorView& out, float* lse, int threads) {
-  const int64_t batch = out.shape[0], heads = out.shape[1], n = out.shape[2], dim = out.shape[3];
-  const int64_t padded = tiling.padded();
-  const float* in = tiled_out.f32();
-  auto* dst = static_cast<float*>(out.data);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(effective_threads(threads))
-  for (int64_t bh = 0; bh < batch * heads; ++bh) {
-    for (int64_t p = 0; p < padded; ++p) {
-      const int64_t s = tiling.source[p];
-      if (s < 0) continue;
-      const int64_t b = bh / heads, h = bh % heads;
-      const float* row = in + (bh * padded + p) * dim;
-      float* to = dst + out.offset(b, h, s, 0);
-      for (int64_t d = 0; d < dim; ++d) to[d * out.stride[3]] = row[d];
-      if (lse != nullptr && tiled_lse != nullptr) lse[bh * n + s] = tiled_lse[bh * padded + p];
-    }
-  }
-}
-
-}  // namespace attnkit::grid
+}  // namespace attnkit::grid_patterns

@@ -19,10 +19,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "attnkit/attention.h"
-#include "attnkit/tensor.h"
-
-namespace attnkit::grid {
+namespace attnkit::grid_patterns {
 
 // One axis of a separable neighbourhood.
 struct AxisRule {
@@ -92,13 +89,4 @@ struct Tiling {
 // on the others, so small or flat grids still get full blocks where they can.
 Tiling make_tiling(const Grid& grid);
 
-// Gathers rows of `src` ([B, H, N, D], any dtype and strides) into a new contiguous tensor
-// [B, H, padded, D] of the same dtype, following tiling.source; padding rows are zero.
-// `threads` as AttentionArgs::threads (0 = every core).
-Tensor gather_rows(const TensorView& src, const Tiling& tiling, int threads);
-// Scatters the rows of tiled results back: out[b, h, source[p], :] = tiled_out[b, h, p, :] and
-// lse likewise (lse/tiled_lse may be null); padding rows are dropped.
-void scatter_rows(const Tensor& tiled_out, const float* tiled_lse, const Tiling& tiling,
-                  const TensorView& out, float* lse, int threads);
-
-}  // namespace attnkit::grid
+}  // namespace attnkit::grid_patterns

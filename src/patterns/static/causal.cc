@@ -4,8 +4,9 @@
 // 2.1+) sees key j iff j <= p. No parameters. As a pattern it drives the block-sparse kernel with
 // only the diagonal blocks PARTIAL, which makes it the baseline of every sparse comparison.
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class CausalRule final : public IntervalRule {
@@ -17,20 +18,23 @@ class CausalRule final : public IntervalRule {
 
 class CausalPattern final : public IntervalPattern {
  public:
-  CausalPattern() : IntervalPattern("causal", "") {}
+  explicit CausalPattern(const PatternParams& params)
+      : IntervalPattern(params, Direction::kCausal) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<CausalRule>(nq, nk, 1);
   }
 };
 
-[[maybe_unused]] const bool registered =
-    register_pattern({"causal",
-                      "causal (decoder) mask, bottom-right aligned: key j <= query position",
-                      "Vaswani et al. 2017, Attention Is All You Need",
-                      {}},
-                     [](const PatternParams&) -> std::unique_ptr<Pattern> {
-                       return std::make_unique<CausalPattern>();
-                     });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration causal_pattern() {
+  return {{"causal",
+           "causal (decoder) mask, bottom-right aligned: key j <= query position",
+           "Vaswani et al. 2017, Attention Is All You Need",
+           PatternFamily::kStatic,
+           {}},
+          &construct_pattern<CausalPattern>};
+}
+}  // namespace attnkit::static_patterns

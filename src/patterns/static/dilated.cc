@@ -7,8 +7,9 @@
 // own position is always one of them, and the holes are relative to each query (so neighbouring
 // queries see interleaved key sets; no block is FULL when dilation > 1).
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class DilatedRule final : public IntervalRule {
@@ -26,9 +27,11 @@ class DilatedRule final : public IntervalRule {
 class DilatedPattern final : public IntervalPattern {
  public:
   explicit DilatedPattern(const PatternParams& params)
-      : IntervalPattern("dilated", params.canonical()),
-        size_(int_param(params, "dilated", "size", 1, int64_t{1} << 30)),
-        dilation_(int_param(params, "dilated", "dilation", 1, int64_t{1} << 20)) {}
+      : IntervalPattern(params, Direction::kCausal),
+        size_(params.get_int("size")),
+        dilation_(params.get_int("dilation")) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<DilatedRule>(nq, nk, size_, dilation_);
   }
@@ -37,15 +40,16 @@ class DilatedPattern final : public IntervalPattern {
   int64_t size_, dilation_;
 };
 
-[[maybe_unused]] const bool registered =
-    register_pattern({"dilated",
-                      "causal dilated window: query p sees keys p - k*dilation, k < size",
-                      "Beltagy et al. 2020, Longformer (dilated sliding window)",
-                      {{"size", "256", "keys seen per query, itself included"},
-                       {"dilation", "2", "distance between consecutive keys seen"}}},
-                     [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-                       return std::make_unique<DilatedPattern>(p);
-                     });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration dilated_pattern() {
+  return {{"dilated",
+           "causal dilated window: query p sees keys p - k*dilation, k < size",
+           "Beltagy et al. 2020, Longformer (dilated sliding window)",
+           PatternFamily::kStatic,
+           {int_param("size", 256, 1, int64_t{1} << 30, "keys seen per query, itself included"),
+            int_param("dilation", 2, 1, int64_t{1} << 20,
+                      "distance between consecutive keys seen")}},
+          &construct_pattern<DilatedPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -11,8 +11,9 @@
 
 #include "attnkit/error.h"
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 std::vector<int64_t> parse_lengths(const std::string& text) {
@@ -24,11 +25,11 @@ std::vector<int64_t> parse_lengths(const std::string& text) {
     char* end = nullptr;
     const long long value = std::strtoll(item.c_str(), &end, 10);
     check(!item.empty() && end && *end == '\0' && value >= 1 && value <= (int64_t{1} << 40),
-          "--pattern",
+          "pattern",
           "'document' parameter 'lengths' must be positive integers joined by '+', got '" + text +
               "'");
     lengths.push_back(value);
-    check(lengths.size() <= 1000000, "--pattern", "'document' has more than 10^6 lengths");
+    check(lengths.size() <= 1000000, "pattern", "'document' has more than 10^6 lengths");
     start = plus + 1;
   }
   return lengths;
@@ -59,8 +60,10 @@ class DocumentRule final : public IntervalRule {
 class DocumentPattern final : public IntervalPattern {
  public:
   explicit DocumentPattern(const PatternParams& params)
-      : IntervalPattern("document", params.canonical()),
+      : IntervalPattern(params, Direction::kCausal),
         lengths_(parse_lengths(params.get_string("lengths"))) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<DocumentRule>(nq, nk, lengths_);
   }
@@ -69,14 +72,14 @@ class DocumentPattern final : public IntervalPattern {
   std::vector<int64_t> lengths_;
 };
 
-[[maybe_unused]] const bool registered =
-    register_pattern({"document",
-                      "packed documents: causal inside each document, nothing across",
-                      "packed-sequence (document) masking, as in FlexAttention's document_mask",
-                      {{"lengths", "1024", "document lengths a+b+c, repeated to cover the keys"}}},
-                     [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-                       return std::make_unique<DocumentPattern>(p);
-                     });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration document_pattern() {
+  return {{"document",
+           "packed documents: causal inside each document, nothing across",
+           "packed-sequence (document) masking, as in FlexAttention's document_mask",
+           PatternFamily::kStatic,
+           {text_param("lengths", "1024", "document lengths a+b+c, repeated to cover the keys")}},
+          &construct_pattern<DocumentPattern>};
+}
+}  // namespace attnkit::static_patterns

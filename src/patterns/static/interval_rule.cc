@@ -1,13 +1,10 @@
 #include "patterns/static/interval_rule.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <map>
 
-#include "attnkit/error.h"
-
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -157,59 +154,6 @@ void IntervalRule::fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0
   }
 }
 
-int IntervalRule::classify(int64_t h, int64_t qb, int64_t kb, int64_t q_block,
-                           int64_t kv_block) const {
-  RowRanges row;
-  const int64_t q0 = qb * q_block, rows = std::min(q_block, nq_ - q0);
-  const int64_t k0 = kb * kv_block, k1 = std::min(nk_, k0 + kv_block);
-  int64_t covered_rows = 0;
-  bool any = false;
-  for (int64_t i = q0; i < q0 + rows; ++i) {
-    row.clear();
-    ranges(h, i + offset(), &row);
-    row.normalize(nk_);
-    bool covered = false;
-    for (const KeyRange& r : row.items()) {
-      if (r.stride == 1) {
-        covered |= r.begin <= k0 && r.end >= k1;
-        any |= r.begin < k1 && r.end > k0;
-      } else {
-        any |= first_member(r, k0) < std::min(r.end, k1);
-      }
-    }
-    covered_rows += covered;
-  }
-  if (!any) return 0;
-  return static_cast<int>(covered_rows == rows ? BlockKind::kFull : BlockKind::kPartial);
-}
-
-double IntervalRule::average_pairs(bool causal) const {
-  std::map<int64_t, double> per_class;
-  double total = 0.0;
-  for (int64_t h = 0; h < heads_; ++h) {
-    const int64_t c = head_class(h);
-    auto it = per_class.find(c);
-    if (it == per_class.end()) {
-      double pairs = 0.0;
-#pragma omp parallel for reduction(+ : pairs) schedule(static, 256) if (nq_ >= 16384)
-      for (int64_t i = 0; i < nq_; ++i) {
-        thread_local RowRanges row;
-        row.clear();
-        ranges(h, i + offset(), &row);
-        row.normalize(nk_);
-        const int64_t p = i + offset();
-        for (const KeyRange& r : row.items()) {
-          const int64_t end = causal ? std::min(r.end, p + 1) : r.end;
-          if (end > r.begin) pairs += static_cast<double>(ceil_div(end - r.begin, r.stride));
-        }
-      }
-      it = per_class.emplace(c, pairs).first;
-    }
-    total += it->second;
-  }
-  return heads_ > 0 ? total / static_cast<double>(heads_) : 0.0;
-}
-
 BlockMask build_interval_mask(std::shared_ptr<const IntervalRule> rule, int64_t q_block,
                               int64_t kv_block) {
   const IntervalRule& r = *rule;
@@ -245,74 +189,12 @@ BlockMask build_interval_mask(std::shared_ptr<const IntervalRule> rule, int64_t 
       });
 }
 
-int classify_interval_block(const void* context, int64_t, int64_t h, int64_t qb, int64_t kb) {
-  const auto* c = static_cast<const IntervalBlockContext*>(context);
-  return c->rule->classify(h, qb, kb, c->q_block, c->kv_block);
-}
-
-void interval_candidates(const void* context, int64_t, int64_t h, int64_t qb,
-                         std::vector<std::pair<int64_t, int64_t>>* out) {
-  const auto* c = static_cast<const IntervalBlockContext*>(context);
-  const IntervalRule& r = *c->rule;
-  RowRanges row;
-  int64_t lo = INT64_MAX, hi = -1;
-  const int64_t q0 = qb * c->q_block;
-  for (int64_t i = q0; i < std::min(r.nq(), q0 + c->q_block); ++i) {
-    row.clear();
-    r.ranges(h, i + r.offset(), &row);
-    row.normalize(r.nk());
-    for (const KeyRange& k : row.items()) {
-      lo = std::min(lo, k.begin / c->kv_block);
-      hi = std::max(hi, (k.end - 1) / c->kv_block);
-    }
-  }
-  if (hi >= 0) out->push_back({lo, hi + 1});
-}
-
-Plan IntervalPattern::plan(const AttentionArgs& args) const {
-  const auto start = std::chrono::steady_clock::now();
+Plan IntervalPattern::plan(const PlanInputs& in) const {
+  in.validate(false);
   Plan plan;
-  plan.mask = build_interval_mask(make_rule(args.q.shape[2], args.k.shape[2], args.q.shape[1]));
-  plan.plan_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  plan.mask = build_interval_mask(make_rule(in.q.shape[2], in.k.shape[2], in.q.shape[1]));
+  plan.causal = in.causal;
   return plan;
 }
 
-RunStats IntervalPattern::run(const AttentionArgs& args) const {
-  RunStats stats;
-  const auto start = std::chrono::steady_clock::now();
-  const Plan plan = this->plan(args);
-  stats.plan_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  attention(args, plan.mask);
-  const int64_t nq = args.q.shape[2], nk = args.k.shape[2], heads = args.q.shape[1];
-  const auto key = std::make_tuple(nq, nk, heads, args.causal);
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    const auto it = pairs_cache_.find(key);
-    if (it != pairs_cache_.end()) stats.pairs = it->second, cached = true;
-  }
-  const double cells = static_cast<double>(nq) * static_cast<double>(nk);
-  if (!cached) {
-    const auto* rule = dynamic_cast<const IntervalRule*>(plan.mask.predicate.get());
-    stats.pairs = rule != nullptr && rule->nq() == nq && rule->nk() == nk
-                      ? rule->average_pairs(args.causal)
-                      : density(plan.mask, args.causal) * cells;
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    pairs_cache_[key] = stats.pairs;
-  }
-  stats.density = cells > 0 ? stats.pairs / cells : 0.0;
-  return stats;
-}
-
-int64_t int_param(const PatternParams& params, const std::string& pattern, const std::string& key,
-                  int64_t lo, int64_t hi) {
-  const int64_t value = params.get_int(key);
-  check(value >= lo && value <= hi, "--pattern",
-        "'" + pattern + "' parameter '" + key + "' must be in [" + std::to_string(lo) + ", " +
-            std::to_string(hi) + "], got " + std::to_string(value));
-  return value;
-}
-
-}  // namespace attnkit::patterns
+}  // namespace attnkit::static_patterns

@@ -1,26 +1,22 @@
 // Shared engine of the 1-D static patterns: a rule that says, for one query row, which key ranges
 // it sees. From that one function come the vectorizable tile predicate (per row: clear, then
-// memset the ranges), the exact block lists (per query block: difference arrays over kv blocks,
-// O(rows x ranges + listed blocks), or two rows per run where the rule says its allowed sets are
-// nested), an exact single-block classifier (the BlockClassifier of block_mask.h), and exact pair
-// counts. Each pattern file only states its rule: `ranges()` and, optionally, `nested_until()`.
+// memset the ranges) and the exact block lists (per query block: difference arrays over kv
+// blocks, O(rows x ranges + listed blocks), or two rows per run where the rule says its allowed
+// sets are nested). Each pattern file only states its rule: `ranges()` and, optionally,
+// `nested_until()`.
 //
 // Positions: query row i of nq has absolute position p = i + (nk - nq) (bottom-right alignment);
 // keys are 0..nk-1. Rows with p < 0 normally see nothing (they precede every key).
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <string>
-#include <tuple>
 #include <vector>
 
 #include "attnkit/block_mask.h"
 #include "attnkit/pattern.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 
 // Keys begin, begin + stride, ... below end. Ranges may lie partly outside [0, nk) (clipped).
 struct KeyRange {
@@ -29,8 +25,8 @@ struct KeyRange {
   int64_t stride = 1;
 };
 
-// The allowed keys of one query row: a few ranges in any order; stride-1 ranges may overlap each
-// other, a strided range must not overlap any other range of the row (pair counts add up).
+// The allowed keys of one query row: a few ranges in any order, which may overlap. A block
+// covered only by several ranges together (or by a strided one) is listed PARTIAL, never FULL.
 class RowRanges {
  public:
   void clear() { items_.clear(); }
@@ -69,12 +65,6 @@ class IntervalRule : public TilePredicate {
             int64_t ld) const override;
   // One rule for every head (heads == 1): the kernel fills one tile per GQA group.
   bool same_for_all_heads() const override { return heads_ == 1; }
-  // Exact classification of block (qb, kb): 0 empty, else a BlockKind. FULL iff every pair is
-  // allowed (up to the strided-ranges caveat above: jointly covered blocks read PARTIAL).
-  int classify(int64_t h, int64_t qb, int64_t kb, int64_t q_block, int64_t kv_block) const;
-  // Allowed pairs, averaged over the query heads; with `causal` only pairs with j <= p count.
-  double average_pairs(bool causal = false) const;
-
   int64_t nq() const { return nq_; }
   int64_t nk() const { return nk_; }
   int64_t heads() const { return heads_; }
@@ -88,38 +78,17 @@ class IntervalRule : public TilePredicate {
 BlockMask build_interval_mask(std::shared_ptr<const IntervalRule> rule, int64_t q_block = 64,
                               int64_t kv_block = 64);
 
-// Glue for block_mask_from_classifier(): `context` points at an IntervalBlockContext.
-struct IntervalBlockContext {
-  const IntervalRule* rule;
-  int64_t q_block, kv_block;
-};
-int classify_interval_block(const void* context, int64_t b, int64_t h, int64_t qb, int64_t kb);
-void interval_candidates(const void* context, int64_t b, int64_t h, int64_t qb,
-                         std::vector<std::pair<int64_t, int64_t>>* ranges);
-
-// A static pattern whose rule is an IntervalRule made for the args' sizes.
+// A static pattern whose rule is an IntervalRule made for the inputs' sizes: plan() builds its
+// exact block mask (ANDed with causality by the kernel when planned causal).
 class IntervalPattern : public Pattern {
  public:
-  IntervalPattern(std::string name, std::string params) : name_(name), params_(params) {}
-  std::string name() const override { return name_; }
-  std::string spec() const override { return params_.empty() ? name_ : name_ + ":" + params_; }
-  Plan plan(const AttentionArgs& args) const override;
-  // plan() + the block-sparse kernel, as Pattern::run; the pair count (a statistic, not work the
-  // kernel needs) is computed once per shape and cached, so repeated runs time only the mask
-  // building and the attention.
-  RunStats run(const AttentionArgs& args) const override;
+  Plan plan(const PlanInputs& inputs) const override;
+
+ protected:
+  using Pattern::Pattern;
   // nq, nk: query and key rows; heads: the number of query heads.
   virtual std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk,
                                                         int64_t heads) const = 0;
-
- private:
-  std::string name_, params_;
-  mutable std::mutex cache_mutex_;
-  mutable std::map<std::tuple<int64_t, int64_t, int64_t, bool>, double> pairs_cache_;
 };
 
-// Integer parameter checked against [lo, hi]; throws Error("--pattern", ...) naming the pattern.
-int64_t int_param(const PatternParams& params, const std::string& pattern, const std::string& key,
-                  int64_t lo, int64_t hi);
-
-}  // namespace attnkit::patterns
+}  // namespace attnkit::static_patterns

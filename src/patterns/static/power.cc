@@ -9,8 +9,9 @@
 #include <algorithm>
 
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class PowerRule final : public IntervalRule {
@@ -40,9 +41,11 @@ class PowerRule final : public IntervalRule {
 class PowerPattern final : public IntervalPattern {
  public:
   explicit PowerPattern(const PatternParams& params)
-      : IntervalPattern("power", params.canonical()),
-        block_(int_param(params, "power", "block", 1, int64_t{1} << 30)),
-        window_(int_param(params, "power", "window", 0, int64_t{1} << 30)) {}
+      : IntervalPattern(params, Direction::kCausal),
+        block_(params.get_int("block")),
+        window_(params.get_int("window")) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<PowerRule>(nq, nk, block_, window_);
   }
@@ -51,15 +54,16 @@ class PowerPattern final : public IntervalPattern {
   int64_t block_, window_;
 };
 
-[[maybe_unused]] const bool registered = register_pattern(
-    {"power",
-     "causal; sink block, window blocks, and blocks at power-of-two block distances",
-     "Chen et al. 2025, PowerAttention (arXiv 2503.03588), Algorithm 1",
-     {{"block", "256", "pattern block size in tokens"},
-      {"window", "5", "local window in blocks (block distance < window)"}}},
-    [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-      return std::make_unique<PowerPattern>(p);
-    });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration power_pattern() {
+  return {{"power",
+           "causal; sink block, window blocks, and blocks at power-of-two block distances",
+           "Chen et al. 2025, PowerAttention (arXiv 2503.03588), Algorithm 1",
+           PatternFamily::kStatic,
+           {int_param("block", 256, 1, int64_t{1} << 30, "pattern block size in tokens"),
+            int_param("window", 5, 0, int64_t{1} << 30,
+                      "local window in blocks (block distance < window)")}},
+          &construct_pattern<PowerPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -7,8 +7,9 @@
 #include <algorithm>
 
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class PrefixRule final : public IntervalRule {
@@ -26,8 +27,9 @@ class PrefixRule final : public IntervalRule {
 class PrefixPattern final : public IntervalPattern {
  public:
   explicit PrefixPattern(const PatternParams& params)
-      : IntervalPattern("prefix_lm", params.canonical()),
-        prefix_(int_param(params, "prefix_lm", "prefix", 0, int64_t{1} << 40)) {}
+      : IntervalPattern(params, Direction::kBidirectional), prefix_(params.get_int("prefix")) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<PrefixRule>(nq, nk, prefix_);
   }
@@ -36,14 +38,14 @@ class PrefixPattern final : public IntervalPattern {
   int64_t prefix_;
 };
 
-[[maybe_unused]] const bool registered =
-    register_pattern({"prefix_lm",
-                      "prefix LM: keys j < prefix seen by all, causal after",
-                      "Raffel et al. 2020, T5 (prefix LM mask)",
-                      {{"prefix", "1024", "length of the bidirectional prefix"}}},
-                     [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-                       return std::make_unique<PrefixPattern>(p);
-                     });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration prefix_lm_pattern() {
+  return {{"prefix_lm",
+           "prefix LM: keys j < prefix seen by all, causal after",
+           "Raffel et al. 2020, T5 (prefix LM mask)",
+           PatternFamily::kStatic,
+           {int_param("prefix", 1024, 0, int64_t{1} << 40, "length of the bidirectional prefix")}},
+          &construct_pattern<PrefixPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -6,15 +6,18 @@
 // Tokens: `frames` frames of s = frame_tokens tokens each, frame-major (query token k of frame i,
 // key token l of frame j, dist = |i - j|). Query (i, k) sees key (j, l) iff
 //   - sink and j == 0                      (the first frame is an attention sink: always seen), or
-//   - dist == 0, or dist == 1 (model=hunyuan)             (dense central band), or
-//   - dist == 1 (model=wan): |k - l| <= s / 2, or
+//   - dist <= 1                            (dense central band: the frame and its neighbours), or
 //   - dist >= 2: with base = 2^bit_length(s) / 2^bit_length(dist)    (halves per power of two),
 //       width = max(base * decay, min_width),  keep = base >= min_width or
 //       dist % int(min_width / base) == 0     (frame pairs skipped periodically once base is
 //       small), allowed iff keep and |k - l| <= width.
-// Defaults: frames=16 (the code's MaskMap default) with frame_tokens=0 = N / frames; decay=0.95
-// (HunyuanVideo's script; Wan2.1 uses 0.2); min_width=128 (the code's threshold, equal to its block
-// size); sink=1 (the code always adds frame 0); model=hunyuan.
+// Bidirectional (video diffusion attends both ways). Defaults: frames=16 (the code's MaskMap
+// default) with frame_tokens=0 = N / frames; decay=0.95 (HunyuanVideo's script; Wan2.1 uses 0.2,
+// Wan2.2 0.8); min_width=128 (the code's threshold, equal to its block size); model=hunyuan;
+// sink=-1 = as the model: the official code keeps frame 0 as a sink for Wan only (it was removed
+// for HunyuanVideo in commit 2f61c30, "remove attention sink for hunyuanvideo"). The distance-1
+// band is a whole frame for both models, as the current code has it (until commit af371ca Wan's
+// was a band of s/2).
 //
 // Choices where we differ from the code, on purpose:
 //   - The code applies its split mask to dist <= 1 too; for s < 128 (tiny test frames) that would
@@ -29,8 +32,9 @@
 
 #include "attnkit/error.h"
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 int64_t bit_length(int64_t x) {
@@ -42,7 +46,7 @@ int64_t bit_length(int64_t x) {
 struct RadialParams {
   int64_t frames = 16, frame_tokens = 0, min_width = 128;
   double decay = 0.95;
-  bool sink = true, wan = false;
+  bool sink = false;
 };
 
 // One query row: per key frame, nothing / the whole frame / a diagonal band of half-width w.
@@ -52,10 +56,7 @@ class RadialRule : public IntervalRule {
     const int64_t s = p.frame_tokens;
     band_.assign(p.frames, s);  // -1: frame pair skipped; >= s - 1: the whole frame
     for (int64_t dist = 1; dist < p.frames; ++dist) {
-      if (dist == 1) {
-        band_[1] = p.wan ? s / 2 : s;
-        continue;
-      }
+      if (dist == 1) continue;  // the whole neighbouring frame
       const double base = std::ldexp(1.0, static_cast<int>(bit_length(s) - bit_length(dist)));
       const double min_width = static_cast<double>(p.min_width);
       const bool keep = base >= min_width || dist % static_cast<int64_t>(min_width / base) == 0;
@@ -79,28 +80,40 @@ class RadialRule : public IntervalRule {
   std::vector<int64_t> band_;  // per frame distance
 };
 
-class RadialPattern : public IntervalPattern {
- public:
-  RadialPattern(const RadialParams& p, std::string params)
-      : IntervalPattern("radial", std::move(params)), p_(p) {}
+RadialParams radial_params(const PatternParams& params) {
+  RadialParams p;
+  p.frames = params.get_int("frames");
+  p.frame_tokens = params.get_int("frame_tokens");
+  p.min_width = params.get_int("min_width");
+  p.decay = params.get_real("decay");
+  const int64_t sink = params.get_int("sink");
+  p.sink = sink < 0 ? params.get_string("model") == "wan" : sink == 1;
+  return p;
+}
 
+class RadialPattern final : public IntervalPattern {
+ public:
+  explicit RadialPattern(const PatternParams& params)
+      : IntervalPattern(params, Direction::kBidirectional), p_(radial_params(params)) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk,
                                                 int64_t heads) const override {
-    check(nq == nk, "--pattern",
+    check(nq == nk, "pattern",
           "'radial' is a self-attention over video tokens: Nq = " + std::to_string(nq) +
               " must equal Nk = " + std::to_string(nk));
     RadialParams p = p_;
     if (p.frame_tokens == 0) {
-      check(nq % p.frames == 0, "--pattern",
+      check(nq % p.frames == 0, "pattern",
             "'radial': N = " + std::to_string(nq) + " is not a multiple of frames = " +
                 std::to_string(p.frames) + "; give frame_tokens or another frames");
       p.frame_tokens = nq / p.frames;
     }
-    check(p.frames * p.frame_tokens == nq, "--pattern",
+    check(p.frames * p.frame_tokens == nq, "pattern",
           "'radial': frames * frame_tokens = " + std::to_string(p.frames) + " * " +
               std::to_string(p.frame_tokens) +
               " must equal the sequence length N = " + std::to_string(nq));
-    check(p.frame_tokens >= 1, "--pattern", "'radial': N = 0 has no frames");
+    check(p.frame_tokens >= 1, "pattern", "'radial': N = 0 has no frames");
     return std::make_shared<RadialRule>(p, nq);
   }
 
@@ -108,34 +121,25 @@ class RadialPattern : public IntervalPattern {
   RadialParams p_;
 };
 
-std::unique_ptr<Pattern> make(const PatternParams& params) {
+}  // namespace
+
+PatternRegistration radial_pattern() {
   const int64_t kMax = int64_t{1} << 30;
-  RadialParams p;
-  p.frames = int_param(params, "radial", "frames", 1, kMax);
-  p.frame_tokens = int_param(params, "radial", "frame_tokens", 0, kMax);
-  p.min_width = int_param(params, "radial", "min_width", 1, kMax);
-  p.sink = int_param(params, "radial", "sink", 0, 1) != 0;
-  p.decay = params.get_double("decay");
-  check(p.decay > 0.0, "--pattern",
-        "'radial' parameter 'decay' must be > 0, got " + params.get_string("decay"));
-  const std::string model = params.get_string("model");
-  check(model == "hunyuan" || model == "wan", "--pattern",
-        "'radial' parameter 'model' must be hunyuan or wan, got '" + model + "'");
-  p.wan = model == "wan";
-  return std::make_unique<RadialPattern>(p, params.canonical());
+  return {{"radial",
+           "Radial Attention: dense near frames, diagonal bands halving per 2x frame distance",
+           "Li et al., Radial Attention (NeurIPS 2025), rule of mit-han-lab/radial-attention",
+           PatternFamily::kStatic,
+           {int_param("frames", 16, 1, kMax, "video frames (the code's MaskMap default)"),
+            int_param("frame_tokens", 0, 0, kMax, "tokens per frame; 0 = N / frames"),
+            real_param("decay", "0.95", 1e-6, 1e6,
+                       "band width factor (HunyuanVideo 0.95, Wan2.1 0.2, Wan2.2 0.8)"),
+            int_param("min_width", 128, 1, kMax,
+                      "minimum band width; below it frame pairs are skipped"),
+            int_param("sink", -1, -1, 1,
+                      "1: every query sees the whole first frame; -1: as the model (Wan only)"),
+            choice_param("model", "hunyuan", {"hunyuan", "wan"},
+                         "hunyuan: no sink; wan: frame 0 is a sink (with sink=-1)")}},
+          &construct_pattern<RadialPattern>};
 }
 
-[[maybe_unused]] const bool registered = register_pattern(
-    PatternInfo{"radial",
-                "Radial Attention: dense near frames, diagonal bands halving per 2x frame distance",
-                "Li et al., Radial Attention (NeurIPS 2025), rule of mit-han-lab/radial-attention",
-                {{"frames", "16", "video frames (the code's MaskMap default)"},
-                 {"frame_tokens", "0", "tokens per frame; 0 = N / frames"},
-                 {"decay", "0.95", "band width factor (HunyuanVideo 0.95, Wan2.1 0.2)"},
-                 {"min_width", "128", "minimum band width; below it frame pairs are skipped"},
-                 {"sink", "1", "1: every query sees the whole first frame"},
-                 {"model", "hunyuan", "hunyuan: frame distance 1 dense; wan: band s/2"}}},
-    &make);
-
-}  // namespace
-}  // namespace attnkit::patterns
+}  // namespace attnkit::static_patterns

@@ -15,8 +15,9 @@
 #include <algorithm>
 
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class ShiftedRule final : public IntervalRule {
@@ -63,9 +64,12 @@ class ShiftedRule final : public IntervalRule {
 class ShiftedPattern final : public IntervalPattern {
  public:
   explicit ShiftedPattern(const PatternParams& params)
-      : IntervalPattern("s2attn", params.canonical()),
-        groups_(int_param(params, "s2attn", "groups", 1, int64_t{1} << 30)),
-        causal_(int_param(params, "s2attn", "causal", 0, 1) != 0) {}
+      : IntervalPattern(params, params.get_int("causal") ? Direction::kCausal
+                                                         : Direction::kBidirectional),
+        groups_(params.get_int("groups")),
+        causal_(params.get_int("causal") != 0) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk,
                                                 int64_t heads) const override {
     return std::make_shared<ShiftedRule>(nq, nk, heads, groups_, causal_);
@@ -76,16 +80,18 @@ class ShiftedPattern final : public IntervalPattern {
   bool causal_;
 };
 
-[[maybe_unused]] const bool registered = register_pattern(
-    {"s2attn",
-     "LongLoRA shifted sparse attention: groups of Nk/groups; half the heads shifted by half a "
-     "group, with wrap-around",
-     "Chen et al. 2024, LongLoRA (S2-Attn)",
-     {{"groups", "4", "number of groups (group size = Nk / groups)"},
-      {"causal", "1", "1: causal inside groups (in rolled order); 0: bidirectional groups"}}},
-    [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-      return std::make_unique<ShiftedPattern>(p);
-    });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration s2attn_pattern() {
+  return {{"s2attn",
+           "LongLoRA shifted sparse attention: groups of Nk/groups; half the heads shifted by half "
+           "a group, with wrap-around",
+           "Chen et al. 2024, LongLoRA (S2-Attn)",
+           PatternFamily::kStatic,
+           {int_param("groups", 4, 1, int64_t{1} << 30,
+                      "number of groups (group size = Nk / groups)"),
+            int_param("causal", 1, 0, 1,
+                      "1: causal inside groups (in rolled order); 0: bidirectional groups")}},
+          &construct_pattern<ShiftedPattern>};
+}
+}  // namespace attnkit::static_patterns

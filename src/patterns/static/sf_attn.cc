@@ -16,8 +16,9 @@
 #include <algorithm>
 
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class SinkShiftRule final : public IntervalRule {
@@ -73,10 +74,13 @@ class SinkShiftRule final : public IntervalRule {
 class SinkShiftPattern final : public IntervalPattern {
  public:
   explicit SinkShiftPattern(const PatternParams& params)
-      : IntervalPattern("sf_attn", params.canonical()),
-        groups_(int_param(params, "sf_attn", "groups", 1, int64_t{1} << 30)),
-        sinks_(int_param(params, "sf_attn", "sinks", 0, int64_t{1} << 40)),
-        causal_(int_param(params, "sf_attn", "causal", 0, 1) != 0) {}
+      : IntervalPattern(params, params.get_int("causal") ? Direction::kCausal
+                                                         : Direction::kBidirectional),
+        groups_(params.get_int("groups")),
+        sinks_(params.get_int("sinks")),
+        causal_(params.get_int("causal") != 0) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk,
                                                 int64_t heads) const override {
     return std::make_shared<SinkShiftRule>(nq, nk, heads, groups_, sinks_, causal_);
@@ -87,17 +91,19 @@ class SinkShiftPattern final : public IntervalPattern {
   bool causal_;
 };
 
-[[maybe_unused]] const bool registered = register_pattern(
-    {"sf_attn",
-     "SinkLoRA SF-Attn: S2-Attn groups with the shifted groups returned to place (no "
-     "wrap-around) plus global sink tokens",
-     "Zhang 2024, SinkLoRA (arXiv 2406.05678), SF-Attn",
-     {{"groups", "4", "number of groups (group size = Nk / groups)"},
-      {"sinks", "4", "global sink tokens at the start (see and are seen by all)"},
-      {"causal", "1", "1: everything also causal; 0: bidirectional"}}},
-    [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-      return std::make_unique<SinkShiftPattern>(p);
-    });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration sf_attn_pattern() {
+  return {{"sf_attn",
+           "SinkLoRA SF-Attn: S2-Attn groups with the shifted groups returned to place (no "
+           "wrap-around) plus global sink tokens",
+           "Zhang 2024, SinkLoRA (arXiv 2406.05678), SF-Attn",
+           PatternFamily::kStatic,
+           {int_param("groups", 4, 1, int64_t{1} << 30,
+                      "number of groups (group size = Nk / groups)"),
+            int_param("sinks", 4, 0, int64_t{1} << 40,
+                      "global sink tokens at the start (see and are seen by all)"),
+            int_param("causal", 1, 0, 1, "1: everything also causal; 0: bidirectional")}},
+          &construct_pattern<SinkShiftPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -17,8 +17,9 @@
 #include <cmath>
 
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 uint64_t mix(uint64_t x) {  // splitmix64 finalizer
@@ -88,10 +89,12 @@ class SubsampledRule final : public IntervalRule {
 class SubsampledPattern final : public IntervalPattern {
  public:
   explicit SubsampledPattern(const PatternParams& params)
-      : IntervalPattern("ssa", params.canonical()),
-        ratio_(int_param(params, "ssa", "ratio", 1, int64_t{1} << 30)),
+      : IntervalPattern(params, Direction::kCausal),
+        ratio_(params.get_int("ratio")),
         seed_(params.get_int("seed")),
-        block_(int_param(params, "ssa", "block", 1, int64_t{1} << 30)) {}
+        block_(params.get_int("block")) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<SubsampledRule>(nq, nk, ratio_, seed_, block_);
   }
@@ -100,17 +103,18 @@ class SubsampledPattern final : public IntervalPattern {
   int64_t ratio_, seed_, block_;
 };
 
-[[maybe_unused]] const bool registered = register_pattern(
-    {"ssa",
-     "stochastically subsampled attention: each query block keeps 1/ratio of its causal key "
-     "blocks, the diagonal always, the rest drawn with a 1/distance local bias",
-     "Hussain, Zaki, Subramanian 2023, The Information Pathways Hypothesis (SSA)",
-     {{"ratio", "4", "subsampling factor: a query block keeps ceil(blocks / ratio) key blocks"},
-      {"seed", "0", "sample seed (one per training step)"},
-      {"block", "64", "pattern block size in tokens"}}},
-    [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-      return std::make_unique<SubsampledPattern>(p);
-    });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration ssa_pattern() {
+  return {{"ssa",
+           "stochastically subsampled attention: each query block keeps 1/ratio of its causal key "
+           "blocks, the diagonal always, the rest drawn with a 1/distance local bias",
+           "Hussain, Zaki, Subramanian 2023, The Information Pathways Hypothesis (SSA)",
+           PatternFamily::kStatic,
+           {int_param("ratio", 4, 1, int64_t{1} << 30,
+                      "subsampling factor: a query block keeps ceil(blocks / ratio) key blocks"),
+            int_param("seed", 0, INT64_MIN, INT64_MAX, "sample seed (one per training step)"),
+            int_param("block", 64, 1, int64_t{1} << 30, "pattern block size in tokens")}},
+          &construct_pattern<SubsampledPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -8,8 +8,9 @@
 #include <algorithm>
 
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class StreamingRule final : public IntervalRule {
@@ -28,9 +29,11 @@ class StreamingRule final : public IntervalRule {
 class StreamingPattern final : public IntervalPattern {
  public:
   explicit StreamingPattern(const PatternParams& params)
-      : IntervalPattern("streaming", params.canonical()),
-        sinks_(int_param(params, "streaming", "sinks", 0, int64_t{1} << 40)),
-        window_(int_param(params, "streaming", "window", 1, int64_t{1} << 40)) {}
+      : IntervalPattern(params, Direction::kCausal),
+        sinks_(params.get_int("sinks")),
+        window_(params.get_int("window")) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<StreamingRule>(nq, nk, sinks_, window_);
   }
@@ -39,15 +42,16 @@ class StreamingPattern final : public IntervalPattern {
   int64_t sinks_, window_;
 };
 
-[[maybe_unused]] const bool registered =
-    register_pattern({"streaming",
-                      "attention sinks + causal recent window: j < sinks or p-window < j <= p",
-                      "Xiao et al. 2024, Efficient Streaming Language Models with Attention Sinks",
-                      {{"sinks", "4", "initial tokens every query sees"},
-                       {"window", "512", "recent keys seen per query, itself included"}}},
-                     [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-                       return std::make_unique<StreamingPattern>(p);
-                     });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration streaming_pattern() {
+  return {{"streaming",
+           "attention sinks + causal recent window: j < sinks or p-window < j <= p",
+           "Xiao et al. 2024, Efficient Streaming Language Models with Attention Sinks",
+           PatternFamily::kStatic,
+           {int_param("sinks", 4, 0, int64_t{1} << 40, "initial tokens every query sees"),
+            int_param("window", 512, 1, int64_t{1} << 40,
+                      "recent keys seen per query, itself included")}},
+          &construct_pattern<StreamingPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -5,8 +5,9 @@
 // aligned. Default size = 512 (Longformer's window; no single paper fixes it for causal LMs).
 // Choice: the window is one-sided (causal); a two-sided window is natten1d's job.
 #include "patterns/static/interval_rule.h"
+#include "patterns/static/static_patterns.h"
 
-namespace attnkit::patterns {
+namespace attnkit::static_patterns {
 namespace {
 
 class WindowRule final : public IntervalRule {
@@ -21,8 +22,9 @@ class WindowRule final : public IntervalRule {
 class WindowPattern final : public IntervalPattern {
  public:
   explicit WindowPattern(const PatternParams& params)
-      : IntervalPattern("window", params.canonical()),
-        size_(int_param(params, "window", "size", 1, int64_t{1} << 40)) {}
+      : IntervalPattern(params, Direction::kCausal), size_(params.get_int("size")) {}
+
+ protected:
   std::shared_ptr<const IntervalRule> make_rule(int64_t nq, int64_t nk, int64_t) const override {
     return std::make_shared<WindowRule>(nq, nk, size_);
   }
@@ -31,14 +33,14 @@ class WindowPattern final : public IntervalPattern {
   int64_t size_;
 };
 
-[[maybe_unused]] const bool registered = register_pattern(
-    {"window",
-     "causal sliding window: query p sees keys p-size+1..p",
-     "Beltagy et al. 2020, Longformer (sliding window); Jiang et al. 2023, Mistral 7B",
-     {{"size", "512", "keys seen per query, itself included"}}},
-    [](const PatternParams& p) -> std::unique_ptr<Pattern> {
-      return std::make_unique<WindowPattern>(p);
-    });
-
 }  // namespace
-}  // namespace attnkit::patterns
+
+PatternRegistration window_pattern() {
+  return {{"window",
+           "causal sliding window: query p sees keys p-size+1..p",
+           "Beltagy et al. 2020, Longformer (sliding window); Jiang et al. 2023, Mistral 7B",
+           PatternFamily::kStatic,
+           {int_param("size", 512, 1, int64_t{1} << 40, "keys seen per query, itself included")}},
+          &construct_pattern<WindowPattern>};
+}
+}  // namespace attnkit::static_patterns

@@ -31,9 +31,9 @@ TEST(PlannerDhsa, BudgetLocalAndSharing) {
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
   a.causal = true;
-  const auto plan = make_pattern("dhsa:block=16,budget=60,local=8")->plan(a);
+  const auto plan = make_pattern("dhsa:block=16,budget=60,local=8")->plan(PlanInputs::of(a));
   EXPECT_EQ(plan.mask.heads, 1) << "one selection for every head";
-  const auto allow = mask_predicate(plan.mask);
+  const auto allow = plan_predicate(plan);
   for (int64_t qb = 0; qb < 25; ++qb) {
     const int64_t last = qb * 16 + 15;
     int64_t count = 0;
@@ -65,7 +65,7 @@ TEST(PlannerDhsa, BoundariesFindPlantedChangePoints) {
   }
   AttentionArgs a;
   a.q = q.view(), a.k = k.view(), a.v = v.view(), a.out = out.view();
-  const auto bounds = dhsa::boundaries(a, 0, dhsa::BoundaryParams{});
+  const auto bounds = dynamic_patterns::dhsa_boundaries(PlanInputs::of(a), 0, dynamic_patterns::DhsaBoundaryParams{});
   ASSERT_EQ(bounds.front(), 0);
   ASSERT_EQ(bounds.back(), n);
   EXPECT_TRUE(std::binary_search(bounds.begin(), bounds.end(), n - 64)) << "forced boundary";

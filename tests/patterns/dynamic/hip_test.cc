@@ -34,8 +34,8 @@ TEST(PlannerHip, SinkWindowAndBudget) {
   AttentionArgs a = in.args();
   a.causal = true;
   // Paper units (2 tokens) in 16-key tiles: k = 64 tokens = 32 units per query block of 16.
-  const auto plan = make_pattern("hip:k=64,block_q=16,block_k=2,sink=16,window=32")->plan(a);
-  const auto allow = mask_predicate(plan.mask);
+  const auto plan = make_pattern("hip:k=64,block_q=16,block_k=2,sink=16,window=32")->plan(PlanInputs::of(a));
+  const auto allow = plan_predicate(plan);
   bool heads_differ = false;
   for (int64_t qb = 0; qb < 63; ++qb) {
     const int64_t row0 = qb * 16, window_start = std::max<int64_t>(0, std::min<int64_t>(999, row0 + 15) - 31);
@@ -66,8 +66,8 @@ TEST(PlannerHip, FindsThePlantedSpan) {
   AttentionArgs a;
   a.q = planted.q.view(), a.k = planted.k.view(), a.v = planted.v.view(), a.out = out.view();
   a.causal = true;
-  const auto oracle = make_pattern("topk_oracle:budget=8,block=16")->plan(a);
-  const auto hip = make_pattern(kSmall)->plan(a);
+  const auto oracle = make_pattern("topk_oracle:budget=8,block=16")->plan(PlanInputs::of(a));
+  const auto hip = make_pattern(kSmall)->plan(PlanInputs::of(a));
   // The oracle's best block outside sink and window must be among HiP's picks.
   int64_t agree = 0, total = 0;
   for (int64_t qb = 32; qb < 128; ++qb) {

@@ -34,7 +34,7 @@ TEST(PlannerInfllmV2, DenseBelowDenseLen) {
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
   a.causal = true;
-  const auto plan = make_pattern("infllm_v2")->plan(a);  // 300 < 8192
+  const auto plan = make_pattern("infllm_v2")->plan(PlanInputs::of(a));  // 300 < 8192
   for (int64_t qb = 0; qb < plan.mask.q_blocks(); ++qb) {
     const auto blocks = blocks_of(plan.mask, 0, 1, qb);
     ASSERT_EQ(static_cast<int64_t>(blocks.size()), qb + 1) << "query block " << qb;
@@ -48,7 +48,7 @@ TEST(PlannerInfllmV2, ForcedBlocksBudgetCausalityAndGqaSharing) {
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
   a.causal = true;
-  const auto plan = make_pattern(kSmall)->plan(a);
+  const auto plan = make_pattern(kSmall)->plan(PlanInputs::of(a));
   for (int64_t h = 0; h < 6; ++h)
     for (int64_t qb = 0; qb < 32; ++qb) {
       const auto blocks = blocks_of(plan.mask, 0, h, qb);
@@ -73,8 +73,8 @@ TEST(PlannerInfllmV2, FindsAPlantedFarBlock) {
   a.causal = true;
   // Oracle and InfLLM-V2 at the same budget: InfLLM's picks must carry most of the oracle's
   // mass on this input (the planted spans are far from the diagonal).
-  const auto oracle = make_pattern("topk_oracle:budget=6,block=16,share=1")->plan(a);
-  const auto infllm = make_pattern(kSmall)->plan(a);
+  const auto oracle = make_pattern("topk_oracle:budget=6,block=16,share=1")->plan(PlanInputs::of(a));
+  const auto infllm = make_pattern(kSmall)->plan(PlanInputs::of(a));
   int64_t agree = 0, total = 0;
   for (int64_t qb = 8; qb < 64; ++qb) {
     const auto o_blocks = blocks_of(oracle.mask, 0, 0, qb);

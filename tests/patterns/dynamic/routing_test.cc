@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/error.h"
 #include "patterns/dynamic/routing.h"
 #include "support/planner_check.h"
 
@@ -22,7 +23,7 @@ TEST(PlannerRouting, OneClusterIsDenseAttention) {
   for (bool causal : {true, false}) {
     Problem p;
     p.heads_q = 2, p.heads_kv = 1, p.nq = 150, p.nk = 150, p.dim = 16, p.causal = causal;
-    check_problem(p, [](const AttentionArgs& a) { make_pattern("routing:clusters=1,window=1000,local_heads=0")->run(a); });
+    check_problem(p, [](const AttentionArgs& a) { make_pattern("routing:clusters=1,window=1000,local_heads=0,logits=raw")->run(a); });
   }
 }
 
@@ -34,10 +35,10 @@ TEST(PlannerRouting, MatchesPerClusterReferenceAveraged) {
       Inputs in = make_inputs(p);
       AttentionArgs a = in.args();
       a.causal = causal;
-      routing::RoutingParams rp;
+      dynamic_patterns::RoutingParams rp;
       rp.clusters = 4, rp.window = 64, rp.iters = 3;
-      const auto clusters = routing::route(a, rp);
-      make_pattern("routing:clusters=4,window=64,iters=3,local_heads=0")->run(a);
+      const auto clusters = dynamic_patterns::route(PlanInputs::of(a), rp);
+      make_pattern("routing:clusters=4,window=64,iters=3,local_heads=0,logits=raw")->run(a);
       // Expected: per cluster, the reference over that cluster's keys, for its queries.
       std::vector<double> sum(p.heads_q * nq * p.dim_v, 0.0);
       std::vector<int> count(p.heads_q * nq, 0);
@@ -45,7 +46,7 @@ TEST(PlannerRouting, MatchesPerClusterReferenceAveraged) {
       for (int64_t c = 0; c < 4; ++c) {
         AttentionArgs r = a;
         r.out = in.ref_out.view();
-        r.lse = in.ref_lse.f32();
+        r.lse = in.ref_lse.rows_view();
         attention_reference(r, [&](int64_t, int64_t h, int64_t, int64_t j) {
           const auto& keys = clusters[h].keys[c];
           return std::binary_search(keys.begin(), keys.end(), static_cast<int32_t>(j));
@@ -85,10 +86,10 @@ TEST(PlannerRouting, PlanPairsAreTheClusterProducts) {
   p.heads_q = 1, p.heads_kv = 1, p.nq = 130, p.nk = 130, p.dim = 8;
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
-  const auto plan = make_pattern("routing:clusters=3,window=40,local_heads=0")->plan(a);
-  routing::RoutingParams rp;
+  const auto plan = make_pattern("routing:clusters=3,window=40,local_heads=0")->plan(PlanInputs::of(a));
+  dynamic_patterns::RoutingParams rp;
   rp.clusters = 3, rp.window = 40;
-  const auto clusters = routing::route(a, rp);
+  const auto clusters = dynamic_patterns::route(PlanInputs::of(a), rp);
   const auto dense = to_dense(plan.mask, 0, 0);
   for (int64_t i = 0; i < 130; ++i)
     for (int64_t j = 0; j < 130; ++j) {
@@ -142,7 +143,7 @@ TEST(PlannerRouting, LocalHeadsMatchLocalBlockReferenceRoutingHeadsUnchanged) {
       AttentionArgs r = in.args();
       r.causal = causal;
       r.out = in.ref_out.view();
-      r.lse = in.ref_lse.f32();
+      r.lse = in.ref_lse.rows_view();
       attention_reference(r, [&](int64_t, int64_t, int64_t i, int64_t j) {
         return local_allowed(p.nq, p.nk, sh.block, i, j);
       });
@@ -194,11 +195,11 @@ TEST(PlannerRouting, DefaultSplitIsHalfTheQueryHeadsOnGqa) {
     for (int64_t i = 0; i < 130; ++i) EXPECT_FALSE(std::isinf(in.lse.f32()[h * 130 + i])) << h << "," << i;
   // plan(): per-head lists, local pairs for heads 0..2, cluster products for 3..5.
   AttentionArgs a = in.args();
-  const auto plan = make_pattern(base)->plan(a);
+  const auto plan = make_pattern(base)->plan(PlanInputs::of(a));
   EXPECT_EQ(plan.mask.heads, 6);
-  routing::RoutingParams rp;
+  dynamic_patterns::RoutingParams rp;
   rp.clusters = 3, rp.window = 40;
-  const auto clusters = routing::route(a, rp);
+  const auto clusters = dynamic_patterns::route(PlanInputs::of(a), rp);
   for (int64_t h = 0; h < 6; ++h) {
     const auto dense = to_dense(plan.mask, 0, h);
     int64_t failures = 0;
@@ -217,6 +218,91 @@ TEST(PlannerRouting, DefaultSplitIsHalfTheQueryHeadsOnGqa) {
       }
     EXPECT_EQ(failures, 0) << "head " << h;
   }
+}
+
+// logits=ln (the official routing heads): one cluster is dense attention over layer-normalised
+// q and k (no gain or bias, eps 1e-6) with no 1/sqrt(d) scale.
+TEST(PlannerRouting, LayerNormLogitsAreTheOfficialFunction) {
+  for (bool causal : {true, false}) {
+    Problem p;
+    p.heads_q = 2, p.heads_kv = 1, p.nq = 120, p.nk = 120, p.dim = 16, p.causal = causal;
+    Inputs in = make_inputs(p);
+    AttentionArgs a = in.args();
+    a.causal = causal;
+    make_pattern("routing:clusters=1,window=1000,local_heads=0")->run(a);
+    // The reference on layer-normalised copies of q and k, scale 1.
+    const auto normalised = [](const Tensor& x) {
+      Tensor y = x.to(DType::kF32);
+      const int64_t dim = x.shape()[3], rows = x.numel() / dim;
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = y.f32() + r * dim;
+        double mean = 0.0, var = 0.0;
+        for (int64_t c = 0; c < dim; ++c) mean += row[c];
+        mean /= dim;
+        for (int64_t c = 0; c < dim; ++c) var += (row[c] - mean) * (row[c] - mean);
+        var /= dim;
+        for (int64_t c = 0; c < dim; ++c) row[c] = float((row[c] - mean) / std::sqrt(var + 1e-6));
+      }
+      return y;
+    };
+    const Tensor qn = normalised(in.q), kn = normalised(in.k);
+    AttentionArgs r = a;
+    r.q = qn.view(), r.k = kn.view(), r.scale = 1.0f;
+    r.out = in.ref_out.view();
+    r.lse = in.ref_lse.rows_view();
+    attention_reference(r);
+    AttentionArgs got = a;
+    got.q = qn.view(), got.k = kn.view(), got.scale = 1.0f;  // the tolerance of these logits
+    expect_matches_reference(got, r, std::string("logits=ln") + (causal ? " causal" : ""));
+  }
+}
+
+// share_qk=1 (the official decoder): the keys are the queries; one cluster is dense attention of
+// Q against itself, values V. Nq != Nk is refused.
+TEST(PlannerRouting, SharedQueryKeys) {
+  Problem p;
+  p.heads_q = 2, p.heads_kv = 1, p.nq = 100, p.nk = 100, p.dim = 16, p.causal = true;
+  Inputs in = make_inputs(p);
+  AttentionArgs a = in.args();
+  a.causal = true;
+  make_pattern("routing:clusters=1,window=1000,local_heads=0,logits=raw,share_qk=1")->run(a);
+  for (int64_t h = 0; h < 2; ++h) {
+    // Head h's keys are its own queries: reference with K = Q of that head.
+    Tensor q_head({1, 1, 100, 16}, DType::kF32);
+    for (int64_t i = 0; i < 100; ++i)
+      for (int64_t c = 0; c < 16; ++c) q_head.f32()[i * 16 + c] = in.q.view().get(0, h, i, c);
+    Tensor out({1, 1, 100, 64}, DType::kF32), lse({1, 1, 100}, DType::kF32);
+    AttentionArgs r;
+    r.q = q_head.view(), r.k = q_head.view(), r.v = in.v.view(), r.out = out.view();
+    r.lse = lse.rows_view();
+    r.causal = true;
+    attention_reference(r);
+    for (int64_t i = 0; i < 100; ++i)
+      for (int64_t c = 0; c < 64; ++c)
+        ASSERT_NEAR(in.out.view().get(0, h, i, c), out.view().get(0, 0, i, c), 1e-4)
+            << "head " << h << " row " << i;
+  }
+  Problem q = p;
+  q.nk = 130;
+  Inputs other = make_inputs(q);
+  EXPECT_THROW(make_pattern("routing:share_qk=1")->run(other.args()), Error);
+}
+
+// Bounded work: clusters beyond the keys, or routed pairs beyond 16 x the dense pairs, are
+// refused at planning time with an error naming the pattern (formerly minutes of k-means).
+TEST(PlannerRouting, RefusesUnboundedWork) {
+  Problem p;
+  p.heads_q = 1, p.heads_kv = 1, p.nq = 256, p.nk = 256, p.dim = 16;
+  Inputs in = make_inputs(p);
+  for (const char* spec : {"routing:clusters=100000", "routing:clusters=256,window=256"}) {
+    try {
+      make_pattern(spec)->run(in.args());
+      ADD_FAILURE() << spec << " should be refused";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.argument(), "pattern") << spec;
+    }
+  }
+  EXPECT_NO_THROW(make_pattern("routing:clusters=64,window=64")->run(in.args()));
 }
 
 }  // namespace

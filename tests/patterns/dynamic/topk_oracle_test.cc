@@ -69,7 +69,7 @@ TEST(PlannerTopkOracle, PicksTheTrueTopBlocks) {
   AttentionArgs a = in.args();
   a.causal = true;
   const int64_t block = 16, budget = 3;
-  const auto plan = make_pattern("topk_oracle:budget=3,block=16")->plan(a);
+  const auto plan = make_pattern("topk_oracle:budget=3,block=16")->plan(PlanInputs::of(a));
   const int64_t qbs = 10, kbs = 10;
   for (int64_t h = 0; h < 2; ++h) {
     const auto mass = brute_force_mass(in, true, block, h);
@@ -96,8 +96,8 @@ TEST(PlannerTopkOracle, SharedSelectionIsTheSameForTheGroup) {
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
   a.causal = true;
-  const auto shared = make_pattern("topk_oracle:budget=2,block=16,share=1")->plan(a);
-  const auto own = make_pattern("topk_oracle:budget=2,block=16")->plan(a);
+  const auto shared = make_pattern("topk_oracle:budget=2,block=16,share=1")->plan(PlanInputs::of(a));
+  const auto own = make_pattern("topk_oracle:budget=2,block=16")->plan(PlanInputs::of(a));
   bool any_difference = false;
   for (int64_t qb = 0; qb < shared.mask.q_blocks(); ++qb)
     for (int64_t h = 0; h < 6; ++h) {

@@ -1,5 +1,5 @@
-// halo2d: HaloNet blocked local attention against a rule written here, in original and tiled
-// order, and run() against the reference.
+// halo2d: HaloNet blocked local attention against a rule written here, the plan in token and in
+// box order, and run() against the reference.
 #include <gtest/gtest.h>
 
 #include "attnkit/error.h"
@@ -33,32 +33,17 @@ std::vector<HaloCase> halo_cases() {
           {"halo2d:height=10,width=11,block=3,halo=5", 10, 11, 3, 5}};
 }
 
-TEST(HaloPlan, OriginalOrderMaskMatchesNaiveRule) {
+TEST(HaloPlan, PlanMatchesNaiveRuleAndAlignedBlocksAreFull) {
   for (const HaloCase& c : halo_cases()) {
-    ShapeArgs shape(c.height * c.width);
-    const Plan plan = make_pattern(c.spec)->plan(shape.args);
-    expect_mask_matches(plan.mask, naive_halo(c.height, c.width, c.block, c.halo), c.spec);
-  }
-}
-
-TEST(HaloPlan, TiledMaskIsExactAndAlignedBlocksAreFull) {
-  for (const HaloCase& c : halo_cases()) {
-    const grid::Grid g =
-        dynamic_cast<grid::GridPattern&>(*make_pattern(c.spec)).grid_for(c.height * c.width);
-    const grid::TiledPlan plan = grid::plan_tiled(g, false);
-    const std::vector<int64_t>& source = plan.tiling->source;
-    const PairRule rule = naive_halo(c.height, c.width, c.block, c.halo);
-    expect_mask_matches(
-        plan.mask,
-        [&](int64_t p, int64_t q) {
-          return source[p] >= 0 && source[q] >= 0 && rule(source[p], source[q]);
-        },
-        c.spec + " tiled");
+    for (bool causal : {false, true}) {
+      const Plan plan = make_pattern(c.spec)->plan(grid_inputs(c.height * c.width, causal));
+      expect_plan_matches(plan, naive_halo(c.height, c.width, c.block, c.halo),
+                          c.spec + (causal ? " causal" : ""), !causal);
+    }
   }
   // 16 x 16 with 8 x 8 blocks, halo 3: each query box (one HaloNet block) visits its own box FULL
   // and its 1..3 in-image neighbour boxes PARTIAL.
-  const grid::TiledPlan plan = grid::plan_tiled(
-      dynamic_cast<grid::GridPattern&>(*make_pattern("halo2d")).grid_for(256), false);
+  const Plan plan = make_pattern("halo2d")->plan(grid_inputs(256));
   ASSERT_EQ(plan.mask.q_blocks(), 4);
   for (int64_t qb = 0; qb < 4; ++qb) {
     int64_t full = 0, partial = 0;
@@ -68,17 +53,17 @@ TEST(HaloPlan, TiledMaskIsExactAndAlignedBlocksAreFull) {
     EXPECT_EQ(full, 1) << qb;
     EXPECT_EQ(partial, 3) << qb;
   }
+  EXPECT_EQ(make_pattern("halo2d")->direction(), Direction::kBidirectional);
 }
 
 TEST(HaloPlan, ErrorsNamePattern) {
-  ShapeArgs shape(60);
   for (const char* spec : {"halo2d", "halo2d:height=7", "halo2d:height=6,width=10,block=0",
                            "halo2d:height=6,width=10,halo=-1"}) {
     try {
-      make_pattern(spec)->plan(shape.args);
+      make_pattern(spec)->plan(grid_inputs(60));
       ADD_FAILURE() << spec << " should fail on 60 tokens";
     } catch (const Error& e) {
-      EXPECT_EQ(e.argument(), "--pattern") << spec;
+      EXPECT_EQ(e.argument(), "pattern") << spec;
     }
   }
 }

@@ -1,5 +1,5 @@
-// natten1d / natten2d / natten3d: the per-axis geometry, the exact interval classifier, the
-// original-order and tiled masks (element for element and block by block), the box tiling, and
+// natten1d / natten2d / natten3d: the per-axis geometry, the exact interval classifier, the plan
+// (element for element in token order, and block by block in its box order), the box tiling, and
 // run() against the reference, all against a NATTEN rule written here independently.
 #include <gtest/gtest.h>
 
@@ -68,7 +68,7 @@ TEST(NattenAxis, MatchesNaiveWindowForEveryShape) {
           for (int64_t i = 0; i < length; ++i) {
             int64_t seen = 0;
             for (int64_t j = 0; j < length; ++j) {
-              const bool got = natten::neighbor(i, j, length, kernel, dilation, causal);
+              const bool got = grid_patterns::natten_neighbor(i, j, length, kernel, dilation, causal);
               ASSERT_EQ(got, naive_axis(i, j, length, kernel, dilation, causal))
                   << "L=" << length << " K=" << kernel << " D=" << dilation << " causal=" << causal
                   << " i=" << i << " j=" << j;
@@ -88,13 +88,13 @@ TEST(NattenAxis, MatchesNaiveWindowForEveryShape) {
 TEST(NattenAxis, WindowShiftsInwardAtBorders) {
   // L = 10, K = 5: the first query sees 0..4 (not -2..2), the last one 5..9.
   for (int64_t j = 0; j < 10; ++j) {
-    EXPECT_EQ(natten::neighbor(0, j, 10, 5, 1, false), j < 5) << j;
-    EXPECT_EQ(natten::neighbor(9, j, 10, 5, 1, false), j >= 5) << j;
-    EXPECT_EQ(natten::neighbor(5, j, 10, 5, 1, false), j >= 3 && j <= 7) << j;
+    EXPECT_EQ(grid_patterns::natten_neighbor(0, j, 10, 5, 1, false), j < 5) << j;
+    EXPECT_EQ(grid_patterns::natten_neighbor(9, j, 10, 5, 1, false), j >= 5) << j;
+    EXPECT_EQ(grid_patterns::natten_neighbor(5, j, 10, 5, 1, false), j >= 3 && j <= 7) << j;
   }
   // Dilation 2 on L = 9: group 1 is {1, 3, 5, 7}; query 1 with K = 3 sees 1, 3, 5.
   for (int64_t j = 0; j < 9; ++j) {
-    EXPECT_EQ(natten::neighbor(1, j, 9, 3, 2, false), j == 1 || j == 3 || j == 5) << j;
+    EXPECT_EQ(grid_patterns::natten_neighbor(1, j, 9, 3, 2, false), j == 1 || j == 3 || j == 5) << j;
   }
 }
 
@@ -105,7 +105,7 @@ TEST(NattenAxis, IntervalClassificationIsExact) {
       for (int64_t kernel : {1, 2, 3, 4}) {
         if (kernel * dilation > length) continue;
         for (bool causal : {false, true}) {
-          grid::AxisRule rule;
+          grid_patterns::AxisRule rule;
           rule.length = length, rule.kernel = kernel, rule.dilation = dilation;
           rule.causal = causal;
           for (int64_t q0 = 0; q0 < length; ++q0)
@@ -117,10 +117,10 @@ TEST(NattenAxis, IntervalClassificationIsExact) {
                     for (int64_t j = k0; j < k1; ++j)
                       allowed += naive_axis(i, j, length, kernel, dilation, causal);
                   const int64_t size = (q1 - q0) * (k1 - k0);
-                  const grid::Coverage want = allowed == 0      ? grid::Coverage::kNone
-                                              : allowed == size ? grid::Coverage::kAll
-                                                                : grid::Coverage::kSome;
-                  ASSERT_EQ(grid::classify_axis(rule, q0, q1, k0, k1), want)
+                  const grid_patterns::Coverage want = allowed == 0      ? grid_patterns::Coverage::kNone
+                                              : allowed == size ? grid_patterns::Coverage::kAll
+                                                                : grid_patterns::Coverage::kSome;
+                  ASSERT_EQ(grid_patterns::classify_axis(rule, q0, q1, k0, k1), want)
                       << "L=" << length << " K=" << kernel << " D=" << dilation
                       << " causal=" << causal << " q=[" << q0 << "," << q1 << ") k=[" << k0 << ","
                       << k1 << ")";
@@ -172,65 +172,71 @@ std::vector<GridCase> grid_cases() {
   };
 }
 
-TEST(NattenPlan, OriginalOrderMaskMatchesNaiveRule) {
-  int64_t full_blocks = 0;
+// The grid of a case, built from the test's own axis list.
+grid_patterns::Grid grid_of(const std::vector<AxisSpec>& axes) {
+  grid_patterns::Grid g;
+  g.ndim = static_cast<int>(axes.size());
+  for (int a = 0; a < g.ndim; ++a) {
+    grid_patterns::AxisRule& r = g.axis[a];
+    r.length = axes[a].length, r.kernel = axes[a].kernel, r.dilation = axes[a].dilation;
+    r.causal = axes[a].causal;
+  }
+  return g;
+}
+
+TEST(NattenPlan, PlanMatchesNaiveRule) {
+  int64_t full_blocks = 0, permuted = 0;
   for (const GridCase& c : grid_cases()) {
-    if (c.axes.empty()) continue;
     const std::unique_ptr<Pattern> pattern = make_pattern(c.spec);
-    ShapeArgs shape(c.n);
-    const Plan plan = pattern->plan(shape.args);
-    EXPECT_EQ(plan.mask.nq, c.n) << c.spec;
-    expect_mask_matches(plan.mask, naive_grid(c.axes), c.spec);
-    full_blocks += std::count(plan.mask.kind.begin(), plan.mask.kind.end(), BlockKind::kFull);
+    for (bool causal : {false, true}) {
+      const Plan plan = pattern->plan(grid_inputs(c.n, causal));
+      EXPECT_EQ(plan.nq(), c.n) << c.spec;
+      EXPECT_EQ(plan.causal, causal);
+      // With causal the box classifier ANDs two exact tests, so a PARTIAL block may be empty.
+      expect_plan_matches(plan, naive_grid(c.axes), c.spec + (causal ? " causal" : ""), !causal);
+      full_blocks += std::count(plan.mask.kind.begin(), plan.mask.kind.end(), BlockKind::kFull);
+      permuted += !plan.token_order.empty();
+    }
   }
   EXPECT_GT(full_blocks, 0) << "the cases must exercise FULL blocks";
+  EXPECT_GT(permuted, 0) << "the cases must exercise token orders";
 }
 
 TEST(NattenPlan, NonCausalQueriesSeeExactlyTheKernelProduct) {
   const std::unique_ptr<Pattern> pattern = make_pattern(
       "natten3d:depth=5,height=6,width=7,"
       "kernel=3,kernel_w=5,dilation_h=2");
-  ShapeArgs shape(210);
-  const std::vector<uint8_t> dense = to_dense(pattern->plan(shape.args).mask, 0, 0);
+  const std::vector<uint8_t> dense = to_dense(pattern->plan(grid_inputs(210)), 0, 0);
   for (int64_t i = 0; i < 210; ++i) {
     int64_t seen = 0;
     for (int64_t j = 0; j < 210; ++j) seen += dense[i * 210 + j];
     ASSERT_EQ(seen, 3 * 3 * 5) << "query " << i;
   }
+  EXPECT_EQ(pattern->direction(), Direction::kBidirectional);
+  EXPECT_EQ(make_pattern("natten2d:causal=1")->direction(), Direction::kCausal);
+  EXPECT_EQ(make_pattern("natten2d:causal_h=1")->direction(), Direction::kBidirectional);
 }
 
-TEST(NattenTiling, IsAPermutationAndTheTiledMaskIsExact) {
-  int64_t full_blocks = 0;
+TEST(NattenTiling, IsAPermutationAndThePlanUsesIt) {
   for (const GridCase& c : grid_cases()) {
-    if (c.axes.empty()) continue;
-    const auto* pattern_ptr = make_pattern(c.spec).release();
-    const std::unique_ptr<const grid::GridPattern> pattern(
-        dynamic_cast<const grid::GridPattern*>(pattern_ptr));
-    ASSERT_NE(pattern, nullptr) << c.spec;
-    const grid::Grid g = pattern->grid_for(c.n);
-    const PairRule rule = naive_grid(c.axes);
-    for (bool causal : {false, true}) {
-      const grid::TiledPlan plan = grid::plan_tiled(g, causal);
-      const std::vector<int64_t>& source = plan.tiling->source;
-      std::set<int64_t> seen;
-      for (int64_t s : source) {
-        if (s >= 0) EXPECT_TRUE(seen.insert(s).second) << c.spec << ": token " << s << " twice";
-      }
-      EXPECT_EQ(static_cast<int64_t>(seen.size()), c.n) << c.spec;
-      EXPECT_EQ(plan.mask.q_block, plan.tiling->block);
-      EXPECT_EQ(plan.tiling->padded() % plan.tiling->block, 0);
-      // With causal the box classifier ANDs two exact tests, so a PARTIAL block may be empty.
-      expect_mask_matches(
-          plan.mask,
-          [&](int64_t p, int64_t q) {
-            const int64_t i = source[p], j = source[q];
-            return i >= 0 && j >= 0 && rule(i, j) && (!causal || j <= i);
-          },
-          c.spec + (causal ? " tiled causal" : " tiled"), !causal);
-      full_blocks += std::count(plan.mask.kind.begin(), plan.mask.kind.end(), BlockKind::kFull);
+    const grid_patterns::TiledPlan tiled = grid_patterns::plan_tiled(grid_of(c.axes), false);
+    const std::vector<int64_t>& source = tiled.tiling->source;
+    std::set<int64_t> seen;
+    for (int64_t s : source) {
+      if (s >= 0) EXPECT_TRUE(seen.insert(s).second) << c.spec << ": token " << s << " twice";
+    }
+    EXPECT_EQ(static_cast<int64_t>(seen.size()), c.n) << c.spec;
+    EXPECT_EQ(tiled.mask.q_block, tiled.tiling->block);
+    EXPECT_EQ(tiled.tiling->padded() % tiled.tiling->block, 0);
+    // The pattern's plan is this tiling: its order, or none when the tiling is the identity.
+    const Plan plan = make_pattern(c.spec)->plan(grid_inputs(c.n));
+    if (tiled.tiling->identity) {
+      EXPECT_TRUE(plan.token_order.empty()) << c.spec;
+    } else {
+      EXPECT_EQ(std::vector<int64_t>(plan.token_order.begin(), plan.token_order.end()), source)
+          << c.spec;
     }
   }
-  EXPECT_GT(full_blocks, 0) << "the cases must exercise FULL blocks";
 }
 
 // The kernel may ask for any tile: inside one box pair (the separable fast path, at an offset) or
@@ -239,10 +245,10 @@ TEST(NattenTiling, PredicateFillsAnyTile) {
   const GridCase c{"natten3d:depth=6,height=8,width=9,kernel=3,causal_d=1,dilation_w=2,kernel_h=5",
                    432,
                    {{6, 3, 1, true}, {8, 5, 1, false}, {9, 3, 2, false}}};
-  const grid::Grid g = dynamic_cast<grid::GridPattern&>(*make_pattern(c.spec)).grid_for(c.n);
+  const grid_patterns::Grid g = grid_of(c.axes);
   const PairRule rule = naive_grid(c.axes);
   for (bool causal : {false, true}) {
-    const grid::TiledPlan plan = grid::plan_tiled(g, causal);
+    const grid_patterns::TiledPlan plan = grid_patterns::plan_tiled(g, causal);
     const std::vector<int64_t>& source = plan.tiling->source;
     const int64_t padded = plan.tiling->padded();
     const int64_t tiles[][4] = {{0, 64, 0, 64},   {64, 64, 128, 64},      {70, 16, 130, 20},
@@ -268,70 +274,66 @@ TEST(NattenTiling, PredicateFillsAnyTile) {
 }
 
 TEST(NattenTiling, BoxesFollowTheGridShape) {
-  const grid::Tiling t2 = grid::make_tiling(
-      dynamic_cast<grid::GridPattern&>(*make_pattern("natten2d:kernel=13")).grid_for(128 * 128));
+  const grid_patterns::Tiling t2 =
+      grid_patterns::make_tiling(grid_of({{128, 13, 1, false}, {128, 13, 1, false}}));
   EXPECT_EQ(t2.tile[0], 8);
   EXPECT_EQ(t2.tile[1], 8);
   EXPECT_EQ(t2.block, 64);
   EXPECT_FALSE(t2.identity);
-  const grid::Tiling t3 = grid::make_tiling(
-      dynamic_cast<grid::GridPattern&>(*make_pattern("natten3d:kernel=3")).grid_for(16 * 16 * 16));
+  const grid_patterns::Tiling t3 = grid_patterns::make_tiling(
+      grid_of({{16, 3, 1, false}, {16, 3, 1, false}, {16, 3, 1, false}}));
   EXPECT_EQ(t3.tile[0] * t3.tile[1] * t3.tile[2], 64);
   // A flat 2 x 512 grid keeps 64-token boxes by growing the width tile.
-  const grid::Tiling flat = grid::make_tiling(
-      dynamic_cast<grid::GridPattern&>(*make_pattern("natten2d:height=2,kernel=1")).grid_for(1024));
+  const grid_patterns::Tiling flat =
+      grid_patterns::make_tiling(grid_of({{2, 1, 1, false}, {512, 1, 1, false}}));
   EXPECT_EQ(flat.tile[0] * flat.tile[1], 64);
   EXPECT_EQ(flat.padded(), 1024);
-  // 1-D without dilation on whole blocks is the identity: no copies in run().
-  const grid::Tiling line = grid::make_tiling(
-      dynamic_cast<grid::GridPattern&>(*make_pattern("natten1d:kernel=7")).grid_for(256));
-  EXPECT_TRUE(line.identity);
+  // 1-D without dilation on whole blocks is the identity: the plan has no token order.
+  EXPECT_TRUE(grid_patterns::make_tiling(grid_of({{256, 7, 1, false}})).identity);
+  EXPECT_TRUE(make_pattern("natten1d:kernel=7")->plan(grid_inputs(256)).token_order.empty());
 }
 
-// The figure: natten2d on 128 x 128 with kernel 13 visits few key tiles with 8 x 8 boxes.
+// natten2d on 128 x 128 with kernel 13 visits few key tiles with 8 x 8 boxes.
 TEST(NattenTiling, VisitedDensity128Kernel13) {
-  const grid::TiledDensity d =
-      grid::tiled_density("natten2d:height=128,width=128,kernel=13", 128 * 128);
-  std::cout << "natten2d 128x128 kernel 13: element density " << d.element
-            << ", visited key-tile density " << d.visited << " (" << d.visited_blocks
-            << " blocks of " << d.block << "x" << d.block << ", tiles " << d.tile[0] << "x"
-            << d.tile[1] << "), ratio " << d.visited / d.element << "\n";
-  EXPECT_NEAR(d.element, 169.0 / 16384.0, 1e-12);
-  EXPECT_LE(d.visited, 5.0 * d.element);
-  // The original row-major order needs far more blocks for the same rule.
-  const std::unique_ptr<Pattern> pattern = make_pattern("natten2d:kernel=13");
-  ShapeArgs shape(128 * 128);
-  EXPECT_GT(block_density(pattern->plan(shape.args).mask), d.visited);
+  const auto visited = [](const Plan& plan) {  // listed blocks x block area / N^2
+    const double n = static_cast<double>(plan.nq());
+    return static_cast<double>(plan.mask.kv_index.size()) * plan.mask.q_block *
+           plan.mask.kv_block / (n * n);
+  };
+  const Plan plan = make_pattern("natten2d:height=128,width=128,kernel=13")->plan(grid_inputs(128 * 128));
+  const double element = density(plan), tiles = visited(plan);
+  std::cout << "natten2d 128x128 kernel 13: element density " << element
+            << ", visited key-tile density " << tiles << " (" << plan.mask.kv_index.size()
+            << " blocks of " << plan.mask.q_block << "x" << plan.mask.kv_block << "), ratio "
+            << tiles / element << "\n";
+  EXPECT_NEAR(element, 169.0 / 16384.0, 1e-12);
+  EXPECT_LE(tiles, 5.0 * element);
   // For the record: 3-D boxes of 4 x 4 x 4 around a 7 x 7 x 7 neighbourhood.
-  const grid::TiledDensity d3 = grid::tiled_density("natten3d:kernel=7", 32 * 32 * 32);
-  std::cout << "natten3d 32x32x32 kernel 7: element density " << d3.element
-            << ", visited key-tile density " << d3.visited << ", ratio " << d3.visited / d3.element
-            << "\n";
-  EXPECT_LT(d3.visited, 8.0 * d3.element);
+  const Plan plan3 = make_pattern("natten3d:kernel=7")->plan(grid_inputs(32 * 32 * 32));
+  std::cout << "natten3d 32x32x32 kernel 7: element density " << density(plan3)
+            << ", visited key-tile density " << visited(plan3) << ", ratio "
+            << visited(plan3) / density(plan3) << "\n";
+  EXPECT_LT(visited(plan3), 8.0 * density(plan3));
 }
 
 TEST(NattenErrors, NamePatternAndSizes) {
-  ShapeArgs shape(64);
   for (const char* spec : {"natten2d:height=7,width=9", "natten2d:height=7", "natten1d:kernel=65",
                            "natten3d:depth=3,height=3", "natten2d:kernel=9",
                            "natten3d:depth=2,kernel=3", "natten2d:kernel_w=0"}) {
     try {
-      make_pattern(spec)->plan(shape.args);
+      make_pattern(spec)->plan(grid_inputs(64));
       ADD_FAILURE() << spec << " should fail on 64 tokens";
     } catch (const Error& e) {
-      EXPECT_EQ(e.argument(), "--pattern") << spec;
+      EXPECT_EQ(e.argument(), "pattern") << spec;
       EXPECT_NE(std::string(e.what()).find("natten"), std::string::npos) << e.what();
     }
   }
-  ShapeArgs ok(64);
-  EXPECT_NO_THROW(make_pattern("natten2d:kernel=3")->plan(ok.args));          // 8 x 8 derived
-  EXPECT_NO_THROW(make_pattern("natten3d:kernel=3")->plan(ok.args));          // 4 x 4 x 4 derived
-  EXPECT_NO_THROW(make_pattern("natten3d:depth=4,kernel=3")->plan(ok.args));  // 4 x (4 x 4)
-  const grid::Grid frames =
-      dynamic_cast<grid::GridPattern&>(*make_pattern("natten3d:depth=2,kernel=1"))
-          .grid_for(2 * 9 * 9);
-  EXPECT_EQ(frames.axis[1].length, 9);
-  EXPECT_EQ(frames.axis[2].length, 9);
+  EXPECT_NO_THROW(make_pattern("natten2d:kernel=3")->plan(grid_inputs(64)));          // 8 x 8
+  EXPECT_NO_THROW(make_pattern("natten3d:kernel=3")->plan(grid_inputs(64)));          // 4 x 4 x 4
+  EXPECT_NO_THROW(make_pattern("natten3d:depth=4,kernel=3")->plan(grid_inputs(64)));  // 4 x (4 x 4)
+  // One length given: the others share what is left (2 frames of 9 x 9).
+  const Plan frames = make_pattern("natten3d:depth=2,kernel=1")->plan(grid_inputs(2 * 9 * 9));
+  EXPECT_EQ(frames.nq(), 2 * 9 * 9);
 }
 
 TEST(NattenRun, MatchesReferenceOnSmallGrids) {

@@ -14,11 +14,11 @@ TEST(PatternsCausal, MatchesRule) {
 
 TEST(PatternsCausal, BottomRightAlignment) {
   // 3 queries over 5 keys: query 0 is at position 2 and sees keys 0..2.
-  const auto plan = make_pattern("causal")->plan(shape_args(3, 5, 1));
+  const auto plan = make_pattern("causal")->plan(shape_inputs(3, 5, 1));
   const std::vector<uint8_t> want = {1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1};
   EXPECT_EQ(to_dense(plan.mask, 0, 0), want);
   // 5 queries over 3 keys: the first two rows precede every key.
-  const auto wide = make_pattern("causal")->plan(shape_args(5, 3, 1));
+  const auto wide = make_pattern("causal")->plan(shape_inputs(5, 3, 1));
   const std::vector<uint8_t> want_wide = {0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 0, 1, 1, 1};
   EXPECT_EQ(to_dense(wide.mask, 0, 0), want_wide);
 }
@@ -104,7 +104,7 @@ TEST(PatternsPower, MatchesAlgorithm1) {
 TEST(PatternsPower, DefaultsAtLengthMatchThePaper) {
   // 32k tokens = 128 blocks of 256: the last query block keeps 1 sink + 5 window + distances
   // 8, 16, 32, 64 (the paper's ~10 blocks per query block).
-  const auto plan = make_pattern("power")->plan(shape_args(32768, 32768, 1));
+  const auto plan = make_pattern("power")->plan(shape_inputs(32768, 32768, 1));
   const BlockMask& m = plan.mask;
   const int64_t r = m.list(0, 0, m.q_blocks() - 1);
   EXPECT_EQ(m.row_start[r + 1] - m.row_start[r], 4 * (1 + 5 + 4));  // 64-wide tiles, 4 per block

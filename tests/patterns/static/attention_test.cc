@@ -30,14 +30,14 @@ TEST(PatternsAttention, RunMatchesReference) {
       Inputs in = make_inputs(p);
       AttentionArgs a = in.args();
       const RunStats stats = pattern->run(a);
-      const Plan plan = pattern->plan(a);
+      const Plan plan = pattern->plan(PlanInputs::of(a));
       EXPECT_GT(stats.density, 0.0);
       EXPECT_NEAR(stats.density, density(plan.mask), 1e-12);
       EXPECT_NEAR(stats.pairs, stats.density * p.nq * p.nk, 1e-6);
       const BlockMask& mask = plan.mask;
       AttentionArgs r = a;
       r.out = in.ref_out.view();
-      r.lse = in.ref_lse.f32();
+      r.lse = in.ref_lse.rows_view();
       attention_reference(r, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
         uint8_t allow = 0;  // the pattern's own element predicate, one element at a time
         mask.predicate->fill(b, h, i, 1, j, 1, &allow, 1);
@@ -60,7 +60,7 @@ TEST(PatternsAttention, ArgsCausalIsAndedIn) {
       AttentionArgs a = in.args();
       a.causal = true;
       const RunStats stats = pattern->run(a);
-      const BlockMask mask = pattern->plan(a).mask;
+      const BlockMask mask = pattern->plan(PlanInputs::of(a)).mask;
       EXPECT_NEAR(stats.density, density(mask, true), 1e-12);
       EXPECT_LT(stats.density, density(mask, false));
       // The pair count is cached per shape and causality: a non-causal run counts more.
@@ -70,7 +70,7 @@ TEST(PatternsAttention, ArgsCausalIsAndedIn) {
       EXPECT_EQ(pattern->run(a).density, stats.density);
       AttentionArgs r = a;
       r.out = in.ref_out.view();
-      r.lse = in.ref_lse.f32();
+      r.lse = in.ref_lse.rows_view();
       attention_reference(r, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
         uint8_t allow = 0;
         mask.predicate->fill(b, h, i, 1, j, 1, &allow, 1);
@@ -86,13 +86,13 @@ TEST(PatternsAttention, CombinedMasksRun) {
   const Problem p{1, 4, 2, 140, 200, 32, 32};
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
-  const BlockMask window = make_pattern("window:size=50")->plan(a).mask;
-  const BlockMask shifted = make_pattern("s2attn:groups=3")->plan(a).mask;
+  const BlockMask window = make_pattern("window:size=50")->plan(PlanInputs::of(a)).mask;
+  const BlockMask shifted = make_pattern("s2attn:groups=3")->plan(PlanInputs::of(a)).mask;
   for (const BlockMask& mask : {mask_and(window, shifted), mask_or(window, shifted)}) {
     attention(a, mask);
     AttentionArgs r = a;
     r.out = in.ref_out.view();
-    r.lse = in.ref_lse.f32();
+    r.lse = in.ref_lse.rows_view();
     attention_reference(r, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
       return allowed(mask, b, h, i, j);
     });

@@ -29,7 +29,7 @@ TEST(PatternsS2Attn, MatchesRolledGroups) {
 TEST(PatternsS2Attn, ShiftedHeadsWrapAround) {
   // 8 keys, 2 groups of 4, shift 2: the shifted head's wrap group is {6, 7, 0, 1}; in rolled
   // order 6, 7 come first, so position 0 sees 6 and 7 (the leak SinkLoRA removes).
-  const auto plan = make_pattern("s2attn:groups=2")->plan(shape_args(8, 8, 2));
+  const auto plan = make_pattern("s2attn:groups=2")->plan(shape_inputs(8, 8, 2));
   ASSERT_EQ(plan.mask.heads, 2);
   const auto shifted = to_dense(plan.mask, 0, 1);
   EXPECT_EQ(shifted[0 * 8 + 6], 1);
@@ -65,7 +65,7 @@ TEST(PatternsSfAttn, MatchesRule) {
 }
 
 TEST(PatternsSfAttn, NoWrapAround) {
-  const auto plan = make_pattern("sf_attn:groups=2,sinks=0")->plan(shape_args(8, 8, 2));
+  const auto plan = make_pattern("sf_attn:groups=2,sinks=0")->plan(shape_inputs(8, 8, 2));
   const auto shifted = to_dense(plan.mask, 0, 1);
   EXPECT_EQ(shifted[0 * 8 + 6], 0);  // unlike s2attn, position 0 never sees the end
   EXPECT_EQ(shifted[1 * 8 + 0], 1);

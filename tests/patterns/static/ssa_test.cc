@@ -30,7 +30,7 @@ TEST(PatternsSsa, StructureOnOddShapes) {
         "ssa:ratio=" + std::to_string(ratio) + ",seed=5,block=" + std::to_string(block);
     for (const auto& c : odd_cases()) {
       SCOPED_TRACE(spec + " nq=" + std::to_string(c.nq) + " nk=" + std::to_string(c.nk));
-      const auto plan = make_pattern(spec)->plan(shape_args(c.nq, c.nk, c.heads));
+      const auto plan = make_pattern(spec)->plan(shape_inputs(c.nq, c.nk, c.heads));
       const std::vector<uint8_t> dense = to_dense(plan.mask, 0, 0);
       const int64_t off = c.nk - c.nq;
       // Kept sets per pattern block, with the declared size and the diagonal.
@@ -54,7 +54,7 @@ TEST(PatternsSsa, StructureOnOddShapes) {
 }
 
 TEST(PatternsSsa, SeedDeterminesTheSample) {
-  const auto args = shape_args(2048, 2048, 1);
+  const auto args = shape_inputs(2048, 2048, 1);
   const auto a = to_dense(make_pattern("ssa:seed=1")->plan(args).mask, 0, 0);
   const auto b = to_dense(make_pattern("ssa:seed=1")->plan(args).mask, 0, 0);
   const auto c = to_dense(make_pattern("ssa:seed=2")->plan(args).mask, 0, 0);
@@ -65,7 +65,7 @@ TEST(PatternsSsa, SeedDeterminesTheSample) {
 TEST(PatternsSsa, LocallyBiased) {
   // Mean distance of the drawn (non-diagonal) blocks against the uniform draw's a/2.
   const int64_t n = 64 * 256;
-  const auto plan = make_pattern("ssa:ratio=4,seed=3")->plan(shape_args(n, n, 1));
+  const auto plan = make_pattern("ssa:ratio=4,seed=3")->plan(shape_inputs(n, n, 1));
   const BlockMask& m = plan.mask;
   double distance = 0.0, uniform = 0.0;
   for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {

@@ -1,15 +1,16 @@
 // A block mask as a PNG picture, written without any image library: 8-bit palette pixels in
 // zlib "stored" (uncompressed) deflate blocks, so only CRC-32 and Adler-32 are needed. Pictures
 // are at most a few MB, which is fine for a diagnostic.
+#include "mask_png.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include "attnkit/block_mask.h"
 #include "attnkit/error.h"
 
-namespace attnkit {
+namespace attnkit::cli {
 namespace {
 
 uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc = 0) {
@@ -112,4 +113,4 @@ void write_block_mask_png(const std::string& path, const BlockMask& mask, int64_
   }
 }
 
-}  // namespace attnkit
+}  // namespace attnkit::cli

@@ -1,0 +1,59 @@
+// The walk that the LSE-only pass and the probability reduction share: scores
+//   s[i, j] = scale * q_i . k_j,   i < nq,  j < limit[i] (all nk when limit is null)
+// in chunks of kChunk keys (transposed once per chunk, reused by every row tile) and tiles of
+// kRows query rows, handed to visit(i, j0, s, seen) with s the row's scores of keys
+// [j0, j0 + seen). Rows with skip(i) are neither scored into the tile width nor visited.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/planner_ops.h"
+
+namespace attnkit::cpu {
+
+inline constexpr int64_t kWalkChunk = 256;  // keys per transposed chunk: [dim][256] f32 in L2
+inline constexpr int64_t kWalkRows = 32;    // query rows per score tile (32 x 256 scores = 32 KiB)
+inline constexpr int64_t kWalkPanel = 32;   // columns of one score panel (2 AVX-512 vectors)
+
+template <class Skip, class Visit>
+void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
+                 int64_t ldk, int64_t dim, float scale, const int64_t* limit, Skip&& skip,
+                 Visit&& visit) {
+  std::vector<float> kt(dim * kWalkChunk, 0.0f), scores(kWalkRows * kWalkChunk);
+  for (int64_t j0 = 0; j0 < nk; j0 += kWalkChunk) {
+    const int64_t cols = std::min(kWalkChunk, nk - j0);
+    bool transposed = false;
+    for (int64_t i0 = 0; i0 < nq; i0 += kWalkRows) {
+      const int64_t rows = std::min(kWalkRows, nq - i0);
+      // Visible columns of this chunk per row; skip the tile if no row sees any.
+      int64_t tile_cols = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        if (skip(i0 + r)) continue;
+        const int64_t lim = limit ? limit[i0 + r] : nk;
+        tile_cols = std::max(tile_cols, std::clamp<int64_t>(lim - j0, 0, cols));
+      }
+      if (tile_cols == 0) continue;
+      if (!transposed) {
+        transpose_keys(keys + j0 * ldk, cols, dim, ldk, kt.data(), kWalkChunk);
+        transposed = true;
+      }
+      // Whole 32-column panels (stale but finite columns past tile_cols are computed and
+      // ignored): the masked tail path is several times slower per column.
+      const int64_t padded =
+          std::min(kWalkChunk, (tile_cols + kWalkPanel - 1) / kWalkPanel * kWalkPanel);
+      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kWalkChunk, padded, dim, scale,
+                 scores.data(), kWalkChunk);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r;
+        if (skip(i)) continue;
+        const int64_t lim = limit ? limit[i] : nk;
+        const int64_t seen = std::clamp<int64_t>(lim - j0, 0, tile_cols);
+        if (seen > 0) visit(i, j0, scores.data() + r * kWalkChunk, seen);
+      }
+    }
+  }
+}
+
+}  // namespace attnkit::cpu

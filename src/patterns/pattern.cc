@@ -1,0 +1,325 @@
+// The Pattern contract (include/attnkit/pattern.h): inputs of plan(), read-outs of a Plan, the
+// declared parameters and their checks, and the one run() every pattern goes through.
+#include "attnkit/pattern.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "attnkit/error.h"
+#include "core/attention_args.h"
+#include "core/timing.h"
+#include "kernels/cpu/planner_ops.h"
+
+namespace attnkit {
+namespace {
+
+TensorView shape_view(int64_t batch, int64_t heads, int64_t n, int64_t dim) {
+  return TensorView::contiguous(nullptr, DType::kF32, {batch, heads, n, dim});
+}
+
+std::string number(double value, PatternParam::Type type) {
+  if (type != PatternParam::Type::kReal) {
+    if (value >= 9.2e18) return std::to_string(INT64_MAX);  // the declared int64 limits
+    if (value <= -9.2e18) return std::to_string(INT64_MIN);
+    return std::to_string(static_cast<int64_t>(value));
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
+}
+
+bool parse_int(const std::string& text, int64_t* value) {
+  errno = 0;
+  char* end = nullptr;
+  const long long parsed = std::strtoll(text.c_str(), &end, 10);
+  *value = parsed;
+  return !text.empty() && end && *end == '\0' && errno == 0;
+}
+
+bool parse_real(const std::string& text, double* value) {
+  char* end = nullptr;
+  *value = std::strtod(text.c_str(), &end);
+  return !text.empty() && end && *end == '\0' && std::isfinite(*value);
+}
+
+std::string join(const std::vector<std::string>& words, const char* separator) {
+  std::string text;
+  for (const auto& w : words) text += (text.empty() ? "" : separator) + w;
+  return text;
+}
+
+// Throws unless `text` is a valid value of `param` (of pattern `name`).
+void check_value(const std::string& name, const PatternParam& param, const std::string& text) {
+  const std::string what = "'" + name + "' parameter '" + param.name + "' must be ";
+  const std::string got = ", got '" + text + "'";
+  int64_t i = 0;
+  double x = 0.0;
+  switch (param.type) {
+    case PatternParam::Type::kInt:
+      check(parse_int(text, &i) && double(i) >= param.lo && double(i) <= param.hi, "pattern",
+            what + "an integer in [" + number(param.lo, param.type) + ", " +
+                number(param.hi, param.type) + "]" + got);
+      return;
+    case PatternParam::Type::kBlock:
+      check(parse_int(text, &i) && i > 0 && i % 16 == 0 && i <= (int64_t{1} << 20), "pattern",
+            what + "a positive multiple of 16 (at most 1048576)" + got);
+      return;
+    case PatternParam::Type::kReal:
+      check(parse_real(text, &x) && x >= param.lo && x <= param.hi, "pattern",
+            what + "a number in [" + number(param.lo, param.type) + ", " +
+                number(param.hi, param.type) + "]" + got);
+      return;
+    case PatternParam::Type::kChoice:
+      check(std::find(param.choices.begin(), param.choices.end(), text) != param.choices.end(),
+            "pattern", what + "one of " + join(param.choices, ", ") + got);
+      return;
+    case PatternParam::Type::kText:
+      return;
+  }
+}
+
+}  // namespace
+
+// --- PlanInputs ---
+
+PlanInputs PlanInputs::shapes(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t nq,
+                              int64_t nk, int64_t dim, bool causal) {
+  PlanInputs in;
+  in.q = shape_view(batch, heads_q, nq, dim);
+  in.k = shape_view(batch, heads_kv, nk, dim);
+  in.causal = causal;
+  return in;
+}
+
+PlanInputs PlanInputs::of(const AttentionArgs& args) {
+  PlanInputs in;
+  in.q = args.q;
+  in.k = args.k;
+  in.scale = args.scale;
+  in.causal = args.causal;
+  in.threads = args.threads;
+  return in;
+}
+
+void PlanInputs::validate(bool needs_data) const {
+  for (int i = 0; i < 4; ++i) {
+    check(q.shape[i] > 0, "q", "has a zero-size dimension: " + q.describe());
+    check(k.shape[i] > 0, "k", "has a zero-size dimension: " + k.describe());
+  }
+  check(k.shape[0] == q.shape[0], "k",
+        "batch must match q: q " + q.describe() + ", k " + k.describe());
+  check(k.shape[3] == q.shape[3], "k",
+        "head dim must match q, got " + std::to_string(q.shape[3]) + " and " +
+            std::to_string(k.shape[3]));
+  check(q.shape[1] % k.shape[1] == 0, "k",
+        "query heads must be a multiple of kv heads, got " + std::to_string(q.shape[1]) +
+            " and " + std::to_string(k.shape[1]));
+  check(threads >= 0 && threads <= 1024, "threads",
+        "must be in [0, 1024], got " + std::to_string(threads));
+  if (needs_data) {
+    check(!q.empty(), "q", "is missing: a content-based pattern plans from the query data");
+    check(!k.empty(), "k", "is missing: a content-based pattern plans from the key data");
+  }
+}
+
+// --- Plan ---
+
+int64_t Plan::nq() const {
+  if (token_order.empty()) return mask.nq;
+  return std::count_if(token_order.begin(), token_order.end(), [](int32_t t) { return t >= 0; });
+}
+
+int64_t Plan::nk() const { return token_order.empty() ? mask.nk : nq(); }
+
+std::vector<uint8_t> to_dense(const Plan& plan, int64_t b, int64_t h) {
+  const std::vector<uint8_t> kernel_order = to_dense(plan.mask, b, h);
+  const int64_t nq = plan.nq(), nk = plan.nk();
+  if (plan.token_order.empty()) {
+    if (!plan.causal) return kernel_order;
+    std::vector<uint8_t> dense = kernel_order;
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t j = std::max<int64_t>(0, i + nk - nq + 1); j < nk; ++j) dense[i * nk + j] = 0;
+    return dense;
+  }
+  const auto& order = plan.token_order;
+  const int64_t slots = static_cast<int64_t>(order.size());
+  std::vector<uint8_t> dense(static_cast<size_t>(nq * nk), 0);
+  for (int64_t p = 0; p < slots; ++p) {
+    if (order[p] < 0) continue;
+    for (int64_t s = 0; s < slots; ++s)
+      if (order[s] >= 0) dense[order[p] * nk + order[s]] = kernel_order[p * slots + s];
+  }
+  return dense;
+}
+
+double density(const Plan& plan) {
+  const int64_t nq = plan.nq(), nk = plan.nk();
+  if (nq == 0 || nk == 0) return 0.0;
+  // A permuted plan holds its causality; padding rows and keys attend nothing.
+  const bool causal = plan.causal && plan.token_order.empty();
+  const double cells = static_cast<double>(plan.mask.nq) * static_cast<double>(plan.mask.nk);
+  return density(plan.mask, causal) * cells / (static_cast<double>(nq) * static_cast<double>(nk));
+}
+
+const char* direction_name(Direction direction) {
+  switch (direction) {
+    case Direction::kCausal:
+      return "causal";
+    case Direction::kBidirectional:
+      return "bidirectional";
+    case Direction::kCaller:
+      return "caller";
+  }
+  return "?";
+}
+
+const char* family_name(PatternFamily family) {
+  switch (family) {
+    case PatternFamily::kStatic:
+      return "static";
+    case PatternFamily::kGrid:
+      return "grid";
+    case PatternFamily::kDynamic:
+      return "dynamic";
+  }
+  return "?";
+}
+
+// --- Declared parameters ---
+
+PatternParam int_param(std::string name, int64_t default_value, int64_t lo, int64_t hi,
+                       std::string help) {
+  return {std::move(name), std::to_string(default_value), std::move(help),
+          PatternParam::Type::kInt, double(lo), double(hi), {}};
+}
+
+PatternParam block_param(std::string name, int64_t default_value, std::string help) {
+  return {std::move(name), std::to_string(default_value), std::move(help),
+          PatternParam::Type::kBlock, 16.0, double(1 << 20), {}};
+}
+
+PatternParam real_param(std::string name, std::string default_value, double lo, double hi,
+                        std::string help) {
+  return {std::move(name), std::move(default_value), std::move(help), PatternParam::Type::kReal,
+          lo, hi, {}};
+}
+
+PatternParam choice_param(std::string name, std::string default_value,
+                          std::vector<std::string> choices, std::string help) {
+  return {std::move(name), std::move(default_value), std::move(help),
+          PatternParam::Type::kChoice, 0.0, 0.0, std::move(choices)};
+}
+
+PatternParam text_param(std::string name, std::string default_value, std::string help) {
+  return {std::move(name), std::move(default_value), std::move(help), PatternParam::Type::kText,
+          0.0, 0.0, {}};
+}
+
+PatternParams::PatternParams(const PatternInfo& info,
+                             const std::map<std::string, std::string>& given)
+    : name_(info.name), family_(info.family) {
+  std::vector<std::string> names;
+  for (const auto& p : info.params) names.push_back(p.name);
+  for (const auto& [key, text] : given) {
+    check(std::find(names.begin(), names.end(), key) != names.end(), "pattern",
+          "'" + info.name + "' has no parameter '" + key + "' (" +
+              (names.empty() ? std::string("it takes no parameters")
+                             : "parameters: " + join(names, ", ")) +
+              ")");
+  }
+  for (const auto& p : info.params) {
+    const auto it = given.find(p.name);
+    const std::string& text = it == given.end() ? p.default_value : it->second;
+    check_value(info.name, p, text);
+    values_.emplace_back(p.name, text);
+  }
+}
+
+const std::string& PatternParams::value(const std::string& key) const {
+  for (const auto& [k, v] : values_)
+    if (k == key) return v;
+  throw Error("pattern", "'" + name_ + "' has no parameter '" + key + "'");
+}
+
+int64_t PatternParams::get_int(const std::string& key) const {
+  int64_t i = 0;
+  parse_int(value(key), &i);  // checked when constructed
+  return i;
+}
+
+double PatternParams::get_real(const std::string& key) const {
+  double x = 0.0;
+  parse_real(value(key), &x);
+  return x;
+}
+
+std::string PatternParams::get_string(const std::string& key) const { return value(key); }
+
+std::string PatternParams::canonical() const {
+  std::string text = name_;
+  for (size_t i = 0; i < values_.size(); ++i)
+    text += (i == 0 ? ":" : ",") + values_[i].first + "=" + values_[i].second;
+  return text;
+}
+
+// --- Pattern ---
+
+Pattern::Pattern(const PatternParams& params, Direction direction)
+    : name_(params.pattern()),
+      spec_(params.canonical()),
+      direction_(direction),
+      family_(params.family()) {}
+
+RunStats Pattern::run(const AttentionArgs& args) const {
+  validate(args);
+  const double start = now_seconds();
+  const Plan plan = this->plan(PlanInputs::of(args));
+  const double planned = now_seconds();
+  int64_t attended = 0;
+  AttentionArgs counted = args;
+  counted.attended_pairs = &attended;
+  execute(counted, plan);
+  RunStats stats;
+  stats.seconds = now_seconds() - start;
+  stats.plan_seconds = planned - start;
+  if (args.attended_pairs) *args.attended_pairs += attended;
+  const double slices = static_cast<double>(args.q.shape[0] * args.q.shape[1]);
+  const double cells = static_cast<double>(args.q.shape[2]) * static_cast<double>(args.k.shape[2]);
+  stats.pairs = static_cast<double>(attended) / slices;
+  stats.density = stats.pairs / cells;
+  return stats;
+}
+
+void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
+  if (plan.token_order.empty()) {
+    attention(args, plan.mask);
+    return;
+  }
+  // Kernel order: gather Q, K, V rows, attend (causality is in the mask), scatter O and LSE.
+  const auto& order = plan.token_order;
+  const int64_t batch = args.q.shape[0], heads = args.q.shape[1], dim_v = args.v.shape[3];
+  const int64_t slots = static_cast<int64_t>(order.size());
+  check(plan.mask.nq == slots && plan.mask.nk == slots, "pattern",
+        "'" + name() + "' planned a mask of " + std::to_string(plan.mask.nq) +
+            " rows for a token order of " + std::to_string(slots));
+  const Tensor q = cpu::permute_tokens(args.q, order, args.threads);
+  const Tensor k = cpu::permute_tokens(args.k, order, args.threads);
+  const Tensor v = cpu::permute_tokens(args.v, order, args.threads);
+  Tensor out({batch, heads, slots, dim_v}, DType::kF32);
+  Tensor lse({batch, heads, args.lse.empty() ? 1 : slots}, DType::kF32);
+  AttentionArgs permuted = args;
+  permuted.q = q.view();
+  permuted.k = k.view();
+  permuted.v = v.view();
+  permuted.out = out.view();
+  permuted.lse = args.lse.empty() ? MutableTensorView{} : lse.rows_view();
+  permuted.causal = false;
+  attention(permuted, plan.mask);
+  cpu::unpermute_tokens(out.view(), permuted.lse, order, args.out, args.lse, args.threads);
+}
+
+}  // namespace attnkit
