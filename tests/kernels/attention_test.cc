@@ -6,6 +6,7 @@
 
 #include "support/attention_check.h"
 #include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
 #include "kernels/cpu/tile_plan.h"
 
 namespace attnkit {
@@ -116,13 +117,6 @@ TEST(DenseKernel, ReportsItsSimdTarget) {
 namespace attnkit {
 namespace {
 
-// Bottom-right causal pairs of one (batch, head) slice.
-int64_t causal_pairs(int64_t nq, int64_t nk) {
-  int64_t pairs = 0;
-  for (int64_t i = 0; i < nq; ++i) pairs += std::clamp<int64_t>(i + (nk - nq) + 1, 0, nk);
-  return pairs;
-}
-
 // The kernels count the pairs they attend; both paths (tiles and decode) must agree with the rule.
 TEST(AttendedPairs, DenseCausalAndDecode) {
   for (auto [nq, nk, causal] : std::vector<std::tuple<int64_t, int64_t, bool>>{
@@ -135,7 +129,7 @@ TEST(AttendedPairs, DenseCausalAndDecode) {
     int64_t pairs = 0;
     a.attended_pairs = &pairs;
     attention(a);
-    EXPECT_EQ(pairs, 6 * (causal ? causal_pairs(nq, nk) : nq * nk))
+    EXPECT_EQ(pairs, 6 * dense_pairs(nq, nk, causal))
         << "nq=" << nq << " nk=" << nk << " causal=" << causal;
   }
 }

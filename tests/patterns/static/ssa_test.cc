@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "support/attention_check.h"
 #include "support/pattern_check.h"
 
 namespace attnkit::testing {
@@ -79,6 +80,35 @@ TEST(PatternsSsa, LocallyBiased) {
   ASSERT_GT(uniform, 0.0);
   EXPECT_LT(distance / uniform, 0.7);
   EXPECT_GT(distance / uniform, 0.05);  // but not just a window
+}
+
+// ensemble=R (the paper's self-ensemble inference): O is the mean of the R single-sample runs
+// with seeds seed..seed+R-1, LSE the log of their mean mass; the plan shows the union of the
+// samples, and the pairs are those of all R passes.
+TEST(PatternsSsa, EnsembleAveragesIndependentSamples) {
+  Problem p;
+  p.heads_q = 2, p.heads_kv = 1, p.nq = 300, p.nk = 300, p.dim = 16, p.dim_v = 16;
+  Inputs in = make_inputs(p);
+  const int64_t rows = 2 * 300;
+  std::vector<double> mean_o(rows * 16, 0.0), mass(rows, 0.0);
+  double pairs = 0.0;
+  std::vector<uint8_t> union_mask(300 * 300, 0);
+  for (int64_t r = 0; r < 3; ++r) {
+    const auto single = make_pattern("ssa:ratio=4,block=16,seed=" + std::to_string(7 + r));
+    const RunStats stats = single->run(in.args());
+    pairs += stats.pairs;
+    for (int64_t e = 0; e < rows * 16; ++e) mean_o[e] += in.out.f32()[e] / 3.0;
+    for (int64_t e = 0; e < rows; ++e) mass[e] += std::exp(double(in.lse.f32()[e])) / 3.0;
+    const auto dense = to_dense(single->plan(shape_inputs(300, 300, 2)), 0, 0);
+    for (size_t e = 0; e < dense.size(); ++e) union_mask[e] |= dense[e];
+  }
+  const auto ensemble = make_pattern("ssa:ratio=4,block=16,seed=7,ensemble=3");
+  const RunStats stats = ensemble->run(in.args());
+  for (int64_t e = 0; e < rows * 16; ++e) ASSERT_NEAR(in.out.f32()[e], mean_o[e], 1e-6) << e;
+  for (int64_t e = 0; e < rows; ++e) ASSERT_NEAR(in.lse.f32()[e], std::log(mass[e]), 1e-5) << e;
+  EXPECT_NEAR(stats.pairs, pairs, 1e-6);
+  EXPECT_EQ(to_dense(ensemble->plan(shape_inputs(300, 300, 2)), 0, 0), union_mask);
+  EXPECT_GT(stats.density, density(ensemble->plan(shape_inputs(300, 300, 2))));  // overlaps
 }
 
 }  // namespace
