@@ -2,15 +2,20 @@
 // arXiv-v1 algorithm with dynamic chunks (the repository's legacy/ path).
 //
 // Rule, per batch entry (shared by all heads):
-//   boundaries B = dhsa_boundaries(...)         (training-free rule, see dhsa_boundaries.cc)
+//   boundaries B = dhsa_boundaries(...)         (see dhsa_boundaries.cc: the paper's trained
+//                                                predictor is not available, so the boundary
+//                                                SCORE is attnkit's heuristic; the candidate
+//                                                rules are the official code's)
 //   q_repr[i] = mean over heads and rows of query block i (block rows) of q, * sqrt(len_i)
 //   k_repr[c] = mean over kv heads and tokens of chunk c of k, * sqrt(|C_c|)
 //   S[i, c]   = q_repr[i] . k_repr[c];  token score S_t[i, j] = S[i, chunk_of(j)] (upsampled)
 //   sel(i)    = the last `local` (64) keys the block can see
 //               U the top (budget - local) other visible keys by S_t[i, :]
 //   attention over sel(i), causal ANDed (block-sparse kernel with a range predicate).
-// Defaults: block 64, local 64, boundary window 4, NMS 8, beta 8 (paper / legacy flags);
-// budget 2048 tokens (the paper sets the budget per experiment; choose yours with budget=).
+// Defaults: block 64, local 64, boundary window 4, NMS 8, beta 8 (paper / legacy flags), rules
+// official; budget 2048 tokens (the paper sets the budget per experiment; choose yours with
+// budget=). The selection stage below matches the official _obtain_dhsa_mask; results measure
+// the selection with heuristic chunks, not DHSA's learned chunking.
 // Choices, documented:
 // - Tokens of one chunk share a score, so top-k takes chunks whole in score order (ties to the
 //   earlier chunk); the chunk at the cut gives its LATEST tokens (nearest the query) to fill
@@ -66,6 +71,7 @@ class DhsaPattern final : public Pattern {
     bp_.nms = params.get_int("nms");
     bp_.beta = params.get_int("beta");
     bp_.sigma = params.get_real("sigma");
+    bp_.official_rules = params.get_string("rules") == "official";
   }
   Plan plan(const PlanInputs& in) const override;
 
@@ -186,7 +192,10 @@ PatternRegistration dhsa_pattern() {
             int_param("nms", 8, 0, 1 << 20, "boundary rule: non-maximum suppression radius"),
             int_param("beta", 8, 1, 1 << 20, "boundary rule: at most (Nk / 64) * beta chunks"),
             real_param("sigma", "1", -1e6, 1e6,
-                       "boundary rule: keep scores above mean + sigma * std")}},
+                       "boundary rule: keep scores above mean + sigma * std"),
+            choice_param("rules", "official", {"official", "local_max"},
+                         "candidate selection: official (greedy suppression in score order, none "
+                         "after the instruction boundary) or local_max")}},
           &construct_pattern<DhsaPattern>};
 }
 

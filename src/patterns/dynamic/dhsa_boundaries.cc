@@ -1,13 +1,21 @@
 // DHSA chunk boundaries without the learned predictor (Xiong et al., arXiv 2510.24606).
 //
 // The paper's boundary predictor (an MLP over left/right key windows, trained on attention-mass
-// shifts) is not available, so this is a training-free rule over the same inputs:
+// shifts) is not available, so the SCORE is a training-free heuristic over the same inputs:
 //   f_t    = concat over kv heads of the L2-normalised key k_t            (shared by all heads)
 //   l_t    = mean f over [t - w, t),  r_t = mean f over [t, t + w)          (w = window, 4)
 //   s_t    = 1 - cos(l_t, r_t)     dissimilarity of the two sides of a boundary before token t
-//   candidates: s_t > mean(s) + sigma * std(s) (sigma = 1), local maxima within +-nms (8), the
-//               top (Nk / 64) * beta (beta = 8) of them by s_t
-//   boundaries = {0, Nk - local (the paper's forced "instruction" boundary), Nk} U candidates
+//   candidates: s_t > mean(s) + sigma * std(s) (sigma = 1; stands in for the predictor's
+//   threshold theta = 1.1 on its ratio)
+// The SELECTION of candidates follows the official code (legacy/utils/helper.py,
+// _select_boundary_candidates and predict_boundaries) with rules=official (the default):
+//   - no boundary within w of either end (the code masks the first w - 1 and last w scores);
+//   - the instruction boundary Nk - local is accepted first, and no candidate after it;
+//   - candidates in descending score order, each dropped if within nms (8) tokens of one
+//     already accepted (greedy suppression), until (Nk / 64) * beta (beta = 8) are accepted.
+// rules=local_max (attnkit's earlier rule): candidates that are local maxima within +-nms, the
+// top (Nk / 64) * beta of them, anywhere.
+//   boundaries = {0, Nk - local, Nk} U accepted candidates
 // Prefix sums make every window mean O(1), so the rule costs O(Nk * Hkv * d).
 #include <algorithm>
 #include <cmath>
@@ -52,22 +60,46 @@ std::vector<int64_t> dhsa_boundaries(const PlanInputs& in, int64_t b,
   for (int64_t t = 1; t < n; ++t) mean += score[t] / double(std::max<int64_t>(1, n - 1));
   for (int64_t t = 1; t < n; ++t) var += (score[t] - mean) * (score[t] - mean) / double(std::max<int64_t>(1, n - 1));
   const double threshold = mean + p.sigma * std::sqrt(var);
-  std::vector<int64_t> candidates;
-  for (int64_t t = 1; t < n; ++t) {
-    if (score[t] <= threshold) continue;
-    bool is_max = true;
-    for (int64_t u = std::max<int64_t>(1, t - p.nms); u <= std::min(n - 1, t + p.nms) && is_max; ++u)
-      is_max = score[u] < score[t] || (score[u] == score[t] && u >= t);
-    if (is_max) candidates.push_back(t);
-  }
   const int64_t cap = std::max<int64_t>(1, n / 64 * p.beta);
-  if (static_cast<int64_t>(candidates.size()) > cap) {
-    std::stable_sort(candidates.begin(), candidates.end(),
+  const int64_t instruction = n - p.local;  // forced boundary (when inside (0, n))
+  std::vector<int64_t> candidates;
+  if (p.official_rules) {
+    // Greedy suppression in score order, after the pre-accepted instruction boundary.
+    std::vector<int64_t> order;
+    const int64_t last = std::min(n - w, instruction > 0 ? instruction - 1 : n - 1);
+    for (int64_t t = w; t <= last; ++t)
+      if (score[t] > threshold) order.push_back(t);
+    std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t c) { return score[a] > score[c]; });
-    candidates.resize(cap);
+    std::vector<uint8_t> suppressed(n + 1, 0);  // within nms of an accepted boundary
+    const auto accept = [&](int64_t t) {
+      std::fill(suppressed.begin() + std::max<int64_t>(0, t - p.nms),
+                suppressed.begin() + std::min(n, t + p.nms) + 1, uint8_t{1});
+    };
+    if (instruction > 0 && instruction < n) accept(instruction);
+    for (int64_t t : order) {
+      if (static_cast<int64_t>(candidates.size()) >= cap) break;
+      if (suppressed[t]) continue;
+      accept(t);
+      candidates.push_back(t);
+    }
+  } else {
+    for (int64_t t = 1; t < n; ++t) {
+      if (score[t] <= threshold) continue;
+      bool is_max = true;
+      for (int64_t u = std::max<int64_t>(1, t - p.nms); u <= std::min(n - 1, t + p.nms) && is_max;
+           ++u)
+        is_max = score[u] < score[t] || (score[u] == score[t] && u >= t);
+      if (is_max) candidates.push_back(t);
+    }
+    if (static_cast<int64_t>(candidates.size()) > cap) {
+      std::stable_sort(candidates.begin(), candidates.end(),
+                       [&](int64_t a, int64_t c) { return score[a] > score[c]; });
+      candidates.resize(cap);
+    }
   }
   candidates.push_back(0);
-  if (n - p.local > 0) candidates.push_back(n - p.local);
+  if (instruction > 0) candidates.push_back(instruction);
   candidates.push_back(n);
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());

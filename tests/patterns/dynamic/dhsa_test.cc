@@ -65,17 +65,32 @@ TEST(PlannerDhsa, BoundariesFindPlantedChangePoints) {
   }
   AttentionArgs a;
   a.q = q.view(), a.k = k.view(), a.v = v.view(), a.out = out.view();
-  const auto bounds = dynamic_patterns::dhsa_boundaries(PlanInputs::of(a), 0, dynamic_patterns::DhsaBoundaryParams{});
-  ASSERT_EQ(bounds.front(), 0);
-  ASSERT_EQ(bounds.back(), n);
-  EXPECT_TRUE(std::binary_search(bounds.begin(), bounds.end(), n - 64)) << "forced boundary";
-  for (int64_t t : changes) {
-    bool found = false;
-    for (int64_t u = t - 1; u <= t + 1; ++u) found |= std::binary_search(bounds.begin(), bounds.end(), u);
-    EXPECT_TRUE(found) << "no boundary near the change at " << t;
+  for (bool official : {true, false}) {
+    SCOPED_TRACE(official ? "rules=official" : "rules=local_max");
+    dynamic_patterns::DhsaBoundaryParams bp;
+    bp.official_rules = official;
+    const auto bounds = dynamic_patterns::dhsa_boundaries(PlanInputs::of(a), 0, bp);
+    ASSERT_EQ(bounds.front(), 0);
+    ASSERT_EQ(bounds.back(), n);
+    EXPECT_TRUE(std::binary_search(bounds.begin(), bounds.end(), n - 64)) << "forced boundary";
+    for (int64_t t : changes) {
+      // The official rules allow no boundary after the instruction boundary, nor within nms of
+      // it (greedy suppression starts from it).
+      if (official && t > n - 64 - 8) continue;
+      bool found = false;
+      for (int64_t u = t - 1; u <= t + 1; ++u)
+        found |= std::binary_search(bounds.begin(), bounds.end(), u);
+      EXPECT_TRUE(found) << "no boundary near the change at " << t;
+    }
+    // Not many spurious ones (changes + forced + ends, with some slack).
+    EXPECT_LE(bounds.size(), changes.size() + 8);
+    if (!official) continue;
+    // Official: nothing after n - 64, and accepted boundaries at least nms + 1 apart.
+    for (size_t b = 1; b + 1 < bounds.size(); ++b) {
+      EXPECT_LE(bounds[b], n - 64);
+      if (bounds[b - 1] > 0) EXPECT_GT(bounds[b] - bounds[b - 1], 8) << bounds[b];
+    }
   }
-  // And not many spurious ones (changes + forced + ends, with some slack).
-  EXPECT_LE(bounds.size(), changes.size() + 8);
 }
 
 }  // namespace
