@@ -18,21 +18,29 @@ namespace attnkit::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "attnkit recall [--n N] [--d D] [--heads HQ] [--kv-heads HKV] [--density F] [--threads T]\n"
-    "               [--pattern SPEC]... [--seed S] [--json]\n"
-    "    Planted-key inputs (src/eval/planted_keys.h), causal. Dense attention first, then each\n"
-    "    pattern (default: topk_oracle, infllm_v2 and hip at the block budget giving --density,\n"
-    "    default 0.1): recall = mean exp(LSE_sparse - LSE_dense), worst row, relative L2 of O,\n"
-    "    causal density, plan and attention seconds (one run each).";
+    "attnkit recall [--input planted|phrases] [--n N] [--d D] [--heads HQ] [--kv-heads HKV]\n"
+    "               [--density F] [--threads T] [--pattern SPEC]... [--seed S] [--json]\n"
+    "    Structured inputs (src/eval/planted_keys.h), causal: planted (default: single-direction\n"
+    "    spans, smooth local walk; d 64, 4 query heads over 2) or phrases (phrase-like spans of\n"
+    "    uneven weight, local chunks, a sink; d 64, 4 query heads over 1). Dense attention first,\n"
+    "    then each pattern (default: topk_oracle, infllm_v2 and hip at the block budget giving\n"
+    "    --density, default 0.1): recall = mean exp(LSE_sparse - LSE_dense), worst row, relative\n"
+    "    L2 of O, density (attended pairs / N^2), plan and attention seconds (one run each).";
 
 int recall_main(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--n", "--d", "--heads", "--kv-heads", "--density", "--threads", "--seed"},
+  const Args args(argv,
+                  {"--input", "--n", "--d", "--heads", "--kv-heads", "--density", "--threads",
+                   "--seed"},
                   {"--json"}, {"--pattern"});
+  const std::string input = args.str("--input", "planted");
+  check(input == "planted" || input == "phrases", "--input",
+        "must be planted or phrases, got '" + input + "'");
   PlantedKeysOptions o;
   o.n = args.integer("--n", 8192, 64, int64_t{1} << 22);
-  o.dim = args.integer("--d", 64, 18, 1024);
-  o.heads_q = args.integer("--heads", 4, 1, 1024);
-  o.heads_kv = args.integer("--kv-heads", 2, 1, 1024);
+  if (input == "phrases") o = phrase_inputs(o.n);
+  o.dim = args.integer("--d", o.dim, 18, 1024);
+  o.heads_q = args.integer("--heads", o.heads_q, 1, 1024);
+  o.heads_kv = args.integer("--kv-heads", input == "phrases" ? o.heads_kv : 2, 1, 1024);
   check(o.heads_q % o.heads_kv == 0, "--kv-heads", "must divide --heads");
   o.seed = static_cast<uint64_t>(args.integer("--seed", 1, 0, INT64_MAX));
   const double density = args.real("--density", 0.1, 1e-4, 1.0);

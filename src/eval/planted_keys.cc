@@ -75,13 +75,20 @@ PlantedKeys make_planted_keys(const PlantedKeysOptions& o) {
       if (orthogonal) orthonormalise(&basis);
       const std::vector<float> sink_dir = basis[0];
       const std::vector<std::vector<float>> topic(basis.begin() + 1, basis.end());
-      // Needle spans: topic of each key (-1 = none).
+      // Needle spans: topic of each key (-1 = none) and its weight (1, or a phrase profile).
       std::vector<int64_t> key_topic(n, -1);
+      std::vector<float> key_weight(n, 1.0f);
       std::uniform_int_distribution<int64_t> where(0, std::max<int64_t>(0, n - o.span));
+      std::uniform_real_distribution<float> jitter(0.7f, 1.3f);
       for (int64_t t = 0; t < o.topics; ++t)
         for (int64_t s = 0; s < o.spans; ++s) {
           const int64_t at = where(rng);
-          for (int64_t j = at; j < std::min(n, at + o.span); ++j) key_topic[j] = t;
+          for (int64_t j = at; j < std::min(n, at + o.span); ++j) {
+            key_topic[j] = t;
+            if (o.phrase)
+              key_weight[j] = jitter(rng) * static_cast<float>(std::sin(
+                                  M_PI * (double(j - at) + 0.5) / double(o.span)));
+          }
         }
       // A segment's topic is drawn among the topics with a span that starts before the
       // segment (so its needles are visible to causal queries), when there is one.
@@ -95,13 +102,20 @@ PlantedKeys make_planted_keys(const PlantedKeysOptions& o) {
           if (first_span[t] < static_cast<int64_t>(s) * o.segment) seen.push_back(t);
         segment_topic[s] = seen.empty() ? topic_pick(rng) : seen[rng() % seen.size()];
       }
-      // Smooth local component: an exponential moving average of white noise, renormalised to
-      // unit norm per token, so r_i . r_j decays with |i - j| over ~local_length tokens.
+      // Local component: an exponential moving average of white noise (r_i . r_j decays with
+      // |i - j| over ~local_length tokens), or one fresh direction per chunk; renormalised to
+      // unit norm per token.
       std::vector<float> walk(n * dim), state(dim, 0.0f);
       const float keep = std::exp(-1.0f / static_cast<float>(o.local_length));
+      int64_t chunk_end = 0;
       for (int64_t i = 0; i < n; ++i) {
         double norm = 0.0;
-        for (int64_t c = 0; c < dim; ++c) state[c] = keep * state[c] + normal(rng);
+        if (o.local_chunk <= 0) {
+          for (int64_t c = 0; c < dim; ++c) state[c] = keep * state[c] + normal(rng);
+        } else if (i == chunk_end) {
+          for (int64_t c = 0; c < dim; ++c) state[c] = normal(rng);
+          chunk_end = i + std::max<int64_t>(1, o.local_chunk / 2 + int64_t(rng() % (o.local_chunk + 1)));
+        }
         std::vector<float> r = state;
         if (orthogonal) project_out(basis, &r);
         for (int64_t c = 0; c < dim; ++c) norm += double(r[c]) * r[c];
@@ -113,7 +127,7 @@ PlantedKeys make_planted_keys(const PlantedKeysOptions& o) {
         float* vj = v.f32() + ((b * o.heads_kv + g) * n + j) * dim;
         for (int64_t c = 0; c < dim; ++c) {
           float x = o.noise * normal(rng) + local * walk[j * dim + c];
-          if (key_topic[j] >= 0) x += needle * topic[key_topic[j]][c];
+          if (key_topic[j] >= 0) x += needle * key_weight[j] * topic[key_topic[j]][c];
           if (j < o.sink_tokens) x += o.sink_logit * root_d * sink_dir[c];
           kj[c] = x;
           vj[c] = normal(rng);
@@ -136,6 +150,15 @@ PlantedKeys make_planted_keys(const PlantedKeysOptions& o) {
   out.k = o.dtype == DType::kF32 ? std::move(k) : k.to(o.dtype);
   out.v = o.dtype == DType::kF32 ? std::move(v) : v.to(o.dtype);
   return out;
+}
+
+PlantedKeysOptions phrase_inputs(int64_t n, uint64_t seed) {
+  PlantedKeysOptions o;
+  o.batch = 1, o.heads_q = 4, o.heads_kv = 1, o.n = n, o.dim = 64, o.seed = seed;
+  o.topics = 16, o.spans = 2, o.span = 8, o.phrase = true;
+  o.segment = 512, o.local_chunk = 32, o.sink_tokens = 4;
+  o.needle_logit = 9.0f, o.local_logit = 6.0f, o.sink_logit = 5.0f, o.noise = 0.2f;
+  return o;
 }
 
 }  // namespace attnkit

@@ -14,6 +14,14 @@
 // is projected onto their complement, so planted matches do not leak into one another. A
 // segment's topic is drawn among topics with a span before the segment, so causal queries can
 // see their needles. Values are N(0, 1). Everything is a pure function of `seed`.
+//
+// Two variants make the structure closer to text (phrase_inputs() below uses both):
+//   local_chunk > 0: r_i is constant inside chunks of about local_chunk tokens (lengths uniform
+//     in [local_chunk / 2, 3 local_chunk / 2]) instead of a smooth walk: sentences or clauses
+//     whose tokens attend each other, with sharp borders.
+//   phrase = true: a span is a phrase, not a run of copies: token o of a span of length L
+//     carries the topic with weight sin(pi (o + 1/2) / L) (strongest mid-phrase) times a
+//     per-token factor in [0.7, 1.3], so the planted mass spreads unevenly over several tokens.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +42,8 @@ struct PlantedKeysOptions {
   float local_logit = 6.0f;    // added between a token and itself by the local component
   float sink_logit = 6.0f;     // added between any query and a sink key
   float noise = 0.3f;          // std of the iid part of q and k (per element)
+  int64_t local_chunk = 0;     // > 0: chunked local component (see above); 0: smooth walk
+  bool phrase = false;         // spans as phrases with uneven per-token weights (see above)
   uint64_t seed = 1;
   DType dtype = DType::kF32;
 };
@@ -43,5 +53,10 @@ struct PlantedKeys {
 };
 
 PlantedKeys make_planted_keys(const PlantedKeysOptions& options);
+
+// The phrase-like input of HiP's recall study: causal, 4 query heads over 1 kv head, d = 64,
+// local chunks of ~32 tokens, 16 topics with 2 phrases of 8 tokens each, segments of 512
+// queries, 4 sink tokens; logits set so that no single structure holds most of the mass.
+PlantedKeysOptions phrase_inputs(int64_t n, uint64_t seed = 1);
 
 }  // namespace attnkit

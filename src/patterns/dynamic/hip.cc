@@ -1,21 +1,29 @@
-// hip: HiP attention, hierarchically pruned attention (Lee et al., arXiv 2406.09827, ICLR 2025).
-// Implemented from the paper's description (the official code is under a non-commercial licence
-// and was not read for this file).
+// hip: HiP attention, hierarchically pruned attention (Lee et al., arXiv 2406.09827, ICLR 2025),
+// following the official code (DeepAuto-AI/hip-attention, src/hip_attn/v1_1/
+// attention2_draft_prefetch.py: masking_iteration_draft_cuda_initialize / _dup_and_score), read
+// for understanding only; nothing is copied from it.
 //
 // Rule, per query head and query block of `block_q` rows, over the key units ("key blocks" of
 // `block_k` tokens) that lie before the block's sliding window and after the sink:
-//   candidates = units after the sink, wholly before the block's last row's window
-//   nodes = k / block_k equal chunks of the candidate unit range
-//   repeat until every node is a single unit (about log2(range / nodes) rounds):
-//     split every node (f, l) in two: (f, m - 1), (m, l), m = ceil((f + l) / 2)
-//     score(branch) = max over the block's queries (stride stride_q) and the keys of the
-//                     branch's CENTRE unit (stride stride_k) of q . k
-//     nodes = the k / block_k best branches (ties: lower position)
+//   candidates = R units after the sink, wholly before the block's last row's window
+//   nodes: k / block_k = K chunks of the candidate range; init=aligned (default, the official
+//     initialisation) aligns their starts to a power-of-two step:
+//     step = ceil(2^floor(log2 R) / K);  start_c = floor(floor(c R / K) / step) * step
+//     (c = 0..K; a chunk is [start_c, start_{c+1}); empty ones are dropped, and the last
+//     R mod step units are left out, as in the code); init=even: K equal chunks
+//     [floor(c R / K), floor((c + 1) R / K)) (the paper's description, attnkit's earlier rule)
+//   repeat until every node is a single unit (about log2(R / K) rounds):
+//     split every node (first, size) in two: [first, first + size/2), [first + size/2, end)
+//     score(branch) = max over the block's sampled queries (rows stride_q - 1, 2 stride_q - 1,
+//                     ...) and the keys of the branch's CENTRE unit first + size/2 (offsets
+//                     stride_k - 1, 2 stride_k - 1, ... inside the unit) of q . k (unscaled),
+//                     where a query's own sliding window (keys j >= p - window) and exact-zero
+//                     scores count as -32000
+//     nodes = the K best branches (ties: lower position)
 //   allowed(i, j) = j < sink  or  p_i - window < j <= p_i  or  unit(j) among the final nodes,
 //   with p_i = i + Nk - Nq the query's position; then block-sparse attention (causal ANDed).
-//
-// Defaults (paper / HiPAttentionArgs): k 512, block_q 64, stride_q 2, block_k 2, stride_k 1,
-// sink 16, window 256. The selection is token-exact, so density equals the paper's budget. The
+// Defaults (HiPAttentionArgs): k 512, block_q 64, stride_q 2, block_k 2, stride_k 1, sink 16,
+// window 256. The selection is token-exact, so density equals the paper's budget. The
 // BlockMask groups keys in kv blocks of `kv_block` (default 16, the smallest tile our kernel
 // takes: a 2-token unit costs a 16-key tile of compute but only its 2 keys are attended). A kv
 // block whose keys are all allowed for all rows of the query block is FULL, else PARTIAL and the
@@ -23,6 +31,15 @@
 // every searched unit is a FULL block (the fast layout; recall then drops on fine-grained data).
 // Each round scores all branches at once: their centre units' keys are gathered and multiplied
 // by the block's (transposed) sampled queries in a single score tile.
+// Choices where the code and we differ: the candidate range ends at the last row's window
+// (the code counts positions from its position ids); a query block with fewer than stride_q
+// rows samples its last row.
+// Measured (BENCHMARKS.md, `attnkit recall --input planted|phrases --n 16384`): the aligned
+// initialisation keeps 1.5 to 4 points less softmax mass than init=even at 16K keys on both of
+// our structured inputs, over four seeds; the centre, sampled-row and masking rules are neutral.
+// The aligned grid is the same for every query block of a stretch, and a unit at the start of
+// an aligned node is never a node's representative until the last round, so such units are
+// systematically under-searched. The default follows the official code for comparability.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -90,20 +107,25 @@ class HipPattern final : public Pattern {
         stride_k_(params.get_int("stride_k")),
         sink_(params.get_int("sink")),
         window_(params.get_int("window")),
-        kv_block_(params.get_int("kv_block")) {}
+        kv_block_(params.get_int("kv_block")),
+        aligned_(params.get_string("init") == "aligned") {}
   Plan plan(const PlanInputs& in) const override;
 
  private:
   // Tree search of one query block over units [lo, hi); returns the chosen units, sorted.
-  // q_t: the block's sampled queries transposed, [dim][ld_q_t]; keys: raw keys [units * block_k, dim].
-  std::vector<int32_t> search(const float* q_t, int64_t ld_q_t, int64_t rows, const float* keys,
-                              int64_t dim, int64_t lo, int64_t hi) const;
+  // q_t: the block's sampled queries transposed, [dim][ld_q_t], at positions row_pos[rows];
+  // keys: raw keys [units * block_k, dim] (zero past Nk).
+  std::vector<int32_t> search(const float* q_t, int64_t ld_q_t, int64_t rows,
+                              const int64_t* row_pos, const float* keys, int64_t dim, int64_t lo,
+                              int64_t hi) const;
 
   int64_t k_, block_q_, stride_q_, block_k_, stride_k_, sink_, window_, kv_block_;
+  bool aligned_;
 };
 
 std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_t rows,
-                                 const float* keys, int64_t dim, int64_t lo, int64_t hi) const {
+                                        const int64_t* row_pos, const float* keys, int64_t dim,
+                                        int64_t lo, int64_t hi) const {
   const int64_t range = hi - lo;
   const int64_t keep = std::max<int64_t>(1, k_ / block_k_);
   std::vector<int32_t> chosen;
@@ -112,13 +134,23 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
     for (int64_t u = lo; u < hi; ++u) chosen.push_back(static_cast<int32_t>(u));
     return chosen;
   }
+  // Initial chunks, with starts aligned to a power-of-two step or evenly spread (see the header).
+  int64_t power = 1;
+  while (power * 2 <= range) power *= 2;
+  const int64_t step = aligned_ ? (power + keep - 1) / keep : 1;
+  const auto start = [&](int64_t c) {
+    if (!aligned_) return c * range / keep;
+    const int64_t raw = static_cast<int64_t>(static_cast<double>(range) / keep * c);
+    return std::min(raw / step * step, range);
+  };
   std::vector<Node> nodes, branches;
   for (int64_t c = 0; c < keep; ++c) {
-    const int64_t first = lo + c * range / keep, last = lo + (c + 1) * range / keep - 1;
-    if (last >= first) nodes.push_back({first, last, 0.0f});
+    const int64_t first = start(c), end = start(c + 1);
+    if (end > first) nodes.push_back({lo + first, lo + end - 1, 0.0f});
   }
   std::vector<float> panel, scores;
   std::vector<int64_t> fresh;  // branches scored this round
+  constexpr float kMasked = -32000.0f;
   while (true) {
     branches.clear();
     fresh.clear();
@@ -127,7 +159,7 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
         branches.push_back(node);  // a single unit keeps its score
         continue;
       }
-      const int64_t mid = (node.first + node.last + 1) / 2;
+      const int64_t mid = node.first + (node.last - node.first + 1) / 2;
       fresh.push_back(static_cast<int64_t>(branches.size()));
       branches.push_back({node.first, mid - 1, 0.0f});
       fresh.push_back(static_cast<int64_t>(branches.size()));
@@ -142,14 +174,23 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
     scores.resize(cols * ld_q_t);
     for (size_t f = 0; f < fresh.size(); ++f) {
       const Node& node = branches[fresh[f]];
-      const int64_t centre = (node.first + node.last) / 2;
+      const int64_t centre = node.first + (node.last - node.first + 1) / 2;
       std::copy_n(keys + centre * block_k_ * dim, block_k_ * dim, panel.data() + f * block_k_ * dim);
     }
     cpu::score_tile(panel.data(), dim, cols, q_t, ld_q_t, ld_q_t, dim, 1.0f, scores.data(), ld_q_t);
     for (size_t f = 0; f < fresh.size(); ++f) {
+      const Node& node = branches[fresh[f]];
+      const int64_t centre = node.first + (node.last - node.first + 1) / 2;
       float best = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < block_k_; j += stride_k_)
-        best = std::max(best, cpu::row_max(scores.data() + (f * block_k_ + j) * ld_q_t, rows));
+      for (int64_t j = stride_k_ - 1; j < block_k_; j += stride_k_) {
+        // Sampled rows ascend, so those whose window covers this key come first.
+        const int64_t key = centre * block_k_ + j;
+        const float* s = scores.data() + (f * block_k_ + j) * ld_q_t;
+        for (int64_t r = 0; r < rows; ++r) {
+          const bool masked = key >= row_pos[r] - window_ || s[r] == 0.0f;
+          best = std::max(best, masked ? kMasked : s[r]);
+        }
+      }
       branches[fresh[f]].score = best;
     }
     if (static_cast<int64_t>(branches.size()) > keep) {
@@ -198,15 +239,23 @@ Plan HipPattern::plan(const PlanInputs& in) const {
     // query sees every candidate; otherwise causality still applies in the kernel.
     const int64_t window_start = std::min(d.nk, std::max<int64_t>(0, p_last - window_ + 1));
     const int64_t lo = std::min(sink_units, units), hi = std::max(lo, window_start / block_k_);
-    // Sampled queries of the block (stride_q), transposed: q_t [dim][ld_q_t], zero padding.
-    const int64_t rows = (row1 - row0 + stride_q_ - 1) / stride_q_;
+    // Sampled queries of the block: rows stride_q - 1, 2 stride_q - 1, ... (the last of each
+    // stride, as the official code; the block's last row when it has fewer than stride_q),
+    // transposed: q_t [dim][ld_q_t], zero padding.
+    std::vector<int64_t> sampled, row_pos;
+    for (int64_t i = row0 + std::min(stride_q_, d.nq) - 1; i < row1; i += stride_q_)
+      sampled.push_back(i);
+    if (sampled.empty()) sampled.push_back(row1 - 1);
+    const int64_t rows = static_cast<int64_t>(sampled.size());
     const int64_t ld_q_t = (rows + 31) / 32 * 32;
     std::vector<float> q(rows * d.dim), q_t(d.dim * ld_q_t, 0.0f);
-    for (int64_t r = 0; r < rows; ++r)
-      cpu::load_rows(in.q, b, h, row0 + r * stride_q_, 1, q.data() + r * d.dim);
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::load_rows(in.q, b, h, sampled[r], 1, q.data() + r * d.dim);
+      row_pos.push_back(in.causal ? sampled[r] + d.nk - d.nq : d.nk - 1);
+    }
     cpu::transpose_keys(q.data(), rows, d.dim, d.dim, q_t.data(), ld_q_t);
-    chosen[item] = search(q_t.data(), ld_q_t, rows, keys[b * d.heads_kv + h / d.group].data(),
-                          d.dim, lo, hi);
+    chosen[item] = search(q_t.data(), ld_q_t, rows, row_pos.data(),
+                          keys[b * d.heads_kv + h / d.group].data(), d.dim, lo, hi);
     // kv blocks: sink, window (of every row), searched units; FULL when wholly allowed.
     std::vector<int32_t> blocks;
     for (int64_t kb = 0; kb * kv_block_ < std::min(sink_, d.nk); ++kb) blocks.push_back(kb);
@@ -257,7 +306,9 @@ PatternRegistration hip_pattern() {
             int_param("stride_k", 1, 1, 1 << 16, "key sampling stride when scoring"),
             int_param("sink", 16, 0, int64_t{1} << 30, "sink tokens"),
             int_param("window", 256, 0, int64_t{1} << 30, "sliding window tokens"),
-            block_param("kv_block", 16, "kv block of the BlockMask (multiple of 16)")}},
+            block_param("kv_block", 16, "kv block of the BlockMask (multiple of 16)"),
+            choice_param("init", "aligned", {"aligned", "even"},
+                         "initial chunks: aligned (official, power-of-two starts) or even")}},
           &construct_pattern<HipPattern>};
 }
 
