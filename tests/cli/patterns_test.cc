@@ -16,7 +16,8 @@ TEST(CliPatterns, ListsEveryPatternWithDefaults) {
   const CliResult text = run_cli({"patterns"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   for (const char* line : {"causal\n", "power:block=256,window=5\n", "window:size=512\n",
-                           "ssa:ratio=4,seed=0,block=64\n", "sf_attn:groups=4,sinks=4,causal=1\n"})
+                           "ssa:ratio=4,seed=0,block=64,ensemble=1\n",
+                           "sf_attn:groups=4,sinks=4,causal=1\n"})
     EXPECT_NE(text.out.find(line), std::string::npos) << line;
   const CliResult json = run_cli({"patterns", "--json"});
   ASSERT_EQ(json.exit_code, 0) << json.err;
@@ -32,6 +33,9 @@ TEST(CliPatterns, ListsEveryPatternWithDefaults) {
     ASSERT_EQ(p["params"].items.size(), 2u);
     EXPECT_EQ(p["params"].items[0]["name"].text, "block");
     EXPECT_EQ(p["params"].items[0]["default"].text, "256");
+    EXPECT_EQ(p["params"].items[0]["accepts"].text, "[1, 2^30]");
+    EXPECT_EQ(p["family"].text, "static");
+    EXPECT_EQ(p["direction"].text, "causal");
   }
   EXPECT_TRUE(found);
 }
