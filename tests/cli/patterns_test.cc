@@ -1,6 +1,7 @@
 // The `patterns`, `mask` and `compare` sub-commands, run as the real binary.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "attnkit/npy.h"
@@ -67,8 +68,34 @@ TEST(CliMask, AsciiDumpAndPng) {
   EXPECT_EQ(dir.list(), (std::vector<std::string>{"m.npy", "m.png"}));
 }
 
+// A grid pattern shows the plan it runs: its box-order block mask, and the dump in token order.
+TEST(CliMask, GridPlanInBoxOrderDumpInTokenOrder) {
+  TempDir dir;
+  const CliResult r = run_cli({"mask", "--pattern", "natten2d:kernel=3", "--nq", "256", "--nk",
+                               "256", "--dump", dir.path("m.npy")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(box order)"), std::string::npos) << r.out;
+  const std::string npy = read_file(dir.path("m.npy"));
+  const std::string data = npy.substr(npy.size() - 256 * 256);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < 256; ++i)
+    for (int64_t j = 0; j < 256; ++j) {
+      const int64_t yi = i / 16, xi = i % 16, yj = j / 16, xj = j % 16;
+      const auto seen = [](int64_t a, int64_t b) {
+        const int64_t start = std::clamp<int64_t>(a - 1, 0, 13);  // kernel 3 on 16, clamped
+        return b >= start && b < start + 3;
+      };
+      bad += data[i * 256 + j] != char(seen(yi, yj) && seen(xi, xj));
+    }
+  EXPECT_EQ(bad, 0);
+}
+
 TEST(CliMask, CleanErrors) {
   TempDir dir;
+  // Parameters beyond the input are refused at once (this one planned for minutes before).
+  EXPECT_TRUE(IsCleanError(
+      run_cli({"mask", "--pattern", "routing:clusters=100000", "--nq", "256", "--nk", "256"}),
+      "--pattern"));
   EXPECT_TRUE(
       IsCleanError(run_cli({"mask", "--pattern", "nope", "--nq", "4", "--nk", "4"}), "--pattern"));
   EXPECT_TRUE(IsCleanError(run_cli({"mask", "--pattern", "power:x=1", "--nq", "4", "--nk", "4"}),

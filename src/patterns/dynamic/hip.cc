@@ -108,7 +108,12 @@ class HipPattern final : public Pattern {
         sink_(params.get_int("sink")),
         window_(params.get_int("window")),
         kv_block_(params.get_int("kv_block")),
-        aligned_(params.get_string("init") == "aligned") {}
+        aligned_(params.get_string("init") == "aligned") {
+    check(stride_k_ <= block_k_, "pattern",
+          "'hip' parameter 'stride_k' = " + std::to_string(stride_k_) +
+              " must not exceed block_k = " + std::to_string(block_k_) +
+              " (no key of a unit would be scored)");
+  }
   Plan plan(const PlanInputs& in) const override;
 
  private:
@@ -302,7 +307,7 @@ PatternRegistration hip_pattern() {
            {int_param("k", 512, 1, int64_t{1} << 30, "searched tokens per query block (k / block_k units)"),
             block_param("block_q", 64, "query block size (multiple of 16)"),
             int_param("stride_q", 2, 1, 1 << 16, "query sampling stride when scoring"),
-            int_param("block_k", 2, 1, 1 << 20, "key unit (tokens) of the tree search"),
+            int_param("block_k", 2, 1, 1024, "key unit (tokens) of the tree search"),
             int_param("stride_k", 1, 1, 1 << 16, "key sampling stride when scoring"),
             int_param("sink", 16, 0, int64_t{1} << 30, "sink tokens"),
             int_param("window", 256, 0, int64_t{1} << 30, "sliding window tokens"),

@@ -16,6 +16,9 @@
 //   causal(Q, K, V) on n x n: if n <= min_seq exact causal; else halves 1, 2:
 //     O_1 = causal(Q1, K1);  O_2 = merge(causal(Q2, K2), non_causal(Q2, K1))
 // Defaults (README / benchmark argparse): projs 7, block 256, samples 256, min_seq 4096.
+// Bounded work: block >= 16, min_seq >= 16 and samples <= min_seq (a hashed call has at least
+// min_seq / 2 keys, so its sampled pairs stay within twice its dense pairs and the per-block
+// sample gathers within a dense pass).
 // Choices, documented:
 // - Nq != Nk with causality (bottom-right): the keys before the last Nq are visible to every
 //   query, so they form one non_causal call merged with causal() on the trailing Nq x Nq square;
@@ -36,6 +39,7 @@
 #include <random>
 #include <vector>
 
+#include "attnkit/error.h"
 #include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
 #include "patterns/dynamic/dynamic_patterns.h"
@@ -136,6 +140,10 @@ class HyperPattern final : public Pattern {
     p_.samples = params.get_int("samples");
     p_.min_seq = params.get_int("min_seq");
     p_.seed = static_cast<uint64_t>(params.get_int("seed"));
+    check(p_.samples <= p_.min_seq, "pattern",
+          "'hyper' parameter 'samples' = " + std::to_string(p_.samples) +
+              " must not exceed min_seq = " + std::to_string(p_.min_seq) +
+              " (a hashed call has at least min_seq / 2 keys)");
   }
   Plan plan(const PlanInputs& in) const override;
 
@@ -396,10 +404,10 @@ PatternRegistration hyper_pattern() {
            "(arXiv 2310.05869)",
            PatternFamily::kDynamic,
            {int_param("projs", 7, 1, 16, "random projections of the angular LSH"),
-            int_param("block", 256, 1, int64_t{1} << 24,
+            int_param("block", 256, 16, int64_t{1} << 24,
                       "keys per block of the block-diagonal (sorted order)"),
-            int_param("samples", 256, 0, int64_t{1} << 24, "uniformly sampled keys per call"),
-            int_param("min_seq", 4096, 1, int64_t{1} << 40,
+            int_param("samples", 256, 0, 1 << 16, "uniformly sampled keys per call"),
+            int_param("min_seq", 4096, 16, int64_t{1} << 40,
                       "exact attention at or below this length"),
             int_param("seed", 1, 0, INT64_MAX, "seed of the projections and samples")}},
           &construct_pattern<HyperPattern>};

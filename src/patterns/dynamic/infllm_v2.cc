@@ -28,6 +28,10 @@
 // - Scores of K1 windows that overlap only forced local blocks are not computed (they would be
 //   overwritten by +inf); the LSE pass still covers every visible K2 window. Same selection,
 //   ~10% less stage-1 work.
+// - Bounded work: stage 1 scores every query against Nk / stride pooled keys and Nk / lse_stride
+//   coarse ones, so planning costs at most about twice a dense pass (kernel = stride = 1);
+//   topk beyond the kv blocks is clamped to them (they are all selected), which bounds the
+//   per-token selections of granularity=token at Nq x min(topk, kv blocks) entries.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -126,6 +130,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   const float scale = effective_scale(in.scale, d.dim);
   const int64_t q_blocks = (d.nq + block_ - 1) / block_;
   const int64_t kv_blocks = (d.nk + block_ - 1) / block_;
+  const int64_t topk = std::min(topk_, kv_blocks);  // more than every block selects them all
   const int64_t m1 = cpu::pooled_count(d.nk, kernel_, stride_);
   const int64_t m2 = cpu::pooled_count(d.nk, lse_kernel_, lse_stride_);
   const int threads = effective_threads(in.threads);
@@ -150,7 +155,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   std::vector<std::vector<BlockEntry>> lists(d.batch * d.heads_q * q_blocks);
   std::vector<std::vector<int32_t>> token_blocks, token_count;
   if (per_token_) {
-    token_blocks.assign(d.batch * d.heads_kv, std::vector<int32_t>(d.nq * topk_));
+    token_blocks.assign(d.batch * d.heads_kv, std::vector<int32_t>(d.nq * topk));
     token_count.assign(d.batch * d.heads_kv, std::vector<int32_t>(d.nq, 0));
   }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -191,7 +196,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
       std::vector<BlockEntry> entries;
       if (!per_token_) {
         block_scores(score.data() + (qb - qb0) * m1, m1, last / block_, block_score.data());
-        for (int32_t kb : cpu::topk_indices(block_score.data(), last / block_ + 1, topk_))
+        for (int32_t kb : cpu::topk_indices(block_score.data(), last / block_ + 1, topk))
           entries.push_back({kb, BlockKind::kFull});
       } else {
         // Each row's own set; the block lists their union, FULL where every row chose it.
@@ -201,8 +206,8 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
           if (row_last < 0) continue;
           block_scores(score.data() + (i - row0) * m1, m1, row_last / block_,
                        block_score.data());
-          const auto chosen = cpu::topk_indices(block_score.data(), row_last / block_ + 1, topk_);
-          std::copy(chosen.begin(), chosen.end(), token_blocks[bg].begin() + i * topk_);
+          const auto chosen = cpu::topk_indices(block_score.data(), row_last / block_ + 1, topk);
+          std::copy(chosen.begin(), chosen.end(), token_blocks[bg].begin() + i * topk);
           token_count[bg][i] = static_cast<int32_t>(chosen.size());
           for (int32_t kb : chosen) ++votes[kb];
         }
@@ -217,7 +222,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   }
   std::shared_ptr<const TilePredicate> rule;
   if (per_token_)
-    rule = std::make_shared<TokenSelectionRule>(d.nq, d.heads_kv, d.group, block_, topk_,
+    rule = std::make_shared<TokenSelectionRule>(d.nq, d.heads_kv, d.group, block_, topk,
                                                 std::move(token_blocks), std::move(token_count));
   plan.mask = block_mask_from_entries(mask_shape(in, block_, block_, d.heads_q), std::move(rule),
                                       std::move(lists));

@@ -63,21 +63,39 @@ class RadialRule : public IntervalRule {
       const double width = std::max(base * p.decay, min_width);
       band_[dist] = keep ? static_cast<int64_t>(std::floor(width)) : -1;
     }
+    for (int64_t dist = 0; dist < p.frames; ++dist)
+      if (band_[dist] >= 0) kept_.push_back(dist);
   }
 
+  // Only the kept frame distances are visited (in ascending key order), so a row costs
+  // O(kept frames), no more than the keys it attends: planning stays bounded by the attention
+  // however many frames there are.
   void ranges(int64_t h, int64_t pos, RowRanges* out) const override {
-    const int64_t s = p_.frame_tokens;
-    const int64_t i = pos / s, k = pos % s;
-    for (int64_t j = 0; j < p_.frames; ++j) {
-      const int64_t w = p_.sink && j == 0 ? s : band_[std::abs(i - j)];
-      if (w < 0) continue;
-      out->add(j * s + std::max<int64_t>(k - w, 0), j * s + std::min(s, k + w + 1));
-    }
+    const int64_t i = pos / p_.frame_tokens;
+    if (p_.sink && i != 0) add_frame(0, pos, out);
+    for (auto it = kept_.rbegin(); it != kept_.rend(); ++it)  // frames i - dist, ascending
+      if (*it > 0 && i - *it >= 0 && !(p_.sink && i - *it == 0)) add_frame(i - *it, pos, out);
+    for (int64_t dist : kept_)  // frames i + dist, ascending
+      if (i + dist < p_.frames) add_frame(i + dist, pos, out);
+  }
+  // The frames that meet keys [k0, k1) only: the kernel's tiles ask for a few frames at a time.
+  void ranges_in(int64_t h, int64_t pos, int64_t k0, int64_t k1, RowRanges* out) const override {
+    const int64_t s = p_.frame_tokens, i = pos / s;
+    for (int64_t j = k0 / s; j <= (k1 - 1) / s && j < p_.frames; ++j)
+      if ((p_.sink && j == 0) || band_[std::abs(i - j)] >= 0) add_frame(j, pos, out);
   }
 
  private:
+  // Keys of frame j seen from position pos: the whole frame, or a band around pos's offset.
+  void add_frame(int64_t j, int64_t pos, RowRanges* out) const {
+    const int64_t s = p_.frame_tokens, i = pos / s, k = pos % s;
+    const int64_t w = p_.sink && j == 0 ? s : band_[std::abs(i - j)];
+    out->add(j * s + std::max<int64_t>(k - w, 0), j * s + std::min(s, k + w + 1));
+  }
+
   RadialParams p_;
-  std::vector<int64_t> band_;  // per frame distance
+  std::vector<int64_t> band_;  // per frame distance: -1 skipped, else the band half-width
+  std::vector<int64_t> kept_;  // frame distances with a band, ascending
 };
 
 RadialParams radial_params(const PatternParams& params) {

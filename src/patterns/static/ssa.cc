@@ -187,7 +187,8 @@ PatternRegistration ssa_pattern() {
            {int_param("ratio", 4, 1, int64_t{1} << 30,
                       "subsampling factor: a query block keeps ceil(blocks / ratio) key blocks"),
             int_param("seed", 0, INT64_MIN, INT64_MAX, "sample seed (one per training step)"),
-            int_param("block", 64, 1, int64_t{1} << 30, "pattern block size in tokens"),
+            int_param("block", 64, 16, int64_t{1} << 30,
+                      "pattern block size in tokens (>= 16: the sample grows as (N / block)^2)"),
             int_param("ensemble", 1, 1, 64,
                       "passes of the self-ensemble (seeds seed..seed+R-1), outputs averaged")}},
           &construct_pattern<SubsampledPattern>};

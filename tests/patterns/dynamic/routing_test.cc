@@ -302,7 +302,7 @@ TEST(PlannerRouting, RefusesUnboundedWork) {
       EXPECT_EQ(e.argument(), "pattern") << spec;
     }
   }
-  EXPECT_NO_THROW(make_pattern("routing:clusters=64,window=64")->run(in.args()));
+  EXPECT_NO_THROW(make_pattern("routing:clusters=16,window=64")->run(in.args()));
 }
 
 }  // namespace
