@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Block-sparse targets (BENCHMARKS.md): every static pattern against dense causal attention at
-# N = 32768 (d = 64 and 128), mask-building share, natten2d on a 128 x 128 grid, and the cost of
-# PARTIAL blocks. Run on a quiet machine:  bash bench/block_sparse.sh [build-dir]
+# Block-sparse targets (BENCHMARKS.md): every static and grid pattern at N = 32768 (d = 64 and
+# 128), each in its paper's direction (bench's default: a rule of its own as the rule says,
+# never ANDed with causality), against dense attention of the same direction (causal for rules
+# that look back, bidirectional for NATTEN, HaloNet, Radial); mask-building share; natten2d on a
+# 128 x 128 grid; and the cost of PARTIAL blocks. Run on a quiet machine:
+#   bash bench/block_sparse.sh [build-dir]
 set -euo pipefail
 build=${1:-build}
 ak="$build/attnkit"
@@ -15,8 +18,9 @@ patterns=(
 )
 for d in 64 128; do
   run "$ak" bench --n 32768 --d $d --heads 4 --causal --reps 3 --json
+  run "$ak" bench --n 32768 --d $d --heads 4 --reps 3 --json
   for p in "${patterns[@]}"; do
-    run "$ak" bench --n 32768 --d $d --heads 4 --causal --reps 3 --pattern "$p" --json
+    run "$ak" bench --n 32768 --d $d --heads 4 --reps 3 --pattern "$p" --json
   done
 done
 # natten2d, 128 x 128 grid, kernel 13 (non-causal), against dense non-causal attention.
