@@ -7,8 +7,8 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
-#include "eval/inputs.h"
 #include "core/timing.h"
+#include "eval/inputs.h"
 
 namespace {
 
@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   const BlockMask partial = every_block(n, BlockKind::kPartial);
   const double t_full = median_seconds(5, [&] { attention(a, full); });
   const double t_partial = median_seconds(5, [&] { attention(a, partial); });
-  std::printf("{\"n\": %lld, \"d\": %lld, \"heads\": %lld, \"full_seconds\": %.5f, "
-              "\"partial_seconds\": %.5f, \"ratio\": %.3f}\n",
-              (long long)n, (long long)dim, (long long)heads, t_full, t_partial, t_partial / t_full);
+  std::printf(
+      "{\"n\": %lld, \"d\": %lld, \"heads\": %lld, \"full_seconds\": %.5f, "
+      "\"partial_seconds\": %.5f, \"ratio\": %.3f}\n",
+      (long long)n, (long long)dim, (long long)heads, t_full, t_partial, t_partial / t_full);
 }

@@ -31,7 +31,8 @@ constexpr char kUsage[] =
     "    (2*pairs*(D+Dv)*B*HQ/seconds/1e9), bytes_read (Q,K,V bytes), read_gbps, peak_gflops,\n"
     "    fraction_of_peak (and plan_seconds, direction with --pattern).\n"
     "    Direction: dense attention is causal with --causal only. A pattern runs as its paper\n"
-    "    does unless told: a rule of its own (window, natten2d, radial...) as the rule says, never\n"
+    "    does unless told: a rule of its own (window, natten2d, radial...) as the rule says, "
+    "never\n"
     "    ANDed with causality; a content-based planner (hip, infllm_v2...) causal. --causal ANDs\n"
     "    causality into every run, --non-causal makes no run causal.";
 

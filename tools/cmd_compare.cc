@@ -38,10 +38,12 @@ constexpr char kUsage[] =
     "    paper's defaults; neither: a default set of static patterns and content planners near\n"
     "    11% density. The 'params' column says which: paper (the defaults), matched (changed to\n"
     "    match the others' density) or custom (given). A pattern of a set that cannot serve the\n"
-    "    input (a grid that does not fit N) is listed as skipped. Direction: each pattern as its paper runs\n"
+    "    input (a grid that does not fit N) is listed as skipped. Direction: each pattern as its "
+    "paper runs\n"
     "    it (a rule of its own as the rule says, content planners causal; the 'direction'\n"
     "    column); --causal ANDs causality into every run, --non-causal makes no run causal.\n"
-    "    --json prints one object: {\"input\", \"results\": [{\"pattern\", \"params\", \"direction\",\n"
+    "    --json prints one object: {\"input\", \"results\": [{\"pattern\", \"params\", "
+    "\"direction\",\n"
     "    \"causal\", \"density\", \"seconds\", \"plan_seconds\", \"dense_seconds\", \"speedup\",\n"
     "    \"rel_l2_error\", \"recall_mean\", \"recall_min\"}], \"skipped\": [{\"pattern\",\n"
     "    \"reason\"}]}.";
@@ -109,7 +111,8 @@ int compare_main(const std::vector<std::string>& argv) {
       rows.push_back({std::move(pattern), params});
     }
   } else if (args.flag("--paper-defaults")) {
-    for (const PatternInfo& info : list_patterns()) rows.push_back({make_pattern(info.name), "paper"});
+    for (const PatternInfo& info : list_patterns())
+      rows.push_back({make_pattern(info.name), "paper"});
   } else {
     for (const char* spec : kDefaultPatterns) {
       auto pattern = make_pattern(spec);
@@ -163,7 +166,8 @@ int compare_main(const std::vector<std::string>& argv) {
   auto dense_of = [&](bool causal) -> const Dense& {
     auto it = dense.find(causal);
     if (it != dense.end()) return it->second;
-    Dense d{Tensor({batch, heads, nq, dim_v}, DType::kF32), Tensor({batch, heads, nq}, DType::kF32)};
+    Dense d{Tensor({batch, heads, nq, dim_v}, DType::kF32),
+            Tensor({batch, heads, nq}, DType::kF32)};
     AttentionArgs a = base;
     a.out = d.out.view();
     a.lse = d.lse.rows_view();
@@ -200,8 +204,8 @@ int compare_main(const std::vector<std::string>& argv) {
       plan_seconds.push_back(stats.plan_seconds);
     });
     if (plan_seconds.size() > 1) plan_seconds.erase(plan_seconds.begin());  // the warm-up
-    Fidelity f =
-        measure_fidelity(out.view(), lse.rows_view(), reference.out.view(), reference.lse.rows_view());
+    Fidelity f = measure_fidelity(out.view(), lse.rows_view(), reference.out.view(),
+                                  reference.lse.rows_view());
     // A subset of the keys carries at most all of the mass: a recall above 1 means the pattern
     // computes another function (routing's layer-normalised logits), with no recall to report.
     if (f.recall_mean > 1.0 + 1e-3) f.recall_mean = f.recall_min = std::nan("");
@@ -250,17 +254,17 @@ int compare_main(const std::vector<std::string>& argv) {
     std::printf("dense exact attention (%s): %.4f s (median of %d, %d threads)\n",
                 causal ? "causal" : "bidirectional", d.seconds, reps, threads);
   // The full spec comes last: specs of the planners are long, the numbers stay aligned.
-  std::printf("\n%8s %9s %9s %8s %11s %11s %10s  %-7s %-24s %s\n", "density", "seconds",
-              "plan_ms", "speedup", "rel_l2_err", "recall_mean", "recall_min", "params",
-              "direction", "pattern");
+  std::printf("\n%8s %9s %9s %8s %11s %11s %10s  %-7s %-24s %s\n", "density", "seconds", "plan_ms",
+              "speedup", "rel_l2_err", "recall_mean", "recall_min", "params", "direction",
+              "pattern");
   for (const Result& x : results) {
     char recall[32] = "        n/a        n/a";
     if (!std::isnan(x.fidelity.recall_mean))
       std::snprintf(recall, sizeof(recall), "%11.4f %10.4f", x.fidelity.recall_mean,
                     x.fidelity.recall_min);
     std::printf("%8.4f %9.4f %9.3f %8.2f %11.3e %s  %-7s %-24s %s\n", x.density, x.seconds,
-                x.plan_seconds * 1e3, x.speedup, x.fidelity.rel_l2_error, recall,
-                x.params.c_str(), x.direction.c_str(), x.spec.c_str());
+                x.plan_seconds * 1e3, x.speedup, x.fidelity.rel_l2_error, recall, x.params.c_str(),
+                x.direction.c_str(), x.spec.c_str());
   }
   for (const Skipped& s : skipped)
     std::printf("skipped  %s: %s\n", s.spec.c_str(), s.reason.c_str());

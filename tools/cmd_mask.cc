@@ -32,9 +32,9 @@ constexpr char kUsage[] =
 constexpr int64_t kMaxDumpElements = int64_t{1} << 30;
 
 int mask_main(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--pattern", "--nq", "--nk", "--heads", "--kv-heads", "--dump", "--png",
-                         "--reps"},
-                  {"--causal"});
+  const Args args(
+      argv, {"--pattern", "--nq", "--nk", "--heads", "--kv-heads", "--dump", "--png", "--reps"},
+      {"--causal"});
   const std::unique_ptr<Pattern> pattern = make_pattern(args.str("--pattern"));
   const int64_t nq = args.integer("--nq", 1, int64_t{1} << 24);
   const int64_t nk = args.integer("--nk", 1, int64_t{1} << 24);
@@ -62,8 +62,8 @@ int mask_main(const std::vector<std::string>& argv) {
     inputs.k = k.view();
   }
   Plan plan;
-  const double plan_seconds =
-      median_seconds(static_cast<int>(reps), [&] { plan = pattern->plan(inputs); }, 0);
+  const double plan_seconds = median_seconds(
+      static_cast<int>(reps), [&] { plan = pattern->plan(inputs); }, 0);
   const BlockMask& mask = plan.mask;
   mask.validate();
 

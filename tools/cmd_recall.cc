@@ -28,10 +28,9 @@ constexpr char kUsage[] =
     "    L2 of O, density (attended pairs / N^2), plan and attention seconds (one run each).";
 
 int recall_main(const std::vector<std::string>& argv) {
-  const Args args(argv,
-                  {"--input", "--n", "--d", "--heads", "--kv-heads", "--density", "--threads",
-                   "--seed"},
-                  {"--json"}, {"--pattern"});
+  const Args args(
+      argv, {"--input", "--n", "--d", "--heads", "--kv-heads", "--density", "--threads", "--seed"},
+      {"--json"}, {"--pattern"});
   const std::string input = args.str("--input", "planted");
   check(input == "planted" || input == "phrases", "--input",
         "must be planted or phrases, got '" + input + "'");

@@ -7,8 +7,9 @@ namespace attnkit::cli {
 DirectionChoice direction_choice(const Args& args) {
   const bool causal = args.flag("--causal"), non_causal = args.flag("--non-causal");
   check(!(causal && non_causal), "--non-causal", "contradicts --causal");
-  return causal ? DirectionChoice::kCausal
-                : non_causal ? DirectionChoice::kNonCausal : DirectionChoice::kPaper;
+  return causal       ? DirectionChoice::kCausal
+         : non_causal ? DirectionChoice::kNonCausal
+                      : DirectionChoice::kPaper;
 }
 
 bool runs_causal(DirectionChoice choice, const Pattern* pattern) {

@@ -46,8 +46,8 @@ struct BlockMask {
   int64_t heads = 1;  // 1: the same lists for every query head; else Hq
   // Entries of list r = (b * heads + h) * q_blocks() + qb are [row_start[r], row_start[r + 1]).
   std::vector<int64_t> row_start;
-  std::vector<int32_t> kv_index;  // sorted ascending within each list
-  std::vector<BlockKind> kind;    // parallel to kv_index
+  std::vector<int32_t> kv_index;                   // sorted ascending within each list
+  std::vector<BlockKind> kind;                     // parallel to kv_index
   std::shared_ptr<const TilePredicate> predicate;  // required when any entry is PARTIAL
 
   int64_t q_blocks() const { return (nq + q_block - 1) / q_block; }

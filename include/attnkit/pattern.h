@@ -28,15 +28,15 @@ namespace attnkit {
 // What plan() reads. Static and grid patterns need only the shapes of q and k (their data may
 // be null); content-based planners read q and k.
 struct PlanInputs {
-  TensorView q;          // [B, Hq, Nq, D]
-  TensorView k;          // [B, Hkv, Nk, D]
-  float scale = 0.0f;    // 0 means 1/sqrt(D)
-  bool causal = false;   // bottom-right aligned, as AttentionArgs::causal
-  int threads = 0;       // 0 means every core
+  TensorView q;         // [B, Hq, Nq, D]
+  TensorView k;         // [B, Hkv, Nk, D]
+  float scale = 0.0f;   // 0 means 1/sqrt(D)
+  bool causal = false;  // bottom-right aligned, as AttentionArgs::causal
+  int threads = 0;      // 0 means every core
 
   // Shapes only (null data), for the patterns that are not content-based.
-  static PlanInputs shapes(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t nq,
-                           int64_t nk, int64_t dim = 64, bool causal = false);
+  static PlanInputs shapes(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t nq, int64_t nk,
+                           int64_t dim = 64, bool causal = false);
   // q, k, scale, causal and threads of an attention call.
   static PlanInputs of(const AttentionArgs& args);
   // Throws Error("q" / "k" / "threads", ...) for shapes that do not fit together, and for null

@@ -71,8 +71,7 @@ struct MutableTensorView : TensorLayout {
     return static_cast<T*>(data) + b * stride[0] + h * stride[1] + s * stride[2];
   }
   operator TensorView() const;  // NOLINT: a writable view is also a readable one
-  static MutableTensorView contiguous(void* data, DType dtype,
-                                      const std::array<int64_t, 4>& shape);
+  static MutableTensorView contiguous(void* data, DType dtype, const std::array<int64_t, 4>& shape);
 };
 
 // Owning, contiguous (C order) tensor of rank 1..4.

@@ -69,7 +69,9 @@ float effective_scale(float scale, int64_t dim) {
   return scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(dim));
 }
 
-float effective_scale(const AttentionArgs& args) { return effective_scale(args.scale, args.q.shape[3]); }
+float effective_scale(const AttentionArgs& args) {
+  return effective_scale(args.scale, args.q.shape[3]);
+}
 
 int effective_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 

@@ -175,7 +175,8 @@ BlockMask combine(const BlockMask& a, const BlockMask& b, bool is_and) {
   const char* op = is_and ? "AND" : "OR";
   a.validate();
   b.validate();
-  check(a.nq == b.nq && a.nk == b.nk && a.q_block == b.q_block && a.kv_block == b.kv_block, "block_mask",
+  check(a.nq == b.nq && a.nk == b.nk && a.q_block == b.q_block && a.kv_block == b.kv_block,
+        "block_mask",
         std::string(op) + " of masks of different shapes: " + sizes_of(a) + " vs " + sizes_of(b));
   check(a.batch == b.batch || a.batch == 1 || b.batch == 1, "block_mask",
         std::string(op) + " of masks with batch " + std::to_string(a.batch) + " and " +
@@ -232,19 +233,20 @@ void BlockMask::validate() const {
     for (int64_t e = row_start[r]; e < row_start[r + 1]; ++e) {
       if (kv_index[e] < 0 || kv_index[e] >= kv_blocks())
         throw Error("block_mask", "list " + std::to_string(r) + " has kv block " +
-                                std::to_string(kv_index[e]) + " outside [0, " +
-                                std::to_string(kv_blocks()) + ")");
+                                      std::to_string(kv_index[e]) + " outside [0, " +
+                                      std::to_string(kv_blocks()) + ")");
       if (e > row_start[r] && kv_index[e - 1] >= kv_index[e])
         throw Error("block_mask", "list " + std::to_string(r) +
-                                " is not strictly ascending at kv block " +
-                                std::to_string(kv_index[e]));
+                                      " is not strictly ascending at kv block " +
+                                      std::to_string(kv_index[e]));
       if (kind[e] != BlockKind::kFull && kind[e] != BlockKind::kPartial)
         throw Error("block_mask", "list " + std::to_string(r) + " has an invalid block kind " +
-                                std::to_string(static_cast<int>(kind[e])));
+                                      std::to_string(static_cast<int>(kind[e])));
       any_partial |= kind[e] == BlockKind::kPartial;
     }
   }
-  check(!any_partial || predicate != nullptr, "block_mask", "has PARTIAL blocks but no tile predicate");
+  check(!any_partial || predicate != nullptr, "block_mask",
+        "has PARTIAL blocks but no tile predicate");
 }
 
 BlockMask block_mask_from_rows(const BlockMaskShape& shape,
@@ -306,7 +308,7 @@ BlockMask block_mask_from_indices(const BlockMaskShape& shape,
         for (int32_t kb : sorted) {
           if (kb < 0 || kb >= kv_blocks)
             throw Error("block_mask", "kv block index " + std::to_string(kb) + " outside [0, " +
-                                    std::to_string(kv_blocks) + ")");
+                                          std::to_string(kv_blocks) + ")");
           out->push_back({kb, BlockKind::kFull});
         }
       });

@@ -8,8 +8,8 @@
 
 namespace attnkit {
 
-Fidelity measure_fidelity(const TensorView& out, const TensorView& lse,
-                          const TensorView& exact_out, const TensorView& exact_lse) {
+Fidelity measure_fidelity(const TensorView& out, const TensorView& lse, const TensorView& exact_out,
+                          const TensorView& exact_lse) {
   for (int d = 0; d < 4; ++d)
     check(out.shape[d] == exact_out.shape[d], "out",
           "shape " + out.describe() + " differs from the exact result's " + exact_out.describe());

@@ -24,7 +24,7 @@ struct Fidelity {
 
 // out, exact_out: [B, H, N, Dv] f32 views of the same shape; lse, exact_lse: [B, H, N, 1]
 // (either may be empty: the recall fields then stay 1 with rows = 0).
-Fidelity measure_fidelity(const TensorView& out, const TensorView& lse,
-                          const TensorView& exact_out, const TensorView& exact_lse);
+Fidelity measure_fidelity(const TensorView& out, const TensorView& lse, const TensorView& exact_out,
+                          const TensorView& exact_lse);
 
 }  // namespace attnkit

@@ -25,11 +25,11 @@ std::vector<std::string> recall_specs(int64_t blocks);
 
 struct RecallRow {
   std::string spec;
-  double recall = 0.0;        // mean exp(LSE_sparse - LSE_dense)
-  double min_recall = 0.0;    // worst row
-  double rel_l2 = 0.0;        // ||O_sparse - O_dense|| / ||O_dense||
-  double density = 0.0;       // attended pairs / (Nq * Nk), from RunStats
-  double plan_seconds = 0.0;  // from RunStats
+  double recall = 0.0;         // mean exp(LSE_sparse - LSE_dense)
+  double min_recall = 0.0;     // worst row
+  double rel_l2 = 0.0;         // ||O_sparse - O_dense|| / ||O_dense||
+  double density = 0.0;        // attended pairs / (Nq * Nk), from RunStats
+  double plan_seconds = 0.0;   // from RunStats
   double total_seconds = 0.0;  // Pattern::run wall time (plan + attention)
 };
 

@@ -86,8 +86,9 @@ PlantedKeys make_planted_keys(const PlantedKeysOptions& o) {
           for (int64_t j = at; j < std::min(n, at + o.span); ++j) {
             key_topic[j] = t;
             if (o.phrase)
-              key_weight[j] = jitter(rng) * static_cast<float>(std::sin(
-                                  M_PI * (double(j - at) + 0.5) / double(o.span)));
+              key_weight[j] =
+                  jitter(rng) *
+                  static_cast<float>(std::sin(M_PI * (double(j - at) + 0.5) / double(o.span)));
           }
         }
       // A segment's topic is drawn among the topics with a span that starts before the
@@ -114,7 +115,8 @@ PlantedKeys make_planted_keys(const PlantedKeysOptions& o) {
           for (int64_t c = 0; c < dim; ++c) state[c] = keep * state[c] + normal(rng);
         } else if (i == chunk_end) {
           for (int64_t c = 0; c < dim; ++c) state[c] = normal(rng);
-          chunk_end = i + std::max<int64_t>(1, o.local_chunk / 2 + int64_t(rng() % (o.local_chunk + 1)));
+          chunk_end =
+              i + std::max<int64_t>(1, o.local_chunk / 2 + int64_t(rng() % (o.local_chunk + 1)));
         }
         std::vector<float> r = state;
         if (orthogonal) project_out(basis, &r);

@@ -76,8 +76,8 @@ PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& t
   check(ctx >= 2, "ctx", "must be at least 2, got " + std::to_string(ctx));
   const int64_t available = static_cast<int64_t>(tokens.size()) / ctx;
   check(available >= 1, "tokens",
-        "has " + std::to_string(tokens.size()) + " tokens, fewer than one window of ctx = " +
-            std::to_string(ctx));
+        "has " + std::to_string(tokens.size()) +
+            " tokens, fewer than one window of ctx = " + std::to_string(ctx));
   const int64_t windows = max_windows > 0 ? std::min(available, max_windows) : available;
   const int64_t vocab = session.model().config().vocab;
   constexpr int64_t kLogitRows = 64;  // logits are computed for this many positions at a time
@@ -121,7 +121,8 @@ PasskeyPrompt passkey_prompt(const Tokenizer& tokenizer, int64_t length, uint64_
   p.answer = tokenizer.encode(" " + key, false);
   // Leave room for the answer and the joins (newlines, garbage cut mid-word).
   const int64_t budget = length - fixed - static_cast<int64_t>(p.answer.size()) - 8;
-  check(budget > 0, "length", "must leave room for the garbage text, got " + std::to_string(length));
+  check(budget > 0, "length",
+        "must leave room for the garbage text, got " + std::to_string(length));
   const int64_t garbage = static_cast<int64_t>(budget / per_char);
   const int64_t prefix = std::uniform_int_distribution<int64_t>(0, garbage)(rng);
   const std::string text = std::string(kTask) + "\n" + garbage_text(prefix) + "\n" + info + "\n" +

@@ -116,8 +116,8 @@ void PlanInputs::validate(bool needs_data) const {
         "head dim must match q, got " + std::to_string(q.shape[3]) + " and " +
             std::to_string(k.shape[3]));
   check(q.shape[1] % k.shape[1] == 0, "k",
-        "query heads must be a multiple of kv heads, got " + std::to_string(q.shape[1]) +
-            " and " + std::to_string(k.shape[1]));
+        "query heads must be a multiple of kv heads, got " + std::to_string(q.shape[1]) + " and " +
+            std::to_string(k.shape[1]));
   check(threads >= 0 && threads <= 1024, "threads",
         "must be in [0, 1024], got " + std::to_string(threads));
   if (needs_data) {
@@ -191,32 +191,50 @@ const char* family_name(PatternFamily family) {
 
 // --- Declared parameters ---
 
+namespace {
+
+PatternParam declare(std::string name, std::string default_value, std::string help,
+                     PatternParam::Type type, double lo = 0.0, double hi = 0.0,
+                     std::vector<std::string> choices = {}) {
+  PatternParam p;
+  p.name = std::move(name);
+  p.default_value = std::move(default_value);
+  p.help = std::move(help);
+  p.type = type;
+  p.lo = lo;
+  p.hi = hi;
+  p.choices = std::move(choices);
+  return p;
+}
+
+}  // namespace
+
 PatternParam int_param(std::string name, int64_t default_value, int64_t lo, int64_t hi,
                        std::string help) {
-  return {std::move(name), std::to_string(default_value), std::move(help),
-          PatternParam::Type::kInt, double(lo), double(hi), {}};
+  return declare(std::move(name), std::to_string(default_value), std::move(help),
+                 PatternParam::Type::kInt, double(lo), double(hi));
 }
 
 PatternParam block_param(std::string name, int64_t default_value, std::string help) {
-  return {std::move(name), std::to_string(default_value), std::move(help),
-          PatternParam::Type::kBlock, 16.0, double(1 << 20), {}};
+  return declare(std::move(name), std::to_string(default_value), std::move(help),
+                 PatternParam::Type::kBlock);
 }
 
 PatternParam real_param(std::string name, std::string default_value, double lo, double hi,
                         std::string help) {
-  return {std::move(name), std::move(default_value), std::move(help), PatternParam::Type::kReal,
-          lo, hi, {}};
+  return declare(std::move(name), std::move(default_value), std::move(help),
+                 PatternParam::Type::kReal, lo, hi);
 }
 
 PatternParam choice_param(std::string name, std::string default_value,
                           std::vector<std::string> choices, std::string help) {
-  return {std::move(name), std::move(default_value), std::move(help),
-          PatternParam::Type::kChoice, 0.0, 0.0, std::move(choices)};
+  return declare(std::move(name), std::move(default_value), std::move(help),
+                 PatternParam::Type::kChoice, 0.0, 0.0, std::move(choices));
 }
 
 PatternParam text_param(std::string name, std::string default_value, std::string help) {
-  return {std::move(name), std::move(default_value), std::move(help), PatternParam::Type::kText,
-          0.0, 0.0, {}};
+  return declare(std::move(name), std::move(default_value), std::move(help),
+                 PatternParam::Type::kText);
 }
 
 PatternParams::PatternParams(const PatternInfo& info,

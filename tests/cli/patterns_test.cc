@@ -16,9 +16,9 @@ namespace {
 TEST(CliPatterns, ListsEveryPatternWithDefaults) {
   const CliResult text = run_cli({"patterns"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  for (const char* line : {"causal\n", "power:block=256,window=5\n", "window:size=512\n",
-                           "ssa:ratio=4,seed=0,block=64,ensemble=1\n",
-                           "sf_attn:groups=4,sinks=4,causal=1\n"})
+  for (const char* line :
+       {"causal\n", "power:block=256,window=5\n", "window:size=512\n",
+        "ssa:ratio=4,seed=0,block=64,ensemble=1\n", "sf_attn:groups=4,sinks=4,causal=1\n"})
     EXPECT_NE(text.out.find(line), std::string::npos) << line;
   const CliResult json = run_cli({"patterns", "--json"});
   ASSERT_EQ(json.exit_code, 0) << json.err;
@@ -115,9 +115,9 @@ TEST(CliCompare, JsonOnSyntheticInput) {
   const JsonValue v = parse_json(r.out);
   const auto& results = v["results"].items;
   ASSERT_EQ(results.size(), 2u);
-  for (const char* key : {"pattern", "params", "direction", "causal", "density", "seconds",
-                          "plan_seconds", "dense_seconds", "speedup", "rel_l2_error",
-                          "recall_mean", "recall_min"})
+  for (const char* key :
+       {"pattern", "params", "direction", "causal", "density", "seconds", "plan_seconds",
+        "dense_seconds", "speedup", "rel_l2_error", "recall_mean", "recall_min"})
     EXPECT_TRUE(results[0].has(key)) << key;
   EXPECT_GT(results[0]["dense_seconds"].number, 0.0);
   // Both rules look back by themselves: run as they are, judged against causal attention.
@@ -141,11 +141,10 @@ TEST(CliCompare, JsonOnSyntheticInput) {
 // Each pattern in its paper's direction: a bidirectional rule runs non-causal (judged against
 // bidirectional dense attention), a content planner causal; --causal ANDs causality into both.
 TEST(CliCompare, DirectionsFollowThePapers) {
-  const std::vector<std::string> common = {"compare", "--n",       "256",
-                                           "--heads", "2",         "--d",
-                                           "16",      "--reps",    "1",
-                                           "--json",  "--pattern", "natten1d:kernel=33",
-                                           "--pattern", "hip:k=64"};
+  const std::vector<std::string> common = {
+      "compare",   "--n",     "256", "--heads", "2",         "--d",
+      "16",        "--reps",  "1",   "--json",  "--pattern", "natten1d:kernel=33",
+      "--pattern", "hip:k=64"};
   const CliResult paper = run_cli(common);
   ASSERT_EQ(paper.exit_code, 0) << paper.err;
   const JsonValue paper_json = parse_json(paper.out);
@@ -171,8 +170,8 @@ TEST(CliCompare, DirectionsFollowThePapers) {
 // --paper-defaults: every registered pattern at its defaults; those that cannot serve the input
 // (natten2d needs a square N) are listed as skipped, with the reason.
 TEST(CliCompare, PaperDefaultsCoverTheRegistry) {
-  const CliResult r = run_cli({"compare", "--n", "512", "--heads", "2", "--d", "16", "--reps",
-                               "1", "--paper-defaults", "--json"});
+  const CliResult r = run_cli({"compare", "--n", "512", "--heads", "2", "--d", "16", "--reps", "1",
+                               "--paper-defaults", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const JsonValue v = parse_json(r.out);
   const size_t listed = v["results"].items.size() + v["skipped"].items.size();

@@ -78,8 +78,8 @@ TEST(BlockMask, FromEntriesKeepsKindsAndValidates) {
       {{{0, BlockKind::kFull}, {2, BlockKind::kPartial}}, {}, {{3, BlockKind::kPartial}}});
   EXPECT_EQ(m.row_start, (std::vector<int64_t>{0, 2, 2, 3}));
   EXPECT_EQ(m.kv_index, (std::vector<int32_t>{0, 2, 3}));
-  EXPECT_EQ(m.kind, (std::vector<BlockKind>{BlockKind::kFull, BlockKind::kPartial,
-                                            BlockKind::kPartial}));
+  EXPECT_EQ(m.kind,
+            (std::vector<BlockKind>{BlockKind::kFull, BlockKind::kPartial, BlockKind::kPartial}));
   // Lists are taken as given: unsorted ones, a wrong list count or PARTIAL entries without a
   // predicate are refused.
   EXPECT_THROW(block_mask_from_entries(shape, predicate,

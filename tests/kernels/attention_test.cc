@@ -1,13 +1,14 @@
 // The fused dense / causal kernel against the reference over a sweep of odd shapes.
+#include "attnkit/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
-#include "support/attention_check.h"
-#include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "kernels/cpu/tile_plan.h"
+#include "support/attention_check.h"
 
 namespace attnkit {
 namespace {
@@ -19,18 +20,18 @@ std::vector<Problem> sweep() {
     int64_t batch, heads_q, heads_kv, nq, nk, dim, dim_v;
   };
   const std::vector<Shape> shapes = {
-      {1, 1, 1, 1, 1, 64, 64},       {1, 2, 2, 7, 7, 80, 80},      {1, 3, 1, 63, 63, 64, 64},
-      {2, 3, 3, 64, 64, 128, 128},   {1, 8, 1, 65, 65, 96, 96},    {1, 3, 1, 1000, 1000, 64, 64},
-      {1, 2, 2, 7, 65, 256, 256},    {1, 3, 1, 65, 7, 80, 80},     {1, 8, 1, 63, 1000, 64, 32},
-      {1, 2, 1, 1000, 63, 33, 48},   {1, 1, 1, 5, 200, 512, 7},    {1, 2, 2, 130, 130, 1, 3},
+      {1, 1, 1, 1, 1, 64, 64},     {1, 2, 2, 7, 7, 80, 80},   {1, 3, 1, 63, 63, 64, 64},
+      {2, 3, 3, 64, 64, 128, 128}, {1, 8, 1, 65, 65, 96, 96}, {1, 3, 1, 1000, 1000, 64, 64},
+      {1, 2, 2, 7, 65, 256, 256},  {1, 3, 1, 65, 7, 80, 80},  {1, 8, 1, 63, 1000, 64, 32},
+      {1, 2, 1, 1000, 63, 33, 48}, {1, 1, 1, 5, 200, 512, 7}, {1, 2, 2, 130, 130, 1, 3},
   };
   std::vector<Problem> problems;
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (bool causal : {false, true})
       for (const Shape& s : shapes) {
         Problem p;
-        p.batch = s.batch, p.heads_q = s.heads_q, p.heads_kv = s.heads_kv, p.nq = s.nq,
-        p.nk = s.nk, p.dim = s.dim, p.dim_v = s.dim_v, p.dtype = dtype, p.causal = causal;
+        p.batch = s.batch, p.heads_q = s.heads_q, p.heads_kv = s.heads_kv, p.nq = s.nq, p.nk = s.nk,
+        p.dim = s.dim, p.dim_v = s.dim_v, p.dtype = dtype, p.causal = causal;
         problems.push_back(p);
       }
   return problems;
@@ -107,9 +108,7 @@ TEST(DenseKernel, SameResultForAnyThreadCount) {
   for (int64_t i = 0; i < one.out.numel(); ++i) ASSERT_EQ(one.out.f32()[i], three.out.f32()[i]);
 }
 
-TEST(DenseKernel, ReportsItsSimdTarget) {
-  EXPECT_STRNE(cpu::kernel_target_name(), "");
-}
+TEST(DenseKernel, ReportsItsSimdTarget) { EXPECT_STRNE(cpu::kernel_target_name(), ""); }
 
 }  // namespace
 }  // namespace attnkit
@@ -119,8 +118,11 @@ namespace {
 
 // The kernels count the pairs they attend; both paths (tiles and decode) must agree with the rule.
 TEST(AttendedPairs, DenseCausalAndDecode) {
-  for (auto [nq, nk, causal] : std::vector<std::tuple<int64_t, int64_t, bool>>{
-           {100, 150, true}, {150, 100, true}, {77, 77, false}, {4, 2000, true}, {1, 3000, false}}) {
+  for (auto [nq, nk, causal] : std::vector<std::tuple<int64_t, int64_t, bool>>{{100, 150, true},
+                                                                               {150, 100, true},
+                                                                               {77, 77, false},
+                                                                               {4, 2000, true},
+                                                                               {1, 3000, false}}) {
     testing::Problem p;
     p.batch = 2, p.heads_q = 3, p.heads_kv = 1, p.nq = nq, p.nk = nk;
     testing::Inputs in = testing::make_inputs(p);

@@ -6,10 +6,10 @@
 #include <random>
 #include <vector>
 
-#include "support/attention_check.h"
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
+#include "support/attention_check.h"
 
 namespace attnkit {
 namespace {
@@ -152,7 +152,8 @@ TEST(BlockSparseKernel, AllPartialAllowingEverythingEqualsDense) {
   a.causal = b.causal = true;
   attention(a);
   attention(b, m);
-  for (int64_t i = 0; i < dense.out.numel(); ++i) ASSERT_EQ(dense.out.f32()[i], sparse.out.f32()[i]);
+  for (int64_t i = 0; i < dense.out.numel(); ++i)
+    ASSERT_EQ(dense.out.f32()[i], sparse.out.f32()[i]);
 }
 
 TEST(BlockSparseKernel, RejectsAMaskOfAnotherSize) {
@@ -200,7 +201,8 @@ TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) {
     const bool full = (i / m.q_block + j / m.kv_block) % 3 == 0;
     return full || hashed_allow(0, i, j);
   };
-  testing::check_problem(p, [&](const AttentionArgs& a) { attention(a, m); }, rule);
+  testing::check_problem(
+      p, [&](const AttentionArgs& a) { attention(a, m); }, rule);
 }
 
 }  // namespace

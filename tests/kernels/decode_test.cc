@@ -5,9 +5,9 @@
 #include <limits>
 #include <vector>
 
-#include "support/attention_check.h"
 #include "attnkit/attention.h"
 #include "attnkit/error.h"
+#include "support/attention_check.h"
 
 namespace attnkit {
 namespace {
@@ -18,9 +18,12 @@ std::vector<Problem> decode_sweep() {
   std::vector<Problem> problems;
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (bool causal : {false, true})
-      for (auto [nq, nk, hq, hkv, dim] : std::vector<std::array<int64_t, 5>>{
-               {1, 1, 1, 1, 64}, {1, 1024, 8, 2, 128}, {4, 4097, 3, 1, 64},
-               {16, 3000, 2, 2, 80}, {1, 20000, 4, 1, 128}, {7, 700, 3, 3, 33}}) {
+      for (auto [nq, nk, hq, hkv, dim] : std::vector<std::array<int64_t, 5>>{{1, 1, 1, 1, 64},
+                                                                             {1, 1024, 8, 2, 128},
+                                                                             {4, 4097, 3, 1, 64},
+                                                                             {16, 3000, 2, 2, 80},
+                                                                             {1, 20000, 4, 1, 128},
+                                                                             {7, 700, 3, 3, 33}}) {
         Problem p;
         p.nq = nq, p.nk = nk, p.heads_q = hq, p.heads_kv = hkv, p.dim = dim, p.dim_v = dim;
         p.dtype = dtype, p.causal = causal;

@@ -60,8 +60,7 @@ TEST(Primitives, ScoreTileMatchesDot) {
         const int64_t ldkt = cols + 3;
         std::vector<float> kt(dim * ldkt), s(rows * (cols + 1), 0.0f);
         cpu::transpose_keys(k.data(), cols, dim, dim, kt.data(), ldkt);
-        cpu::score_tile(q.data(), dim, rows, kt.data(), ldkt, cols, dim, 0.5f, s.data(),
-                            cols + 1);
+        cpu::score_tile(q.data(), dim, rows, kt.data(), ldkt, cols, dim, 0.5f, s.data(), cols + 1);
         for (int64_t i = 0; i < rows; ++i)
           for (int64_t j = 0; j < cols; ++j) {
             double dot = 0.0;
@@ -90,8 +89,7 @@ TEST(Primitives, ExpShiftAddAndSumMatchScalar) {
       const double x = std::abs(double(s[j]) - 1.5);
       const double eps = std::numeric_limits<float>::epsilon();
       const double tol = (want > 0.0 ? eps * (2.0 + 1.5 * x) * want : 0.0) + eps * (0.5 + want);
-      ASSERT_NEAR(dst[j], 0.5 + want, tol)
-          << "n=" << n << " j=" << j;
+      ASSERT_NEAR(dst[j], 0.5 + want, tol) << "n=" << n << " j=" << j;
     }
     ASSERT_EQ(dst[n], 0.5f) << "overrun";
     EXPECT_NEAR(cpu::exp_shift_sum(s.data(), n, 1.5f, false), sum, 1e-5 * sum);
@@ -128,7 +126,8 @@ TEST(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
   const int64_t dim = 32;
   for (int64_t nq : {1, 7, 65, 130}) {
     for (int64_t nk : {1, 63, 257, 600}) {
-      for (auto [row_group, col_group] : {std::pair<int64_t, int64_t>{1, 1}, {64, 1}, {64, 64}, {7, 5}}) {
+      for (auto [row_group, col_group] :
+           {std::pair<int64_t, int64_t>{1, 1}, {64, 1}, {64, 64}, {7, 5}}) {
         const auto k = random_matrix(nk, dim, 3);
         std::vector<int64_t> limit(nq);
         for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 13) % (nk + 1);
@@ -142,7 +141,7 @@ TEST(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
           std::vector<float> lse(nq);
           ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.2f, limit.data(), lse.data());
           cpu::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
-                               limit.data(), row_group, col_group, fast.data());
+                           limit.data(), row_group, col_group, fast.data());
           ref::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
                            limit.data(), row_group, col_group, slow.data());
         }
@@ -227,7 +226,8 @@ TEST(Primitives, PermuteTokensRoundTrip) {
     Tensor lse({batch, heads, int64_t(order.size())}, DType::kF32);
     for (int64_t e = 0; e < lse.numel(); ++e) lse.f32()[e] = static_cast<float>(e);
     Tensor out({batch, heads, n, dim}, DType::kF32), out_lse({batch, heads, n}, DType::kF32);
-    cpu::unpermute_tokens(permuted.view(), lse.rows_view(), order, out.view(), out_lse.rows_view(), 1);
+    cpu::unpermute_tokens(permuted.view(), lse.rows_view(), order, out.view(), out_lse.rows_view(),
+                          1);
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t h = 0; h < heads; ++h)
         for (size_t s = 0; s < order.size(); ++s) {

@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <string>
 
-#include "support/attention_check.h"
 #include "attnkit/attention.h"
 #include "hwy/targets.h"
+#include "support/attention_check.h"
 
 namespace attnkit {
 namespace {

@@ -1,6 +1,8 @@
 // Quantized mat-mul (Highway, dispatched) against the scalar oracle over odd shapes and every
 // supported weight type, plus the property the model relies on: a token's products do not depend
 // on how many tokens share the call (prefill == decode, bitwise).
+#include "model/qmatmul.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 
 #include "hwy/targets.h"
 #include "model/ggml_types.h"
-#include "model/qmatmul.h"
 
 namespace attnkit::model {
 namespace {

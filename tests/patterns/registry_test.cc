@@ -28,8 +28,7 @@ TEST(PatternsRegistry, SpecsAndDefaults) {
 
 TEST(PatternsRegistry, ClearErrors) {
   const std::string unknown = error_of("foo:x=1");
-  EXPECT_NE(unknown.find("pattern: unknown pattern 'foo' (known: "), std::string::npos)
-      << unknown;
+  EXPECT_NE(unknown.find("pattern: unknown pattern 'foo' (known: "), std::string::npos) << unknown;
   EXPECT_NE(unknown.find("causal"), std::string::npos);
   EXPECT_EQ(error_of("power:x=1"),
             "pattern: 'power' has no parameter 'x' (parameters: block, window)");

@@ -25,8 +25,8 @@ namespace {
 const std::set<std::string> kOperators = {"hyper", "routing"};
 
 struct WalkCase {
-  std::string spec;   // parameters that make the pattern sparse at these small sizes
-  Problem problem;    // nq, nk, heads; dims and dtype set below
+  std::string spec;  // parameters that make the pattern sparse at these small sizes
+  Problem problem;   // nq, nk, heads; dims and dtype set below
 };
 
 // Small shapes where each pattern is sparse (defaults are for thousands of tokens). A pattern
@@ -49,8 +49,9 @@ WalkCase walk_case(const std::string& name) {
       {"natten3d", {"kernel=3", {512, 512, 2, 1}}},
       {"halo2d", {"block=4,halo=2", {144, 144, 2, 1}}},
       {"topk_oracle", {"budget=2,block=32", {130, 190, 4, 2}}},
-      {"infllm_v2", {"dense_len=0,kernel=8,stride=4,lse_kernel=16,lse_stride=8,block=16,local=1,topk=4",
-                     {130, 190, 4, 2}}},
+      {"infllm_v2",
+       {"dense_len=0,kernel=8,stride=4,lse_kernel=16,lse_stride=8,block=16,local=1,topk=4",
+        {130, 190, 4, 2}}},
       {"hip", {"k=32,block_q=32,sink=4,window=24", {130, 190, 4, 2}}},
       {"dhsa", {"block=32,budget=48,local=16", {130, 190, 4, 2}}},
       {"hyper", {"min_seq=64,block=32,samples=16", {130, 190, 4, 2}}},
@@ -84,7 +85,8 @@ TEST(PatternWalk, EveryPatternMatchesTheReferenceOverItsPlan) {
       AttentionArgs a = in.args();
       a.causal = causal;
       // The plan: what it reads, its shape and its token order.
-      const PlanInputs shapes = PlanInputs::shapes(1, p.heads_q, p.heads_kv, p.nq, p.nk, p.dim, causal);
+      const PlanInputs shapes =
+          PlanInputs::shapes(1, p.heads_q, p.heads_kv, p.nq, p.nk, p.dim, causal);
       if (info.family == PatternFamily::kDynamic) {
         EXPECT_THROW(pattern->plan(shapes), Error) << "a content planner must refuse missing data";
       } else {
@@ -110,7 +112,9 @@ TEST(PatternWalk, EveryPatternMatchesTheReferenceOverItsPlan) {
             for (int64_t d = 0; d < p.dim_v; ++d) {
               const float o = a.out.get(0, h, i, d);
               ASSERT_TRUE(std::isfinite(o)) << "head " << h << " row " << i;
-              if (std::isinf(lse)) ASSERT_EQ(o, 0.0f) << "head " << h << " row " << i;
+              if (std::isinf(lse)) {
+                ASSERT_EQ(o, 0.0f) << "head " << h << " row " << i;
+              }
             }
           }
         continue;

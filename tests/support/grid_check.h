@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "support/attention_check.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/pattern.h"
+#include "support/attention_check.h"
 
 namespace attnkit::testing {
 

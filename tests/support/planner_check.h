@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "support/attention_check.h"
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
 #include "attnkit/pattern.h"
+#include "support/attention_check.h"
 
 namespace attnkit::testing {
 

@@ -91,7 +91,8 @@ HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* H
       float sums0[4], sums1[4];
       SumOfLanes4(acc0[0], acc0[1], acc0[2], acc0[3], sums0);
       SumOfLanes4(acc1[0], acc1[1], acc1[2], acc1[3], sums1);
-      for (int r = 0; r < 4; ++r) s[r * s_stride + j] = sums0[r], s[r * s_stride + j + 1] = sums1[r];
+      for (int r = 0; r < 4; ++r)
+        s[r * s_stride + j] = sums0[r], s[r * s_stride + j + 1] = sums1[r];
     } else {
       for (int r = 0; r < R; ++r) {
         s[r * s_stride + j] = hn::GetLane(hn::SumOfLanes(df, acc0[r]));
@@ -104,7 +105,8 @@ HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* H
     for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
     for (int64_t d = 0; d < dim_pad; d += n) {
       const VF key = LoadAsFloat(k + j * k_stride + d);
-      for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::Load(df, q + r * dim_pad + d), key, acc[r]);
+      for (int r = 0; r < R; ++r)
+        acc[r] = hn::MulAdd(hn::Load(df, q + r * dim_pad + d), key, acc[r]);
     }
     for (int r = 0; r < R; ++r) s[r * s_stride + j] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
   }
@@ -129,8 +131,8 @@ void ScoreKeysAny(DType dtype, const float* q, int64_t dim_pad, int64_t rows, co
       return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::float16_t*>(k), k_stride, keys, s,
                        s_stride);
     case DType::kBF16:
-      return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::bfloat16_t*>(k), k_stride, keys,
-                       s, s_stride);
+      return ScoreKeys(q, dim_pad, rows, static_cast<const hwy::bfloat16_t*>(k), k_stride, keys, s,
+                       s_stride);
   }
 }
 
@@ -174,7 +176,8 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
   auto limit = hwy::AllocateAligned<float>(m_pad);
   // Row r = head (g * G + r / nq), token r % nq; Q converted, scaled, zero padded to dim_pad.
   for (int64_t r = 0; r < m_pad; ++r) {
-    const int64_t h = g * sh.group + std::min(r, rows - 1) / sh.nq, i = std::min(r, rows - 1) % sh.nq;
+    const int64_t h = g * sh.group + std::min(r, rows - 1) / sh.nq,
+                  i = std::min(r, rows - 1) % sh.nq;
     limit[r] = static_cast<float>(i + (sh.nk - sh.nq));
     m[r] = -std::numeric_limits<float>::infinity();
     l[r] = 0.0f;
@@ -214,7 +217,8 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
       AccumulatePvAny(a.v.dtype, s.get(), p_at, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
                       keys, alpha.get(), o, sh.dv_pad);
     } else {
-      ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad, vc.get());
+      ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad,
+                  vc.get());
       AccumulatePv(s.get(), p_at, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
     }
   }
@@ -250,11 +254,11 @@ void RunDecode(const AttentionArgs& a) {
     const int64_t slice = it / sh.splits, split = it % sh.splits;
     const int64_t j0 = split * sh.chunk, j1 = std::min(sh.nk, j0 + sh.chunk);
     pairs += DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv, j0, j1,
-                part_o.data() + it * sh.rows * sh.dv_pad, part_m.data() + it * sh.m_pad,
-                part_l.data() + it * sh.m_pad);
+                         part_o.data() + it * sh.rows * sh.dv_pad, part_m.data() + it * sh.m_pad,
+                         part_l.data() + it * sh.m_pad);
   }
   if (a.attended_pairs) *a.attended_pairs += pairs;
-  // Merge the chunks of each row: O = sum_s 2^(m_s - M) O_s / L, L = sum_s 2^(m_s - M) l_s.
+    // Merge the chunks of each row: O = sum_s 2^(m_s - M) O_s / L, L = sum_s 2^(m_s - M) l_s.
 #pragma omp parallel for num_threads(threads)
   for (int64_t slice = 0; slice < slices; ++slice) {
     const int64_t b = slice / sh.heads_kv, g = slice % sh.heads_kv;
@@ -279,9 +283,9 @@ void RunDecode(const AttentionArgs& a) {
       const float inv = total > 0.0f ? 1.0f / total : 0.0f;
       for (int64_t d = 0; d < sh.dim_v; ++d) out[d] = acc[d] * inv;
       if (!a.lse.empty())
-        *a.lse.row<float>(b, h, i) =
-            total > 0.0f ? (ref + std::log2(total)) * static_cast<float>(M_LN2)
-                         : -std::numeric_limits<float>::infinity();
+        *a.lse.row<float>(b, h, i) = total > 0.0f
+                                         ? (ref + std::log2(total)) * static_cast<float>(M_LN2)
+                                         : -std::numeric_limits<float>::infinity();
     }
   }
 }

@@ -12,8 +12,8 @@
 
 namespace attnkit::cpu {
 
-void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
-              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse) {
+void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
+              int64_t dim, float scale, const int64_t* limit, float* lse) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   std::vector<float> row_max_so_far(nq, neg_inf), row_sum(nq, 0.0f);
   walk_scores(

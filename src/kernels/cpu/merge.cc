@@ -13,18 +13,18 @@ void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& o
            const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse) {
   for (int i = 0; i < 4; ++i) {
     check(out_a.shape[i] == out.shape[i] && out_b.shape[i] == out.shape[i], "out",
-          "merge operands must share one shape, got " + out_a.describe() + ", " +
-              out_b.describe() + " and " + out.describe());
+          "merge operands must share one shape, got " + out_a.describe() + ", " + out_b.describe() +
+              " and " + out.describe());
   }
-  check(out_a.dtype == DType::kF32 && out_b.dtype == DType::kF32 && out.dtype == DType::kF32,
-        "out", "merge works on f32 outputs");
+  check(out_a.dtype == DType::kF32 && out_b.dtype == DType::kF32 && out.dtype == DType::kF32, "out",
+        "merge works on f32 outputs");
   check(!lse_a.empty() && !lse_b.empty() && !lse.empty(), "lse",
         "merge needs the LSE of both operands and of the result");
   for (const TensorView& l : {lse_a, lse_b, static_cast<TensorView>(lse)}) {
     check(l.dtype == DType::kF32 && l.shape[0] == out.shape[0] && l.shape[1] == out.shape[1] &&
               l.shape[2] == out.shape[2] && l.shape[3] == 1,
-          "lse", "must be f32 [B,H,N,1] like the outputs " + out.describe() + ", got " +
-                     l.describe());
+          "lse",
+          "must be f32 [B,H,N,1] like the outputs " + out.describe() + ", got " + l.describe());
   }
   const int64_t heads = out.shape[1], n = out.shape[2], dim_v = out.shape[3];
   const int64_t rows = out.shape[0] * heads * n;

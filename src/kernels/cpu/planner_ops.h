@@ -19,8 +19,7 @@ namespace attnkit::cpu {
 // --- Loading and permutations (permute.cc) ---
 
 // out[r, :] = x[b, h, start + r, :] as f32, r < count; out is contiguous [count, D].
-void load_rows(const TensorView& x, int64_t b, int64_t h, int64_t start, int64_t count,
-               float* out);
+void load_rows(const TensorView& x, int64_t b, int64_t h, int64_t start, int64_t count, float* out);
 // out[r, :] = x[b, h, index[r], :] as f32 (any dtype), r < count; out contiguous [count, D].
 void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
                  float* out);
@@ -42,8 +41,8 @@ void unpermute_tokens(const TensorView& permuted_out, const TensorView& permuted
 int64_t pooled_count(int64_t n, int64_t kernel, int64_t stride);
 // out[m, :] = mean of x[m * stride + t, :] over t < kernel, m < pooled_count(n, kernel, stride).
 // x [n, dim] with leading dimension ldx; out contiguous [pooled_count, dim].
-void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
-               int64_t stride, float* out);
+void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel, int64_t stride,
+               float* out);
 // Number of keys of a pooled sequence visible to absolute query position `pos` under a causal
 // limit on raw keys `last` (= pos + Nk - Nq): window m is visible iff all of it is, i.e.
 // m * stride + kernel - 1 <= last.
@@ -68,8 +67,8 @@ void exp_shift_add(const float* s, int64_t n, float shift, float* dst);
 
 // lse[i] = log sum_{j < limit[i]} exp(scale * q_i . k_j) (natural log; -inf when limit[i] = 0).
 // limit == nullptr means every row sees all nk keys. No output O is computed.
-void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
-              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse);
+void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
+              int64_t dim, float scale, const int64_t* limit, float* lse);
 
 // --- Normalised-probability reduction (prob_reduce.cc) ---
 

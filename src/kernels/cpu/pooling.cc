@@ -18,8 +18,8 @@ int64_t pooled_visible(int64_t last, int64_t kernel, int64_t stride, int64_t poo
   return std::min(pooled, (last - kernel + 1) / stride + 1);
 }
 
-void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
-               int64_t stride, float* out) {
+void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel, int64_t stride,
+               float* out) {
   const int64_t count = pooled_count(n, kernel, stride);
   const float inv = 1.0f / static_cast<float>(kernel);
   // Windows with kernel a multiple of stride (the defaults 32/16 and 128/64) are sums of

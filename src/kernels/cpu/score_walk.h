@@ -43,8 +43,8 @@ void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int
       // ignored): the masked tail path is several times slower per column.
       const int64_t padded =
           std::min(kWalkChunk, (tile_cols + kWalkPanel - 1) / kWalkPanel * kWalkPanel);
-      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kWalkChunk, padded, dim, scale,
-                 scores.data(), kWalkChunk);
+      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kWalkChunk, padded, dim, scale, scores.data(),
+                 kWalkChunk);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         if (skip(i)) continue;

@@ -31,7 +31,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 struct Scratch {
   int64_t dv_pad = 0;
   hwy::AlignedFreeUniquePtr<float[]> qt, st, o, k, v, m, l, alpha, limit;
-  int64_t pairs = 0;  // attended pairs, when the caller asks for them
+  int64_t pairs = 0;                    // attended pairs, when the caller asks for them
   std::vector<uint8_t> allow, allow_t;  // [tokens][keys] from the predicate, and transposed
 
   explicit Scratch(const TilePlan& plan) {
@@ -148,8 +148,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
       }
     }
     if (a.attended_pairs)
-      s.pairs += causal_mask || list.partial(e) ? CountFinite(s.st.get(), m_pad, keys, rows)
-                                                : rows * keys;
+      s.pairs +=
+          causal_mask || list.partial(e) ? CountFinite(s.st.get(), m_pad, keys, rows) : rows * keys;
     OnlineSoftmax(s.st.get(), m_pad, keys, s.m.get(), s.l.get(), s.alpha.get());
     if (v_in_place) {
       AccumulatePvAny(a.v.dtype, s.st.get(), {m_pad, 1}, rows, RowPointer(a.v, b, g, k0),
@@ -169,9 +169,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     for (int64_t d = 0; d < dim_v; ++d) out[d] = s.o[r * dv_pad + d] * inv;
     if (!a.lse.empty()) {
-      *a.lse.row<float>(b, h, i) =
-          l > 0.0f ? (s.m[r] + std::log2(l)) * static_cast<float>(M_LN2)
-                   : -std::numeric_limits<float>::infinity();
+      *a.lse.row<float>(b, h, i) = l > 0.0f ? (s.m[r] + std::log2(l)) * static_cast<float>(M_LN2)
+                                            : -std::numeric_limits<float>::infinity();
     }
   }
 }

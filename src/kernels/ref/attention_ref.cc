@@ -47,7 +47,7 @@ void attention_reference(const AttentionArgs& args, const ElementPredicate& allo
       args.out.set(b, h, i, d, sum > 0.0 ? static_cast<float>(acc[d] / sum) : 0.0f);
     if (!args.lse.empty())
       *args.lse.row<float>(b, h, i) = sum > 0.0 ? static_cast<float>(max_score + std::log(sum))
-                                : -std::numeric_limits<float>::infinity();
+                                                : -std::numeric_limits<float>::infinity();
   }
 }
 

@@ -1,11 +1,11 @@
 // Scalar references of the planner primitives (see primitives_ref.h): the obvious loops,
 // accumulating in double, written for clarity. Only tests call them.
+#include "kernels/ref/primitives_ref.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
-
-#include "kernels/ref/primitives_ref.h"
 
 namespace attnkit::ref {
 namespace {
@@ -18,8 +18,8 @@ double dot(const float* a, const float* b, int64_t dim) {
 
 }  // namespace
 
-void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
-               int64_t stride, float* out) {
+void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel, int64_t stride,
+               float* out) {
   const int64_t count = n < kernel ? 0 : (n - kernel) / stride + 1;
   for (int64_t m = 0; m < count; ++m)
     for (int64_t c = 0; c < dim; ++c) {
@@ -29,14 +29,16 @@ void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kern
     }
 }
 
-void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
-              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse) {
+void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
+              int64_t dim, float scale, const int64_t* limit, float* lse) {
   for (int64_t i = 0; i < nq; ++i) {
     const int64_t lim = std::min(nk, limit ? limit[i] : nk);
     double best = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < lim; ++j) best = std::max(best, scale * dot(q + i * ldq, keys + j * ldk, dim));
+    for (int64_t j = 0; j < lim; ++j)
+      best = std::max(best, scale * dot(q + i * ldq, keys + j * ldk, dim));
     double sum = 0.0;
-    for (int64_t j = 0; j < lim; ++j) sum += std::exp(scale * dot(q + i * ldq, keys + j * ldk, dim) - best);
+    for (int64_t j = 0; j < lim; ++j)
+      sum += std::exp(scale * dot(q + i * ldq, keys + j * ldk, dim) - best);
     lse[i] = lim > 0 ? static_cast<float>(best + std::log(sum))
                      : -std::numeric_limits<float>::infinity();
   }

@@ -10,10 +10,10 @@
 
 namespace attnkit::ref {
 
-void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel,
-               int64_t stride, float* out);
-void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
-              int64_t ldk, int64_t dim, float scale, const int64_t* limit, float* lse);
+void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel, int64_t stride,
+               float* out);
+void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
+              int64_t dim, float scale, const int64_t* limit, float* lse);
 void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
                  int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
                  int64_t row_group, int64_t col_group, float* out);

@@ -23,6 +23,8 @@
 // - Visibility and the local window are taken at the block's last row (p_last); rows earlier
 //   in the block lose only the causal part. Without causality every key is visible and the
 //   local part is the last `local` keys of the sequence.
+#include "patterns/dynamic/dhsa.h"
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -31,7 +33,6 @@
 
 #include "core/attention_args.h"
 #include "kernels/cpu/planner_ops.h"
-#include "patterns/dynamic/dhsa.h"
 #include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
 
@@ -104,7 +105,8 @@ Plan DhsaPattern::plan(const PlanInputs& in) const {
           for (int64_t x = 0; x < d.dim; ++x) acc[x] += rows[t * d.dim + x];
       }
       for (int64_t x = 0; x < d.dim; ++x)
-        k_repr[c * d.dim + x] = static_cast<float>(acc[x] / (d.heads_kv * len) * std::sqrt(double(len)));
+        k_repr[c * d.dim + x] =
+            static_cast<float>(acc[x] / (d.heads_kv * len) * std::sqrt(double(len)));
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads) private(rows)
     for (int64_t i = 0; i < q_blocks; ++i) {
@@ -117,7 +119,8 @@ Plan DhsaPattern::plan(const PlanInputs& in) const {
           for (int64_t x = 0; x < d.dim; ++x) acc[x] += rows[t * d.dim + x];
       }
       for (int64_t x = 0; x < d.dim; ++x)
-        q_repr[i * d.dim + x] = static_cast<float>(acc[x] / (d.heads_q * len) * std::sqrt(double(len)));
+        q_repr[i * d.dim + x] =
+            static_cast<float>(acc[x] / (d.heads_q * len) * std::sqrt(double(len)));
     }
     // S = q_repr . k_repr^T, then per query block: local keys + chunks in score order.
     std::vector<float> k_t(d.dim * chunks);
@@ -127,13 +130,14 @@ Plan DhsaPattern::plan(const PlanInputs& in) const {
       const int64_t p_last = last_visible(in, std::min(d.nq, (i + 1) * block_) - 1);
       if (p_last < 0) continue;
       std::vector<float> score(chunks);
-      cpu::score_tile(q_repr.data() + i * d.dim, d.dim, 1, k_t.data(), chunks, chunks, d.dim,
-                          1.0f, score.data(), chunks);
+      cpu::score_tile(q_repr.data() + i * d.dim, d.dim, 1, k_t.data(), chunks, chunks, d.dim, 1.0f,
+                      score.data(), chunks);
       const int64_t local_start = std::max<int64_t>(0, p_last + 1 - bp_.local);
       int64_t left = std::max<int64_t>(0, budget_ - (p_last + 1 - local_start));
       std::vector<int64_t> order;
       for (int64_t c = 0; c < chunks && bounds[c] < local_start; ++c) order.push_back(c);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return score[a] > score[c]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t c) { return score[a] > score[c]; });
       Ranges chosen;
       for (int64_t c : order) {
         if (left <= 0) break;
@@ -178,25 +182,25 @@ Plan DhsaPattern::plan(const PlanInputs& in) const {
 }  // namespace
 
 PatternRegistration dhsa_pattern() {
-  return {{"dhsa",
-           "DHSA: dynamic chunks from a training-free boundary heuristic (key dissimilarity; the "
-           "paper's trained predictor is not available), length-normalised chunk scores upsampled "
-           "to tokens, last 64 tokens + top of the budget, shared across heads",
-           "Xiong, Zou, Fekri, Cho 2025, Dynamic Hierarchical Sparse Attention (arXiv 2510.24606)",
-           PatternFamily::kDynamic,
-           {block_param("block", 64, "query block size (multiple of 16)"),
-            int_param("budget", 2048, 1, int64_t{1} << 40,
-                      "selected tokens per query block, local ones included"),
-            int_param("local", 64, 0, int64_t{1} << 30, "last visible tokens always kept"),
-            int_param("window", 4, 1, 1 << 20, "boundary rule: tokens on each side"),
-            int_param("nms", 8, 0, 1 << 20, "boundary rule: non-maximum suppression radius"),
-            int_param("beta", 8, 1, 1 << 20, "boundary rule: at most (Nk / 64) * beta chunks"),
-            real_param("sigma", "1", -1e6, 1e6,
-                       "boundary rule: keep scores above mean + sigma * std"),
-            choice_param("rules", "official", {"official", "local_max"},
-                         "candidate selection: official (greedy suppression in score order, none "
-                         "after the instruction boundary) or local_max")}},
-          &construct_pattern<DhsaPattern>};
+  return {
+      {"dhsa",
+       "DHSA: dynamic chunks from a training-free boundary heuristic (key dissimilarity; the "
+       "paper's trained predictor is not available), length-normalised chunk scores upsampled "
+       "to tokens, last 64 tokens + top of the budget, shared across heads",
+       "Xiong, Zou, Fekri, Cho 2025, Dynamic Hierarchical Sparse Attention (arXiv 2510.24606)",
+       PatternFamily::kDynamic,
+       {block_param("block", 64, "query block size (multiple of 16)"),
+        int_param("budget", 2048, 1, int64_t{1} << 40,
+                  "selected tokens per query block, local ones included"),
+        int_param("local", 64, 0, int64_t{1} << 30, "last visible tokens always kept"),
+        int_param("window", 4, 1, 1 << 20, "boundary rule: tokens on each side"),
+        int_param("nms", 8, 0, 1 << 20, "boundary rule: non-maximum suppression radius"),
+        int_param("beta", 8, 1, 1 << 20, "boundary rule: at most (Nk / 64) * beta chunks"),
+        real_param("sigma", "1", -1e6, 1e6, "boundary rule: keep scores above mean + sigma * std"),
+        choice_param("rules", "official", {"official", "local_max"},
+                     "candidate selection: official (greedy suppression in score order, none "
+                     "after the instruction boundary) or local_max")}},
+      &construct_pattern<DhsaPattern>};
 }
 
 }  // namespace attnkit::dynamic_patterns

@@ -9,11 +9,11 @@
 namespace attnkit::dynamic_patterns {
 
 struct DhsaBoundaryParams {
-  int64_t window = 4;   // tokens on each side of a candidate boundary
-  int64_t nms = 8;      // non-maximum suppression radius
-  int64_t beta = 8;     // at most (Nk / 64) * beta chunks
-  double sigma = 1.0;   // keep candidates scoring above mean + sigma * std
-  int64_t local = 64;   // forced boundary at Nk - local (the "instruction" boundary)
+  int64_t window = 4;  // tokens on each side of a candidate boundary
+  int64_t nms = 8;     // non-maximum suppression radius
+  int64_t beta = 8;    // at most (Nk / 64) * beta chunks
+  double sigma = 1.0;  // keep candidates scoring above mean + sigma * std
+  int64_t local = 64;  // forced boundary at Nk - local (the "instruction" boundary)
   // true: the official code's candidate rules (greedy suppression in score order, no boundary
   // within `window` of the ends or after the instruction boundary); false: local maxima.
   bool official_rules = true;

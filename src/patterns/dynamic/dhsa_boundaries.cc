@@ -28,8 +28,7 @@
 
 namespace attnkit::dynamic_patterns {
 
-std::vector<int64_t> dhsa_boundaries(const PlanInputs& in, int64_t b,
-                                     const DhsaBoundaryParams& p) {
+std::vector<int64_t> dhsa_boundaries(const PlanInputs& in, int64_t b, const DhsaBoundaryParams& p) {
   const Dims d = dims_of(in);
   const int64_t n = d.nk, width = d.heads_kv * d.dim, w = std::max<int64_t>(1, p.window);
   // Prefix sums of the normalised, concatenated keys: prefix[(t + 1) * width + c].
@@ -58,7 +57,8 @@ std::vector<int64_t> dhsa_boundaries(const PlanInputs& in, int64_t b,
   }
   double mean = 0.0, var = 0.0;
   for (int64_t t = 1; t < n; ++t) mean += score[t] / double(std::max<int64_t>(1, n - 1));
-  for (int64_t t = 1; t < n; ++t) var += (score[t] - mean) * (score[t] - mean) / double(std::max<int64_t>(1, n - 1));
+  for (int64_t t = 1; t < n; ++t)
+    var += (score[t] - mean) * (score[t] - mean) / double(std::max<int64_t>(1, n - 1));
   const double threshold = mean + p.sigma * std::sqrt(var);
   const int64_t cap = std::max<int64_t>(1, n / 64 * p.beta);
   const int64_t instruction = n - p.local;  // forced boundary (when inside (0, n))

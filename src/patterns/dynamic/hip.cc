@@ -180,7 +180,8 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
     for (size_t f = 0; f < fresh.size(); ++f) {
       const Node& node = branches[fresh[f]];
       const int64_t centre = node.first + (node.last - node.first + 1) / 2;
-      std::copy_n(keys + centre * block_k_ * dim, block_k_ * dim, panel.data() + f * block_k_ * dim);
+      std::copy_n(keys + centre * block_k_ * dim, block_k_ * dim,
+                  panel.data() + f * block_k_ * dim);
     }
     cpu::score_tile(panel.data(), dim, cols, q_t, ld_q_t, ld_q_t, dim, 1.0f, scores.data(), ld_q_t);
     for (size_t f = 0; f < fresh.size(); ++f) {
@@ -264,7 +265,8 @@ Plan HipPattern::plan(const PlanInputs& in) const {
     // kv blocks: sink, window (of every row), searched units; FULL when wholly allowed.
     std::vector<int32_t> blocks;
     for (int64_t kb = 0; kb * kv_block_ < std::min(sink_, d.nk); ++kb) blocks.push_back(kb);
-    const int64_t w_lo = std::max<int64_t>(0, p_first - window_ + 1), w_hi = std::min(d.nk - 1, p_last);
+    const int64_t w_lo = std::max<int64_t>(0, p_first - window_ + 1),
+                  w_hi = std::min(d.nk - 1, p_last);
     if (window_ > 0 && w_hi >= w_lo)
       for (int64_t kb = w_lo / kv_block_; kb <= w_hi / kv_block_; ++kb) blocks.push_back(kb);
     for (int32_t u : chosen[item]) {
@@ -273,7 +275,8 @@ Plan HipPattern::plan(const PlanInputs& in) const {
     }
     std::sort(blocks.begin(), blocks.end());
     blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
-    const int64_t first_key_window = p_last - window_ + 1;  // keys >= this are in every row's window
+    const int64_t first_key_window =
+        p_last - window_ + 1;  // keys >= this are in every row's window
     for (int32_t kb : blocks) {
       const int64_t k0 = int64_t{kb} * kv_block_, k1 = std::min(d.nk, k0 + kv_block_);
       bool full = k1 <= sink_ || (window_ > 0 && k0 >= first_key_window && k1 - 1 <= p_first);
@@ -281,7 +284,8 @@ Plan HipPattern::plan(const PlanInputs& in) const {
         // All units of the block selected?
         int64_t covered = 0;
         for (int64_t u = k0 / block_k_; u * block_k_ < k1; ++u)
-          covered += std::binary_search(chosen[item].begin(), chosen[item].end(), static_cast<int32_t>(u));
+          covered +=
+              std::binary_search(chosen[item].begin(), chosen[item].end(), static_cast<int32_t>(u));
         full = covered * block_k_ >= k1 - k0 && k0 % block_k_ == 0;
       }
       entries[item].push_back({kb, full ? BlockKind::kFull : BlockKind::kPartial});
@@ -304,7 +308,8 @@ PatternRegistration hip_pattern() {
            "Lee et al. 2024, A Training-free Sub-quadratic Cost Transformer Model Serving "
            "Framework With Hierarchically Pruned Attention (arXiv 2406.09827)",
            PatternFamily::kDynamic,
-           {int_param("k", 512, 1, int64_t{1} << 30, "searched tokens per query block (k / block_k units)"),
+           {int_param("k", 512, 1, int64_t{1} << 30,
+                      "searched tokens per query block (k / block_k units)"),
             block_param("block_q", 64, "query block size (multiple of 16)"),
             int_param("stride_q", 2, 1, 1 << 16, "query sampling stride when scoring"),
             int_param("block_k", 2, 1, 1024, "key unit (tokens) of the tree search"),

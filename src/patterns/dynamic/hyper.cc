@@ -113,7 +113,8 @@ int64_t query_block_of(int64_t r, int64_t nq, int64_t nb) {
 }
 
 // Gray-code rank of the sign pattern of x . P_i.
-uint32_t lsh_rank(const float* x, const std::vector<float>& projection, int64_t dim, int64_t projs) {
+uint32_t lsh_rank(const float* x, const std::vector<float>& projection, int64_t dim,
+                  int64_t projs) {
   uint32_t code = 0;
   for (int64_t i = 0; i < projs; ++i) {
     float dot = 0.0f;
@@ -219,7 +220,8 @@ void exact_attention(const float* q, int64_t nq, const float* k, const float* v,
   attention(a);
 }
 
-void merge_rows(float* o, float* lse, const float* o2, const float* lse2, int64_t n, int64_t dim_v) {
+void merge_rows(float* o, float* lse, const float* o2, const float* lse2, int64_t n,
+                int64_t dim_v) {
   const auto out = MutableTensorView::contiguous(o, DType::kF32, {1, 1, n, dim_v});
   const auto out_lse = MutableTensorView::contiguous(lse, DType::kF32, {1, 1, n, 1});
   merge(out, out_lse, TensorView::contiguous(o2, DType::kF32, {1, 1, n, dim_v}),
@@ -255,8 +257,10 @@ void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
       } else {
         const HashedPlan& hp = plans[bh * n_calls + c];
         std::vector<int32_t> q_index(call.nq), k_index(call.nk);
-        for (int64_t r = 0; r < call.nq; ++r) q_index[r] = static_cast<int32_t>(call.q0 + hp.q_order[r]);
-        for (int64_t r = 0; r < call.nk; ++r) k_index[r] = static_cast<int32_t>(call.k0 + hp.k_order[r]);
+        for (int64_t r = 0; r < call.nq; ++r)
+          q_index[r] = static_cast<int32_t>(call.q0 + hp.q_order[r]);
+        for (int64_t r = 0; r < call.nk; ++r)
+          k_index[r] = static_cast<int32_t>(call.k0 + hp.k_order[r]);
         cpu::gather_rows(args.q, b, h, q_index.data(), call.nq, q.data());
         cpu::gather_rows(args.k, b, g, k_index.data(), call.nk, k.data());
         cpu::gather_rows(args.v, b, g, k_index.data(), call.nk, v.data());
@@ -265,7 +269,8 @@ void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
         lse2.assign(call.nq, neg_inf);
         const float shift = p_.samples > 0 ? std::log(double(call.nk) / double(p_.samples)) : 0.0f;
         for (int64_t blk = 0; blk < nb; ++blk) {
-          const int64_t r0 = query_block_start(blk, call.nq, nb), r1 = query_block_start(blk + 1, call.nq, nb);
+          const int64_t r0 = query_block_start(blk, call.nq, nb),
+                        r1 = query_block_start(blk + 1, call.nq, nb);
           const int64_t j0 = blk * p_.block, j1 = std::min(call.nk, j0 + p_.block);
           if (r1 <= r0) continue;
           exact_attention(q.data() + r0 * d.dim, r1 - r0, k.data() + j0 * d.dim,
@@ -281,8 +286,8 @@ void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
             ++count;
           }
           if (count == 0) continue;
-          exact_attention(q.data() + r0 * d.dim, r1 - r0, ks.data(), vs.data(), count, d.dim,
-                          dim_v, scale, false, o2.data() + r0 * dim_v, lse2.data() + r0, pairs);
+          exact_attention(q.data() + r0 * d.dim, r1 - r0, ks.data(), vs.data(), count, d.dim, dim_v,
+                          scale, false, o2.data() + r0 * dim_v, lse2.data() + r0, pairs);
           for (int64_t r = r0; r < r1; ++r) lse2[r] += shift;
         }
         merge_rows(o.data(), lse.data(), o2.data(), lse2.data(), call.nq, dim_v);
@@ -396,21 +401,21 @@ Plan HyperPattern::plan(const PlanInputs& in) const {
 }  // namespace
 
 PatternRegistration hyper_pattern() {
-  return {{"hyper",
-           "HyperAttention: LSH (Gray-code) sort, block-diagonal attention in sorted order + "
-           "uniform key samples (log(n/m) shift), exact LSE merge, causal recursion; exact below "
-           "min_seq",
-           "Han et al. 2024, HyperAttention: Long-context Attention in Near-Linear Time "
-           "(arXiv 2310.05869)",
-           PatternFamily::kDynamic,
-           {int_param("projs", 7, 1, 16, "random projections of the angular LSH"),
-            int_param("block", 256, 16, int64_t{1} << 24,
-                      "keys per block of the block-diagonal (sorted order)"),
-            int_param("samples", 256, 0, 1 << 16, "uniformly sampled keys per call"),
-            int_param("min_seq", 4096, 16, int64_t{1} << 40,
-                      "exact attention at or below this length"),
-            int_param("seed", 1, 0, INT64_MAX, "seed of the projections and samples")}},
-          &construct_pattern<HyperPattern>};
+  return {
+      {"hyper",
+       "HyperAttention: LSH (Gray-code) sort, block-diagonal attention in sorted order + "
+       "uniform key samples (log(n/m) shift), exact LSE merge, causal recursion; exact below "
+       "min_seq",
+       "Han et al. 2024, HyperAttention: Long-context Attention in Near-Linear Time "
+       "(arXiv 2310.05869)",
+       PatternFamily::kDynamic,
+       {int_param("projs", 7, 1, 16, "random projections of the angular LSH"),
+        int_param("block", 256, 16, int64_t{1} << 24,
+                  "keys per block of the block-diagonal (sorted order)"),
+        int_param("samples", 256, 0, 1 << 16, "uniformly sampled keys per call"),
+        int_param("min_seq", 4096, 16, int64_t{1} << 40, "exact attention at or below this length"),
+        int_param("seed", 1, 0, INT64_MAX, "seed of the projections and samples")}},
+      &construct_pattern<HyperPattern>};
 }
 
 }  // namespace attnkit::dynamic_patterns

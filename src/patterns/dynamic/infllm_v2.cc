@@ -54,8 +54,13 @@ class TokenSelectionRule final : public TilePredicate {
   TokenSelectionRule(int64_t nq, int64_t heads_kv, int64_t group, int64_t block, int64_t topk,
                      std::vector<std::vector<int32_t>> blocks,
                      std::vector<std::vector<int32_t>> count)
-      : nq_(nq), heads_kv_(heads_kv), group_(group), block_(block), topk_(topk),
-        blocks_(std::move(blocks)), count_(std::move(count)) {}
+      : nq_(nq),
+        heads_kv_(heads_kv),
+        group_(group),
+        block_(block),
+        topk_(topk),
+        blocks_(std::move(blocks)),
+        count_(std::move(count)) {}
 
   void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
             int64_t ld) const override {
@@ -204,8 +209,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
         for (int64_t i = q0; i < q1; ++i) {
           const int64_t row_last = last_visible(in, i);
           if (row_last < 0) continue;
-          block_scores(score.data() + (i - row0) * m1, m1, row_last / block_,
-                       block_score.data());
+          block_scores(score.data() + (i - row0) * m1, m1, row_last / block_, block_score.data());
           const auto chosen = cpu::topk_indices(block_score.data(), row_last / block_ + 1, topk);
           std::copy(chosen.begin(), chosen.end(), token_blocks[bg].begin() + i * topk);
           token_count[bg][i] = static_cast<int32_t>(chosen.size());
@@ -233,24 +237,24 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
 
 PatternRegistration infllm_v2_pattern() {
   const int64_t kMax = 1 << 24;
-  return {{"infllm_v2",
-           "InfLLM-V2: pooled-key block scores (LSE over coarse keys), init + local forced, top-k "
-           "blocks shared per kv head, per query token or per query block; dense below dense_len",
-           "Zhao et al. 2025, InfLLM-V2: Dense-Sparse Switchable Attention (arXiv 2509.24663)",
-           PatternFamily::kDynamic,
-           {int_param("dense_len", 8192, 0, int64_t{1} << 40,
-                      "dense attention when Nk < dense_len"),
-            int_param("kernel", 32, 1, 1 << 16, "scoring pool kernel (tokens)"),
-            int_param("stride", 16, 1, 1 << 16, "scoring pool stride"),
-            int_param("lse_kernel", 128, 1, 1 << 16, "LSE-approximation pool kernel"),
-            int_param("lse_stride", 64, 1, 1 << 16, "LSE-approximation pool stride"),
-            block_param("block", 64, "query and kv block size"),
-            int_param("init", 1, 0, kMax, "forced initial blocks"),
-            int_param("local", 32, 0, kMax, "forced local blocks before the diagonal block"),
-            int_param("topk", 96, 1, kMax, "blocks per query, forced ones included"),
-            choice_param("granularity", "block", {"block", "token"},
-                         "token: a set per query token (official); block: one per query block")}},
-          &construct_pattern<InfLlmV2Pattern>};
+  return {
+      {"infllm_v2",
+       "InfLLM-V2: pooled-key block scores (LSE over coarse keys), init + local forced, top-k "
+       "blocks shared per kv head, per query token or per query block; dense below dense_len",
+       "Zhao et al. 2025, InfLLM-V2: Dense-Sparse Switchable Attention (arXiv 2509.24663)",
+       PatternFamily::kDynamic,
+       {int_param("dense_len", 8192, 0, int64_t{1} << 40, "dense attention when Nk < dense_len"),
+        int_param("kernel", 32, 1, 1 << 16, "scoring pool kernel (tokens)"),
+        int_param("stride", 16, 1, 1 << 16, "scoring pool stride"),
+        int_param("lse_kernel", 128, 1, 1 << 16, "LSE-approximation pool kernel"),
+        int_param("lse_stride", 64, 1, 1 << 16, "LSE-approximation pool stride"),
+        block_param("block", 64, "query and kv block size"),
+        int_param("init", 1, 0, kMax, "forced initial blocks"),
+        int_param("local", 32, 0, kMax, "forced local blocks before the diagonal block"),
+        int_param("topk", 96, 1, kMax, "blocks per query, forced ones included"),
+        choice_param("granularity", "block", {"block", "token"},
+                     "token: a set per query token (official); block: one per query block")}},
+      &construct_pattern<InfLlmV2Pattern>};
 }
 
 }  // namespace attnkit::dynamic_patterns

@@ -22,8 +22,7 @@ std::vector<int64_t> key_limits(const PlanInputs& in, int64_t start, int64_t cou
   return limit;
 }
 
-BlockMaskShape mask_shape(const PlanInputs& in, int64_t q_block, int64_t kv_block,
-                          int64_t heads) {
+BlockMaskShape mask_shape(const PlanInputs& in, int64_t q_block, int64_t kv_block, int64_t heads) {
   BlockMaskShape shape;
   shape.nq = in.q.shape[2];
   shape.nk = in.k.shape[2];

@@ -28,8 +28,7 @@ std::vector<int64_t> key_limits(const PlanInputs& in, int64_t start, int64_t cou
 
 // The shape of a mask over the inputs' queries and keys with `heads` lists per batch entry
 // (1 = shared by every head).
-BlockMaskShape mask_shape(const PlanInputs& in, int64_t q_block, int64_t kv_block,
-                          int64_t heads);
+BlockMaskShape mask_shape(const PlanInputs& in, int64_t q_block, int64_t kv_block, int64_t heads);
 
 // Every kv block a query block can see (dense, causal-limited): the dense fallback.
 BlockMask dense_mask(const PlanInputs& in, int64_t q_block, int64_t kv_block);

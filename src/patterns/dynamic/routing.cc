@@ -9,9 +9,9 @@
 //
 // Local heads (query heads h < local_heads, counted over all Hq heads, so a GQA group may hold
 // both kinds), L = local_block, positions bottom-right aligned (pos = i + Nk - Nq):
-//   block_start = floor(pos / L) * L;  query i sees keys j with block_start - L <= j < block_start + L
-//   AND (causal) j <= pos, i.e. causally its own query block plus the previous L keys.
-//   Exact softmax over that set (O and LSE per row), on the block-sparse kernel.
+//   block_start = floor(pos / L) * L;  query i sees keys j with block_start - L <= j < block_start
+//   + L AND (causal) j <= pos, i.e. causally its own query block plus the previous L keys. Exact
+//   softmax over that set (O and LSE per row), on the block-sparse kernel.
 // Routing heads (h >= local_heads), per (batch, query head), C = clusters (default
 // max(1, Nk / window)), w = window (512):
 //   x = L2-normalised q (queries) and k (keys); centroids mu = spherical k-means of the input
@@ -102,7 +102,8 @@ BlockMask staircase_mask(const std::vector<int64_t>& limit, int64_t nk) {
     const int64_t low = limit[r0], high = limit[r1 - 1];  // non-decreasing in r
     for (int64_t kb = 0; kb * kTile < high; ++kb) {
       const bool full = std::min(nk, (kb + 1) * kTile) <= low;
-      lists[qb].push_back({static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
+      lists[qb].push_back(
+          {static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
     }
   }
   return block_mask_from_entries(shape, std::make_shared<StaircaseRule>(limit), std::move(lists));
@@ -134,8 +135,8 @@ class LocalRule final : public TilePredicate {
 };
 
 // Entries of the local rule per query tile (kTile x kTile blocks), causality-trimmed.
-std::vector<std::vector<BlockEntry>> local_entries(const LocalRule& rule, int64_t nq,
-                                                       int64_t nk, bool causal) {
+std::vector<std::vector<BlockEntry>> local_entries(const LocalRule& rule, int64_t nq, int64_t nk,
+                                                   bool causal) {
   const int64_t q_blocks = (nq + kTile - 1) / kTile;
   std::vector<std::vector<BlockEntry>> lists(q_blocks);
   for (int64_t qb = 0; qb < q_blocks; ++qb) {
@@ -150,7 +151,8 @@ std::vector<std::vector<BlockEntry>> local_entries(const LocalRule& rule, int64_
     for (int64_t kb = lo / kTile; kb * kTile < hi; ++kb) {
       const int64_t k0 = kb * kTile, k1 = std::min(nk, k0 + kTile);
       const bool full = k0 >= full_lo && k1 <= full_hi;
-      lists[qb].push_back({static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
+      lists[qb].push_back(
+          {static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
     }
   }
   return lists;
@@ -230,8 +232,8 @@ class RoutingRule final : public TilePredicate {
   }
 
  private:
-  static std::vector<std::vector<int32_t>> memberships(const std::vector<std::vector<int32_t>>& members,
-                                                       int64_t n) {
+  static std::vector<std::vector<int32_t>> memberships(
+      const std::vector<std::vector<int32_t>>& members, int64_t n) {
     std::vector<std::vector<int32_t>> of(n);
     for (size_t c = 0; c < members.size(); ++c)
       for (int32_t t : members[c]) of[t].push_back(static_cast<int32_t>(c));
@@ -248,8 +250,10 @@ class SplitRule final : public TilePredicate {
       : local_heads_(local_heads), local_(local), routing_(std::move(routing)) {}
   void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
             int64_t ld) const override {
-    if (h < local_heads_) local_.fill(b, h, q0, nq, k0, nk, allow, ld);
-    else routing_.fill(b, h, q0, nq, k0, nk, allow, ld);
+    if (h < local_heads_)
+      local_.fill(b, h, q0, nq, k0, nk, allow, ld);
+    else
+      routing_.fill(b, h, q0, nq, k0, nk, allow, ld);
   }
 
  private:
@@ -387,8 +391,8 @@ Plan RoutingPattern::plan(const PlanInputs& in) const {
   // attention's own FLOPs; 2^20 more of each for tiny inputs.
   const int64_t n_clusters = routing_cluster_count(p_, d.nk);
   const double dense = double(d.nq) * double(d.nk), allowance = double(1 << 20);
-  const double routed_pairs = double(n_clusters) * double(std::min(p_.window, d.nq)) *
-                              double(std::min(p_.window, d.nk));
+  const double routed_pairs =
+      double(n_clusters) * double(std::min(p_.window, d.nq)) * double(std::min(p_.window, d.nk));
   check(n_clusters <= std::max<int64_t>(1, d.nk / 16), "pattern",
         "'routing' parameter 'clusters' = " + std::to_string(n_clusters) +
             " leaves fewer than 16 of the Nk = " + std::to_string(d.nk) + " keys per cluster");
@@ -397,8 +401,7 @@ Plan RoutingPattern::plan(const PlanInputs& in) const {
             std::to_string(std::min(p_.window, d.nk)) +
             " tokens attend more than 4 x the dense Nq x Nk pairs; use fewer clusters or a "
             "smaller window");
-  check(double(n_clusters) * double(d.nq + d.nk) * double(p_.iters + 1) <=
-            2.0 * dense + allowance,
+  check(double(n_clusters) * double(d.nq + d.nk) * double(p_.iters + 1) <= 2.0 * dense + allowance,
         "pattern",
         "'routing': k-means of " + std::to_string(n_clusters) + " clusters x " +
             std::to_string(p_.iters) + " iterations over " + std::to_string(d.nq + d.nk) +
@@ -434,8 +437,7 @@ Plan RoutingPattern::plan(const PlanInputs& in) const {
   Plan plan;
   plan.mask = block_mask_from_entries(
       mask_shape(in, kTile, kTile, d.heads_q),
-      std::make_shared<SplitRule>(local, local_rule,
-                                  RoutingRule(*clusters, d.heads_q, d.nq, d.nk)),
+      std::make_shared<SplitRule>(local, local_rule, RoutingRule(*clusters, d.heads_q, d.nq, d.nk)),
       std::move(lists));
   plan.causal = in.causal;
   plan.state = std::shared_ptr<const std::vector<RoutingClusters>>(std::move(clusters));

@@ -68,17 +68,16 @@ Plan TopkOraclePattern::plan(const PlanInputs& in) const {
     for (int64_t hh = 0; hh < d.group; ++hh) {
       const int64_t h = g * d.group + hh;
       cpu::load_rows(in.q, b, h, row0, rows, q.data());
-      cpu::lse_pass(q.data(), rows, d.dim, keys.data(), nk_seen, d.dim, d.dim, scale,
-                        limit.data(), lse.data());
+      cpu::lse_pass(q.data(), rows, d.dim, keys.data(), nk_seen, d.dim, d.dim, scale, limit.data(),
+                    lse.data());
       if (!share_) std::fill(mass.begin(), mass.end(), 0.0f);
-      cpu::prob_reduce(q.data(), rows, d.dim, lse.data(), keys.data(), nk_seen, d.dim, d.dim,
-                           scale, limit.data(), block_, block_, mass.data());
+      cpu::prob_reduce(q.data(), rows, d.dim, lse.data(), keys.data(), nk_seen, d.dim, d.dim, scale,
+                       limit.data(), block_, block_, mass.data());
       if (share_ && hh + 1 < d.group) continue;
       for (int64_t qb = qb0; qb < qb1; ++qb) {
         const int64_t last = last_visible(in, std::min(d.nq, (qb + 1) * block_) - 1);
         const int64_t visible = last < 0 ? 0 : std::min(cols, last / block_ + 1);
-        const auto chosen =
-            cpu::topk_indices(mass.data() + (qb - qb0) * cols, visible, budget_);
+        const auto chosen = cpu::topk_indices(mass.data() + (qb - qb0) * cols, visible, budget_);
         const int64_t h_first = share_ ? g * d.group : h;
         const int64_t h_last = share_ ? h_first + d.group : h + 1;
         for (int64_t ho = h_first; ho < h_last; ++ho)

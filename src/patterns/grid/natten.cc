@@ -36,13 +36,13 @@ std::vector<PatternParam> natten_params(int ndim) {
   std::vector<PatternParam> list;
   if (ndim > 1) {
     for (int a = 0; a < ndim; ++a) {
-      list.push_back(int_param(kAxisName[ndim - 1][a], 0, 0, kMax,
-                               std::string("grid ") + kAxisName[ndim - 1][a] +
-                                   "; 0 = derived from N"));
+      list.push_back(
+          int_param(kAxisName[ndim - 1][a], 0, 0, kMax,
+                    std::string("grid ") + kAxisName[ndim - 1][a] + "; 0 = derived from N"));
     }
   }
-  list.push_back(int_param("kernel", 7, 1, kMax,
-                           "neighbourhood size per axis (keys seen along each axis)"));
+  list.push_back(
+      int_param("kernel", 7, 1, kMax, "neighbourhood size per axis (keys seen along each axis)"));
   list.push_back(int_param("dilation", 1, 1, kMax,
                            "gap between neighbours; tokens split into dilation groups"));
   list.push_back(
@@ -50,10 +50,10 @@ std::vector<PatternParam> natten_params(int ndim) {
   if (ndim > 1) {
     for (const char* key : {"kernel", "dilation", "causal"}) {
       for (int a = 0; a < ndim; ++a) {
-        list.push_back(int_param(std::string(key) + "_" + kAxisSuffix[ndim - 1][a], -1, -1,
-                                 std::string(key) == "causal" ? 1 : kMax,
-                                 std::string(key) + " along " + kAxisName[ndim - 1][a] +
-                                     "; -1 = the shared value"));
+        list.push_back(int_param(
+            std::string(key) + "_" + kAxisSuffix[ndim - 1][a], -1, -1,
+            std::string(key) == "causal" ? 1 : kMax,
+            std::string(key) + " along " + kAxisName[ndim - 1][a] + "; -1 = the shared value"));
       }
     }
   }
@@ -113,8 +113,7 @@ PatternRegistration natten_pattern(int ndim) {
            std::to_string(ndim) +
                "-D neighborhood attention: K nearest keys per axis, clamped at borders",
            "Hassani et al., Neighborhood Attention (CVPR 2023) / Faster NA (NeurIPS 2024)",
-           PatternFamily::kGrid,
-           natten_params(ndim)},
+           PatternFamily::kGrid, natten_params(ndim)},
           factory};
 }
 

@@ -42,7 +42,7 @@ inline int64_t natten_window_end(int64_t i, int64_t kernel, bool causal, int64_t
 
 // Per-axis neighbour test in original coordinates.
 inline bool natten_neighbor(int64_t i, int64_t j, int64_t length, int64_t kernel, int64_t dilation,
-                     bool causal) {
+                            bool causal) {
   if (i % dilation != j % dilation) return false;
   const int64_t group_len = natten_group_length(length, dilation, i % dilation);
   const int64_t jg = j / dilation;

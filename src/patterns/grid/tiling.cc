@@ -6,9 +6,7 @@
 
 namespace attnkit::grid_patterns {
 
-int64_t AxisRule::group_length(int64_t g) const {
-  return natten_group_length(length, dilation, g);
-}
+int64_t AxisRule::group_length(int64_t g) const { return natten_group_length(length, dilation, g); }
 
 void AxisRule::window(int64_t i, int64_t group_len, int64_t* start, int64_t* end) const {
   if (kind == Kind::kNatten) {

@@ -43,13 +43,13 @@ class DilatedPattern final : public IntervalPattern {
 }  // namespace
 
 PatternRegistration dilated_pattern() {
-  return {{"dilated",
-           "causal dilated window: query p sees keys p - k*dilation, k < size",
-           "Beltagy et al. 2020, Longformer (dilated sliding window)",
-           PatternFamily::kStatic,
-           {int_param("size", 256, 1, int64_t{1} << 30, "keys seen per query, itself included"),
-            int_param("dilation", 2, 1, int64_t{1} << 20,
-                      "distance between consecutive keys seen")}},
-          &construct_pattern<DilatedPattern>};
+  return {
+      {"dilated",
+       "causal dilated window: query p sees keys p - k*dilation, k < size",
+       "Beltagy et al. 2020, Longformer (dilated sliding window)",
+       PatternFamily::kStatic,
+       {int_param("size", 256, 1, int64_t{1} << 30, "keys seen per query, itself included"),
+        int_param("dilation", 2, 1, int64_t{1} << 20, "distance between consecutive keys seen")}},
+      &construct_pattern<DilatedPattern>};
 }
 }  // namespace attnkit::static_patterns

@@ -64,8 +64,8 @@ class ShiftedRule final : public IntervalRule {
 class ShiftedPattern final : public IntervalPattern {
  public:
   explicit ShiftedPattern(const PatternParams& params)
-      : IntervalPattern(params, params.get_int("causal") ? Direction::kCausal
-                                                         : Direction::kBidirectional),
+      : IntervalPattern(params,
+                        params.get_int("causal") ? Direction::kCausal : Direction::kBidirectional),
         groups_(params.get_int("groups")),
         causal_(params.get_int("causal") != 0) {}
 
@@ -83,15 +83,15 @@ class ShiftedPattern final : public IntervalPattern {
 }  // namespace
 
 PatternRegistration s2attn_pattern() {
-  return {{"s2attn",
-           "LongLoRA shifted sparse attention: groups of Nk/groups; half the heads shifted by half "
-           "a group, with wrap-around",
-           "Chen et al. 2024, LongLoRA (S2-Attn)",
-           PatternFamily::kStatic,
-           {int_param("groups", 4, 1, int64_t{1} << 30,
-                      "number of groups (group size = Nk / groups)"),
-            int_param("causal", 1, 0, 1,
-                      "1: causal inside groups (in rolled order); 0: bidirectional groups")}},
-          &construct_pattern<ShiftedPattern>};
+  return {
+      {"s2attn",
+       "LongLoRA shifted sparse attention: groups of Nk/groups; half the heads shifted by half "
+       "a group, with wrap-around",
+       "Chen et al. 2024, LongLoRA (S2-Attn)",
+       PatternFamily::kStatic,
+       {int_param("groups", 4, 1, int64_t{1} << 30, "number of groups (group size = Nk / groups)"),
+        int_param("causal", 1, 0, 1,
+                  "1: causal inside groups (in rolled order); 0: bidirectional groups")}},
+      &construct_pattern<ShiftedPattern>};
 }
 }  // namespace attnkit::static_patterns

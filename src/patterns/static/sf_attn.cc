@@ -74,8 +74,8 @@ class SinkShiftRule final : public IntervalRule {
 class SinkShiftPattern final : public IntervalPattern {
  public:
   explicit SinkShiftPattern(const PatternParams& params)
-      : IntervalPattern(params, params.get_int("causal") ? Direction::kCausal
-                                                         : Direction::kBidirectional),
+      : IntervalPattern(params,
+                        params.get_int("causal") ? Direction::kCausal : Direction::kBidirectional),
         groups_(params.get_int("groups")),
         sinks_(params.get_int("sinks")),
         causal_(params.get_int("causal") != 0) {}
@@ -94,16 +94,16 @@ class SinkShiftPattern final : public IntervalPattern {
 }  // namespace
 
 PatternRegistration sf_attn_pattern() {
-  return {{"sf_attn",
-           "SinkLoRA SF-Attn: S2-Attn groups with the shifted groups returned to place (no "
-           "wrap-around) plus global sink tokens",
-           "Zhang 2024, SinkLoRA (arXiv 2406.05678), SF-Attn",
-           PatternFamily::kStatic,
-           {int_param("groups", 4, 1, int64_t{1} << 30,
-                      "number of groups (group size = Nk / groups)"),
-            int_param("sinks", 4, 0, int64_t{1} << 40,
-                      "global sink tokens at the start (see and are seen by all)"),
-            int_param("causal", 1, 0, 1, "1: everything also causal; 0: bidirectional")}},
-          &construct_pattern<SinkShiftPattern>};
+  return {
+      {"sf_attn",
+       "SinkLoRA SF-Attn: S2-Attn groups with the shifted groups returned to place (no "
+       "wrap-around) plus global sink tokens",
+       "Zhang 2024, SinkLoRA (arXiv 2406.05678), SF-Attn",
+       PatternFamily::kStatic,
+       {int_param("groups", 4, 1, int64_t{1} << 30, "number of groups (group size = Nk / groups)"),
+        int_param("sinks", 4, 0, int64_t{1} << 40,
+                  "global sink tokens at the start (see and are seen by all)"),
+        int_param("causal", 1, 0, 1, "1: everything also causal; 0: bidirectional")}},
+      &construct_pattern<SinkShiftPattern>};
 }
 }  // namespace attnkit::static_patterns

@@ -137,8 +137,7 @@ class SubsampledPattern final : public IntervalPattern {
   // The self-ensemble: R block-sparse passes, O averaged, LSE = log mean exp(LSE_r).
   void execute(const AttentionArgs& args, const Plan& plan) const override {
     if (ensemble_ == 1) return IntervalPattern::execute(args, plan);
-    const auto& passes =
-        *std::any_cast<std::shared_ptr<const std::vector<BlockMask>>>(plan.state);
+    const auto& passes = *std::any_cast<std::shared_ptr<const std::vector<BlockMask>>>(plan.state);
     const int64_t batch = args.q.shape[0], heads = args.q.shape[1], nq = args.q.shape[2];
     const int64_t dim_v = args.v.shape[3], rows = batch * heads * nq;
     Tensor out({batch, heads, nq, dim_v}, DType::kF32), lse({batch, heads, nq}, DType::kF32);

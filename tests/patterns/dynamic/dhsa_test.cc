@@ -1,13 +1,14 @@
 // dhsa: exact agreement with the reference on the selected tokens, budget and local tokens,
 // selection shared across heads, whole chunks in score order, and the training-free boundary
 // rule finding planted change points in the keys.
+#include "patterns/dynamic/dhsa.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
 #include <vector>
 
-#include "patterns/dynamic/dhsa.h"
 #include "support/planner_check.h"
 
 namespace attnkit::testing {
@@ -39,8 +40,10 @@ TEST(PlannerDhsa, BudgetLocalAndSharing) {
     int64_t count = 0;
     for (int64_t j = 0; j <= last; ++j) count += allow(0, 0, last, j);
     EXPECT_EQ(count, std::min<int64_t>(60, last + 1)) << "query block " << qb;
-    for (int64_t j = last - 7; j <= last; ++j) EXPECT_TRUE(allow(0, 0, last, j)) << "local key " << j;
-    for (int64_t j = last + 1; j < 400; ++j) ASSERT_FALSE(allow(0, 0, last, j)) << "future key " << j;
+    for (int64_t j = last - 7; j <= last; ++j)
+      EXPECT_TRUE(allow(0, 0, last, j)) << "local key " << j;
+    for (int64_t j = last + 1; j < 400; ++j)
+      ASSERT_FALSE(allow(0, 0, last, j)) << "future key " << j;
   }
 }
 
@@ -48,7 +51,8 @@ TEST(PlannerDhsa, BudgetLocalAndSharing) {
 // a boundary at (or within 1 token of) every segment change.
 TEST(PlannerDhsa, BoundariesFindPlantedChangePoints) {
   const int64_t n = 1024, dim = 16;
-  Tensor k({1, 1, n, dim}, DType::kF32), q({1, 1, n, dim}, DType::kF32), v({1, 1, n, dim}, DType::kF32);
+  Tensor k({1, 1, n, dim}, DType::kF32), q({1, 1, n, dim}, DType::kF32),
+      v({1, 1, n, dim}, DType::kF32);
   Tensor out({1, 1, n, dim}, DType::kF32);
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -88,7 +92,9 @@ TEST(PlannerDhsa, BoundariesFindPlantedChangePoints) {
     // Official: nothing after n - 64, and accepted boundaries at least nms + 1 apart.
     for (size_t b = 1; b + 1 < bounds.size(); ++b) {
       EXPECT_LE(bounds[b], n - 64);
-      if (bounds[b - 1] > 0) EXPECT_GT(bounds[b] - bounds[b - 1], 8) << bounds[b];
+      if (bounds[b - 1] > 0) {
+        EXPECT_GT(bounds[b] - bounds[b - 1], 8) << bounds[b];
+      }
     }
   }
 }

@@ -2,9 +2,8 @@
 // block found by the tree search, and exact agreement with the reference on the selection.
 #include <gtest/gtest.h>
 
-#include <iostream>
-
 #include <algorithm>
+#include <iostream>
 #include <vector>
 
 #include "eval/planted_keys.h"
@@ -36,14 +35,18 @@ TEST(PlannerHip, SinkWindowAndBudget) {
   AttentionArgs a = in.args();
   a.causal = true;
   // Paper units (2 tokens) in 16-key tiles: k = 64 tokens = 32 units per query block of 16.
-  const auto plan = make_pattern("hip:k=64,block_q=16,block_k=2,sink=16,window=32")->plan(PlanInputs::of(a));
+  const auto plan =
+      make_pattern("hip:k=64,block_q=16,block_k=2,sink=16,window=32")->plan(PlanInputs::of(a));
   const auto allow = plan_predicate(plan);
   bool heads_differ = false;
   for (int64_t qb = 0; qb < 63; ++qb) {
-    const int64_t row0 = qb * 16, window_start = std::max<int64_t>(0, std::min<int64_t>(999, row0 + 15) - 31);
+    const int64_t row0 = qb * 16,
+                  window_start = std::max<int64_t>(0, std::min<int64_t>(999, row0 + 15) - 31);
     for (int64_t i = row0; i < std::min<int64_t>(1000, row0 + 16); ++i)
       for (int64_t j = 0; j <= i; ++j)
-        if (j < 16 || j > i - 32) ASSERT_TRUE(allow(0, 0, i, j)) << "sink/window pair " << i << "," << j;
+        if (j < 16 || j > i - 32) {
+          ASSERT_TRUE(allow(0, 0, i, j)) << "sink/window pair " << i << "," << j;
+        }
     // Searched keys: between the sink and the window of the block's LAST row, exactly k of
     // them once that range is longer than k; rows share them (outside their own windows).
     const int64_t row_last = std::min<int64_t>(999, row0 + 15);
@@ -51,7 +54,9 @@ TEST(PlannerHip, SinkWindowAndBudget) {
     int64_t searched = 0;
     for (int64_t j = 16; j < hi; ++j) {
       searched += allow(0, 0, row_last, j);
-      if (j <= row0 - 32) ASSERT_EQ(allow(0, 0, row0, j), allow(0, 0, row_last, j)) << j;
+      if (j <= row0 - 32) {
+        ASSERT_EQ(allow(0, 0, row0, j), allow(0, 0, row_last, j)) << j;
+      }
       heads_differ |= allow(0, 0, row_last, j) != allow(0, 1, row_last, j);
     }
     EXPECT_EQ(searched, std::clamp<int64_t>(hi - 16, 0, 64)) << "query block " << qb;
@@ -83,8 +88,8 @@ TEST(PlannerHip, FindsThePlantedSpan) {
       }
     }
     ASSERT_GT(total, 0);
-    EXPECT_GE(agree, total * 2 / 5) << init << ": " << agree << " of " << total
-                                     << " far oracle blocks picked";
+    EXPECT_GE(agree, total * 2 / 5)
+        << init << ": " << agree << " of " << total << " far oracle blocks picked";
     std::cout << "init=" << init << ": " << agree << " of " << total << " far oracle blocks\n";
   }
 }

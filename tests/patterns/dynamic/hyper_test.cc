@@ -44,7 +44,8 @@ TEST(PlannerHyper, BlockDiagonalInSortedOrderGroupsSimilarPairs) {
     int64_t per_row = 0;
     for (int64_t j = 0; j < 256; ++j) {
       double dot = 0.0;
-      for (int64_t c = 0; c < 16; ++c) dot += in.q.view().get(0, 0, i, c) * in.k.view().get(0, 0, j, c);
+      for (int64_t c = 0; c < 16; ++c)
+        dot += in.q.view().get(0, 0, i, c) * in.k.view().get(0, 0, j, c);
       all_score += dot / (256.0 * 256.0);
       if (dense[i * 256 + j]) {
         ++per_row, ++per_key[j];
@@ -74,7 +75,8 @@ TEST(PlannerHyper, SampledPartEstimatesTheDenseLse) {
     r.lse = in.ref_lse.rows_view();
     attention_reference(r);
     double gap = 0.0;
-    for (int64_t row = 0; row < 2 * 512; ++row) gap += std::fabs(in.lse.f32()[row] - in.ref_lse.f32()[row]);
+    for (int64_t row = 0; row < 2 * 512; ++row)
+      gap += std::fabs(in.lse.f32()[row] - in.ref_lse.f32()[row]);
     EXPECT_LT(gap / 1024.0, 0.1) << "mean |LSE - dense LSE|, causal " << causal;
     EXPECT_GT(stats.density, 0.0);
     EXPECT_LT(stats.density, causal ? 0.5 : 1.0);

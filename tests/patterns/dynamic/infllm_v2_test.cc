@@ -54,9 +54,10 @@ TEST(PlannerInfllmV2, ForcedBlocksBudgetCausalityAndGqaSharing) {
       const auto blocks = blocks_of(plan.mask, 0, h, qb);
       EXPECT_EQ(static_cast<int64_t>(blocks.size()), std::min<int64_t>(6, qb + 1));
       for (int64_t forced : {int64_t{0}, qb - 2, qb - 1, qb})
-        if (forced >= 0)
+        if (forced >= 0) {
           EXPECT_NE(std::find(blocks.begin(), blocks.end(), forced), blocks.end())
               << "forced block " << forced << " missing from query block " << qb;
+        }
       EXPECT_LE(blocks.back(), qb) << "block above the diagonal";
       EXPECT_EQ(blocks, blocks_of(plan.mask, 0, h / 3 * 3, qb)) << "not shared by the group";
     }
@@ -73,7 +74,8 @@ TEST(PlannerInfllmV2, FindsAPlantedFarBlock) {
   a.causal = true;
   // Oracle and InfLLM-V2 at the same budget: InfLLM's picks must carry most of the oracle's
   // mass on this input (the planted spans are far from the diagonal).
-  const auto oracle = make_pattern("topk_oracle:budget=6,block=16,share=1")->plan(PlanInputs::of(a));
+  const auto oracle =
+      make_pattern("topk_oracle:budget=6,block=16,share=1")->plan(PlanInputs::of(a));
   const auto infllm = make_pattern(kSmall)->plan(PlanInputs::of(a));
   int64_t agree = 0, total = 0;
   for (int64_t qb = 8; qb < 64; ++qb) {

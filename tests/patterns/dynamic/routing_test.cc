@@ -4,6 +4,8 @@
 // Head split: the first local_heads query heads equal the reference under the local-block rule
 // (own block + previous local_block keys, causal), the routing heads are untouched by the split;
 // the default split (floor(Hq / 2)) on GQA shapes, in run() and plan().
+#include "patterns/dynamic/routing.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include <vector>
 
 #include "attnkit/error.h"
-#include "patterns/dynamic/routing.h"
 #include "support/planner_check.h"
 
 namespace attnkit::testing {
@@ -23,7 +24,9 @@ TEST(PlannerRouting, OneClusterIsDenseAttention) {
   for (bool causal : {true, false}) {
     Problem p;
     p.heads_q = 2, p.heads_kv = 1, p.nq = 150, p.nk = 150, p.dim = 16, p.causal = causal;
-    check_problem(p, [](const AttentionArgs& a) { make_pattern("routing:clusters=1,window=1000,local_heads=0,logits=raw")->run(a); });
+    check_problem(p, [](const AttentionArgs& a) {
+      make_pattern("routing:clusters=1,window=1000,local_heads=0,logits=raw")->run(a);
+    });
   }
 }
 
@@ -56,7 +59,8 @@ TEST(PlannerRouting, MatchesPerClusterReferenceAveraged) {
           EXPECT_EQ(static_cast<int64_t>(clusters[h].keys[c].size()), std::min<int64_t>(64, nk));
           for (int32_t i : clusters[h].queries[c]) {
             ++count[h * nq + i];
-            for (int64_t x = 0; x < p.dim_v; ++x) sum[(h * nq + i) * p.dim_v + x] += in.ref_out.view().get(0, h, i, x);
+            for (int64_t x = 0; x < p.dim_v; ++x)
+              sum[(h * nq + i) * p.dim_v + x] += in.ref_out.view().get(0, h, i, x);
             best[h * nq + i] = std::max(best[h * nq + i], in.ref_lse.f32()[h * nq + i]);
           }
         }
@@ -86,7 +90,8 @@ TEST(PlannerRouting, PlanPairsAreTheClusterProducts) {
   p.heads_q = 1, p.heads_kv = 1, p.nq = 130, p.nk = 130, p.dim = 8;
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
-  const auto plan = make_pattern("routing:clusters=3,window=40,local_heads=0")->plan(PlanInputs::of(a));
+  const auto plan =
+      make_pattern("routing:clusters=3,window=40,local_heads=0")->plan(PlanInputs::of(a));
   dynamic_patterns::RoutingParams rp;
   rp.clusters = 3, rp.window = 40;
   const auto clusters = dynamic_patterns::route(PlanInputs::of(a), rp);
@@ -95,17 +100,18 @@ TEST(PlannerRouting, PlanPairsAreTheClusterProducts) {
     for (int64_t j = 0; j < 130; ++j) {
       bool expect = false;
       for (int c = 0; c < 3; ++c)
-        expect |= std::binary_search(clusters[0].queries[c].begin(), clusters[0].queries[c].end(), i) &&
-                  std::binary_search(clusters[0].keys[c].begin(), clusters[0].keys[c].end(), j);
+        expect |=
+            std::binary_search(clusters[0].queries[c].begin(), clusters[0].queries[c].end(), i) &&
+            std::binary_search(clusters[0].keys[c].begin(), clusters[0].keys[c].end(), j);
       ASSERT_EQ(dense[i * 130 + j] != 0, expect) << i << "," << j;
     }
 }
 
-
 // The local heads' rule, written independently of routing.cc: position pos = i + Nk - Nq,
 // block start floor(pos / L) * L, keys [start - L, start + L) (the reference ANDs causality).
 bool local_allowed(int64_t nq, int64_t nk, int64_t block, int64_t i, int64_t j) {
-  const int64_t start = static_cast<int64_t>(std::floor(double(i + nk - nq) / double(block))) * block;
+  const int64_t start =
+      static_cast<int64_t>(std::floor(double(i + nk - nq) / double(block))) * block;
   return j >= start - block && j < start + block;
 }
 
@@ -156,24 +162,27 @@ TEST(PlannerRouting, LocalHeadsMatchLocalBlockReferenceRoutingHeadsUnchanged) {
             const float got_lse = in.lse.f32()[row];
             if (h < sh.local) {
               for (int64_t j = 0; j < p.nk; ++j)
-                local_pairs += local_allowed(p.nq, p.nk, sh.block, i, j) &&
-                               (!causal || j <= i + p.nk - p.nq);
+                local_pairs +=
+                    local_allowed(p.nq, p.nk, sh.block, i, j) && (!causal || j <= i + p.nk - p.nq);
               const float want_lse = in.ref_lse.f32()[row];
-              failures += std::isinf(want_lse)
-                              ? !(std::isinf(got_lse) && got_lse < 0)
-                              : !(std::fabs(got_lse - want_lse) <= 1e-4f * (1 + std::fabs(want_lse)));
+              failures +=
+                  std::isinf(want_lse)
+                      ? !(std::isinf(got_lse) && got_lse < 0)
+                      : !(std::fabs(got_lse - want_lse) <= 1e-4f * (1 + std::fabs(want_lse)));
               for (int64_t x = 0; x < p.dim_v; ++x)
                 failures += !(std::fabs(in.out.view().get(b, h, i, x) -
                                         in.ref_out.view().get(b, h, i, x)) <= 1e-4f);
             } else {
-              failures += !(got_lse == pure_lse[row] || (std::isinf(got_lse) && std::isinf(pure_lse[row])));
+              failures +=
+                  !(got_lse == pure_lse[row] || (std::isinf(got_lse) && std::isinf(pure_lse[row])));
               for (int64_t x = 0; x < p.dim_v; ++x)
                 failures += in.out.view().get(b, h, i, x) != pure_out[row * p.dim_v + x];
             }
           }
       EXPECT_EQ(failures, 0) << p.name() << " " << spec << (causal ? " causal" : "");
-      if (sh.local == p.heads_q)
+      if (sh.local == p.heads_q) {
         EXPECT_DOUBLE_EQ(stats.pairs, local_pairs / double(p.batch * p.heads_q)) << p.name();
+      }
     }
 }
 
@@ -192,7 +201,8 @@ TEST(PlannerRouting, DefaultSplitIsHalfTheQueryHeadsOnGqa) {
   EXPECT_EQ(std::vector<float>(in.lse.f32(), in.lse.f32() + 6 * 130), explicit_lse);
   // No row of a local head is left without output (routing alone would leave some).
   for (int64_t h = 0; h < 3; ++h)
-    for (int64_t i = 0; i < 130; ++i) EXPECT_FALSE(std::isinf(in.lse.f32()[h * 130 + i])) << h << "," << i;
+    for (int64_t i = 0; i < 130; ++i)
+      EXPECT_FALSE(std::isinf(in.lse.f32()[h * 130 + i])) << h << "," << i;
   // plan(): per-head lists, local pairs for heads 0..2, cluster products for 3..5.
   AttentionArgs a = in.args();
   const auto plan = make_pattern(base)->plan(PlanInputs::of(a));

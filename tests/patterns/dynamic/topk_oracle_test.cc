@@ -28,7 +28,8 @@ std::vector<double> brute_force_mass(Inputs& in, bool causal, int64_t block, int
       top = std::max(top, s[j]);
     }
     for (int64_t j = 0; j < seen; ++j) sum += std::exp(s[j] - top);
-    for (int64_t j = 0; j < seen; ++j) mass[(i / block) * kbs + j / block] += std::exp(s[j] - top) / sum;
+    for (int64_t j = 0; j < seen; ++j)
+      mass[(i / block) * kbs + j / block] += std::exp(s[j] - top) / sum;
   }
   return mass;
 }
@@ -39,7 +40,8 @@ TEST(PlannerTopkOracle, MatchesReferenceOnSelectedBlocks) {
       Problem p;
       p.heads_q = 4, p.heads_kv = 2, p.nq = nq, p.nk = nk, p.dim = 32, p.dim_v = 24;
       Inputs in = make_inputs(p);
-      for (const char* spec : {"topk_oracle:budget=2,block=16", "topk_oracle:budget=3,block=32,share=1"})
+      for (const char* spec :
+           {"topk_oracle:budget=2,block=16", "topk_oracle:budget=3,block=32,share=1"})
         expect_pattern_matches_reference(spec, in, causal, p.name());
     }
   }
@@ -53,7 +55,8 @@ TEST(PlannerAllPatterns, HalfPrecisionInputsMatchReferenceOnTheirPlans) {
     Inputs in = make_inputs(p);
     for (const char* spec :
          {"topk_oracle:budget=2,block=16", "hip:k=32,block_q=16,window=16",
-          "infllm_v2:dense_len=0,kernel=8,stride=4,lse_kernel=32,lse_stride=16,block=16,local=1,topk=4",
+          "infllm_v2:dense_len=0,kernel=8,stride=4,lse_kernel=32,lse_stride=16,block=16,local=1,"
+          "topk=4",
           "dhsa:block=16,budget=40,local=8", "hyper:block=16,samples=0,min_seq=32"})
       expect_pattern_matches_reference(spec, in, true, p.name());
   }
@@ -80,8 +83,10 @@ TEST(PlannerTopkOracle, PicksTheTrueTopBlocks) {
       for (int64_t kb = 0; kb <= qb; ++kb) {
         const bool in_list = std::find(chosen.begin(), chosen.end(), kb) != chosen.end();
         const double m = mass[qb * kbs + kb];
-        if (in_list) lowest_chosen = std::min(lowest_chosen, m);
-        else highest_other = std::max(highest_other, m);
+        if (in_list)
+          lowest_chosen = std::min(lowest_chosen, m);
+        else
+          highest_other = std::max(highest_other, m);
       }
       EXPECT_GE(lowest_chosen, highest_other - 1e-4)
           << "head " << h << " query block " << qb << ": a better block was left out";
@@ -96,7 +101,8 @@ TEST(PlannerTopkOracle, SharedSelectionIsTheSameForTheGroup) {
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
   a.causal = true;
-  const auto shared = make_pattern("topk_oracle:budget=2,block=16,share=1")->plan(PlanInputs::of(a));
+  const auto shared =
+      make_pattern("topk_oracle:budget=2,block=16,share=1")->plan(PlanInputs::of(a));
   const auto own = make_pattern("topk_oracle:budget=2,block=16")->plan(PlanInputs::of(a));
   bool any_difference = false;
   for (int64_t qb = 0; qb < shared.mask.q_blocks(); ++qb)

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "attnkit/error.h"
-#include "support/grid_check.h"
 #include "patterns/grid/grid_pattern.h"
+#include "support/grid_check.h"
 
 namespace attnkit::testing {
 namespace {

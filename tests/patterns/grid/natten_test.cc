@@ -1,6 +1,8 @@
 // natten1d / natten2d / natten3d: the per-axis geometry, the exact interval classifier, the plan
 // (element for element in token order, and block by block in its box order), the box tiling, and
 // run() against the reference, all against a NATTEN rule written here independently.
+#include "patterns/grid/natten.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,9 +11,8 @@
 #include <vector>
 
 #include "attnkit/error.h"
-#include "support/grid_check.h"
 #include "patterns/grid/grid_pattern.h"
-#include "patterns/grid/natten.h"
+#include "support/grid_check.h"
 
 namespace attnkit::testing {
 namespace {
@@ -68,7 +69,8 @@ TEST(NattenAxis, MatchesNaiveWindowForEveryShape) {
           for (int64_t i = 0; i < length; ++i) {
             int64_t seen = 0;
             for (int64_t j = 0; j < length; ++j) {
-              const bool got = grid_patterns::natten_neighbor(i, j, length, kernel, dilation, causal);
+              const bool got =
+                  grid_patterns::natten_neighbor(i, j, length, kernel, dilation, causal);
               ASSERT_EQ(got, naive_axis(i, j, length, kernel, dilation, causal))
                   << "L=" << length << " K=" << kernel << " D=" << dilation << " causal=" << causal
                   << " i=" << i << " j=" << j;
@@ -94,7 +96,8 @@ TEST(NattenAxis, WindowShiftsInwardAtBorders) {
   }
   // Dilation 2 on L = 9: group 1 is {1, 3, 5, 7}; query 1 with K = 3 sees 1, 3, 5.
   for (int64_t j = 0; j < 9; ++j) {
-    EXPECT_EQ(grid_patterns::natten_neighbor(1, j, 9, 3, 2, false), j == 1 || j == 3 || j == 5) << j;
+    EXPECT_EQ(grid_patterns::natten_neighbor(1, j, 9, 3, 2, false), j == 1 || j == 3 || j == 5)
+        << j;
   }
 }
 
@@ -117,9 +120,10 @@ TEST(NattenAxis, IntervalClassificationIsExact) {
                     for (int64_t j = k0; j < k1; ++j)
                       allowed += naive_axis(i, j, length, kernel, dilation, causal);
                   const int64_t size = (q1 - q0) * (k1 - k0);
-                  const grid_patterns::Coverage want = allowed == 0      ? grid_patterns::Coverage::kNone
-                                              : allowed == size ? grid_patterns::Coverage::kAll
-                                                                : grid_patterns::Coverage::kSome;
+                  const grid_patterns::Coverage want = allowed == 0 ? grid_patterns::Coverage::kNone
+                                                       : allowed == size
+                                                           ? grid_patterns::Coverage::kAll
+                                                           : grid_patterns::Coverage::kSome;
                   ASSERT_EQ(grid_patterns::classify_axis(rule, q0, q1, k0, k1), want)
                       << "L=" << length << " K=" << kernel << " D=" << dilation
                       << " causal=" << causal << " q=[" << q0 << "," << q1 << ") k=[" << k0 << ","
@@ -223,7 +227,9 @@ TEST(NattenTiling, IsAPermutationAndThePlanUsesIt) {
     const std::vector<int64_t>& source = tiled.tiling->source;
     std::set<int64_t> seen;
     for (int64_t s : source) {
-      if (s >= 0) EXPECT_TRUE(seen.insert(s).second) << c.spec << ": token " << s << " twice";
+      if (s >= 0) {
+        EXPECT_TRUE(seen.insert(s).second) << c.spec << ": token " << s << " twice";
+      }
     }
     EXPECT_EQ(static_cast<int64_t>(seen.size()), c.n) << c.spec;
     EXPECT_EQ(tiled.mask.q_block, tiled.tiling->block);
@@ -297,10 +303,11 @@ TEST(NattenTiling, BoxesFollowTheGridShape) {
 TEST(NattenTiling, VisitedDensity128Kernel13) {
   const auto visited = [](const Plan& plan) {  // listed blocks x block area / N^2
     const double n = static_cast<double>(plan.nq());
-    return static_cast<double>(plan.mask.kv_index.size()) * plan.mask.q_block *
-           plan.mask.kv_block / (n * n);
+    return static_cast<double>(plan.mask.kv_index.size()) * plan.mask.q_block * plan.mask.kv_block /
+           (n * n);
   };
-  const Plan plan = make_pattern("natten2d:height=128,width=128,kernel=13")->plan(grid_inputs(128 * 128));
+  const Plan plan =
+      make_pattern("natten2d:height=128,width=128,kernel=13")->plan(grid_inputs(128 * 128));
   const double element = density(plan), tiles = visited(plan);
   std::cout << "natten2d 128x128 kernel 13: element density " << element
             << ", visited key-tile density " << tiles << " (" << plan.mask.kv_index.size()

@@ -2,8 +2,8 @@
 // reference restricted by the pattern's own element predicate, on odd shapes with GQA.
 #include <gtest/gtest.h>
 
-#include "support/attention_check.h"
 #include "attnkit/pattern.h"
+#include "support/attention_check.h"
 
 namespace attnkit::testing {
 namespace {
@@ -93,9 +93,8 @@ TEST(PatternsAttention, CombinedMasksRun) {
     AttentionArgs r = a;
     r.out = in.ref_out.view();
     r.lse = in.ref_lse.rows_view();
-    attention_reference(r, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
-      return allowed(mask, b, h, i, j);
-    });
+    attention_reference(
+        r, [&](int64_t b, int64_t h, int64_t i, int64_t j) { return allowed(mask, b, h, i, j); });
     expect_matches_reference(a, r, "combined " + p.name());
   }
 }
