@@ -10,7 +10,6 @@
 #include "args.h"
 #include "attention_job.h"
 #include "attnkit/error.h"
-#include "cli_help.h"
 #include "command.h"
 #include "core/attention_args.h"
 #include "core/timing.h"
@@ -37,10 +36,6 @@ constexpr char kUsage[] =
     "    causality into every run, --non-causal makes no run causal.";
 
 int bench_main(const std::vector<std::string>& argv) {
-  if (wants_help(argv)) {
-    std::printf("%s\n", kUsage);
-    return 0;
-  }
   const Args args(argv,
                   {"--n", "--nq", "--d", "--dv", "--heads", "--kv-heads", "--batch", "--dtype",
                    "--threads", "--reps", "--pattern", "--seed"},

@@ -4,7 +4,6 @@
 #include <vector>
 
 #include "args.h"
-#include "cli_help.h"
 #include "command.h"
 #include "eval/json.h"
 #include "eval/peak.h"
@@ -19,10 +18,6 @@ constexpr char kUsage[] =
     "    --threads: default every core.";
 
 int peak_main(const std::vector<std::string>& argv) {
-  if (wants_help(argv)) {
-    std::printf("%s\n", kUsage);
-    return 0;
-  }
   const Args args(argv, {"--threads"}, {"--json"});
   const int threads = static_cast<int>(args.integer("--threads", 0, 1, 4096));
   const Peak peak = measure_peak(threads);

@@ -9,7 +9,6 @@
 #include "attention_job.h"
 #include "attnkit/error.h"
 #include "attnkit/npy.h"
-#include "cli_help.h"
 #include "command.h"
 
 namespace attnkit::cli {
@@ -49,10 +48,6 @@ Tensor load_input(const std::string& path, const std::string& argument, DType dt
 }
 
 int run_main(const std::vector<std::string>& argv) {
-  if (wants_help(argv)) {
-    std::printf("%s\n", kUsage);
-    return 0;
-  }
   const Args args(
       argv, {"--q", "--k", "--v", "--out", "--lse", "--scale", "--dtype", "--threads", "--pattern"},
       {"--causal"});

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "attnkit/error.h"
+#include "cli_help.h"
 #include "command.h"
 
 namespace attnkit::cli {
@@ -56,6 +57,10 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   for (const auto& command : attnkit::cli::commands()) {
     if (command.name != name) continue;
+    if (attnkit::cli::wants_help(args)) {  // every command: --help or -h prints its usage
+      std::printf("%s\n", command.usage.c_str());
+      return 0;
+    }
     try {
       return command.main(args);
     } catch (const attnkit::Error& error) {

@@ -286,6 +286,19 @@ TEST_F(CliTest, RunRejectsBadFlags) {
   expect_clean_run_failure(with(with(inputs, out), {"--lse", path("o.npy")}), "--lse");
 }
 
+// Every command answers --help (and -h) with its usage and exit code 0, touching nothing.
+TEST(CliHelp, EveryCommandPrintsItsUsage) {
+  for (const char* command :
+       {"run", "bench", "peak", "patterns", "mask", "compare", "recall", "model"}) {
+    for (const char* flag : {"--help", "-h"}) {
+      const CliResult r = run_cli({command, flag});
+      EXPECT_EQ(r.exit_code, 0) << command << " " << flag << ": " << r.err;
+      EXPECT_NE(r.out.find(std::string("attnkit ") + command), std::string::npos)
+          << command << " " << flag << ": " << r.out;
+    }
+  }
+}
+
 TEST(CliPeak, JsonHasTheContractFields) {
   const CliResult result = run_cli({"peak", "--json", "--threads", "1"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
