@@ -17,8 +17,8 @@
 //     score(branch) = max over the block's sampled queries (rows stride_q - 1, 2 stride_q - 1,
 //                     ...) and the keys of the branch's CENTRE unit first + size/2 (offsets
 //                     stride_k - 1, 2 stride_k - 1, ... inside the unit) of q . k (unscaled),
-//                     where a query's own sliding window (keys j >= p - window) and exact-zero
-//                     scores count as -32000
+//                     where a query's own sliding window (keys j >= p - window) and the zero
+//                     padding past Nk (the code's exact-zero scores) count as -32000
 //     nodes = the K best branches (ties: lower position)
 //   allowed(i, j) = j < sink  or  p_i - window < j <= p_i  or  unit(j) among the final nodes,
 //   with p_i = i + Nk - Nq the query's position; then block-sparse attention (causal ANDed).
@@ -34,9 +34,10 @@
 // Choices where the code and we differ: the candidate range ends at the last row's window
 // (the code counts positions from its position ids); a query block with fewer than stride_q
 // rows samples its last row.
-// Measured (BENCHMARKS.md, `attnkit recall --input planted|phrases --n 16384`): the aligned
-// initialisation keeps 1.5 to 4 points less softmax mass than init=even at 16K keys on both of
-// our structured inputs, over four seeds; the centre, sampled-row and masking rules are neutral.
+// Measured (BENCHMARKS.md, `attnkit recall --input planted|phrases --n 16384`): at 16K keys the
+// aligned initialisation alone keeps 1.3 to 1.6 points less softmax mass than equal chunks on
+// both of our structured inputs (k = 512, four seeds), up to 5.7 points at k = 256; the centre,
+// sampled-row and masking rules are neutral; at 4K keys nothing is lost.
 // The aligned grid is the same for every query block of a stretch, and a unit at the start of
 // an aligned node is never a node's representative until the last round, so such units are
 // systematically under-searched. The default follows the official code for comparability.
@@ -119,18 +120,18 @@ class HipPattern final : public Pattern {
  private:
   // Tree search of one query block over units [lo, hi); returns the chosen units, sorted.
   // q_t: the block's sampled queries transposed, [dim][ld_q_t], at positions row_pos[rows];
-  // keys: raw keys [units * block_k, dim] (zero past Nk).
+  // keys: raw keys [units * block_k, dim] (zero past nk).
   std::vector<int32_t> search(const float* q_t, int64_t ld_q_t, int64_t rows,
-                              const int64_t* row_pos, const float* keys, int64_t dim, int64_t lo,
-                              int64_t hi) const;
+                              const int64_t* row_pos, const float* keys, int64_t nk, int64_t dim,
+                              int64_t lo, int64_t hi) const;
 
   int64_t k_, block_q_, stride_q_, block_k_, stride_k_, sink_, window_, kv_block_;
   bool aligned_;
 };
 
 std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_t rows,
-                                        const int64_t* row_pos, const float* keys, int64_t dim,
-                                        int64_t lo, int64_t hi) const {
+                                        const int64_t* row_pos, const float* keys, int64_t nk,
+                                        int64_t dim, int64_t lo, int64_t hi) const {
   const int64_t range = hi - lo;
   const int64_t keep = std::max<int64_t>(1, k_ / block_k_);
   std::vector<int32_t> chosen;
@@ -189,13 +190,18 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
       const int64_t centre = node.first + (node.last - node.first + 1) / 2;
       float best = -std::numeric_limits<float>::infinity();
       for (int64_t j = stride_k_ - 1; j < block_k_; j += stride_k_) {
-        // Sampled rows ascend, so those whose window covers this key come first.
         const int64_t key = centre * block_k_ + j;
-        const float* s = scores.data() + (f * block_k_ + j) * ld_q_t;
-        for (int64_t r = 0; r < rows; ++r) {
-          const bool masked = key >= row_pos[r] - window_ || s[r] == 0.0f;
-          best = std::max(best, masked ? kMasked : s[r]);
+        if (key >= nk) {  // the zero padding of the last unit: an exact-zero score, masked
+          best = std::max(best, kMasked);
+          continue;
         }
+        // Sampled rows ascend, so those whose window covers this key (key >= p - window) come
+        // first: they count as masked, the rest as their scores.
+        const int64_t first = std::upper_bound(row_pos, row_pos + rows, key + window_) - row_pos;
+        if (first > 0) best = std::max(best, kMasked);
+        if (first < rows)
+          best = std::max(best, cpu::row_max(scores.data() + (f * block_k_ + j) * ld_q_t + first,
+                                             rows - first));
       }
       branches[fresh[f]].score = best;
     }
@@ -261,7 +267,7 @@ Plan HipPattern::plan(const PlanInputs& in) const {
     }
     cpu::transpose_keys(q.data(), rows, d.dim, d.dim, q_t.data(), ld_q_t);
     chosen[item] = search(q_t.data(), ld_q_t, rows, row_pos.data(),
-                          keys[b * d.heads_kv + h / d.group].data(), d.dim, lo, hi);
+                          keys[b * d.heads_kv + h / d.group].data(), d.nk, d.dim, lo, hi);
     // kv blocks: sink, window (of every row), searched units; FULL when wholly allowed.
     std::vector<int32_t> blocks;
     for (int64_t kb = 0; kb * kv_block_ < std::min(sink_, d.nk); ++kb) blocks.push_back(kb);
