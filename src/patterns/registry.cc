@@ -28,12 +28,12 @@ std::vector<PatternRegistration> builtin_patterns() {
       static_patterns::s2attn_pattern(),
       static_patterns::sf_attn_pattern(),
       static_patterns::ssa_pattern(),
-      static_patterns::radial_pattern(),
-      // grid/: neighbourhoods on 1-3-D grids, planned in box order.
+      // grid/: neighbourhoods on 1-3-D grids (box order) and video frames (radial).
       grid_patterns::natten_pattern(1),
       grid_patterns::natten_pattern(2),
       grid_patterns::natten_pattern(3),
       grid_patterns::halo2d_pattern(),
+      grid_patterns::radial_pattern(),
       // dynamic/: content-based planners.
       dynamic_patterns::topk_oracle_pattern(),
       dynamic_patterns::infllm_v2_pattern(),

@@ -1,8 +1,8 @@
-// Shared engine of the 1-D static patterns: a rule that says, for one query row, which key ranges
-// it sees. From that one function come the vectorizable tile predicate (per row: clear, then
-// memset the ranges) and the exact block lists (per query block: difference arrays over kv
-// blocks, O(rows x ranges + listed blocks), or two rows per run where the rule says its allowed
-// sets are nested). Each pattern file only states its rule: `ranges()` and, optionally,
+// Shared engine of the 1-D static patterns (and of grid/radial.cc): a rule that says, for one query
+// row, which key ranges it sees. From that one function come the vectorizable tile predicate (per
+// row: clear, then memset the ranges) and the exact block lists (per query block: difference arrays
+// over kv blocks, O(rows x ranges + listed blocks), or two rows per run where the rule says its
+// allowed sets are nested). Each pattern file only states its rule: `ranges()` and, optionally,
 // `nested_until()`.
 //
 // Positions: query row i of nq has absolute position p = i + (nk - nq) (bottom-right alignment);

@@ -16,6 +16,5 @@ PatternRegistration power_pattern();
 PatternRegistration s2attn_pattern();
 PatternRegistration sf_attn_pattern();
 PatternRegistration ssa_pattern();
-PatternRegistration radial_pattern();
 
 }  // namespace attnkit::static_patterns

@@ -28,14 +28,21 @@
 //     blocks are classified exactly and PARTIAL blocks are masked per element, so no pair outside
 //     the rule is attended and none inside it is dropped.
 //   - Text tokens (dense rows and columns in the code) are not part of this pattern.
+// Family: grid (tokens on a frames x frame_tokens grid, attended both ways). Each query row's keys
+// are a few intervals, so the rule runs on the static family's interval engine (interval_rule.h)
+// rather than on the box tiling of the separable neighbourhoods.
 #include <cmath>
 
 #include "attnkit/error.h"
+#include "patterns/grid/grid_patterns.h"
 #include "patterns/static/interval_rule.h"
-#include "patterns/static/static_patterns.h"
 
-namespace attnkit::static_patterns {
+namespace attnkit::grid_patterns {
 namespace {
+
+using static_patterns::IntervalPattern;
+using static_patterns::IntervalRule;
+using static_patterns::RowRanges;
 
 int64_t bit_length(int64_t x) {
   int64_t bits = 0;
@@ -146,7 +153,7 @@ PatternRegistration radial_pattern() {
   return {{"radial",
            "Radial Attention: dense near frames, diagonal bands halving per 2x frame distance",
            "Li et al., Radial Attention (NeurIPS 2025), rule of mit-han-lab/radial-attention",
-           PatternFamily::kStatic,
+           PatternFamily::kGrid,
            {int_param("frames", 16, 1, kMax, "video frames (the code's MaskMap default)"),
             int_param("frame_tokens", 0, 0, kMax, "tokens per frame; 0 = N / frames"),
             real_param("decay", "0.95", 1e-6, 1e6,
@@ -160,4 +167,4 @@ PatternRegistration radial_pattern() {
           &construct_pattern<RadialPattern>};
 }
 
-}  // namespace attnkit::static_patterns
+}  // namespace attnkit::grid_patterns
