@@ -88,7 +88,7 @@ const char* direction_name(Direction direction);  // "causal", "bidirectional", 
 // The families, one folder each under src/patterns/.
 enum class PatternFamily : uint8_t {
   kStatic,   // 1-D interval rules over positions (static/)
-  kGrid,     // separable neighbourhoods on 1-3-D grids, planned in box order (grid/)
+  kGrid,     // tokens on a grid, both ways: NATTEN and HaloNet (box order), Radial (grid/)
   kDynamic,  // content-based planners that read Q and K (dynamic/)
 };
 const char* family_name(PatternFamily family);  // "static", "grid", "dynamic"
