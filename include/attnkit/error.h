@@ -3,18 +3,22 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace attnkit {
+
+// `text` made safe to print: valid UTF-8 stays as it is; control characters, DEL and bytes that
+// are not valid UTF-8 become \xNN (a backslash becomes \\). Outside bytes (file headers, spec
+// strings, paths) pass through this before they reach a message, so stderr is always UTF-8 text.
+std::string printable(std::string_view text);
 
 // Thrown for bad input (shapes, files, values, specs). what() reads "<argument>: <message>",
 // e.g. "q: shape [1,2,3] must have rank 4". Library errors name API parameters ("q", "pattern",
 // "block_mask", "max_context"); the CLI shows them as the flag the user gave, one line, exit 2.
+// Both parts are passed through printable(), so no message carries raw outside bytes.
 class Error : public std::runtime_error {
  public:
-  Error(std::string argument, std::string message)
-      : std::runtime_error(argument + ": " + message),
-        argument_(std::move(argument)),
-        message_(std::move(message)) {}
+  Error(const std::string& argument, const std::string& message);
   const std::string& argument() const { return argument_; }
   const std::string& message() const { return message_; }
 

@@ -1,7 +1,10 @@
-// NumPy .npy files: float32 and float16 (also uint8 for writing masks), C order, version 1-3 headers.
+// NumPy .npy files: float32 and float16 (also uint8 for writing masks), C order, version 1-3
+// headers.
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "attnkit/tensor.h"
 
@@ -10,6 +13,9 @@ namespace attnkit {
 // Reads `path`; throws Error(argument, ...) for a missing, malformed or truncated file,
 // an unsupported dtype, Fortran order, or rank outside 1..4.
 Tensor read_npy(const std::string& path, const std::string& argument);
+// The same for a whole file already in memory; `name` stands for its path in messages.
+Tensor read_npy_bytes(std::string_view bytes, const std::string& argument,
+                      const std::string& name = "<bytes>");
 
 // Writes atomically (a temporary file renamed into place), so a failure leaves no partial file.
 void write_npy(const std::string& path, const Tensor& tensor, const std::string& argument);

@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <string_view>
 
 #include "attnkit/error.h"
 
@@ -219,6 +221,104 @@ std::string make_header(const std::string& descr, const std::vector<int64_t>& sh
 
 }  // namespace
 
+namespace {
+
+// What the header says: the dtype, the shape and where the data starts. `prefix` holds the first
+// bytes of a file of `file_size` bytes (all of it, or at least kHeaderReadLimit of it); `name` is
+// the path shown in messages. Every size is checked against `file_size` before anything is
+// allocated.
+struct NpyLayout {
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t data_offset, data_bytes;
+};
+constexpr uint64_t kHeaderReadLimit = 12 + kMaxHeader;
+
+NpyLayout parse_layout(std::string_view prefix, uint64_t file_size, const std::string& argument,
+                       const std::string& name) {
+  const std::string what = "'" + name + "' is not a .npy file: ";
+  check(file_size >= 10, argument, what + "only " + std::to_string(file_size) + " bytes");
+  const auto* bytes = reinterpret_cast<const unsigned char*>(prefix.data());
+  check(std::memcmp(bytes, kMagic, kMagicSize) == 0, argument, what + "bad magic string");
+  const int major = bytes[6], minor = bytes[7];
+  check(major >= 1 && major <= 3 && minor == 0, argument,
+        "'" + name + "': unsupported .npy version " + std::to_string(major) + "." +
+            std::to_string(minor) + " (expected 1.0, 2.0 or 3.0)");
+  uint64_t header_length = read_le(bytes + 8, 2);
+  uint64_t header_start = 10;
+  if (major >= 2) {
+    check(file_size >= 12, argument, "truncated .npy header in '" + name + "'");
+    header_length = read_le(bytes + 8, 4);
+    header_start = 12;
+  }
+  check(header_length <= kMaxHeader, argument,
+        "'" + name + "': .npy header of " + std::to_string(header_length) + " bytes is too long");
+  check(header_start + header_length <= file_size, argument,
+        "truncated .npy header in '" + name + "': header needs " + std::to_string(header_length) +
+            " bytes, the file has " + std::to_string(file_size - header_start));
+  const std::string header(prefix.substr(header_start, header_length));
+  check(header.find('\0') == std::string::npos, argument,
+        "malformed .npy header in '" + name + "': contains a NUL byte");
+
+  NpyLayout layout;
+  std::string descr;
+  bool fortran_order = false;
+  HeaderParser(header, argument, name).parse(&descr, &fortran_order, &layout.shape);
+  const std::vector<int64_t>& shape = layout.shape;
+  if (descr == "<f4") {
+    layout.dtype = DType::kF32;
+  } else if (descr == "<f2") {
+    layout.dtype = DType::kF16;
+  } else {
+    throw Error(argument, "'" + name + "' has unsupported dtype '" + descr +
+                              "' (expected float32 '<f4' or float16 '<f2')");
+  }
+  check(!fortran_order, argument,
+        "'" + name + "' is in Fortran order; save a C-order array (numpy.ascontiguousarray)");
+  check(!shape.empty() && shape.size() <= 4, argument,
+        "'" + name + "' has shape " + shape_string(shape) + " of rank " +
+            std::to_string(shape.size()) + "; expected rank 1..4");
+
+  // Expected data size, overflow-checked, compared with what the file holds before allocating.
+  // Every dimension must also fit the tensor's int64 strides, even when another one is 0.
+  const uint64_t available = file_size - header_start - header_length;
+  uint64_t expected = dtype_size(layout.dtype);
+  bool too_large = false;
+  for (int64_t dim : shape) {
+    if (expected >
+        std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(std::max<int64_t>(dim, 1)))
+      too_large = true;
+    else
+      expected *= static_cast<uint64_t>(dim);
+  }
+  if (expected == 0) {
+    uint64_t nonzero = 1;  // the product of the other dimensions must stay representable
+    for (int64_t dim : shape) {
+      if (dim == 0) continue;
+      if (nonzero >
+          static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(dim))
+        too_large = true;
+      else
+        nonzero *= static_cast<uint64_t>(dim);
+    }
+    check(!too_large, argument,
+          "'" + name + "' has shape " + shape_string(shape) + ", whose strides overflow");
+  }
+  check(!too_large && expected <= available, argument,
+        "truncated .npy data in '" + name + "': shape " + shape_string(shape) + " " +
+            dtype_name(layout.dtype) + " needs " +
+            (too_large ? std::string("more than 2^64") : std::to_string(expected)) +
+            " bytes, the file has " + std::to_string(available));
+  check(expected == available, argument,
+        "'" + name + "' has " + std::to_string(available - expected) +
+            " unexpected bytes after the data of shape " + shape_string(shape));
+  layout.data_offset = header_start + header_length;
+  layout.data_bytes = expected;
+  return layout;
+}
+
+}  // namespace
+
 Tensor read_npy(const std::string& path, const std::string& argument) {
   std::error_code error;
   const auto status = std::filesystem::status(path, error);
@@ -232,82 +332,28 @@ Tensor read_npy(const std::string& path, const std::string& argument) {
   const uint64_t file_size = static_cast<uint64_t>(end);
   std::rewind(file.get());
 
-  const std::string what = "'" + path + "' is not a .npy file: ";
-  unsigned char prefix[12];
-  check(file_size >= 10, argument, what + "only " + std::to_string(file_size) + " bytes");
-  check(std::fread(prefix, 1, 10, file.get()) == 10, argument, "cannot read '" + path + "'");
-  check(std::memcmp(prefix, kMagic, kMagicSize) == 0, argument, what + "bad magic string");
-  const int major = prefix[6], minor = prefix[7];
-  check(major >= 1 && major <= 3 && minor == 0, argument,
-        "'" + path + "': unsupported .npy version " + std::to_string(major) + "." +
-            std::to_string(minor) + " (expected 1.0, 2.0 or 3.0)");
-  uint64_t header_length = read_le(prefix + 8, 2);
-  uint64_t header_start = 10;
-  if (major >= 2) {
-    check(file_size >= 12 && std::fread(prefix + 10, 1, 2, file.get()) == 2, argument,
-          "truncated .npy header in '" + path + "'");
-    header_length = read_le(prefix + 8, 4);
-    header_start = 12;
-  }
-  check(header_length <= kMaxHeader, argument,
-        "'" + path + "': .npy header of " + std::to_string(header_length) + " bytes is too long");
-  check(header_start + header_length <= file_size, argument,
-        "truncated .npy header in '" + path + "': header needs " + std::to_string(header_length) +
-            " bytes, the file has " + std::to_string(file_size - header_start));
-  std::string header(header_length, '\0');
-  check(std::fread(header.data(), 1, header_length, file.get()) == header_length, argument,
+  std::string prefix(std::min(file_size, kHeaderReadLimit), '\0');
+  check(std::fread(prefix.data(), 1, prefix.size(), file.get()) == prefix.size(), argument,
         "cannot read '" + path + "'");
-  check(header.find('\0') == std::string::npos, argument,
-        "malformed .npy header in '" + path + "': contains a NUL byte");
-
-  std::string descr;
-  bool fortran_order = false;
-  std::vector<int64_t> shape;
-  HeaderParser(header, argument, path).parse(&descr, &fortran_order, &shape);
-
-  DType dtype;
-  if (descr == "<f4") {
-    dtype = DType::kF32;
-  } else if (descr == "<f2") {
-    dtype = DType::kF16;
-  } else {
-    throw Error(argument, "'" + path + "' has unsupported dtype '" + descr +
-                              "' (expected float32 '<f4' or float16 '<f2')");
+  const NpyLayout layout = parse_layout(prefix, file_size, argument, path);
+  Tensor tensor(layout.shape, layout.dtype);
+  if (layout.data_bytes > 0) {
+    check(std::fseek(file.get(), static_cast<long>(layout.data_offset), SEEK_SET) == 0, argument,
+          "cannot seek in '" + path + "'");
+    check(std::fread(tensor.data(), 1, layout.data_bytes, file.get()) == layout.data_bytes,
+          argument, "cannot read the data of '" + path + "'");
   }
-  check(!fortran_order, argument,
-        "'" + path + "' is in Fortran order; save a C-order array (numpy.ascontiguousarray)");
-  check(!shape.empty() && shape.size() <= 4, argument,
-        "'" + path + "' has shape " + shape_string(shape) + " of rank " +
-            std::to_string(shape.size()) + "; expected rank 1..4");
+  return tensor;
+}
 
-  // Expected data size, overflow-checked, compared with what the file holds before allocating.
-  const uint64_t available = file_size - header_start - header_length;
-  uint64_t expected = dtype_size(dtype);
-  bool too_large = false;
-  for (int64_t dim : shape) {
-    if (dim == 0) {
-      expected = 0;
-      too_large = false;
-      break;
-    }
-    if (expected > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(dim))
-      too_large = true;
-    else
-      expected *= static_cast<uint64_t>(dim);
-  }
-  check(!too_large && expected <= available, argument,
-        "truncated .npy data in '" + path + "': shape " + shape_string(shape) + " " +
-            dtype_name(dtype) + " needs " +
-            (too_large ? std::string("more than 2^64") : std::to_string(expected)) +
-            " bytes, the file has " + std::to_string(available));
-  check(expected == available, argument,
-        "'" + path + "' has " + std::to_string(available - expected) +
-            " unexpected bytes after the data of shape " + shape_string(shape));
-
-  Tensor tensor(shape, dtype);
-  if (expected > 0)
-    check(std::fread(tensor.data(), 1, expected, file.get()) == expected, argument,
-          "cannot read the data of '" + path + "'");
+Tensor read_npy_bytes(std::string_view bytes, const std::string& argument,
+                      const std::string& name) {
+  std::string prefix(bytes.substr(0, kHeaderReadLimit));
+  prefix.resize(std::max<size_t>(prefix.size(), 12), '\0');  // the fixed fields, zero if absent
+  const NpyLayout layout = parse_layout(prefix, bytes.size(), argument, name);
+  Tensor tensor(layout.shape, layout.dtype);
+  if (layout.data_bytes > 0)
+    std::memcpy(tensor.data(), bytes.data() + layout.data_offset, layout.data_bytes);
   return tensor;
 }
 

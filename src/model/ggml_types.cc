@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+
+#include "attnkit/error.h"
 
 namespace attnkit::model {
 
@@ -206,6 +209,40 @@ void quantize_row_q4_1(const float* src, void* dst, int64_t n) {
       p[4 + j] = static_cast<uint8_t>(a | (c << 4));
     }
   }
+}
+
+std::vector<uint8_t> quantize_rows(GgmlType type, const float* src, int64_t rows, int64_t cols) {
+  const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(type));
+  check(info != nullptr, "type", "unknown ggml type " + std::to_string(static_cast<int>(type)));
+  const int64_t row_bytes = ggml_row_bytes(*info, cols);
+  std::vector<uint8_t> out(rows * row_bytes);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = src + r * cols;
+    uint8_t* dst = out.data() + r * row_bytes;
+    switch (type) {
+      case GgmlType::kF32:
+        std::memcpy(dst, row, cols * sizeof(float));
+        break;
+      case GgmlType::kF16:
+        for (int64_t k = 0; k < cols; ++k) {
+          const uint16_t h = float_to_fp16(row[k]);
+          std::memcpy(dst + 2 * k, &h, 2);
+        }
+        break;
+      case GgmlType::kQ8_0:
+        quantize_row_q8_0(row, dst, cols);
+        break;
+      case GgmlType::kQ4_0:
+        quantize_row_q4_0(row, dst, cols);
+        break;
+      case GgmlType::kQ4_1:
+        quantize_row_q4_1(row, dst, cols);
+        break;
+      default:
+        throw Error("type", std::string("no quantizer for ") + info->name);
+    }
+  }
+  return out;
 }
 
 }  // namespace attnkit::model

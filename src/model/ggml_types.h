@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace attnkit::model {
 
@@ -83,5 +84,8 @@ inline float read_fp16(const uint8_t* p) {
 void quantize_row_q8_0(const float* src, void* dst, int64_t n);
 void quantize_row_q4_0(const float* src, void* dst, int64_t n);
 void quantize_row_q4_1(const float* src, void* dst, int64_t n);
+// `rows` rows of `cols` floats in F32, F16, Q8_0, Q4_0 or Q4_1 (cols % 32 == 0 for the quants);
+// throws Error("type", ...) for the other types.
+std::vector<uint8_t> quantize_rows(GgmlType type, const float* src, int64_t rows, int64_t cols);
 
 }  // namespace attnkit::model

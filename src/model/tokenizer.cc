@@ -11,6 +11,23 @@
 namespace attnkit::model {
 
 namespace {
+// GPT-2 bytes_to_unicode: printable bytes map to themselves, the others, in byte order, to
+// U+0100, U+0101, ...
+uint32_t alphabet_code_point(int byte) {
+  static const std::vector<uint32_t> points = [] {
+    std::vector<uint32_t> cp(256);
+    uint32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+      cp[b] = printable ? static_cast<uint32_t>(b) : next++;
+    }
+    return cp;
+  }();
+  return points[byte];
+}
+}  // namespace
+
+namespace {
 
 constexpr int32_t kTypeControl = 3;
 constexpr int32_t kTypeUserDefined = 4;
@@ -100,14 +117,16 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<int32_t> types
       specials_.push_back(static_cast<int32_t>(i));
   std::stable_sort(specials_.begin(), specials_.end(),
                    [this](int32_t a, int32_t b) { return tokens_[a].size() > tokens_[b].size(); });
-  // GPT-2 bytes_to_unicode: printable bytes map to themselves, the rest to 256, 257, ...
-  uint32_t next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
-    append_utf8(byte_to_char_[b], cp);
-    char_to_byte_[cp] = static_cast<uint8_t>(b);
-  }
+  for (int b = 0; b < 256; ++b) char_to_byte_[alphabet_code_point(b)] = static_cast<uint8_t>(b);
+}
+
+const std::vector<std::string>& Tokenizer::byte_alphabet() {
+  static const std::vector<std::string> alphabet = [] {
+    std::vector<std::string> chars(256);
+    for (int b = 0; b < 256; ++b) append_utf8(chars[b], alphabet_code_point(b));
+    return chars;
+  }();
+  return alphabet;
 }
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
@@ -152,7 +171,7 @@ void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
   // Symbols in the byte-level alphabet, one per input byte to start with.
   std::vector<std::string> symbols;
   symbols.reserve(piece.size());
-  for (unsigned char b : piece) symbols.push_back(byte_to_char_[b]);
+  for (unsigned char b : piece) symbols.push_back(byte_alphabet()[b]);
   std::string key;
   while (symbols.size() > 1) {
     int32_t best_rank = INT32_MAX;

@@ -45,6 +45,10 @@ class Tokenizer {
   int32_t eos_id = -1;
   int32_t unknown_id = -1;  // stands for bytes the vocabulary cannot spell
 
+  // GPT-2's bytes_to_unicode: the alphabet form (UTF-8) of each byte, indexed by the byte.
+  // Printable bytes stand for themselves, the others for U+0100, U+0101, ... in byte order.
+  static const std::vector<std::string>& byte_alphabet();
+
   // The pre-tokenizer alone (steps 2-3): byte pieces of a text without special tokens.
   static std::vector<std::string> pre_tokenize(std::string_view text);
 
@@ -56,7 +60,6 @@ class Tokenizer {
   std::unordered_map<std::string, int32_t> ids_;
   std::unordered_map<std::string, int32_t> merge_ranks_;  // "left right" -> rank
   std::vector<int32_t> specials_;                         // sorted by length, longest first
-  std::string byte_to_char_[256];                         // byte -> UTF-8 of its alphabet char
   std::unordered_map<uint32_t, uint8_t> char_to_byte_;
 };
 

@@ -2,6 +2,7 @@
 // or shared lists, several block sizes, AND causal) against the reference with the same predicate.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <memory>
 #include <random>
 #include <vector>
@@ -38,17 +39,19 @@ struct MaskCase {
   Problem problem;
   int64_t q_block, kv_block;
   bool per_head;
-  double keep;  // probability that a block is listed
+  bool per_batch = false;  // lists differ per batch entry (as planners build them)
+  double keep;             // probability that a block is listed
 };
 
 BlockMask random_mask(const MaskCase& c, std::mt19937& rng) {
   BlockMask m;
   m.q_block = c.q_block, m.kv_block = c.kv_block, m.nq = c.problem.nq, m.nk = c.problem.nk;
   m.heads = c.per_head ? c.problem.heads_q : 1;
+  m.batch = c.per_batch ? c.problem.batch : 1;
   m.predicate = std::make_shared<HashedPredicate>();
   std::bernoulli_distribution keep(c.keep), partial(0.5);
   m.row_start.push_back(0);
-  for (int64_t list = 0; list < m.heads * m.q_blocks(); ++list) {
+  for (int64_t list = 0; list < m.lists(); ++list) {
     for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
       if (!keep(rng)) continue;
       m.kv_index.push_back(kb);
@@ -72,21 +75,29 @@ ElementPredicate mask_rule(const BlockMask& m) {
 
 std::vector<MaskCase> cases() {
   std::vector<MaskCase> out;
-  const std::vector<std::array<int64_t, 6>> shapes = {
-      // heads_q, heads_kv, nq, nk, q_block, kv_block
-      {1, 1, 1, 1, 64, 64},     {2, 1, 65, 65, 64, 64},    {3, 1, 200, 130, 32, 16},
-      {4, 2, 63, 1000, 16, 64}, {2, 2, 300, 300, 128, 48}, {8, 1, 129, 257, 64, 128},
+  const std::vector<std::array<int64_t, 7>> shapes = {
+      // batch, heads_q, heads_kv, nq, nk, q_block, kv_block
+      {1, 1, 1, 1, 1, 64, 64},      {1, 2, 1, 65, 65, 64, 64},    {1, 3, 1, 200, 130, 32, 16},
+      {1, 4, 2, 63, 1000, 16, 64},  {1, 2, 2, 300, 300, 128, 48}, {1, 8, 1, 129, 257, 64, 128},
+      {2, 4, 2, 150, 170, 32, 16},   // per-batch lists
+      {1, 2, 1, 600, 600, 256, 64},  // q_block > 128: several work items per query block
   };
-  for (DType dtype : {DType::kF32, DType::kF16})
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (bool causal : {false, true})
       for (bool per_head : {false, true})
-        for (const auto& s : shapes) {
+        for (const auto& s0 : shapes) {
+          const int64_t batch = s0[0];
+          const std::array<int64_t, 6> s = {s0[1], s0[2], s0[3], s0[4], s0[5], s0[6]};
           MaskCase c;
+          c.problem.batch = batch, c.per_batch = batch > 1;
           c.problem.heads_q = s[0], c.problem.heads_kv = s[1], c.problem.nq = s[2];
           c.problem.nk = s[3], c.problem.dim = 80, c.problem.dim_v = 48;
           c.problem.dtype = dtype, c.problem.causal = causal;
           c.q_block = s[4], c.kv_block = s[5], c.per_head = per_head, c.keep = 0.6;
-          out.push_back(c);
+          for (int64_t target : testing::simd_targets()) {
+            c.problem.target = target;
+            out.push_back(c);
+          }
         }
   return out;
 }
@@ -110,10 +121,11 @@ TEST_P(BlockSparseKernel, MatchesReferenceWithTheMaskRule) {
   const ElementPredicate rule = mask_rule(mask);
   const Problem& p = c.problem;
   int64_t expected = 0;
-  for (int64_t h = 0; h < p.heads_q; ++h)
-    for (int64_t i = 0; i < p.nq; ++i)
-      for (int64_t j = 0; j < p.nk; ++j)
-        expected += rule(0, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads_q; ++h)
+      for (int64_t i = 0; i < p.nq; ++i)
+        for (int64_t j = 0; j < p.nk; ++j)
+          expected += rule(b, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
   EXPECT_EQ(counted, expected);
 }
 
@@ -121,7 +133,8 @@ INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
                          [](const auto& info) {
                            const MaskCase& c = info.param;
                            return c.problem.name() + "_qb" + std::to_string(c.q_block) + "_kb" +
-                                  std::to_string(c.kv_block) + (c.per_head ? "_perhead" : "");
+                                  std::to_string(c.kv_block) + (c.per_head ? "_perhead" : "") +
+                                  (c.per_batch ? "_perbatch" : "");
                          });
 
 // A mask whose entries are all PARTIAL but allow everything equals the dense result.

@@ -1,6 +1,7 @@
 // The split-key decode path and the LSE merge against the reference.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -18,15 +19,18 @@ std::vector<Problem> decode_sweep() {
   std::vector<Problem> problems;
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (bool causal : {false, true})
-      for (auto [nq, nk, hq, hkv, dim] : std::vector<std::array<int64_t, 5>>{{1, 1, 1, 1, 64},
-                                                                             {1, 1024, 8, 2, 128},
-                                                                             {4, 4097, 3, 1, 64},
-                                                                             {16, 3000, 2, 2, 80},
-                                                                             {1, 20000, 4, 1, 128},
-                                                                             {7, 700, 3, 3, 33}}) {
+      for (auto [batch, nq, nk, hq, hkv, dim] :
+           std::vector<std::array<int64_t, 6>>{{1, 1, 1, 1, 1, 64},
+                                               {1, 1, 1024, 8, 2, 128},
+                                               {1, 4, 4097, 3, 1, 64},
+                                               {1, 16, 3000, 2, 2, 80},
+                                               {1, 1, 20000, 4, 1, 128},
+                                               {1, 7, 700, 3, 3, 33},
+                                               {3, 2, 1500, 4, 2, 72},
+                                               {2, 9, 4, 2, 1, 40}}) {  // causal: empty rows
         Problem p;
-        p.nq = nq, p.nk = nk, p.heads_q = hq, p.heads_kv = hkv, p.dim = dim, p.dim_v = dim;
-        p.dtype = dtype, p.causal = causal;
+        p.batch = batch, p.nq = nq, p.nk = nk, p.heads_q = hq, p.heads_kv = hkv, p.dim = dim;
+        p.dim_v = dim, p.dtype = dtype, p.causal = causal;
         problems.push_back(p);
       }
   return problems;
@@ -38,7 +42,8 @@ TEST_P(DecodeKernel, MatchesReference) {
   testing::check_problem(GetParam(), [](const AttentionArgs& a) { attention_decode(a); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Sweep, DecodeKernel, ::testing::ValuesIn(decode_sweep()),
+INSTANTIATE_TEST_SUITE_P(Sweep, DecodeKernel,
+                         ::testing::ValuesIn(testing::on_every_target(decode_sweep())),
                          [](const auto& info) { return info.param.name(); });
 
 // Attention over keys [0, s) merged with attention over [s, Nk) equals attention over all keys.

@@ -1,16 +1,20 @@
 // Planner primitives (src/kernels/cpu/primitives.h): every fast path against its scalar reference
-// over odd shapes (1, 7, 63, 65, 1000 rows; dims 1..130), causal limits and GQA accumulation.
+// over odd shapes (rows 1 to 200, top-k over 1000; dims 1..130), causal limits and GQA
+// accumulation, on every SIMD target (the primitives dispatch at run time like the kernels).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "attnkit/tensor.h"
 #include "kernels/cpu/planner_ops.h"
 #include "kernels/ref/primitives_ref.h"
+#include "support/attention_check.h"
 
 namespace attnkit {
 namespace {
@@ -26,7 +30,17 @@ std::vector<float> random_matrix(int64_t rows, int64_t cols, uint32_t seed, floa
 // Relative tolerance of an f32 accumulation of `terms` products next to a double reference.
 float tol(int64_t terms) { return 1e-6f * 8.0f * std::sqrt(static_cast<float>(terms) + 1.0f); }
 
-TEST(Primitives, MeanPoolMatchesReference) {
+// The parameter is the SIMD target; each test runs inside a TargetScope for it.
+class Primitives : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { scope_ = std::make_unique<testing::TargetScope>(GetParam()); }
+  void TearDown() override { scope_.reset(); }
+
+ private:
+  std::unique_ptr<testing::TargetScope> scope_;
+};
+
+TEST_P(Primitives, MeanPoolMatchesReference) {
   for (int64_t n : {1, 7, 63, 65, 200}) {
     for (auto [kernel, stride] : {std::pair<int64_t, int64_t>{32, 16}, {4, 4}, {5, 2}, {1, 1}}) {
       const int64_t dim = 13, ld = 17;
@@ -41,7 +55,7 @@ TEST(Primitives, MeanPoolMatchesReference) {
   }
 }
 
-TEST(Primitives, PooledVisibleIsTheCausalLimit) {
+TEST_P(Primitives, PooledVisibleIsTheCausalLimit) {
   // Window m = [16m, 16m + 32) is visible to the query whose last visible key is `last`
   // iff 16m + 31 <= last.
   const int64_t pooled = cpu::pooled_count(1000, 32, 16);
@@ -52,7 +66,7 @@ TEST(Primitives, PooledVisibleIsTheCausalLimit) {
   }
 }
 
-TEST(Primitives, ScoreTileMatchesDot) {
+TEST_P(Primitives, ScoreTileMatchesDot) {
   for (int64_t rows : {1, 3, 4, 7, 33}) {
     for (int64_t cols : {1, 15, 16, 17, 64, 65, 257}) {
       for (int64_t dim : {1, 64, 130}) {
@@ -74,7 +88,7 @@ TEST(Primitives, ScoreTileMatchesDot) {
   }
 }
 
-TEST(Primitives, ExpShiftAddAndSumMatchScalar) {
+TEST_P(Primitives, ExpShiftAddAndSumMatchScalar) {
   for (int64_t n : {1, 7, 15, 16, 17, 63, 65, 1000}) {
     auto s = random_matrix(1, n, 21 + n, 3.0f);
     s[0] = -std::numeric_limits<float>::infinity();
@@ -97,7 +111,7 @@ TEST(Primitives, ExpShiftAddAndSumMatchScalar) {
   }
 }
 
-TEST(Primitives, LsePassMatchesReference) {
+TEST_P(Primitives, LsePassMatchesReference) {
   for (int64_t nq : {1, 7, 63, 65}) {
     for (int64_t nk : {1, 7, 255, 256, 257, 1000}) {
       const int64_t dim = 64;
@@ -122,7 +136,7 @@ TEST(Primitives, LsePassMatchesReference) {
   }
 }
 
-TEST(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
+TEST_P(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
   const int64_t dim = 32;
   for (int64_t nq : {1, 7, 65, 130}) {
     for (int64_t nk : {1, 63, 257, 600}) {
@@ -159,7 +173,7 @@ TEST(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
   }
 }
 
-TEST(Primitives, TopkMatchesReferenceWithTies) {
+TEST_P(Primitives, TopkMatchesReferenceWithTies) {
   std::mt19937 rng(5);
   for (int64_t n : {0, 1, 7, 63, 65, 1000}) {
     std::vector<float> score(n);
@@ -172,7 +186,7 @@ TEST(Primitives, TopkMatchesReferenceWithTies) {
   }
 }
 
-TEST(Primitives, GatherScatterAndArgsort) {
+TEST_P(Primitives, GatherScatterAndArgsort) {
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     const int64_t n = 65, dim = 7;
     Tensor x32({2, 3, n, dim}, DType::kF32);
@@ -203,7 +217,7 @@ TEST(Primitives, GatherScatterAndArgsort) {
 
 // A plan's token order: permute_tokens puts rows into kernel order (padding rows zero, any
 // dtype, strided sources), unpermute_tokens puts results back and drops padding.
-TEST(Primitives, PermuteTokensRoundTrip) {
+TEST_P(Primitives, PermuteTokensRoundTrip) {
   const int64_t batch = 2, heads = 3, n = 11, dim = 5;
   const std::vector<int32_t> order = {4, -1, 0, 10, 9, -1, 1, 2, 3, 5, 6, 7, 8, -1};
   for (DType dtype : {DType::kF32, DType::kF16}) {
@@ -238,6 +252,9 @@ TEST(Primitives, PermuteTokensRoundTrip) {
         }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryTarget, Primitives, ::testing::ValuesIn(testing::simd_targets()),
+                         [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
 
 }  // namespace
 }  // namespace attnkit

@@ -27,44 +27,25 @@ Weights make_weights(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
   std::vector<float> values(rows * cols);
   for (auto& v : values) v = normal(rng);
   const GgmlTypeInfo& info = *ggml_type_info(static_cast<uint32_t>(type));
-  Weights w;
   const int64_t row_bytes = ggml_row_bytes(info, cols);
-  w.bytes.resize(rows * row_bytes);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = &values[r * cols];
-    uint8_t* dst = &w.bytes[r * row_bytes];
-    switch (type) {
-      case GgmlType::kQ4_0:
-        quantize_row_q4_0(src, dst, cols);
-        break;
-      case GgmlType::kQ4_1:
-        quantize_row_q4_1(src, dst, cols);
-        break;
-      case GgmlType::kQ8_0:
-        quantize_row_q8_0(src, dst, cols);
-        break;
-      case GgmlType::kF32:
-        std::memcpy(dst, src, cols * 4);
-        break;
-      case GgmlType::kF16:
-        for (int64_t k = 0; k < cols; ++k) {
-          const uint16_t h = float_to_fp16(src[k]);
-          std::memcpy(dst + 2 * k, &h, 2);
+  Weights w;
+  if (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kQ8_0 ||
+      type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1) {
+    w.bytes = quantize_rows(type, values.data(), rows, cols);
+  } else {  // K-quants: random bytes with sane fp16 scales are valid blocks
+    w.bytes.resize(rows * row_bytes);
+    for (uint8_t& byte : w.bytes) byte = static_cast<uint8_t>(rng());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b = 0; b < cols / 256; ++b) {
+        const uint16_t d = float_to_fp16(0.01f), m = float_to_fp16(0.02f);
+        uint8_t* block = &w.bytes[r * row_bytes + b * info.type_size];
+        if (type == GgmlType::kQ6_K) {
+          std::memcpy(block + 208, &d, 2);
+        } else {
+          std::memcpy(block, &d, 2);
+          std::memcpy(block + 2, &m, 2);
         }
-        break;
-      default:  // K-quants: random bytes with sane fp16 scales are valid blocks
-        for (int64_t i = 0; i < row_bytes; ++i) dst[i] = static_cast<uint8_t>(rng());
-        for (int64_t b = 0; b < cols / 256; ++b) {
-          const uint16_t d = float_to_fp16(0.01f), m = float_to_fp16(0.02f);
-          uint8_t* block = dst + b * info.type_size;
-          if (type == GgmlType::kQ6_K) {
-            std::memcpy(block + 208, &d, 2);
-          } else {
-            std::memcpy(block, &d, 2);
-            std::memcpy(block + 2, &m, 2);
-          }
-        }
-    }
+      }
   }
   w.matrix = {type, w.bytes.data(), rows, cols, row_bytes};
   return w;

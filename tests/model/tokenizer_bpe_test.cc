@@ -10,6 +10,7 @@
 #include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "model/unicode_class.h"
+#include "support/real_model.h"
 
 namespace attnkit::model {
 namespace {
@@ -55,16 +56,8 @@ TEST(TokenizerUnicode, Classes) {
 
 // 256 byte tokens in GPT-2 bytes_to_unicode order, a few merges, three control tokens.
 Tokenizer small_tokenizer() {
-  std::vector<std::string> tokens;
-  std::vector<int32_t> types;
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    std::string s;
-    append_utf8(s, printable ? b : next++);
-    tokens.push_back(s);
-    types.push_back(1);
-  }
+  std::vector<std::string> tokens = Tokenizer::byte_alphabet();
+  std::vector<int32_t> types(256, 1);
   for (const char* t : {"Ġt", "he", "Ġthe", "in", "Ġin"}) tokens.push_back(t), types.push_back(1);
   for (const char* t : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"})
     tokens.push_back(t), types.push_back(3);
@@ -96,7 +89,7 @@ TEST(TokenizerBpe, SmallVocabularyRoundTripsBytes) {
   EXPECT_EQ(tok.encode(all, false).size(), 256u);
 }
 
-class RealTokenizer : public testing::Test {
+class RealTokenizer : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const std::string path = locate_model(ATTNKIT_SOURCE_DIR);
@@ -110,9 +103,7 @@ class RealTokenizer : public testing::Test {
     tokenizer_ = nullptr;
     file_ = nullptr;
   }
-  void SetUp() override {
-    if (!tokenizer_) GTEST_SKIP() << "model file absent: run scripts/setup-model.sh";
-  }
+  void SetUp() override { ATTNKIT_REQUIRE_MODEL(tokenizer_); }
   static GgufFile* file_;
   static Tokenizer* tokenizer_;
 };

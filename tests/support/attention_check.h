@@ -9,19 +9,49 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "attnkit/attention.h"
 #include "attnkit/tensor.h"
 #include "core/attention_args.h"
 #include "eval/inputs.h"
+#include "hwy/targets.h"
+#include "kernels/cpu/tile_plan.h"
 
 namespace attnkit::testing {
+
+// Every SIMD target compiled into the library and supported by this CPU, best first. The sweeps
+// run on each: the kernels dispatch at run time, so the best target alone would hide a broken
+// AVX2 or scalar path.
+inline std::vector<int64_t> simd_targets() { return hwy::SupportedAndGeneratedTargets(); }
+
+// For its lifetime, the kernels dispatch to `target` (0: the CPU's best), and the test fails
+// unless they really do.
+class TargetScope {
+ public:
+  explicit TargetScope(int64_t target) : active_(target != 0) {
+    if (!active_) return;
+    hwy::SetSupportedTargetsForTest(target);
+    EXPECT_STREQ(cpu::kernel_target_name(), hwy::TargetName(target)) << "dispatch did not switch";
+  }
+  ~TargetScope() {
+    if (active_) hwy::SetSupportedTargetsForTest(0);
+  }
+  TargetScope(const TargetScope&) = delete;
+  TargetScope& operator=(const TargetScope&) = delete;
+
+ private:
+  bool active_;
+};
 
 struct Problem {
   int64_t batch = 1, heads_q = 1, heads_kv = 1, nq = 1, nk = 1, dim = 64, dim_v = 64;
   DType dtype = DType::kF32;
   bool causal = false;
   uint64_t seed = 1;
+  float scale = 0.0f;      // AttentionArgs::scale (0: 1/sqrt(D))
+  float magnitude = 1.0f;  // q and k are N(0, magnitude^2): large values give large logits
+  int64_t target = 0;      // SIMD target the kernel runs on (0: the CPU's best)
   std::string name() const {
     // append(), not operator+ chains: GCC 12 warns falsely (-Wrestrict) on the latter.
     std::string text = "B";
@@ -29,6 +59,9 @@ struct Problem {
     text.append("x").append(std::to_string(heads_kv)).append("_Nq").append(std::to_string(nq));
     text.append("_Nk").append(std::to_string(nk)).append("_D").append(std::to_string(dim));
     text.append("_Dv").append(std::to_string(dim_v)).append("_").append(dtype_name(dtype));
+    if (scale != 0.0f) text.append("_scale").append(std::to_string(scale));
+    if (magnitude != 1.0f) text.append("_mag").append(std::to_string(magnitude));
+    if (target != 0) text.append("_").append(hwy::TargetName(target));
     return causal ? text.append("_causal") : text;
   }
 };
@@ -43,13 +76,32 @@ struct Inputs {
   }
 };
 
+// N(0, magnitude^2) values stored in `dtype`; for f16, clamped to +-65000 (inside its finite
+// range, whose maximum is 65504).
+inline Tensor scaled_normal(const std::vector<int64_t>& shape, DType dtype, uint64_t seed,
+                            float magnitude) {
+  if (magnitude == 1.0f) return random_normal(shape, dtype, seed);
+  Tensor t = random_normal(shape, DType::kF32, seed);
+  const float limit = dtype == DType::kF16 ? 65000.0f : std::numeric_limits<float>::max();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.f32()[i] = std::clamp(t.f32()[i] * magnitude, -limit, limit);
+  return t.to(dtype);
+}
+
+// An output tensor filled with NaN, so that a row a kernel never writes fails every check.
+inline Tensor nan_filled(const std::vector<int64_t>& shape) {
+  Tensor t(shape, DType::kF32);
+  std::fill(t.f32(), t.f32() + t.numel(), std::numeric_limits<float>::quiet_NaN());
+  return t;
+}
+
 inline Inputs make_inputs(const Problem& p) {
   Inputs in;
-  in.q = random_normal({p.batch, p.heads_q, p.nq, p.dim}, p.dtype, p.seed);
-  in.k = random_normal({p.batch, p.heads_kv, p.nk, p.dim}, p.dtype, p.seed + 1);
+  in.q = scaled_normal({p.batch, p.heads_q, p.nq, p.dim}, p.dtype, p.seed, p.magnitude);
+  in.k = scaled_normal({p.batch, p.heads_kv, p.nk, p.dim}, p.dtype, p.seed + 1, p.magnitude);
   in.v = random_normal({p.batch, p.heads_kv, p.nk, p.dim_v}, p.dtype, p.seed + 2);
-  in.out = Tensor({p.batch, p.heads_q, p.nq, p.dim_v}, DType::kF32);
-  in.lse = Tensor({p.batch, p.heads_q, p.nq}, DType::kF32);
+  in.out = nan_filled({p.batch, p.heads_q, p.nq, p.dim_v});
+  in.lse = nan_filled({p.batch, p.heads_q, p.nq});
   in.ref_out = Tensor({p.batch, p.heads_q, p.nq, p.dim_v}, DType::kF32);
   in.ref_lse = Tensor({p.batch, p.heads_q, p.nq}, DType::kF32);
   return in;
@@ -102,13 +154,28 @@ inline void expect_matches_reference(const AttentionArgs& kernel, const Attentio
   EXPECT_EQ(failures, 0) << label << ": " << failures << " mismatching elements";
 }
 
-// Runs `kernel` and the reference on the same stored inputs and compares.
+// Each problem once per SIMD target.
+inline std::vector<Problem> on_every_target(const std::vector<Problem>& problems) {
+  std::vector<Problem> out;
+  for (int64_t target : simd_targets())
+    for (Problem p : problems) {
+      p.target = target;
+      out.push_back(p);
+    }
+  return out;
+}
+
+// Runs `kernel` (on p.target) and the reference on the same stored inputs and compares.
 inline void check_problem(const Problem& p, const std::function<void(const AttentionArgs&)>& kernel,
                           const ElementPredicate& allow = {}) {
   Inputs in = make_inputs(p);
   AttentionArgs a = in.args();
   a.causal = p.causal;
-  kernel(a);
+  a.scale = p.scale;
+  {
+    const TargetScope on(p.target);
+    kernel(a);
+  }
   AttentionArgs r = a;
   r.out = in.ref_out.view();
   r.lse = in.ref_lse.rows_view();

@@ -58,8 +58,7 @@ inline void expect_pattern_matches_reference(const std::string& spec, Inputs& in
   const auto pattern = make_pattern(spec);
   AttentionArgs a = in.args();
   a.causal = causal;
-  const RunStats stats = pattern->run(a);
-  EXPECT_GE(stats.plan_seconds, 0.0);
+  pattern->run(a);
   AttentionArgs r = a;
   r.out = in.ref_out.view();
   r.lse = in.ref_lse.rows_view();
