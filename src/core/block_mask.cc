@@ -6,10 +6,12 @@
 #include "attnkit/block_mask.h"
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <string>
 
 #include "attnkit/error.h"
+#include "core/memory.h"
 
 namespace attnkit {
 namespace {
@@ -85,17 +87,33 @@ BlockMask build_lists(const BlockMaskShape& shape, std::shared_ptr<const TilePre
   BlockMask m = empty_mask(shape);
   m.predicate = std::move(predicate);
   std::vector<std::vector<BlockEntry>> lists(list_count(m));
-  // Exceptions may not leave an OpenMP region: keep the first and rethrow it afterwards.
+  // The lists grow one at a time; their total (entries as built, with vector slack, then in the
+  // CSR arrays) is checked as they grow against half the machine's memory (the mask is not all a
+  // run holds), so that a mask too large to hold fails with an Error, not in the OOM killer.
+  const double entry_bytes = 2.0 * sizeof(BlockEntry) + sizeof(int32_t) + sizeof(BlockKind);
+  const double limit = static_cast<double>(memory_limit()) / (2.0 * entry_bytes);
+  std::atomic<int64_t> entries{0};
+  // Exceptions may not leave an OpenMP region: keep the first, skip the remaining lists (a
+  // refused mask must not go on growing) and rethrow it afterwards.
   std::exception_ptr failure;
+  std::atomic<bool> failed{false};
 #pragma omp parallel for schedule(dynamic, 4) if (list_count(m) * m.kv_blocks() >= kParallelWork)
   for (int64_t r = 0; r < static_cast<int64_t>(lists.size()); ++r) {
+    if (failed.load(std::memory_order_relaxed)) continue;
     try {
       int64_t b, h, qb;
       split_list(m, r, &b, &h, &qb);
       per_list(b, h, qb, &lists[r]);
+      const int64_t total = entries += static_cast<int64_t>(lists[r].size());
+      if (double(total) > limit)
+        check_memory(2.0 * double(list_count(m)) * double(m.kv_blocks()) * entry_bytes,
+                     "block_mask",
+                     "a block mask of up to " + std::to_string(list_count(m)) + " x " +
+                         std::to_string(m.kv_blocks()) + " blocks (" + sizes_of(m) + ")");
     } catch (...) {
 #pragma omp critical(attnkit_block_mask_failure)
       if (!failure) failure = std::current_exception();
+      failed = true;
     }
   }
   if (failure) std::rethrow_exception(failure);
@@ -379,6 +397,8 @@ bool allowed(const BlockMask& m, int64_t b, int64_t h, int64_t i, int64_t j) {
 }
 
 std::vector<uint8_t> to_dense(const BlockMask& m, int64_t b, int64_t h) {
+  check_memory(double(m.nq) * double(m.nk), "block_mask",
+               "an element mask of " + std::to_string(m.nq) + " x " + std::to_string(m.nk));
   std::vector<uint8_t> dense(static_cast<size_t>(m.nq * m.nk), 0);
   for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
     const int64_t r = m.list(b, h, qb);

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "attnkit/error.h"
+#include "core/memory.h"
 
 namespace attnkit {
 
@@ -187,6 +188,8 @@ Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : shape_(std::move(shape
           shape_string(shape_) + " is too large");
     bytes *= static_cast<uint64_t>(dim);
   }
+  check_memory(static_cast<double>(bytes), "shape",
+               "a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_string(shape_));
   storage_.resize(static_cast<size_t>(bytes));  // value-initialized: zero-filled
 }
 

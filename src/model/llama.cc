@@ -10,6 +10,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/error.h"
 #include "attnkit/pattern.h"
+#include "core/memory.h"
 #include "model/ggml_types.h"
 
 namespace attnkit::model {
@@ -144,6 +145,8 @@ LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_
   check(max_context > 0 && max_context <= (int64_t{1} << 22), "max_context",
         "context must be in [1, 4194304], got " + std::to_string(max_context));
   const size_t cache = static_cast<size_t>(c.layers * c.heads_kv * max_context * c.head_dim);
+  check_memory(2.0 * sizeof(float) * static_cast<double>(cache), "max_context",
+               "a KV cache of " + std::to_string(max_context) + " tokens");
   cache_k_.assign(cache, 0.0f);
   cache_v_.assign(cache, 0.0f);
 }

@@ -100,14 +100,21 @@ void write_file(const std::string& path, const std::string& bytes) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
+std::string named_argument(const std::string& err) {
+  const size_t at = err.find(": error: ");
+  if (at == std::string::npos) return "";
+  const size_t start = at + 9, end = err.find(": ", start);
+  return end == std::string::npos ? "" : err.substr(start, end - start);
+}
+
 ::testing::AssertionResult IsCleanError(const CliResult& result, const std::string& argument) {
   const bool ok = result.exit_code == 2 && count_lines(result.err) == 1 &&
-                  result.err.find(argument) != std::string::npos;
+                  named_argument(result.err) == argument && result.out.empty();
   if (ok) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << "expected exit 2 and one stderr line naming '" << argument << "'; got exit "
-         << result.exit_code << ", stderr (" << count_lines(result.err) << " lines): " << result.err
-         << "stdout: " << result.out;
+         << "expected exit 2, no stdout and one stderr line 'attnkit CMD: error: " << argument
+         << ": ...'; got exit " << result.exit_code << ", stderr (" << count_lines(result.err)
+         << " lines): " << result.err << "stdout: " << result.out;
 }
 
 }  // namespace attnkit::testing

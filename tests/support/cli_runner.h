@@ -53,8 +53,11 @@ bool file_exists(const std::string& path);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
 
-// Success iff the run exited with code 2 and wrote exactly one line to stderr containing
-// `argument` (e.g. "--q"); otherwise the failure message shows the exit code, stdout and stderr.
+// The argument an error line names: "--q" in "attnkit run: error: --q: no such file 'x'".
+std::string named_argument(const std::string& err);
+// Success iff the run exited with code 2, wrote nothing to stdout and exactly one line to stderr
+// that names exactly `argument` (e.g. "--q"); otherwise the failure message shows the exit code,
+// stdout and stderr.
 ::testing::AssertionResult IsCleanError(const CliResult& result, const std::string& argument);
 
 }  // namespace attnkit::testing
