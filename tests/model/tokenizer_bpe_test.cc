@@ -10,6 +10,8 @@
 #include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "model/unicode_class.h"
+#include "support/cli_runner.h"
+#include "support/json_parse.h"
 #include "support/real_model.h"
 
 namespace attnkit::model {
@@ -109,6 +111,21 @@ class RealTokenizer : public ::testing::Test {
 };
 GgufFile* RealTokenizer::file_ = nullptr;
 Tokenizer* RealTokenizer::tokenizer_ = nullptr;
+
+// Ids from an independent BPE: the PyPI `tokenizers` package built from the same vocabulary and
+// merges with SmolLM2's pre-tokenizer (tests/data/make_fixtures.py wrote the fixture).
+TEST_F(RealTokenizer, IdsEqualThoseOfThePypiTokenizersPackage) {
+  const testing::JsonValue cases = testing::parse_json(
+      testing::read_file(std::string(ATTNKIT_SOURCE_DIR) + "/tests/data/smollm2_token_ids.json"));
+  ASSERT_GE(cases.items.size(), 10u);
+  for (const testing::JsonValue& c : cases.items) {
+    std::vector<int32_t> expected;
+    for (const testing::JsonValue& id : c["ids"].items)
+      expected.push_back(static_cast<int32_t>(id.number));
+    EXPECT_EQ(tokenizer_->encode(c["text"].text), expected) << c["text"].text;
+    EXPECT_EQ(tokenizer_->decode(expected), c["text"].text);
+  }
+}
 
 TEST_F(RealTokenizer, RoundTripsVariedText) {
   const Tokenizer& tok = *tokenizer_;

@@ -84,12 +84,16 @@ void check_selection(int64_t nq, int64_t nk, int64_t block, int64_t budget, int6
         if (planned(b, 0, q0, j)) chosen.insert(j);
       const std::string where = spec + " b" + std::to_string(b) + " block at " + std::to_string(q0);
       ASSERT_EQ(chosen.size(), expected.size()) << where;
-      for (int64_t j : chosen)
-        if (!expected.count(j))
+      for (int64_t j : chosen) {
+        if (!expected.count(j)) {
           ASSERT_GE(score[chunk_of[j]], cut - slack) << where << ": key " << j << " chosen";
-      for (int64_t j : expected)
-        if (!chosen.count(j))
+        }
+      }
+      for (int64_t j : expected) {
+        if (!chosen.count(j)) {
           ASSERT_LE(score[chunk_of[j]], cut + slack) << where << ": key " << j << " left out";
+        }
+      }
       // The heads share the selection.
       for (int64_t h = 1; h < p.heads_q; ++h)
         for (int64_t j = 0; j < nk; j += 7) ASSERT_EQ(planned(b, h, q0, j), planned(b, 0, q0, j));
