@@ -80,7 +80,6 @@ TEST(PlannerHyper, SampledPartEstimatesTheDenseLse) {
     EXPECT_LT(gap / 1024.0, 0.1) << "mean |LSE - dense LSE|, causal " << causal;
     EXPECT_GT(stats.density, 0.0);
     EXPECT_LT(stats.density, causal ? 0.5 : 1.0);
-    EXPECT_GE(stats.plan_seconds, 0.0);
   }
 }
 
