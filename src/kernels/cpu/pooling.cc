@@ -21,6 +21,7 @@ int64_t pooled_visible(int64_t last, int64_t kernel, int64_t stride, int64_t poo
 void mean_pool(const float* x, int64_t n, int64_t dim, int64_t ldx, int64_t kernel, int64_t stride,
                float* out) {
   const int64_t count = pooled_count(n, kernel, stride);
+  if (count == 0) return;  // fewer rows than one window (the segments below would read past x)
   const float inv = 1.0f / static_cast<float>(kernel);
   // Windows with kernel a multiple of stride (the defaults 32/16 and 128/64) are sums of
   // stride-sized segments; sum each segment once and add kernel/stride of them per window.
