@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -101,9 +102,7 @@ TEST(PatternWalk, EveryPatternMatchesTheReferenceOverItsPlan) {
       EXPECT_GT(planned, 0.0);
       // run(): the pairs come from the kernel's counter.
       const RunStats stats = pattern->run(a);
-      EXPECT_GE(stats.plan_seconds, 0.0);
       EXPECT_GE(stats.seconds, stats.plan_seconds);
-      EXPECT_NEAR(stats.pairs, stats.density * p.nq * p.nk, 1e-6);
       if (kOperators.count(info.name)) {
         // Operators: finite everywhere; a row is empty (O = 0, LSE = -inf) or finite.
         for (int64_t h = 0; h < p.heads_q; ++h)
@@ -125,6 +124,42 @@ TEST(PatternWalk, EveryPatternMatchesTheReferenceOverItsPlan) {
       r.lse = in.ref_lse.rows_view();
       attention_reference(r, plan_predicate(plan));
       expect_matches_reference(a, r, c.spec);
+    }
+  }
+}
+
+// Every pattern again in f16 and bf16, with two batch entries (content planners build a mask
+// per entry), causal, then without an LSE output (how the model calls --pattern): O must not
+// change, bit for bit, when the LSE is not asked for.
+TEST(PatternWalk, EveryPatternInHalfPrecisionBatchedAndWithoutLse) {
+  for (const PatternInfo& info : list_patterns()) {
+    const WalkCase c = walk_case(info.name);
+    const auto pattern = make_pattern(c.spec);
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      Problem p = c.problem;
+      p.batch = 2, p.dtype = dtype, p.causal = true;
+      SCOPED_TRACE(c.spec + " " + p.name());
+      Inputs in = make_inputs(p);
+      AttentionArgs a = in.args();
+      a.causal = true;
+      pattern->run(a);
+      if (kOperators.count(info.name)) {
+        for (int64_t e = 0; e < in.out.numel(); ++e)
+          ASSERT_TRUE(std::isfinite(in.out.f32()[e])) << "element " << e;
+      } else {
+        AttentionArgs r = a;
+        r.out = in.ref_out.view();
+        r.lse = in.ref_lse.rows_view();
+        attention_reference(r, plan_predicate(pattern->plan(PlanInputs::of(a))));
+        expect_matches_reference(a, r, c.spec);
+      }
+      Tensor without = nan_filled({p.batch, p.heads_q, p.nq, p.dim_v});
+      AttentionArgs no_lse = a;
+      no_lse.out = without.view();
+      no_lse.lse = MutableTensorView{};
+      pattern->run(no_lse);
+      ASSERT_EQ(std::memcmp(without.f32(), in.out.f32(), in.out.bytes()), 0)
+          << "O differs when the LSE is not asked for";
     }
   }
 }
