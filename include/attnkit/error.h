@@ -11,6 +11,9 @@ namespace attnkit {
 // are not valid UTF-8 become \xNN (a backslash becomes \\). Outside bytes (file headers, spec
 // strings, paths) pass through this before they reach a message, so stderr is always UTF-8 text.
 std::string printable(std::string_view text);
+// Whether `text` is already safe to print: printable ASCII and valid UTF-8 only (what printable()
+// returns, and so every Error message).
+bool is_printable(std::string_view text);
 
 // Thrown for bad input (shapes, files, values, specs). what() reads "<argument>: <message>",
 // e.g. "q: shape [1,2,3] must have rank 4". Library errors name API parameters ("q", "pattern",

@@ -61,6 +61,20 @@ std::string printable(std::string_view text) {
   return out;
 }
 
+bool is_printable(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const uint8_t c = static_cast<uint8_t>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      ++i;
+    } else if (const size_t length = c >= 0x80 ? utf8_length(text, i) : 0) {
+      i += length;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 Error::Error(const std::string& argument, const std::string& message)
     : std::runtime_error(printable(argument) + ": " + printable(message)),
       argument_(printable(argument)),

@@ -51,11 +51,10 @@ namespace {
 // ascending. Query head h reads the selections of its kv head h / group.
 class TokenSelectionRule final : public TilePredicate {
  public:
-  TokenSelectionRule(int64_t nq, int64_t heads_kv, int64_t group, int64_t block, int64_t topk,
+  TokenSelectionRule(int64_t heads_kv, int64_t group, int64_t block, int64_t topk,
                      std::vector<std::vector<int32_t>> blocks,
                      std::vector<std::vector<int32_t>> count)
-      : nq_(nq),
-        heads_kv_(heads_kv),
+      : heads_kv_(heads_kv),
         group_(group),
         block_(block),
         topk_(topk),
@@ -82,7 +81,7 @@ class TokenSelectionRule final : public TilePredicate {
   }
 
  private:
-  int64_t nq_, heads_kv_, group_, block_, topk_;
+  int64_t heads_kv_, group_, block_, topk_;
   std::vector<std::vector<int32_t>> blocks_, count_;  // per (b, kv head)
 };
 
@@ -226,7 +225,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   }
   std::shared_ptr<const TilePredicate> rule;
   if (per_token_)
-    rule = std::make_shared<TokenSelectionRule>(d.nq, d.heads_kv, d.group, block_, topk,
+    rule = std::make_shared<TokenSelectionRule>(d.heads_kv, d.group, block_, topk,
                                                 std::move(token_blocks), std::move(token_count));
   plan.mask = block_mask_from_entries(mask_shape(in, block_, block_, d.heads_q), std::move(rule),
                                       std::move(lists));
