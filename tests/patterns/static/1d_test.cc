@@ -36,7 +36,7 @@ TEST(PatternsDilated, MatchesRule) {
     for (const auto& c : odd_cases())
       check_pattern(
           "dilated:size=" + std::to_string(w) + ",dilation=" + std::to_string(r), c,
-          [w, r](int64_t, int64_t p, int64_t j) {
+          [w = w, r = r](int64_t, int64_t p, int64_t j) {
             return j <= p && (p - j) % r == 0 && (p - j) / r < w;
           },
           /*exact_partial=*/false);
@@ -48,7 +48,7 @@ TEST(PatternsStreaming, MatchesRule) {
     for (const auto& c : odd_cases())
       check_pattern(
           "streaming:sinks=" + std::to_string(s) + ",window=" + std::to_string(w), c,
-          [s, w](int64_t, int64_t p, int64_t j) { return j <= p && (j < s || j > p - w); });
+          [s = s, w = w](int64_t, int64_t p, int64_t j) { return j <= p && (j < s || j > p - w); });
   }
 }
 
@@ -93,7 +93,7 @@ TEST(PatternsPower, MatchesAlgorithm1) {
   for (auto [b, w] : {std::pair{256, 5}, {16, 2}, {7, 1}, {1, 3}, {50, 0}, {64, 5}}) {
     for (const auto& c : odd_cases())
       check_pattern("power:block=" + std::to_string(b) + ",window=" + std::to_string(w), c,
-                    [b, w](int64_t, int64_t p, int64_t j) {
+                    [b = b, w = w](int64_t, int64_t p, int64_t j) {
                       if (p < 0 || j > p) return false;
                       const int64_t d = p / b - j / b;
                       return j < b || d < w || (d & (d - 1)) == 0;

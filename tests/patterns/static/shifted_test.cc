@@ -41,7 +41,8 @@ TEST(PatternsS2Attn, ShiftedHeadsWrapAround) {
 }
 
 TEST(PatternsSfAttn, MatchesRule) {
-  for (auto [groups, sinks] : {std::pair{4, 4}, {1, 0}, {3, 70}, {5, 1}}) {
+  for (const auto& setting : {std::pair{4, 4}, {1, 0}, {3, 70}, {5, 1}}) {
+    const int groups = setting.first, sinks = setting.second;  // lambdas capture these
     for (int causal : {1, 0}) {
       for (const auto& c : odd_cases()) {
         const int64_t nk = c.nk, heads = c.heads;

@@ -26,7 +26,8 @@ std::set<int64_t> kept_blocks(const std::vector<uint8_t>& dense, int64_t nq, int
 }
 
 TEST(PatternsSsa, StructureOnOddShapes) {
-  for (auto [ratio, block] : {std::pair{4, 64}, {1, 64}, {8, 16}, {3, 17}, {2, 100}}) {
+  for (const auto& setting : {std::pair{4, 64}, {1, 64}, {8, 16}, {3, 17}, {2, 100}}) {
+    const int ratio = setting.first, block = setting.second;  // lambdas capture these
     const std::string spec =
         "ssa:ratio=" + std::to_string(ratio) + ",seed=5,block=" + std::to_string(block);
     for (const auto& c : odd_cases()) {
