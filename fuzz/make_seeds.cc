@@ -33,6 +33,7 @@ std::string read_file(const fs::path& path) {
 }
 
 void npy_seeds(const fs::path& dir) {
+  fs::create_directories(dir);
   Tensor a({2, 3}, DType::kF32);
   for (int i = 0; i < 6; ++i) a.f32()[i] = 0.5f * i - 1.0f;
   write_npy((dir / "f32_2x3").string(), a, "seed");
