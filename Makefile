@@ -1,6 +1,6 @@
 # `make run`: set-up, Release build, then the main job on the default input.
 # `make test`: set-up, build, then the whole suite.
-# Checked builds (docs in fuzz/README.md): `make sanitize` (ASan + UBSan suite), `make tsan` (ThreadSanitizer
+# Checked builds (fuzz/README.md): `make sanitize` (ASan + UBSan suite), `make tsan` (ThreadSanitizer
 # on the multi-threaded tests), `make fuzz` (each libFuzzer target for FUZZ_SECONDS).
 BUILD ?= build
 SANITIZE_BUILD ?= build-sanitize
@@ -15,7 +15,7 @@ WERROR ?= OFF
 
 setup:
 	@bash scripts/install-deps.sh
-	@bash scripts/setup-model.sh || echo "setup: continuing without the real model (its tests will be skipped)"
+	@bash scripts/setup-model.sh || echo "setup: continuing without the real model: its tests will fail (ATTNKIT_SKIP_MODEL=1 skips them)"
 
 build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DATTNKIT_WERROR=$(WERROR) >/dev/null
