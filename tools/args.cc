@@ -71,10 +71,11 @@ double Args::real(const std::string& flag, double fallback, double lo, double hi
   const std::string text = str(flag);
   char* end = nullptr;
   const double value = std::strtod(text.c_str(), &end);
-  const bool ok = !text.empty() && end && *end == '\0' && std::isfinite(value) && value >= lo &&
-                  value <= hi;
-  check(ok, flag, "must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                      "], got '" + text + "'");
+  const bool ok =
+      !text.empty() && end && *end == '\0' && std::isfinite(value) && value >= lo && value <= hi;
+  check(ok, flag,
+        "must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" +
+            text + "'");
   return value;
 }
 

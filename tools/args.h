@@ -22,7 +22,8 @@ class Args {
   std::string str(const std::string& flag) const;  // required: throws if missing
   std::string str(const std::string& flag, const std::string& fallback) const;
   std::vector<std::string> all(const std::string& flag) const;  // repeated flags
-  // Integers and floats, range-checked: throws Error(flag, "must be an integer in [lo, hi], got X").
+  // Integers and floats, range-checked: throws Error(flag, "must be an integer in [lo, hi], got
+  // X").
   int64_t integer(const std::string& flag, int64_t lo, int64_t hi) const;
   int64_t integer(const std::string& flag, int64_t fallback, int64_t lo, int64_t hi) const;
   double real(const std::string& flag, double fallback, double lo, double hi) const;

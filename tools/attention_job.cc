@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
+#include "args.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
+#include "attnkit/npy.h"
 #include "core/timing.h"
 
 namespace attnkit::cli {
@@ -16,6 +19,18 @@ std::string dim(const char* name, int64_t value) {
 }
 
 }  // namespace
+
+JobOptions job_options(const Args& args) {
+  JobOptions options;
+  options.dtype = parse_dtype(args.str("--dtype", "f32"), "--dtype");
+  options.threads = static_cast<int>(args.integer("--threads", 0, 1, 1024));
+  const double scale = args.real("--scale", 0.0, -1e30, 1e30);
+  check(!args.has("--scale") || scale != 0.0, "--scale", "must be non-zero, got 0");
+  options.scale = static_cast<float>(scale);
+  options.causal = args.flag("--causal");
+  if (args.has("--pattern")) options.pattern = make_pattern(args.str("--pattern"));
+  return options;
+}
 
 void check_attention_shapes(const Tensor& q, const Tensor& k, const Tensor& v) {
   const std::pair<const Tensor*, const char*> inputs[] = {{&q, "--q"}, {&k, "--k"}, {&v, "--v"}};
@@ -67,6 +82,26 @@ void check_finite(const Tensor& tensor, const std::string& argument, const std::
   }
 }
 
+void check_output_path(const std::string& path, const std::string& argument) {
+  namespace fs = std::filesystem;
+  check(!path.empty(), argument, "empty path");
+  std::error_code error;
+  check(!fs::is_directory(path, error), argument, "'" + path + "' is a directory");
+  const fs::path parent = fs::path(path).parent_path();
+  check(parent.empty() || fs::is_directory(parent, error), argument,
+        "directory '" + parent.string() + "' does not exist");
+}
+
+Tensor load_input(const std::string& path, const std::string& argument, DType dtype) {
+  Tensor tensor = read_npy(path, argument);
+  check_finite(tensor, argument);
+  if (tensor.dtype() == dtype) return tensor;
+  Tensor converted = tensor.to(dtype);
+  // f32 values beyond 65504 overflow f16 to infinity.
+  check_finite(converted, argument, std::string(" after conversion to ") + dtype_name(dtype));
+  return converted;
+}
+
 RunStats run_attention(const AttentionArgs& args, const Pattern* pattern) {
   if (pattern) return pattern->run(args);
   const double start = now_seconds();
@@ -76,6 +111,24 @@ RunStats run_attention(const AttentionArgs& args, const Pattern* pattern) {
   stats.pairs = dense_pairs(args.q.shape[2], args.k.shape[2], args.causal);
   stats.density = stats.pairs / (static_cast<double>(args.q.shape[2]) * args.k.shape[2]);
   return stats;
+}
+
+void run_attention_backward(const BackwardArgs& args, const Pattern* pattern, const Plan* plan) {
+  if (!pattern) return attention_backward(args);
+  if (plan) return pattern->backward(args, *plan);
+  pattern->backward(args);
+}
+
+void write_outputs(const std::vector<std::pair<std::string, const Tensor*>>& files,
+                   const std::vector<std::string>& arguments) {
+  for (size_t x = 0; x < files.size(); ++x) {
+    try {
+      write_npy(files[x].first, *files[x].second, arguments[x]);
+    } catch (...) {
+      for (size_t y = 0; y < x; ++y) std::filesystem::remove(files[y].first);  // all or none
+      throw;
+    }
+  }
 }
 
 }  // namespace attnkit::cli

@@ -1,7 +1,9 @@
 // `attnkit bench`: times attention on random normal inputs and relates it to the machine's peak.
 //
 // gflops counts the work actually done: 2 * pairs * (D + Dv) per (batch, query head) slice
-// (QK^T and PV, one multiply-add = 2 flops), with pairs the attended query-key pairs.
+// (QK^T and PV, one multiply-add = 2 flops), with pairs the attended query-key pairs. The
+// backward (--backward) counts its five products: 2 * pairs * (3 D + 2 Dv) per slice (QK^T and
+// dO V^T recomputed, dV = P^T dO, dQ = dS K, dK = dS^T Q).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -24,11 +26,14 @@ namespace {
 constexpr char kUsage[] =
     "attnkit bench --n NK [--nq NQ] --d D [--dv DV] --heads HQ [--kv-heads HKV] [--batch B]\n"
     "              [--causal | --non-causal] [--dtype f32|f16|bf16] [--threads N] [--reps R]\n"
-    "              [--json] [--pattern SPEC] [--seed S]\n"
+    "              [--json] [--pattern SPEC] [--seed S] [--backward]\n"
     "    Random normal Q, K, V; one warm-up, then the median of R runs (default 5). --json prints\n"
     "    one object: seconds, pairs (per (batch, head) slice), density, gflops\n"
     "    (2*pairs*(D+Dv)*B*HQ/seconds/1e9), bytes_read (Q,K,V bytes), read_gbps, peak_gflops,\n"
     "    fraction_of_peak (and plan_seconds, direction with --pattern).\n"
+    "    --backward: also the median of R backward runs (dO random normal; through the same\n"
+    "    plan with --pattern): backward_seconds, backward_gflops (2*pairs*(3*D+2*Dv)*B*HQ/\n"
+    "    seconds/1e9), backward_fraction_of_peak.\n"
     "    Direction: dense attention is causal with --causal only. A pattern runs as its paper\n"
     "    does unless told: a rule of its own (window, natten2d, radial...) as the rule says, "
     "never\n"
@@ -39,7 +44,7 @@ int bench_main(const std::vector<std::string>& argv) {
   const Args args(argv,
                   {"--n", "--nq", "--d", "--dv", "--heads", "--kv-heads", "--batch", "--dtype",
                    "--threads", "--reps", "--pattern", "--seed"},
-                  {"--causal", "--non-causal", "--json"});
+                  {"--causal", "--non-causal", "--json", "--backward"});
   const int64_t nk = args.integer("--n", 1, int64_t{1} << 24);
   const int64_t nq = args.integer("--nq", nk, 1, int64_t{1} << 24);
   const int64_t d = args.integer("--d", 1, 1024);
@@ -84,6 +89,28 @@ int bench_main(const std::vector<std::string>& argv) {
   });
   plan_seconds.erase(plan_seconds.begin());  // the warm-up run
 
+  // The backward, through one plan made outside the timing (training plans in the forward).
+  const bool backward = args.flag("--backward");
+  double backward_seconds = 0.0;
+  if (backward) {
+    const Tensor dout = random_normal({batch, heads, nq, dv}, dtype, seed + 3);
+    Tensor dq({batch, heads, nq, d}, DType::kF32), dk({batch, kv_heads, nk, d}, DType::kF32);
+    Tensor dvg({batch, kv_heads, nk, dv}, DType::kF32);
+    BackwardArgs b;
+    b.forward = attention_args;
+    b.dout = dout.view();
+    b.dq = dq.view(), b.dk = dk.view(), b.dv = dvg.view();
+    std::unique_ptr<Plan> plan;
+    if (pattern) {
+      plan = std::make_unique<Plan>(pattern->plan(PlanInputs::of(attention_args)));
+      pattern->forward(attention_args, *plan);
+    } else {
+      attention(attention_args);
+    }
+    backward_seconds =
+        median_seconds(reps, [&] { run_attention_backward(b, pattern.get(), plan.get()); });
+  }
+
   const double pairs = stats.pairs;
   const double flops = 2.0 * pairs * static_cast<double>(d + dv) * batch * heads;
   const double gflops = flops / seconds / 1e9;
@@ -91,6 +118,10 @@ int bench_main(const std::vector<std::string>& argv) {
   const double read_gbps = bytes_read / seconds / 1e9;
   const double fraction = peak.fma_gflops > 0 ? gflops / peak.fma_gflops : 0.0;
   const double density = pairs / (static_cast<double>(nq) * static_cast<double>(nk));
+  const double backward_gflops = backward ? 2.0 * pairs * static_cast<double>(3 * d + 2 * dv) *
+                                                batch * heads / backward_seconds / 1e9
+                                          : 0.0;
+  const double backward_fraction = peak.fma_gflops > 0 ? backward_gflops / peak.fma_gflops : 0.0;
 
   if (args.flag("--json")) {
     JsonObject json;
@@ -104,6 +135,10 @@ int bench_main(const std::vector<std::string>& argv) {
         .add("fraction_of_peak", fraction)
         .add("peak_read_gbps", peak.read_gbps)
         .add("fraction_of_read_peak", peak.read_gbps > 0 ? read_gbps / peak.read_gbps : 0.0);
+    if (backward)
+      json.add("backward_seconds", backward_seconds)
+          .add("backward_gflops", backward_gflops)
+          .add("backward_fraction_of_peak", backward_fraction);
     if (pattern)
       json.add("pattern", pattern->spec())
           .add("plan_seconds", median(plan_seconds))
@@ -133,6 +168,9 @@ int bench_main(const std::vector<std::string>& argv) {
         seconds, reps, gflops, 100.0 * fraction, peak.fma_gflops, read_gbps,
         peak.read_gbps > 0 ? 100.0 * read_gbps / peak.read_gbps : 0.0, peak.read_gbps, density);
     if (pattern) std::printf(", plan %.4f s", median(plan_seconds));
+    if (backward)
+      std::printf("; backward %.4f s, %.1f GFLOP/s = %.1f%% of peak", backward_seconds,
+                  backward_gflops, 100.0 * backward_fraction);
     std::printf("\n");
   }
   return 0;

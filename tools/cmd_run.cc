@@ -25,40 +25,13 @@ constexpr char kUsage[] =
     "    Inputs holding NaN or Inf (also after conversion to --dtype) are rejected (exit 2);\n"
     "    on any error no output file is written.";
 
-// Fails early (before the work) when `path` cannot become a file: its directory is missing or
-// it names a directory.
-void check_output_path(const std::string& path, const std::string& argument) {
-  namespace fs = std::filesystem;
-  check(!path.empty(), argument, "empty path");
-  std::error_code error;
-  check(!fs::is_directory(path, error), argument, "'" + path + "' is a directory");
-  const fs::path parent = fs::path(path).parent_path();
-  check(parent.empty() || fs::is_directory(parent, error), argument,
-        "directory '" + parent.string() + "' does not exist");
-}
-
-Tensor load_input(const std::string& path, const std::string& argument, DType dtype) {
-  Tensor tensor = read_npy(path, argument);
-  check_finite(tensor, argument);
-  if (tensor.dtype() == dtype) return tensor;
-  Tensor converted = tensor.to(dtype);
-  // f32 values beyond 65504 overflow f16 to infinity.
-  check_finite(converted, argument, std::string(" after conversion to ") + dtype_name(dtype));
-  return converted;
-}
-
 int run_main(const std::vector<std::string>& argv) {
   const Args args(
       argv, {"--q", "--k", "--v", "--out", "--lse", "--scale", "--dtype", "--threads", "--pattern"},
       {"--causal"});
   const std::string out_path = args.str("--out");
   const std::string lse_path = args.str("--lse", "");
-  const DType dtype = parse_dtype(args.str("--dtype", "f32"), "--dtype");
-  const int threads = static_cast<int>(args.integer("--threads", 0, 1, 1024));
-  const double scale = args.real("--scale", 0.0, -1e30, 1e30);
-  check(!args.has("--scale") || scale != 0.0, "--scale", "must be non-zero, got 0");
-  std::unique_ptr<Pattern> pattern;
-  if (args.has("--pattern")) pattern = make_pattern(args.str("--pattern"));
+  const JobOptions options = job_options(args);
   check_output_path(out_path, "--out");
   if (args.has("--lse")) {
     check_output_path(lse_path, "--lse");
@@ -66,9 +39,9 @@ int run_main(const std::vector<std::string>& argv) {
           "'" + lse_path + "' is also the --out path");
   }
 
-  const Tensor q = load_input(args.str("--q"), "--q", dtype);
-  const Tensor k = load_input(args.str("--k"), "--k", dtype);
-  const Tensor v = load_input(args.str("--v"), "--v", dtype);
+  const Tensor q = load_input(args.str("--q"), "--q", options.dtype);
+  const Tensor k = load_input(args.str("--k"), "--k", options.dtype);
+  const Tensor v = load_input(args.str("--v"), "--v", options.dtype);
   check_attention_shapes(q, k, v);
 
   const auto& qs = q.shape();
@@ -80,10 +53,10 @@ int run_main(const std::vector<std::string>& argv) {
   attention_args.v = v.view();
   attention_args.out = out.view();
   attention_args.lse = lse.rows_view();
-  attention_args.scale = static_cast<float>(scale);
-  attention_args.causal = args.flag("--causal");
-  attention_args.threads = threads;
-  run_attention(attention_args, pattern.get());
+  attention_args.scale = options.scale;
+  attention_args.causal = options.causal;
+  attention_args.threads = options.threads;
+  run_attention(attention_args, options.pattern.get());
 
   write_npy(out_path, out, "--out");
   if (args.has("--lse")) {

@@ -44,11 +44,51 @@ void attention_decode(const AttentionArgs& args);
 void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
            const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse);
 
+// --- Backward (FlashAttention-2 recomputation from the forward's LSE) ---
+//
+// Given the forward's inputs and outputs and the gradients of a loss with respect to O (dO) and,
+// optionally, to the LSE (dLSE), computes dQ, dK, dV:
+//   P = exp(scale * Q K^T - LSE)   (recomputed per tile)      D = rowsum(dO * O) - dLSE
+//   dV = P^T dO,   dS = P * (dO V^T - D),   dQ = scale * dS K,   dK = scale * dS^T Q
+// GQA/MQA: dK and dV are summed over the query heads of each group. Rows that see no key
+// (LSE = -inf) contribute nothing and get dQ = 0. Gradients are f32 whatever the dtype of Q, K, V
+// (which are read and widened as the forward reads them; the arithmetic is f32). Results are
+// bitwise identical across runs with the same thread count. Extra memory is O(N * D).
+struct BackwardArgs {
+  AttentionArgs forward;  // q, k, v, out (the forward's O), lse (required), scale, causal, threads
+  TensorView dout;        // [B, Hq, Nq, Dv]  f32 | f16 | bf16
+  TensorView dlse;        // optional [B, Hq, Nq, 1] f32: gradient with respect to the LSE
+  MutableTensorView dq;   // [B, Hq, Nq, D]   f32
+  MutableTensorView dk;   // [B, Hkv, Nk, D]  f32
+  MutableTensorView dv;   // [B, Hkv, Nk, Dv] f32
+};
+
+// Dense or causal backward. Errors name "q", "k", "v", "out", "lse", "dout", "dlse", "dq", "dk",
+// "dv", "scale" or "threads".
+void attention_backward(const BackwardArgs& args);
+// Backward of attention(args.forward, block_mask): the same pairs (mask AND causal), walked per
+// key block through the mask's transpose.
+void attention_backward(const BackwardArgs& args, const BlockMask& block_mask);
+
+// Backward of merge(): given the operands, the merged result and its gradients (dout, optional
+// dlse), the gradients of both operands (w = exp(lse_x - lse)):
+//   dout_x = w dout,   dlse_x = w (dout . (out_x - out) + dlse).
+// Every gradient is f32 and may not alias an input.
+struct MergeGrads {
+  MutableTensorView dout_a, dlse_a, dout_b, dlse_b;
+};
+void merge_backward(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
+                    const TensorView& lse_b, const TensorView& out, const TensorView& lse,
+                    const TensorView& dout, const TensorView& dlse, const MergeGrads& grads);
+
 // Element predicate for the reference: may query head h at query i see key j (batch b)?
 using ElementPredicate = std::function<bool(int64_t b, int64_t h, int64_t i, int64_t j)>;
 
 // Scalar oracle, accumulating in double; O(Nk) memory per row. `allow` (if set) is ANDed
 // with args.causal.
 void attention_reference(const AttentionArgs& args, const ElementPredicate& allow = {});
+// Scalar backward oracle in double from explicit P, dP and dS per row (it recomputes the forward
+// itself and reads args.forward.out and .lse only for validation); `allow` as above.
+void attention_backward_reference(const BackwardArgs& args, const ElementPredicate& allow = {});
 
 }  // namespace attnkit

@@ -5,6 +5,7 @@
 //                 kernel walks and, where the mechanism reorders tokens, the token order.
 //   run(args)     times plan(), calls execute() (default: the block-sparse kernel over the plan)
 //                 and reports RunStats, the attended pairs taken from the kernel's own counter.
+//   backward(args, plan)  gradients through the same plan (default: the block-sparse backward).
 // Mechanisms that are not one block-sparse pass (HyperAttention's sampled part, Routing's
 // averaged clusters, SSA's ensemble) override execute(); their plan() still shows the pairs
 // they attend.
@@ -163,6 +164,15 @@ class Pattern {
   // plan(PlanInputs::of(args)), then execute(); times both and takes the pairs from the
   // kernel's counter (also added to *args.attended_pairs when set).
   RunStats run(const AttentionArgs& args) const;
+  // execute() through a plan the caller holds (training keeps it for the backward).
+  void forward(const AttentionArgs& args, const Plan& plan) const;
+  // Gradients of forward(args.forward, plan) with the plan's selection held constant, as
+  // trainable sparse attention does. Needs args.forward.out and .lse of that forward. Throws
+  // Error("pattern", ...) for a pattern without a backward.
+  void backward(const BackwardArgs& args, const Plan& plan) const;
+  // The same after planning again: plan() is a function of Q and K, so the selection is the
+  // forward's.
+  void backward(const BackwardArgs& args) const;
 
  protected:
   Pattern(const PatternParams& params, Direction direction);
@@ -170,12 +180,19 @@ class Pattern {
   // Q, K, V gathered into kernel order and O, LSE scattered back. `args.attended_pairs` points
   // at run()'s counter: overrides pass it on to every kernel call.
   virtual void execute(const AttentionArgs& args, const Plan& plan) const;
+  // Default: the block-sparse backward over plan.mask (in kernel order when there is a token
+  // order). Overridden by the patterns whose execute() is overridden.
+  virtual void execute_backward(const BackwardArgs& args, const Plan& plan) const;
 
  private:
   std::string name_, spec_;
   Direction direction_;
   PatternFamily family_;
 };
+
+// Throws Error("pattern", "'NAME' has no backward yet"): for the execute_backward() of patterns
+// whose execute() the block-sparse backward does not describe.
+[[noreturn]] void no_backward(const std::string& name);
 
 using PatternFactory = std::unique_ptr<Pattern> (*)(const PatternParams& params);
 

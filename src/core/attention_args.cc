@@ -65,6 +65,48 @@ void validate(const AttentionArgs& a) {
         "must be in [0, 1024], got " + std::to_string(a.threads));
 }
 
+namespace {
+
+std::string shape_text(const int64_t (&shape)[4]) {
+  std::string text = "[";
+  for (int i = 0; i < 4; ++i) text.append(std::to_string(shape[i])).append(i < 3 ? "," : "]");
+  return text;
+}
+
+void check_shaped(const TensorLayout& t, const int64_t (&want)[4], const char* name) {
+  bool same = true;
+  for (int i = 0; i < 4; ++i) same = same && t.shape[i] == want[i];
+  check(same, name, "must be " + shape_text(want) + ", got " + t.describe());
+}
+
+void check_gradient(const MutableTensorView& t, const int64_t (&want)[4], const char* name) {
+  check(t.data != nullptr, name, "is missing (null data)");
+  check(t.dtype == DType::kF32, name, "must be f32, got " + t.describe());
+  check_shaped(t, want, name);
+  check(unit_last_stride(t), name, "the head dim must be contiguous (stride 1)");
+}
+
+}  // namespace
+
+void validate(const BackwardArgs& a) {
+  const AttentionArgs& f = a.forward;
+  validate(f);
+  check(!f.lse.empty(), "lse", "the backward needs the forward's LSE");
+  const int64_t batch = f.q.shape[0], heads_q = f.q.shape[1], nq = f.q.shape[2];
+  const int64_t heads_kv = f.k.shape[1], nk = f.k.shape[2], dim = f.q.shape[3];
+  const int64_t dim_v = f.v.shape[3];
+  check(a.dout.data != nullptr, "dout", "is missing (null data)");
+  check_shaped(a.dout, {batch, heads_q, nq, dim_v}, "dout");
+  check(unit_last_stride(a.dout), "dout", "the head dim must be contiguous (stride 1)");
+  if (!a.dlse.empty()) {
+    check(a.dlse.dtype == DType::kF32, "dlse", "must be f32, got " + a.dlse.describe());
+    check_shaped(a.dlse, {batch, heads_q, nq, 1}, "dlse");
+  }
+  check_gradient(a.dq, {batch, heads_q, nq, dim}, "dq");
+  check_gradient(a.dk, {batch, heads_kv, nk, dim}, "dk");
+  check_gradient(a.dv, {batch, heads_kv, nk, dim_v}, "dv");
+}
+
 float effective_scale(float scale, int64_t dim) {
   return scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(dim));
 }

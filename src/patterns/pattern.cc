@@ -340,4 +340,56 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
   cpu::unpermute_tokens(out.view(), permuted.lse, order, args.out, args.lse, args.threads);
 }
 
+void no_backward(const std::string& name) {
+  throw Error("pattern", "'" + name + "' has no backward yet");
+}
+
+void Pattern::forward(const AttentionArgs& args, const Plan& plan) const {
+  validate(args);
+  execute(args, plan);
+}
+
+void Pattern::backward(const BackwardArgs& args, const Plan& plan) const {
+  validate(args);
+  execute_backward(args, plan);
+}
+
+void Pattern::backward(const BackwardArgs& args) const {
+  validate(args);
+  execute_backward(args, plan(PlanInputs::of(args.forward)));
+}
+
+void Pattern::execute_backward(const BackwardArgs& args, const Plan& plan) const {
+  if (plan.token_order.empty()) {
+    attention_backward(args, plan.mask);
+    return;
+  }
+  // Kernel order, as execute(): every input gathered, the gradients scattered back.
+  const auto& order = plan.token_order;
+  const AttentionArgs& f = args.forward;
+  const int64_t slots = static_cast<int64_t>(order.size());
+  check(plan.mask.nq == slots && plan.mask.nk == slots, "pattern",
+        "'" + name() + "' planned a mask of " + std::to_string(plan.mask.nq) +
+            " rows for a token order of " + std::to_string(slots));
+  auto gather = [&](const TensorView& x) { return cpu::permute_tokens(x, order, f.threads); };
+  const Tensor q = gather(f.q), k = gather(f.k), v = gather(f.v), dout = gather(args.dout);
+  Tensor out = gather(f.out), lse = gather(f.lse);  // padding rows: zero, and so is their dO
+  const Tensor dlse = args.dlse.empty() ? Tensor() : gather(args.dlse);
+  Tensor dq({f.q.shape[0], f.q.shape[1], slots, f.q.shape[3]}, DType::kF32);
+  Tensor dk({f.k.shape[0], f.k.shape[1], slots, f.k.shape[3]}, DType::kF32);
+  Tensor dv({f.v.shape[0], f.v.shape[1], slots, f.v.shape[3]}, DType::kF32);
+  BackwardArgs permuted = args;
+  permuted.forward.q = q.view(), permuted.forward.k = k.view(), permuted.forward.v = v.view();
+  permuted.forward.out = out.view(), permuted.forward.lse = lse.view();
+  permuted.forward.causal = false;
+  permuted.dout = dout.view();
+  permuted.dlse = args.dlse.empty() ? TensorView{} : dlse.view();
+  permuted.dq = dq.view(), permuted.dk = dk.view(), permuted.dv = dv.view();
+  attention_backward(permuted, plan.mask);
+  cpu::unpermute_tokens(dq.view(), {}, order, args.dq, {}, f.threads);
+  // Keys in kernel order scatter back the same way (padding slots are dropped).
+  cpu::unpermute_tokens(dk.view(), {}, order, args.dk, {}, f.threads);
+  cpu::unpermute_tokens(dv.view(), {}, order, args.dv, {}, f.threads);
+}
+
 }  // namespace attnkit

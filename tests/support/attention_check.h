@@ -62,7 +62,9 @@ struct Problem {
     if (scale != 0.0f) text.append("_scale").append(std::to_string(scale));
     if (magnitude != 1.0f) text.append("_mag").append(std::to_string(magnitude));
     if (target != 0) text.append("_").append(hwy::TargetName(target));
-    return causal ? text.append("_causal") : text;
+    if (causal) text.append("_causal");
+    std::replace(text.begin(), text.end(), '.', 'p');  // test names allow [A-Za-z0-9_] only
+    return text;
   }
 };
 

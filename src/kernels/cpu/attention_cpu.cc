@@ -1,10 +1,12 @@
-// Public entry points of the CPU kernels: dense, causal and block-sparse attention.
+// Public entry points of the CPU kernels: dense, causal and block-sparse attention, forward and
+// backward.
 #include <string>
 
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
 #include "core/attention_args.h"
+#include "kernels/cpu/backward_plan.h"
 #include "kernels/cpu/tile_plan.h"
 
 namespace attnkit {
@@ -21,8 +23,8 @@ void attention(const AttentionArgs& args) {
   cpu::run_tile_plan(plan);
 }
 
-void attention(const AttentionArgs& args, const BlockMask& mask) {
-  validate(args);
+// The mask must be for these inputs: its sizes, and batch / heads either broadcast or equal.
+static void check_mask_fits(const AttentionArgs& args, const BlockMask& mask) {
   mask.validate();
   check(mask.nq == args.q.shape[2] && mask.nk == args.k.shape[2], "block_mask",
         "is for nq=" + std::to_string(mask.nq) + ", nk=" + std::to_string(mask.nk) +
@@ -34,8 +36,26 @@ void attention(const AttentionArgs& args, const BlockMask& mask) {
   check(mask.heads == 1 || mask.heads == args.q.shape[1], "block_mask",
         "heads must be 1 or " + std::to_string(args.q.shape[1]) + ", got " +
             std::to_string(mask.heads));
+}
+
+void attention(const AttentionArgs& args, const BlockMask& mask) {
+  validate(args);
+  check_mask_fits(args, mask);
   const cpu::TilePlan plan = cpu::make_tile_plan(args, &mask);
   cpu::run_tile_plan(plan);
+}
+
+void attention_backward(const BackwardArgs& args) {
+  validate(args);
+  const cpu::BackwardPlan plan = cpu::make_backward_plan(args, nullptr);
+  cpu::run_backward_plan(plan);
+}
+
+void attention_backward(const BackwardArgs& args, const BlockMask& mask) {
+  validate(args);
+  check_mask_fits(args.forward, mask);
+  const cpu::BackwardPlan plan = cpu::make_backward_plan(args, &mask);
+  cpu::run_backward_plan(plan);
 }
 
 }  // namespace attnkit

@@ -150,6 +150,9 @@ class HyperPattern final : public Pattern {
 
  protected:
   void execute(const AttentionArgs& args, const Plan& plan) const override;
+  void execute_backward(const BackwardArgs& args, const Plan& plan) const override {
+    no_backward(name());
+  }
 
  private:
   // Hash plans of every hashed call, per (b, h): [(b * Hq + h) * calls + c].

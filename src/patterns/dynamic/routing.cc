@@ -277,6 +277,9 @@ class RoutingPattern final : public Pattern {
 
  protected:
   void execute(const AttentionArgs& args, const Plan& plan) const override;
+  void execute_backward(const BackwardArgs& args, const Plan& plan) const override {
+    no_backward(name());
+  }
 
  private:
   // Query heads that attend locally for this shape (-1: floor(Hq / 2); clamped to Hq).

@@ -134,6 +134,11 @@ class SubsampledPattern final : public IntervalPattern {
     return std::make_shared<SubsampledRule>(nq, nk, ratio_, seeds, block_);
   }
 
+  void execute_backward(const BackwardArgs& args, const Plan& plan) const override {
+    if (ensemble_ > 1) no_backward(name() + "' with ensemble > 1");
+    IntervalPattern::execute_backward(args, plan);
+  }
+
   // The self-ensemble: R block-sparse passes, O averaged, LSE = log mean exp(LSE_r).
   void execute(const AttentionArgs& args, const Plan& plan) const override {
     if (ensemble_ == 1) return IntervalPattern::execute(args, plan);
