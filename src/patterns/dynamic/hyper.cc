@@ -32,6 +32,12 @@
 //   on gathered contiguous copies with the fused kernel (one thread per call; (batch, head)
 //   pairs and blocks run in parallel). Attended pairs are the kernel's count: a key sampled
 //   twice counts twice (it is attended twice, each with weight nk / samples).
+// - Backward: every piece merged by LSE (exact calls, diagonal blocks, sample sets with their
+//   shift c) is one softmax over the union of its keys, a piece's key j carrying score s_ij + c.
+//   So each piece's gradient is the plain attention backward of that piece run with the merged
+//   O and LSE - c (P = exp(s + c - LSE), D = dO . O - dLSE, as for the whole softmax); the pieces'
+//   dQ, dK, dV add up (a key sampled twice collects twice). The hash order and the samples are
+//   the plan's, held constant.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -150,9 +156,7 @@ class HyperPattern final : public Pattern {
 
  protected:
   void execute(const AttentionArgs& args, const Plan& plan) const override;
-  void execute_backward(const BackwardArgs& args, const Plan& plan) const override {
-    no_backward(name());
-  }
+  void execute_backward(const BackwardArgs& args, const Plan& plan) const override;
 
  private:
   // Hash plans of every hashed call, per (b, h): [(b * Hq + h) * calls + c].
@@ -310,6 +314,143 @@ void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
       float* dst = args.out.row<float>(b, h, i);
       for (int64_t c = 0; c < dim_v; ++c) dst[c * args.out.stride[3]] = acc_o[i * dim_v + c];
       if (!args.lse.empty()) *args.lse.row<float>(b, h, i) = acc_lse[i];
+    }
+  }
+}
+
+// The gradient contribution of one merged piece on contiguous f32 copies (see the header): q
+// [nq, D], k [nk, D], v [nk, Dv], the merged o [nq, Dv] and lse - shift [nq], dout, dlse (or
+// null); writes dq [nq, D], dk [nk, D], dv [nk, Dv]. One thread.
+void piece_backward(const float* q, int64_t nq, const float* k, const float* v, int64_t nk,
+                    int64_t dim, int64_t dim_v, float scale, bool causal, float* o, float* lse,
+                    const float* dout, const float* dlse, float* dq, float* dk, float* dv) {
+  BackwardArgs b;
+  AttentionArgs& f = b.forward;
+  f.q = TensorView::contiguous(q, DType::kF32, {1, 1, nq, dim});
+  f.k = TensorView::contiguous(k, DType::kF32, {1, 1, nk, dim});
+  f.v = TensorView::contiguous(v, DType::kF32, {1, 1, nk, dim_v});
+  f.out = MutableTensorView::contiguous(o, DType::kF32, {1, 1, nq, dim_v});  // read only
+  f.lse = MutableTensorView::contiguous(lse, DType::kF32, {1, 1, nq, 1});
+  f.scale = scale;
+  f.causal = causal;
+  f.threads = 1;
+  b.dout = TensorView::contiguous(dout, DType::kF32, {1, 1, nq, dim_v});
+  if (dlse) b.dlse = TensorView::contiguous(dlse, DType::kF32, {1, 1, nq, 1});
+  b.dq = MutableTensorView::contiguous(dq, DType::kF32, {1, 1, nq, dim});
+  b.dk = MutableTensorView::contiguous(dk, DType::kF32, {1, 1, nk, dim});
+  b.dv = MutableTensorView::contiguous(dv, DType::kF32, {1, 1, nk, dim_v});
+  attention_backward(b);
+}
+
+// rows[index[r]] += add[r] for r < count, rows of `width` floats.
+void scatter_add(const float* add, const int32_t* index, int64_t count, int64_t width,
+                 float* rows) {
+  for (int64_t r = 0; r < count; ++r)
+    for (int64_t c = 0; c < width; ++c) rows[index[r] * width + c] += add[r * width + c];
+}
+
+void HyperPattern::execute_backward(const BackwardArgs& args, const Plan& plan) const {
+  const auto& state = *std::any_cast<std::shared_ptr<const HyperState>>(plan.state);
+  const AttentionArgs& f = args.forward;
+  const Dims d = dims_of(PlanInputs::of(f));
+  const int64_t dim_v = f.v.shape[3], n_calls = static_cast<int64_t>(state.calls.size());
+  const float scale = effective_scale(f);
+  // Per (b, h): dK, dV of the kv head, summed over the group afterwards in head order.
+  std::vector<float> head_dk(d.batch * d.heads_q * d.nk * d.dim, 0.0f);
+  std::vector<float> head_dv(d.batch * d.heads_q * d.nk * dim_v, 0.0f);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(f.threads))
+  for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
+    const int64_t b = bh / d.heads_q, h = bh % d.heads_q, g = h / d.group;
+    std::vector<float> acc_dq(d.nq * d.dim, 0.0f);
+    float* acc_dk = head_dk.data() + bh * d.nk * d.dim;
+    float* acc_dv = head_dv.data() + bh * d.nk * dim_v;
+    std::vector<float> q, k, v, o, lse, dout, dlse, dq, dk, dv, ks, vs, shifted;
+    std::vector<int32_t> q_index, k_index, sample_index;
+    // Gathers the call's rows (indices absolute) of every per-query and per-key input.
+    auto gather = [&](int64_t nq, int64_t nk) {
+      q.resize(nq * d.dim), o.resize(nq * dim_v), lse.resize(nq), dout.resize(nq * dim_v);
+      k.resize(nk * d.dim), v.resize(nk * dim_v);
+      cpu::gather_rows(f.q, b, h, q_index.data(), nq, q.data());
+      cpu::gather_rows(f.out, b, h, q_index.data(), nq, o.data());
+      cpu::gather_rows(f.lse, b, h, q_index.data(), nq, lse.data());
+      cpu::gather_rows(args.dout, b, h, q_index.data(), nq, dout.data());
+      if (!args.dlse.empty()) {
+        dlse.resize(nq);
+        cpu::gather_rows(args.dlse, b, h, q_index.data(), nq, dlse.data());
+      }
+      cpu::gather_rows(f.k, b, g, k_index.data(), nk, k.data());
+      cpu::gather_rows(f.v, b, g, k_index.data(), nk, v.data());
+    };
+    // One piece: query rows [r0, r1) of the gathered call against keys (kp, vp) at key_index.
+    auto piece = [&](int64_t r0, int64_t r1, const float* kp, const float* vp,
+                     const int32_t* key_index, int64_t nk, bool causal, float shift) {
+      const int64_t nq = r1 - r0;
+      shifted.resize(nq);
+      for (int64_t r = 0; r < nq; ++r) shifted[r] = lse[r0 + r] - shift;
+      dq.resize(nq * d.dim), dk.resize(nk * d.dim), dv.resize(nk * dim_v);
+      piece_backward(q.data() + r0 * d.dim, nq, kp, vp, nk, d.dim, dim_v, scale, causal,
+                     o.data() + r0 * dim_v, shifted.data(), dout.data() + r0 * dim_v,
+                     args.dlse.empty() ? nullptr : dlse.data() + r0, dq.data(), dk.data(),
+                     dv.data());
+      scatter_add(dq.data(), q_index.data() + r0, nq, d.dim, acc_dq.data());
+      scatter_add(dk.data(), key_index, nk, d.dim, acc_dk);
+      scatter_add(dv.data(), key_index, nk, dim_v, acc_dv);
+    };
+    for (int64_t c = 0; c < n_calls; ++c) {
+      const Call& call = state.calls[c];
+      q_index.resize(call.nq), k_index.resize(call.nk);
+      if (call.kind != Call::kHashed) {
+        for (int64_t r = 0; r < call.nq; ++r) q_index[r] = static_cast<int32_t>(call.q0 + r);
+        for (int64_t r = 0; r < call.nk; ++r) k_index[r] = static_cast<int32_t>(call.k0 + r);
+        gather(call.nq, call.nk);
+        piece(0, call.nq, k.data(), v.data(), k_index.data(), call.nk,
+              call.kind == Call::kExactCausal, 0.0f);
+        continue;
+      }
+      const HashedPlan& hp = state.plans[bh * n_calls + c];
+      for (int64_t r = 0; r < call.nq; ++r)
+        q_index[r] = static_cast<int32_t>(call.q0 + hp.q_order[r]);
+      for (int64_t r = 0; r < call.nk; ++r)
+        k_index[r] = static_cast<int32_t>(call.k0 + hp.k_order[r]);
+      gather(call.nq, call.nk);
+      const int64_t nb = block_count(p_, call.nk);
+      const float shift = p_.samples > 0 ? std::log(double(call.nk) / double(p_.samples)) : 0.0f;
+      for (int64_t blk = 0; blk < nb; ++blk) {
+        const int64_t r0 = query_block_start(blk, call.nq, nb),
+                      r1 = query_block_start(blk + 1, call.nq, nb);
+        const int64_t j0 = blk * p_.block, j1 = std::min(call.nk, j0 + p_.block);
+        if (r1 <= r0) continue;
+        piece(r0, r1, k.data() + j0 * d.dim, v.data() + j0 * dim_v, k_index.data() + j0, j1 - j0,
+              false, 0.0f);
+        ks.clear(), vs.clear(), sample_index.clear();
+        for (int32_t s : hp.samples) {
+          if (s / p_.block == blk) continue;
+          ks.insert(ks.end(), k.begin() + s * d.dim, k.begin() + (s + 1) * d.dim);
+          vs.insert(vs.end(), v.begin() + s * dim_v, v.begin() + (s + 1) * dim_v);
+          sample_index.push_back(k_index[s]);
+        }
+        if (sample_index.empty()) continue;
+        piece(r0, r1, ks.data(), vs.data(), sample_index.data(),
+              static_cast<int64_t>(sample_index.size()), false, shift);
+      }
+    }
+    for (int64_t i = 0; i < d.nq; ++i)
+      std::copy_n(acc_dq.data() + i * d.dim, d.dim, args.dq.row<float>(b, h, i));
+  }
+  // dK, dV of each kv head: its query heads' parts added in head order.
+#pragma omp parallel for schedule(static) num_threads(effective_threads(f.threads))
+  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
+    const int64_t b = bg / d.heads_kv, g = bg % d.heads_kv;
+    for (int64_t j = 0; j < d.nk; ++j) {
+      float* dk = args.dk.row<float>(b, g, j);
+      float* dv = args.dv.row<float>(b, g, j);
+      std::fill(dk, dk + d.dim, 0.0f);
+      std::fill(dv, dv + dim_v, 0.0f);
+      for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
+        const int64_t bh = b * d.heads_q + h;
+        for (int64_t c = 0; c < d.dim; ++c) dk[c] += head_dk[(bh * d.nk + j) * d.dim + c];
+        for (int64_t c = 0; c < dim_v; ++c) dv[c] += head_dv[(bh * d.nk + j) * dim_v + c];
+      }
     }
   }
 }

@@ -134,9 +134,57 @@ class SubsampledPattern final : public IntervalPattern {
     return std::make_shared<SubsampledRule>(nq, nk, ratio_, seeds, block_);
   }
 
+  // The ensemble's backward: O = mean_r O_r gives dO_r = dO / R; LSE = log mean exp(LSE_r) gives
+  // dLSE_r = dLSE exp(LSE_r - LSE) / R. Each pass is recomputed, differentiated with the
+  // block-sparse backward, and the gradients summed in pass order.
   void execute_backward(const BackwardArgs& args, const Plan& plan) const override {
-    if (ensemble_ > 1) no_backward(name() + "' with ensemble > 1");
-    IntervalPattern::execute_backward(args, plan);
+    if (ensemble_ == 1) return IntervalPattern::execute_backward(args, plan);
+    const auto& passes = *std::any_cast<std::shared_ptr<const std::vector<BlockMask>>>(plan.state);
+    const AttentionArgs& f = args.forward;
+    const int64_t batch = f.q.shape[0], heads = f.q.shape[1], nq = f.q.shape[2];
+    const int64_t dim_v = f.v.shape[3], rows = batch * heads * nq;
+    const float share = 1.0f / static_cast<float>(passes.size());
+    Tensor out({batch, heads, nq, dim_v}, DType::kF32), lse({batch, heads, nq}, DType::kF32);
+    Tensor dout({batch, heads, nq, dim_v}, DType::kF32), dlse({batch, heads, nq}, DType::kF32);
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t d = 0; d < dim_v; ++d)
+        dout.f32()[row * dim_v + d] =
+            share * args.dout.get(row / (heads * nq), row / nq % heads, row % nq, d);
+    auto like = [](const TensorLayout& t) {
+      return Tensor({t.shape[0], t.shape[1], t.shape[2], t.shape[3]}, DType::kF32);
+    };
+    Tensor grads[3] = {like(f.q), like(f.k), like(f.v)};  // one pass's dQ, dK, dV
+    const MutableTensorView targets[3] = {args.dq, args.dk, args.dv};
+    AttentionArgs pass = f;
+    pass.out = out.view();
+    pass.lse = lse.rows_view();
+    BackwardArgs step = args;
+    step.forward = pass;
+    step.dout = dout.view();
+    step.dlse = args.dlse.empty() ? TensorView{} : dlse.rows_view();
+    step.dq = grads[0].view(), step.dk = grads[1].view(), step.dv = grads[2].view();
+    for (size_t r = 0; r < passes.size(); ++r) {
+      attention(pass, passes[r]);
+      if (!args.dlse.empty()) {
+        for (int64_t row = 0; row < rows; ++row) {
+          const int64_t b = row / (heads * nq), h = row / nq % heads, i = row % nq;
+          const float total = *f.lse.row<float>(b, h, i), mine = lse.f32()[row];
+          dlse.f32()[row] = total == -std::numeric_limits<float>::infinity()
+                                ? 0.0f
+                                : share * args.dlse.get(b, h, i, 0) * std::exp(mine - total);
+        }
+      }
+      attention_backward(step, passes[r]);
+      for (int x = 0; x < 3; ++x) {
+        const MutableTensorView& t = targets[x];
+        const float* g = grads[x].f32();
+        const int64_t n = t.shape[2], dim = t.shape[3];
+        for (int64_t e = 0; e < t.shape[0] * t.shape[1] * n; ++e) {
+          float* row = t.row<float>(e / (t.shape[1] * n), e / n % t.shape[1], e % n);
+          for (int64_t d = 0; d < dim; ++d) row[d] = (r == 0 ? 0.0f : row[d]) + g[e * dim + d];
+        }
+      }
+    }
   }
 
   // The self-ensemble: R block-sparse passes, O averaged, LSE = log mean exp(LSE_r).
