@@ -118,6 +118,39 @@ int64_t query_block_of(int64_t r, int64_t nq, int64_t nb) {
   return c;
 }
 
+// The diagonal blocks of a hashed call of nq queries and nk keys: f(r0, r1, j0, j1) for sorted
+// query rows [r0, r1) and sorted keys [j0, j1), skipping blocks without queries.
+template <class F>
+void for_each_block(const HyperParams& p, int64_t nq, int64_t nk, F&& f) {
+  const int64_t nb = block_count(p, nk);
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    const int64_t r0 = query_block_start(blk, nq, nb), r1 = query_block_start(blk + 1, nq, nb);
+    const int64_t j0 = blk * p.block, j1 = std::min(nk, j0 + p.block);
+    if (r1 > r0) f(r0, r1, j0, j1);
+  }
+}
+// log(nk / samples): the LSE shift of a uniform sample of the nk keys.
+float sample_shift(const HyperParams& p, int64_t nk) {
+  return p.samples > 0 ? static_cast<float>(std::log(double(nk) / double(p.samples))) : 0.0f;
+}
+
+// Rows of the samples outside block `blk` (repeats kept: each carries weight nk / samples) from
+// the sorted keys k [nk, D] and values v [nk, Dv] into ks, vs; their sorted positions into
+// picked. Returns their count.
+int64_t gather_samples(const HyperParams& p, const std::vector<int32_t>& samples, int64_t blk,
+                       const std::vector<float>& k, const std::vector<float>& v, int64_t dim,
+                       int64_t dim_v, std::vector<float>* ks, std::vector<float>* vs,
+                       std::vector<int32_t>* picked) {
+  ks->clear(), vs->clear(), picked->clear();
+  for (int32_t s : samples) {
+    if (s / p.block == blk) continue;
+    ks->insert(ks->end(), k.begin() + s * dim, k.begin() + (s + 1) * dim);
+    vs->insert(vs->end(), v.begin() + s * dim_v, v.begin() + (s + 1) * dim_v);
+    picked->push_back(s);
+  }
+  return static_cast<int64_t>(picked->size());
+}
+
 // Gray-code rank of the sign pattern of x . P_i.
 uint32_t lsh_rank(const float* x, const std::vector<float>& projection, int64_t dim,
                   int64_t projs) {
@@ -250,6 +283,7 @@ void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
     const int64_t b = bh / d.heads_q, h = bh % d.heads_q, g = h / d.group;
     std::vector<float> acc_o(d.nq * dim_v, 0.0f), acc_lse(d.nq, neg_inf);
     std::vector<float> q, k, v, o, lse, o2, lse2, ks, vs, unsorted_o, unsorted_lse;
+    std::vector<int32_t> picked;
     for (int64_t c = 0; c < n_calls; ++c) {
       const Call& call = calls[c];
       o.assign(call.nq * dim_v, 0.0f);
@@ -271,32 +305,20 @@ void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
         cpu::gather_rows(args.q, b, h, q_index.data(), call.nq, q.data());
         cpu::gather_rows(args.k, b, g, k_index.data(), call.nk, k.data());
         cpu::gather_rows(args.v, b, g, k_index.data(), call.nk, v.data());
-        const int64_t nb = block_count(p_, call.nk);
         o2.assign(call.nq * dim_v, 0.0f);
         lse2.assign(call.nq, neg_inf);
-        const float shift = p_.samples > 0 ? std::log(double(call.nk) / double(p_.samples)) : 0.0f;
-        for (int64_t blk = 0; blk < nb; ++blk) {
-          const int64_t r0 = query_block_start(blk, call.nq, nb),
-                        r1 = query_block_start(blk + 1, call.nq, nb);
-          const int64_t j0 = blk * p_.block, j1 = std::min(call.nk, j0 + p_.block);
-          if (r1 <= r0) continue;
+        const float shift = sample_shift(p_, call.nk);
+        for_each_block(p_, call.nq, call.nk, [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
           exact_attention(q.data() + r0 * d.dim, r1 - r0, k.data() + j0 * d.dim,
                           v.data() + j0 * dim_v, j1 - j0, d.dim, dim_v, scale, false,
                           o.data() + r0 * dim_v, lse.data() + r0, pairs);
-          // Samples outside this block, repeats kept (each carries weight nk / samples).
-          ks.clear(), vs.clear();
-          int64_t count = 0;
-          for (int32_t s : hp.samples) {
-            if (s / p_.block == blk) continue;
-            ks.insert(ks.end(), k.begin() + s * d.dim, k.begin() + (s + 1) * d.dim);
-            vs.insert(vs.end(), v.begin() + s * dim_v, v.begin() + (s + 1) * dim_v);
-            ++count;
-          }
-          if (count == 0) continue;
+          const int64_t count =
+              gather_samples(p_, hp.samples, j0 / p_.block, k, v, d.dim, dim_v, &ks, &vs, &picked);
+          if (count == 0) return;
           exact_attention(q.data() + r0 * d.dim, r1 - r0, ks.data(), vs.data(), count, d.dim, dim_v,
                           scale, false, o2.data() + r0 * dim_v, lse2.data() + r0, pairs);
           for (int64_t r = r0; r < r1; ++r) lse2[r] += shift;
-        }
+        });
         merge_rows(o.data(), lse.data(), o2.data(), lse2.data(), call.nq, dim_v);
         // Back to original order (relative to q0).
         unsorted_o.resize(call.nq * dim_v), unsorted_lse.resize(call.nq);
@@ -413,26 +435,16 @@ void HyperPattern::execute_backward(const BackwardArgs& args, const Plan& plan) 
       for (int64_t r = 0; r < call.nk; ++r)
         k_index[r] = static_cast<int32_t>(call.k0 + hp.k_order[r]);
       gather(call.nq, call.nk);
-      const int64_t nb = block_count(p_, call.nk);
-      const float shift = p_.samples > 0 ? std::log(double(call.nk) / double(p_.samples)) : 0.0f;
-      for (int64_t blk = 0; blk < nb; ++blk) {
-        const int64_t r0 = query_block_start(blk, call.nq, nb),
-                      r1 = query_block_start(blk + 1, call.nq, nb);
-        const int64_t j0 = blk * p_.block, j1 = std::min(call.nk, j0 + p_.block);
-        if (r1 <= r0) continue;
+      const float shift = sample_shift(p_, call.nk);
+      for_each_block(p_, call.nq, call.nk, [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
         piece(r0, r1, k.data() + j0 * d.dim, v.data() + j0 * dim_v, k_index.data() + j0, j1 - j0,
               false, 0.0f);
-        ks.clear(), vs.clear(), sample_index.clear();
-        for (int32_t s : hp.samples) {
-          if (s / p_.block == blk) continue;
-          ks.insert(ks.end(), k.begin() + s * d.dim, k.begin() + (s + 1) * d.dim);
-          vs.insert(vs.end(), v.begin() + s * dim_v, v.begin() + (s + 1) * dim_v);
-          sample_index.push_back(k_index[s]);
-        }
-        if (sample_index.empty()) continue;
-        piece(r0, r1, ks.data(), vs.data(), sample_index.data(),
-              static_cast<int64_t>(sample_index.size()), false, shift);
-      }
+        const int64_t count = gather_samples(p_, hp.samples, j0 / p_.block, k, v, d.dim, dim_v, &ks,
+                                             &vs, &sample_index);
+        if (count == 0) return;
+        for (int32_t& s : sample_index) s = k_index[s];  // sorted position -> key index
+        piece(r0, r1, ks.data(), vs.data(), sample_index.data(), count, false, shift);
+      });
     }
     for (int64_t i = 0; i < d.nq; ++i)
       std::copy_n(acc_dq.data() + i * d.dim, d.dim, args.dq.row<float>(b, h, i));
