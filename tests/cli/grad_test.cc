@@ -102,7 +102,7 @@ TEST_F(CliGrad, BadInputNamesTheArgumentAndWritesNothing) {
       {{"--dlse", path("bad_dlse.npy")}, "--dlse"},
       {{"--dlse", path("missing.npy")}, "--dlse"},
       {{"--pattern", "nonesuch"}, "--pattern"},
-      {{"--pattern", "hyper"}, "--pattern"},  // no backward yet: named, nothing written
+      {{"--pattern", "natten2d:kernel=3"}, "--pattern"},  // 70 tokens are no square grid
       {{"--scale", "0"}, "--scale"},
       {{"--dv", path("dq.npy")}, "--dv"},  // two gradients, one path
       {{"--dq", path("nodir/dq.npy")}, "--dq"},

@@ -1,8 +1,10 @@
 // The backward of the patterns that are not one block-sparse pass (HyperAttention's merged pieces,
-// SSA's self-ensemble) against central finite differences of their own forward through the same
-// plan (the selection held constant), for L = sum dO . O + sum dLSE . LSE.
+// Routing's clusters and layer norms, SSA's self-ensemble) against central finite differences of
+// their own forward through the same plan (the selection held constant), for L = sum dO . O + sum
+// dLSE . LSE.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <random>
 #include <string>
@@ -16,6 +18,7 @@ namespace {
 struct OperatorCase {
   std::string spec;
   bool causal;
+  int64_t nq = 130;  // against 150 keys
 };
 
 class OperatorBackward : public ::testing::TestWithParam<OperatorCase> {};
@@ -23,7 +26,7 @@ class OperatorBackward : public ::testing::TestWithParam<OperatorCase> {};
 TEST_P(OperatorBackward, EqualsFiniteDifferencesThroughThePlan) {
   const OperatorCase& c = GetParam();
   Problem p;
-  p.heads_q = 2, p.heads_kv = 1, p.nq = 130, p.nk = 150, p.dim = 8, p.dim_v = 6;
+  p.heads_q = 2, p.heads_kv = 1, p.nq = c.nq, p.nk = 150, p.dim = 8, p.dim_v = 6;
   p.causal = c.causal;
   const auto pattern = make_pattern(c.spec);
   std::unique_ptr<Plan> plan;
@@ -73,10 +76,17 @@ INSTANTIATE_TEST_SUITE_P(
     Operators, OperatorBackward,
     ::testing::Values(OperatorCase{"hyper:min_seq=64,block=32,samples=16", false},
                       OperatorCase{"hyper:min_seq=64,block=32,samples=16", true},
+                      OperatorCase{"routing:clusters=3,window=48,local_block=32", false},
+                      OperatorCase{"routing:clusters=3,window=48,local_block=32", true},
+                      OperatorCase{"routing:clusters=2,window=60,local_heads=0,logits=raw", true},
+                      OperatorCase{"routing:clusters=2,window=80,local_heads=0,share_qk=1", true,
+                                   150},
                       OperatorCase{"ssa:ratio=3,block=16,ensemble=3", false},
                       OperatorCase{"ssa:ratio=3,block=16,ensemble=3", true}),
     [](const auto& info) {
-      std::string name = info.param.spec.substr(0, info.param.spec.find(':'));
+      std::string name = info.param.spec;
+      for (char& ch : name)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return name + (info.param.causal ? "_causal" : "_full");
     });
 

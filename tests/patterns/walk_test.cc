@@ -25,8 +25,6 @@ namespace {
 // Patterns whose execute() is not the block-sparse kernel over their plan (weights, averages):
 // tested against their own references in tests/patterns/dynamic/.
 const std::set<std::string> kOperators = {"hyper", "routing"};
-// Operators whose backward is not built yet: they must refuse by name.
-const std::set<std::string> kWithoutBackward = {"routing"};
 
 struct WalkCase {
   std::string spec;  // parameters that make the pattern sparse at these small sizes
@@ -169,9 +167,10 @@ TEST(PatternWalk, EveryPatternInHalfPrecisionBatchedAndWithoutLse) {
 
 // Every pattern's backward through the plan of its forward (the selection held constant) equals
 // the double reference backward restricted to the plan's pairs, with a dLSE, both directions, in
-// f32 and bf16. Operators without a backward must say so by name.
+// f32 and bf16. (The operators are checked by finite differences in operator_backward_test.cc.)
 TEST(PatternWalk, EveryPatternDifferentiatesThroughItsPlan) {
   for (const PatternInfo& info : list_patterns()) {
+    if (kOperators.count(info.name)) continue;  // finite differences: operator_backward_test.cc
     const WalkCase c = walk_case(info.name);
     const auto pattern = make_pattern(c.spec);
     for (DType dtype : {DType::kF32, DType::kBF16})
@@ -187,23 +186,39 @@ TEST(PatternWalk, EveryPatternDifferentiatesThroughItsPlan) {
           rule = plan_predicate(*plan);
         };
         const auto backward = [&](const BackwardArgs& b) { pattern->backward(b, *plan); };
-        if (kWithoutBackward.count(info.name)) {
-          const BackwardInputs in = make_backward_inputs(p, true, forward);
-          Gradients g = nan_gradients(p);
-          try {
-            backward(in.args(g));
-            ADD_FAILURE() << info.name << " has no backward yet but raised nothing";
-          } catch (const Error& e) {
-            EXPECT_EQ(e.argument(), "pattern");
-            EXPECT_NE(std::string(e.what()).find(info.name), std::string::npos) << e.what();
-          }
-          continue;
-        }
-        if (kOperators.count(info.name)) continue;  // FD-checked in operator_backward_test.cc
         check_backward(p, true, forward, backward, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
           return rule(b, h, i, j);
         });
       }
+  }
+}
+
+// A pattern of one's own whose execute() the block-sparse backward does not describe refuses the
+// backward with no_backward(), naming itself.
+class ForwardOnly final : public Pattern {
+ public:
+  explicit ForwardOnly(const PatternParams& params) : Pattern(params, Direction::kCaller) {}
+  Plan plan(const PlanInputs& in) const override { return make_pattern("causal")->plan(in); }
+
+ protected:
+  void execute_backward(const BackwardArgs&, const Plan&) const override { no_backward(name()); }
+};
+
+TEST(PatternWalk, APatternWithoutBackwardSaysSoByName) {
+  const PatternInfo info{"forward_only", "test", "none", PatternFamily::kStatic, {}};
+  const ForwardOnly pattern(PatternParams(info, {}));
+  Problem p;
+  p.nq = p.nk = 20;
+  const BackwardInputs in =
+      make_backward_inputs(p, false, [](const AttentionArgs& a) { attention(a); });
+  Gradients g = nan_gradients(p);
+  try {
+    pattern.backward(in.args(g));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), "pattern");
+    EXPECT_NE(std::string(e.what()).find("'forward_only' has no backward"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -449,22 +449,7 @@ void HyperPattern::execute_backward(const BackwardArgs& args, const Plan& plan) 
     for (int64_t i = 0; i < d.nq; ++i)
       std::copy_n(acc_dq.data() + i * d.dim, d.dim, args.dq.row<float>(b, h, i));
   }
-  // dK, dV of each kv head: its query heads' parts added in head order.
-#pragma omp parallel for schedule(static) num_threads(effective_threads(f.threads))
-  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
-    const int64_t b = bg / d.heads_kv, g = bg % d.heads_kv;
-    for (int64_t j = 0; j < d.nk; ++j) {
-      float* dk = args.dk.row<float>(b, g, j);
-      float* dv = args.dv.row<float>(b, g, j);
-      std::fill(dk, dk + d.dim, 0.0f);
-      std::fill(dv, dv + dim_v, 0.0f);
-      for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
-        const int64_t bh = b * d.heads_q + h;
-        for (int64_t c = 0; c < d.dim; ++c) dk[c] += head_dk[(bh * d.nk + j) * d.dim + c];
-        for (int64_t c = 0; c < dim_v; ++c) dv[c] += head_dv[(bh * d.nk + j) * dim_v + c];
-      }
-    }
-  }
+  sum_head_gradients(args, head_dk, head_dv, 0);
 }
 
 // Element rule of a plan: which pairs some call attends (in original order).

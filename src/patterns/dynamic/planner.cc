@@ -1,6 +1,10 @@
 // Shared helpers of the content-based planners; see planner.h.
 #include "patterns/dynamic/planner.h"
 
+#include <algorithm>
+
+#include "core/attention_args.h"
+
 namespace attnkit::dynamic_patterns {
 
 Dims dims_of(const PlanInputs& in) {
@@ -44,6 +48,30 @@ BlockMask dense_mask(const PlanInputs& in, int64_t q_block, int64_t kv_block) {
       for (int64_t kb = 0; kb * kv_block <= last; ++kb) list.push_back(static_cast<int32_t>(kb));
     }
   return block_mask_from_indices(mask_shape(in, q_block, kv_block, 1), lists);
+}
+
+void sum_head_gradients(const BackwardArgs& args, const std::vector<float>& head_dk,
+                        const std::vector<float>& head_dv, int64_t first_head, const float* base_dk,
+                        const float* base_dv) {
+  const Dims d = dims_of(PlanInputs::of(args.forward));
+  const int64_t dim_v = args.forward.v.shape[3];
+#pragma omp parallel for schedule(static) num_threads(effective_threads(args.forward.threads))
+  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
+    const int64_t b = bg / d.heads_kv, g = bg % d.heads_kv;
+    for (int64_t j = 0; j < d.nk; ++j) {
+      float* dk = args.dk.row<float>(b, g, j);
+      float* dv = args.dv.row<float>(b, g, j);
+      for (int64_t x = 0; x < d.dim; ++x)
+        dk[x] = base_dk ? base_dk[(bg * d.nk + j) * d.dim + x] : 0.0f;
+      for (int64_t x = 0; x < dim_v; ++x)
+        dv[x] = base_dv ? base_dv[(bg * d.nk + j) * dim_v + x] : 0.0f;
+      for (int64_t h = std::max(first_head, g * d.group); h < (g + 1) * d.group; ++h) {
+        const int64_t bh = b * d.heads_q + h;
+        for (int64_t x = 0; x < d.dim; ++x) dk[x] += head_dk[(bh * d.nk + j) * d.dim + x];
+        for (int64_t x = 0; x < dim_v; ++x) dv[x] += head_dv[(bh * d.nk + j) * dim_v + x];
+      }
+    }
+  }
 }
 
 }  // namespace attnkit::dynamic_patterns

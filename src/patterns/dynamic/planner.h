@@ -33,4 +33,11 @@ BlockMaskShape mask_shape(const PlanInputs& in, int64_t q_block, int64_t kv_bloc
 // Every kv block a query block can see (dense, causal-limited): the dense fallback.
 BlockMask dense_mask(const PlanInputs& in, int64_t q_block, int64_t kv_block);
 
+// dK, dV of every KV head for operators that differentiate per query head: `base_dk`, `base_dv`
+// ([B, Hkv, Nk, D] and Dv contiguous, or null for zeros) plus the parts of its query heads
+// h >= first_head in head_dk [B*Hq][Nk][D] and head_dv [B*Hq][Nk][Dv], added in head order.
+void sum_head_gradients(const BackwardArgs& args, const std::vector<float>& head_dk,
+                        const std::vector<float>& head_dv, int64_t first_head,
+                        const float* base_dk = nullptr, const float* base_dv = nullptr);
+
 }  // namespace attnkit::dynamic_patterns

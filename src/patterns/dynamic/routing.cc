@@ -52,6 +52,10 @@
 //   with a staircase BlockMask for causality by original positions; the local heads run the
 //   kernel on head-subset views.
 // - RunStats.pairs / density average over all (batch, head) slices, both kinds.
+// - Backward (clusters held constant): each cluster's attention is recomputed and differentiated
+//   with dO_c = dO / count (the mean) and dLSE_c = dLSE for the cluster whose LSE is the largest
+//   (the first on ties; 0 for the others: the max's subgradient), then through the layer norms;
+//   with share_qk the keys' gradient flows to Q. The local heads take the block-sparse backward.
 // - Bounded work: at least 16 keys per cluster on average (C <= Nk / 16), routed pairs C * w^2
 //   at most 4 x the dense pairs, k-means C * (Nq + Nk) * (iters + 1) dot products at most 2 x
 //   (each plus 2^20 for tiny inputs); plan() refuses each with an error naming the pattern.
@@ -69,45 +73,12 @@
 #include "kernels/cpu/planner_ops.h"
 #include "patterns/dynamic/dynamic_patterns.h"
 #include "patterns/dynamic/planner.h"
+#include "patterns/dynamic/routing_clusters.h"
 
 namespace attnkit::dynamic_patterns {
 namespace {
 
 constexpr int64_t kTile = 64;  // q_block = kv_block of the per-cluster staircase mask
-
-// Causality by original positions inside one cluster: query row r sees the first limit[r] keys
-// of the cluster (keys are sorted by position, so the allowed set is a prefix).
-class StaircaseRule final : public TilePredicate {
- public:
-  explicit StaircaseRule(std::vector<int64_t> limit) : limit_(std::move(limit)) {}
-  void fill(int64_t, int64_t, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
-            int64_t ld) const override {
-    for (int64_t r = 0; r < nq; ++r)
-      for (int64_t j = 0; j < nk; ++j) allow[r * ld + j] = k0 + j < limit_[q0 + r];
-  }
-
- private:
-  std::vector<int64_t> limit_;
-};
-
-BlockMask staircase_mask(const std::vector<int64_t>& limit, int64_t nk) {
-  BlockMaskShape shape;
-  shape.nq = static_cast<int64_t>(limit.size());
-  shape.nk = nk;
-  shape.q_block = shape.kv_block = kTile;
-  const int64_t q_blocks = (shape.nq + kTile - 1) / kTile;
-  std::vector<std::vector<BlockEntry>> lists(q_blocks);
-  for (int64_t qb = 0; qb < q_blocks; ++qb) {
-    const int64_t r0 = qb * kTile, r1 = std::min(shape.nq, r0 + kTile);
-    const int64_t low = limit[r0], high = limit[r1 - 1];  // non-decreasing in r
-    for (int64_t kb = 0; kb * kTile < high; ++kb) {
-      const bool full = std::min(nk, (kb + 1) * kTile) <= low;
-      lists[qb].push_back(
-          {static_cast<int32_t>(kb), full ? BlockKind::kFull : BlockKind::kPartial});
-    }
-  }
-  return block_mask_from_entries(shape, std::make_shared<StaircaseRule>(limit), std::move(lists));
-}
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -174,20 +145,6 @@ View head_slice(View view, int64_t h0, int64_t count) {
   view.data = static_cast<Byte*>(view.data) + h0 * view.stride[1] * dtype_size(view.dtype);
   view.shape[1] = count;
   return view;
-}
-
-// Layer norm of each row without gain or bias: (x - mean) / sqrt(var + 1e-6).
-void layer_norm_rows(std::vector<float>* x, int64_t n, int64_t dim) {
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = x->data() + i * dim;
-    double mean = 0.0, var = 0.0;
-    for (int64_t c = 0; c < dim; ++c) mean += row[c];
-    mean /= static_cast<double>(dim);
-    for (int64_t c = 0; c < dim; ++c) var += (row[c] - mean) * (row[c] - mean);
-    var /= static_cast<double>(dim);
-    const double inv = 1.0 / std::sqrt(var + 1e-6);
-    for (int64_t c = 0; c < dim; ++c) row[c] = static_cast<float>((row[c] - mean) * inv);
-  }
 }
 
 // Local heads of args: one kernel call per KV head on the view of its local query heads (the
@@ -277,9 +234,7 @@ class RoutingPattern final : public Pattern {
 
  protected:
   void execute(const AttentionArgs& args, const Plan& plan) const override;
-  void execute_backward(const BackwardArgs& args, const Plan& plan) const override {
-    no_backward(name());
-  }
+  void execute_backward(const BackwardArgs& args, const Plan& plan) const override;
 
  private:
   // Query heads that attend locally for this shape (-1: floor(Hq / 2); clamped to Hq).
@@ -292,84 +247,47 @@ class RoutingPattern final : public Pattern {
     p.first_head = local_heads(heads_q);
     return p;
   }
-  // The routed attention of cluster tasks [b, h, c], causal by original positions.
-  void run_clusters(const AttentionArgs& args, const std::vector<RoutingClusters>& clusters) const;
+  // How the routed heads attend inside their clusters, for this shape.
+  ClusterAttention cluster_attention(int64_t heads_q, int64_t nk) const {
+    return {local_heads(heads_q), routing_cluster_count(p_, nk), layer_norm_logits_, p_.share_qk};
+  }
 
   RoutingParams p_;
   int64_t local_heads_ = -1, local_block_ = 256;
   bool layer_norm_logits_ = true;
 };
 
-void RoutingPattern::run_clusters(const AttentionArgs& args,
-                                  const std::vector<RoutingClusters>& clusters) const {
-  const Dims d = dims_of(PlanInputs::of(args));
-  const int64_t dim_v = args.v.shape[3];
-  const int64_t local = local_heads(d.heads_q);
-  const int64_t n_clusters = routing_cluster_count(p_, d.nk);
-  const int64_t tasks = d.batch * d.heads_q * n_clusters;
-  const float scale = layer_norm_logits_ ? 1.0f : effective_scale(args);
-  std::vector<std::vector<float>> task_o(tasks), task_lse(tasks);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t bh = t / n_clusters, c = t % n_clusters;
-    const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
-    if (h < local) continue;  // local heads: run_local
-    const auto& qs = clusters[bh].queries[c];
-    const auto& ks = clusters[bh].keys[c];
-    const int64_t nq = static_cast<int64_t>(qs.size()), nk = static_cast<int64_t>(ks.size());
-    std::vector<float> q(nq * d.dim), k(nk * d.dim), v(nk * dim_v);
-    cpu::gather_rows(args.q, b, h, qs.data(), nq, q.data());
-    if (p_.share_qk) {
-      cpu::gather_rows(args.q, b, h, ks.data(), nk, k.data());
-    } else {
-      cpu::gather_rows(args.k, b, h / d.group, ks.data(), nk, k.data());
-    }
-    cpu::gather_rows(args.v, b, h / d.group, ks.data(), nk, v.data());
-    if (layer_norm_logits_) {
-      layer_norm_rows(&q, nq, d.dim);
-      layer_norm_rows(&k, nk, d.dim);
-    }
-    std::vector<int64_t> limit(nq, nk);
-    if (args.causal)
-      for (int64_t r = 0; r < nq; ++r)
-        limit[r] = std::upper_bound(ks.begin(), ks.end(), qs[r] + d.nk - d.nq) - ks.begin();
-    task_o[t].assign(nq * dim_v, 0.0f);
-    task_lse[t].assign(nq, -std::numeric_limits<float>::infinity());
-    if (nq == 0 || nk == 0) continue;
-    AttentionArgs a;
-    a.q = TensorView::contiguous(q.data(), DType::kF32, {1, 1, nq, d.dim});
-    a.k = TensorView::contiguous(k.data(), DType::kF32, {1, 1, nk, d.dim});
-    a.v = TensorView::contiguous(v.data(), DType::kF32, {1, 1, nk, dim_v});
-    a.out = MutableTensorView::contiguous(task_o[t].data(), DType::kF32, {1, 1, nq, dim_v});
-    a.lse = MutableTensorView::contiguous(task_lse[t].data(), DType::kF32, {1, 1, nq, 1});
-    a.scale = scale;
-    a.threads = 1;
-    a.attended_pairs = args.attended_pairs;
-    attention(a, staircase_mask(limit, nk));
+void RoutingPattern::execute_backward(const BackwardArgs& args, const Plan& plan) const {
+  const auto& clusters =
+      *std::any_cast<std::shared_ptr<const std::vector<RoutingClusters>>>(plan.state);
+  const AttentionArgs& f = args.forward;
+  const Dims d = dims_of(PlanInputs::of(f));
+  const int64_t dim_v = f.v.shape[3], local = local_heads(d.heads_q);
+  std::vector<float> head_dk(d.batch * d.heads_q * d.nk * d.dim, 0.0f);
+  std::vector<float> head_dv(d.batch * d.heads_q * d.nk * dim_v, 0.0f);
+  if (local < d.heads_q)
+    clusters_backward(args, clusters, cluster_attention(d.heads_q, d.nk), &head_dk, &head_dv);
+  // Local heads: the block-sparse backward per KV head on the view of its local query heads.
+  Tensor local_dk({d.batch, d.heads_kv, d.nk, d.dim}, DType::kF32);
+  Tensor local_dv({d.batch, d.heads_kv, d.nk, dim_v}, DType::kF32);
+  const BlockMask mask = local_mask(LocalRule(local_block_, d.nk - d.nq), d.nq, d.nk, f.causal);
+  for (int64_t g = 0; g * d.group < local; ++g) {
+    const int64_t h0 = g * d.group, count = std::min(local, h0 + d.group) - h0;
+    BackwardArgs step = args;
+    step.forward.q = head_slice(f.q, h0, count);
+    step.forward.k = head_slice(f.k, g, 1);
+    step.forward.v = head_slice(f.v, g, 1);
+    step.forward.out = head_slice(f.out, h0, count);
+    step.forward.lse = head_slice(f.lse, h0, count);
+    step.dout = head_slice(args.dout, h0, count);
+    if (!args.dlse.empty()) step.dlse = head_slice(args.dlse, h0, count);
+    step.dq = head_slice(args.dq, h0, count);
+    step.dk = head_slice(local_dk.view(), g, 1);
+    step.dv = head_slice(local_dv.view(), g, 1);
+    attention_backward(step, mask);
   }
-  // Scatter back: mean of O over a query's clusters, largest LSE.
-#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(args.threads))
-  for (int64_t bh = 0; bh < d.batch * d.heads_q; ++bh) {
-    const int64_t b = bh / d.heads_q, h = bh % d.heads_q;
-    if (h < local) continue;
-    std::vector<float> sum(d.nq * dim_v, 0.0f), lse(d.nq, -std::numeric_limits<float>::infinity());
-    std::vector<int32_t> count(d.nq, 0);
-    for (int64_t c = 0; c < n_clusters; ++c) {
-      const auto& qs = clusters[bh].queries[c];
-      const int64_t t = bh * n_clusters + c;
-      for (size_t r = 0; r < qs.size(); ++r) {
-        ++count[qs[r]];
-        for (int64_t x = 0; x < dim_v; ++x) sum[qs[r] * dim_v + x] += task_o[t][r * dim_v + x];
-        lse[qs[r]] = std::max(lse[qs[r]], task_lse[t][r]);
-      }
-    }
-    for (int64_t i = 0; i < d.nq; ++i) {
-      float* dst = args.out.row<float>(b, h, i);
-      const float inv = count[i] > 0 ? 1.0f / static_cast<float>(count[i]) : 0.0f;
-      for (int64_t x = 0; x < dim_v; ++x) dst[x * args.out.stride[3]] = sum[i * dim_v + x] * inv;
-      if (!args.lse.empty()) *args.lse.row<float>(b, h, i) = lse[i];
-    }
-  }
+  // dK, dV of each KV head: its local part, then its routing heads' parts in head order.
+  sum_head_gradients(args, head_dk, head_dv, local, local_dk.f32(), local_dv.f32());
 }
 
 void RoutingPattern::execute(const AttentionArgs& args, const Plan& plan) const {
@@ -377,7 +295,7 @@ void RoutingPattern::execute(const AttentionArgs& args, const Plan& plan) const 
       *std::any_cast<std::shared_ptr<const std::vector<RoutingClusters>>>(plan.state);
   const Dims d = dims_of(PlanInputs::of(args));
   const int64_t local = local_heads(d.heads_q);
-  if (local < d.heads_q) run_clusters(args, clusters);
+  if (local < d.heads_q) clusters_forward(args, clusters, cluster_attention(d.heads_q, d.nk));
   if (local > 0) run_local(args, d, local, local_block_);
 }
 
