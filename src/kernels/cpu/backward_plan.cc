@@ -92,9 +92,10 @@ BackwardPlan make_backward_plan(const BackwardArgs& args, const BlockMask* mask)
     plan.sub_tiles = (mask->q_block + kMaxBackwardTileRows - 1) / kMaxBackwardTileRows;
     plan.q_tile = (mask->q_block + plan.sub_tiles - 1) / plan.sub_tiles;
   } else {
-    // 128 x 128 tiles: measured fastest of 64/128/256 at N = 4096, d = 64 and 128.
-    plan.kv_block = 128;
-    plan.q_block = plan.q_tile = 128;
+    // 256 keys x 64 rows: the best of kv 64..512 x q 32..128 measured at N = 4096, d = 64 and
+    // 128, causal or not (about 10% over 128 x 128; BENCHMARKS.md).
+    plan.kv_block = 256;
+    plan.q_block = plan.q_tile = 64;
   }
   plan.tiles = plan.q_blocks() * plan.sub_tiles;
   const int64_t kv_blocks = (nk + plan.kv_block - 1) / plan.kv_block;
