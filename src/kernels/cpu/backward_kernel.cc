@@ -28,6 +28,7 @@
 
 #include "core/memory.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/backward_plan.h"
 #include "kernels/cpu/tile_ops-inl.h"
@@ -78,6 +79,12 @@ struct Scratch {
     allow_t.resize(p.m_pad * kvb);
   }
 };
+
+// Touches every cache line of [p, p + bytes).
+HWY_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
+  for (int64_t byte = 0; byte < bytes; byte += 64)
+    hwy::Prefetch(static_cast<const char*>(p) + byte);
+}
 
 // St[j][r] = exp2(St[j][r] - lse2[r]): the probabilities, recomputed from the forward's LSE.
 HWY_INLINE void ProbsFromLse(float* st, int64_t m_pad, int64_t keys, const float* lse2) {
@@ -163,6 +170,12 @@ void ProcessPair(const BackwardPlan& plan, const Packs& p, Scratch& s, int64_t b
   const int64_t heads_q = f.q.shape[1], nq = f.q.shape[2], nk = f.k.shape[2];
   const int64_t dim = f.q.shape[3], dim_v = f.v.shape[3], bh = b * heads_q + h;
   const int64_t m_pad = p.m_pad;
+  float* dq = p.dq.get() + ((chunk * f.q.shape[0] * heads_q + bh) * nq + q0) * p.d_pad;
+  // The tile's rows of dQ, Q and dO come from L3 at long lengths: ask for them while the scores
+  // are computed.
+  PrefetchBytes(dq, nt * p.d_pad * sizeof(float));
+  PrefetchRows(f.q, RowPointer(f.q, b, h, q0), f.q.stride[2], nt, dim);
+  PrefetchRows(a.dout, RowPointer(a.dout, b, h, q0), a.dout.stride[2], nt, dim_v);
   if (f.causal) {
     const int64_t min_limit = q0 + (nk - nq), max_limit = q0 + nt - 1 + (nk - nq);
     if (k0 > max_limit) return;
@@ -202,7 +215,6 @@ void ProcessPair(const BackwardPlan& plan, const Packs& p, Scratch& s, int64_t b
                  s.ones.get(), s.dk.get(), p.d_pad);
   }
   // dQ[r] += sum_j dS[j][r] K[j], into this unit's partial plane.
-  float* dq = p.dq.get() + ((chunk * f.q.shape[0] * heads_q + bh) * nq + q0) * p.d_pad;
   AccumulatePv(s.st.get(), PLayout{m_pad, 1}, nt, k, k_stride, keys, s.ones.get(), dq, p.d_pad);
 }
 
