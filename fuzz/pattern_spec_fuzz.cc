@@ -1,8 +1,9 @@
-// Fuzz target: pattern spec strings, then a plan and a run on small shapes.
+// Fuzz target: pattern spec strings, then a plan, a run and the backward through the plan on
+// small shapes.
 // Input: 4 bytes pick the shapes (batch 1-2, kv heads 1-2, query heads per kv head 1-2,
 // tokens 1-256, self-attention or a shorter query block, causal or not), the rest is the spec.
 // Property: make_pattern and plan either refuse with one clean Error or run, and every output
-// row is finite (a row that sees no key is 0).
+// row and every gradient is finite (a row that sees no key is 0).
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -46,6 +47,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     pattern->run(args);
     for (int64_t i = 0; i < out.numel(); ++i)
       fuzz::expect(std::isfinite(out.f32()[i]), "finite output");
+    const Tensor dout = random({batch, heads_q, nq, dim}), dlse = random({batch, heads_q, nq});
+    Tensor dq(q.shape(), DType::kF32), dk(k.shape(), DType::kF32), dv(v.shape(), DType::kF32);
+    BackwardArgs grads;
+    grads.forward = args;
+    grads.dout = dout.view(), grads.dlse = dlse.rows_view();
+    grads.dq = dq.view(), grads.dk = dk.view(), grads.dv = dv.view();
+    pattern->backward(grads, plan);
+    for (const Tensor* g : {&dq, &dk, &dv})
+      for (int64_t i = 0; i < g->numel(); ++i)
+        fuzz::expect(std::isfinite(g->f32()[i]), "finite gradient");
   } catch (const Error& error) {
     fuzz::expect_clean_message(error.what());
   }
