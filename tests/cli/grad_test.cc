@@ -3,6 +3,7 @@
 // naming the argument, and no output file.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -97,8 +98,12 @@ TEST_F(CliGrad, PatternDifferentiatesThroughItsPlan) {
 TEST_F(CliGrad, BadInputNamesTheArgumentAndWritesNothing) {
   write_npy(path("short_do.npy"), random_normal({1, 4, 69, 24}, DType::kF32, 4), "do");
   write_npy(path("bad_dlse.npy"), random_normal({1, 4, 71}, DType::kF32, 4), "dlse");
+  Tensor nan_do = random_normal({1, 4, 70, 24}, DType::kF32, 4);
+  nan_do.f32()[17] = std::numeric_limits<float>::quiet_NaN();
+  write_npy(path("nan_do.npy"), nan_do, "do");
   const std::vector<std::pair<std::vector<std::string>, const char*>> cases = {
       {{"--do", path("short_do.npy")}, "--do"},
+      {{"--do", path("nan_do.npy")}, "--do"},
       {{"--dlse", path("bad_dlse.npy")}, "--dlse"},
       {{"--dlse", path("missing.npy")}, "--dlse"},
       {{"--pattern", "nonesuch"}, "--pattern"},
