@@ -41,8 +41,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 inline int64_t RoundUp(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
-// Sizes and packed buffers shared by every unit of one run.
-struct Packs {
+// Sizes and packed buffers shared by every unit of one run. (Class names must differ from those
+// of the other kernels: each target's classes share one namespace, attnkit::cpu::N_<TARGET>, and
+// two inline destructors of one name would be merged by the linker.)
+struct BackwardPacks {
   int64_t m_pad = 0, d_pad = 0, dv_pad = 0, tiles = 0;
   bool q_in_place = false, do_in_place = false, k_in_place = false;
   hwy::AlignedFreeUniquePtr<float[]> qt, dot, lse2, delta, q_rows, do_rows, dq;
@@ -59,11 +61,11 @@ struct Packs {
 };
 
 // Per-thread buffers for one (key block, query tile) pair and one key block's dK, dV.
-struct Scratch {
+struct BackwardScratch {
   hwy::AlignedFreeUniquePtr<float[]> st, dpt, k, v, dk, dv, ones, limit;
   std::vector<uint8_t> allow, allow_t;
 
-  Scratch(const BackwardPlan& plan, const Packs& p) {
+  BackwardScratch(const BackwardPlan& plan, const BackwardPacks& p) {
     const AttentionArgs& f = plan.args->forward;
     const int64_t kvb = plan.kv_block, dim_v = f.v.shape[3];
     st = hwy::AllocateAligned<float>(kvb * p.m_pad);
@@ -116,7 +118,7 @@ HWY_INLINE void ScoreGradients(float* st, const float* dpt, int64_t m_pad, int64
 }
 
 // Step 1 for tile t of (b, h).
-void PackTile(const BackwardPlan& plan, Packs& p, int64_t b, int64_t h, int64_t t) {
+void PackTile(const BackwardPlan& plan, BackwardPacks& p, int64_t b, int64_t h, int64_t t) {
   const BackwardArgs& a = *plan.args;
   const AttentionArgs& f = a.forward;
   const int64_t heads_q = f.q.shape[1], dim = f.q.shape[3], dim_v = f.v.shape[3];
@@ -162,9 +164,10 @@ void PackTile(const BackwardPlan& plan, Packs& p, int64_t b, int64_t h, int64_t 
 }
 
 // One (key block, query tile) pair of step 2.
-void ProcessPair(const BackwardPlan& plan, const Packs& p, Scratch& s, int64_t b, int64_t h,
-                 int64_t t, int64_t q0, int64_t nt, int64_t chunk, int64_t k0, int64_t keys,
-                 const float* k, int64_t k_stride, const float* v, int64_t v_stride, bool partial) {
+void ProcessPair(const BackwardPlan& plan, const BackwardPacks& p, BackwardScratch& s, int64_t b,
+                 int64_t h, int64_t t, int64_t q0, int64_t nt, int64_t chunk, int64_t k0,
+                 int64_t keys, const float* k, int64_t k_stride, const float* v, int64_t v_stride,
+                 bool partial) {
   const BackwardArgs& a = *plan.args;
   const AttentionArgs& f = a.forward;
   const int64_t heads_q = f.q.shape[1], nq = f.q.shape[2], nk = f.k.shape[2];
@@ -218,7 +221,8 @@ void ProcessPair(const BackwardPlan& plan, const Packs& p, Scratch& s, int64_t b
   AccumulatePv(s.st.get(), PLayout{m_pad, 1}, nt, k, k_stride, keys, s.ones.get(), dq, p.d_pad);
 }
 
-void ProcessUnit(const BackwardPlan& plan, const Packs& p, Scratch& s, const BackwardUnit& u) {
+void ProcessUnit(const BackwardPlan& plan, const BackwardPacks& p, BackwardScratch& s,
+                 const BackwardUnit& u) {
   const BackwardArgs& a = *plan.args;
   const AttentionArgs& f = a.forward;
   const int64_t nq = f.q.shape[2], nk = f.k.shape[2], dim = f.q.shape[3], dim_v = f.v.shape[3];
@@ -279,7 +283,7 @@ void RunBackwardPlan(const BackwardPlan& plan) {
   const int64_t batch = f.q.shape[0], heads_q = f.q.shape[1], nq = f.q.shape[2];
   const int64_t dim = f.q.shape[3], dim_v = f.v.shape[3];
   const int64_t n = hn::Lanes(DF()), chunk = kCols * n;
-  Packs p;
+  BackwardPacks p;
   p.m_pad = RoundUp(plan.q_tile, chunk);
   p.d_pad = RoundUp(dim, n);
   p.dv_pad = RoundUp(dim_v, n);
@@ -311,7 +315,7 @@ void RunBackwardPlan(const BackwardPlan& plan) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t x = 0; x < bhs * p.tiles; ++x)
       PackTile(plan, p, x / p.tiles / heads_q, x / p.tiles % heads_q, x % p.tiles);
-    Scratch scratch(plan, p);
+    BackwardScratch scratch(plan, p);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t x = 0; x < units; ++x) ProcessUnit(plan, p, scratch, plan.units[x]);
       // dQ: the partial planes summed in chunk order, whatever thread wrote them.
