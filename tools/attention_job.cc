@@ -114,9 +114,8 @@ RunStats run_attention(const AttentionArgs& args, const Pattern* pattern) {
 }
 
 void run_attention_backward(const BackwardArgs& args, const Pattern* pattern, const Plan* plan) {
-  if (!pattern) return attention_backward(args);
-  if (plan) return pattern->backward(args, *plan);
-  pattern->backward(args);
+  if (pattern) return pattern->backward(args, *plan);
+  attention_backward(args);
 }
 
 void write_outputs(const std::vector<std::pair<std::string, const Tensor*>>& files,

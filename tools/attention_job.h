@@ -45,7 +45,8 @@ Tensor load_input(const std::string& path, const std::string& argument, DType dt
 // The dense kernel, or the pattern's run() when `pattern` is set. Without a pattern the stats
 // hold the exact dense / bottom-right causal pair count and no planning time.
 RunStats run_attention(const AttentionArgs& args, const Pattern* pattern);
-// Its backward: dense / causal without a pattern; else through `plan` (planned again if null).
+// Its backward: dense / causal without a pattern; else through `plan`, the plan of the forward
+// (required with a pattern).
 void run_attention_backward(const BackwardArgs& args, const Pattern* pattern, const Plan* plan);
 
 // Writes every (path, tensor) as .npy, or none: a failure removes the files already written.
