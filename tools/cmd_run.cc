@@ -8,7 +8,6 @@
 #include "args.h"
 #include "attention_job.h"
 #include "attnkit/error.h"
-#include "attnkit/npy.h"
 #include "command.h"
 
 namespace attnkit::cli {
@@ -58,14 +57,10 @@ int run_main(const std::vector<std::string>& argv) {
   attention_args.threads = options.threads;
   run_attention(attention_args, options.pattern.get());
 
-  write_npy(out_path, out, "--out");
   if (args.has("--lse")) {
-    try {
-      write_npy(lse_path, lse, "--lse");
-    } catch (...) {
-      std::filesystem::remove(out_path);  // all outputs or none
-      throw;
-    }
+    write_outputs({{out_path, &out}, {lse_path, &lse}}, {"--out", "--lse"});
+  } else {
+    write_outputs({{out_path, &out}}, {"--out"});
   }
   std::printf("O %s -> %s%s\n", shape_string(out.shape()).c_str(), out_path.c_str(),
               args.has("--lse") ? (", LSE -> " + lse_path).c_str() : "");

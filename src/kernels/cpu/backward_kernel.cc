@@ -82,12 +82,6 @@ struct BackwardScratch {
   }
 };
 
-// Touches every cache line of [p, p + bytes).
-HWY_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
-  for (int64_t byte = 0; byte < bytes; byte += 64)
-    hwy::Prefetch(static_cast<const char*>(p) + byte);
-}
-
 // St[j][r] = exp2(St[j][r] - lse2[r]): the probabilities, recomputed from the forward's LSE.
 HWY_INLINE void ProbsFromLse(float* st, int64_t m_pad, int64_t keys, const float* lse2) {
   const DF df;

@@ -265,11 +265,14 @@ HWY_INLINE int64_t CountFinite(const float* st, int64_t m_pad, int64_t keys, int
 }
 
 // Touches every cache line of `rows` rows of `cols` elements.
+// Touches every cache line of [p, p + bytes).
+HWY_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
+  for (int64_t byte = 0; byte < bytes; byte += 64) hwy::Prefetch(static_cast<const char*>(p) + byte);
+}
+
 HWY_INLINE void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
   const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
-  const char* p = static_cast<const char*>(base);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t byte = 0; byte < row_bytes; byte += 64) hwy::Prefetch(p + r * stride_bytes + byte);
+  for (int64_t r = 0; r < rows; ++r) PrefetchBytes(static_cast<const char*>(base) + r * stride_bytes, row_bytes);
 }
 
 // Rows [0, count) of a [rows][cols] block (stored as dtype, row stride `stride`) into f32
