@@ -16,6 +16,7 @@ WERROR ?= OFF
 setup:
 	@bash scripts/install-deps.sh
 	@bash scripts/setup-model.sh || echo "setup: continuing without the real model: its tests will fail (ATTNKIT_SKIP_MODEL=1 skips them)"
+	@bash scripts/setup-python.sh
 
 build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DATTNKIT_WERROR=$(WERROR) >/dev/null
@@ -27,8 +28,10 @@ run: build
 
 # Tests run two at a time, each with its own OpenMP team: passive waiting keeps the teams from
 # spinning on each other's cores.
+# Then the Python suite (tests/python, pytest in .venv/).
 test: build
 	cd $(BUILD) && OMP_WAIT_POLICY=passive ctest --output-on-failure -j $(JOBS)
+	OMP_WAIT_POLICY=passive .venv/bin/python -m pytest -q tests/python
 
 # AddressSanitizer and UndefinedBehaviorSanitizer on the suite and the CLI it calls. GCC at -O1:
 # clang's UBSan takes twice as long to build the SIMD kernels, and -O2 twice again. Trimmed
@@ -60,4 +63,4 @@ tsan: setup
 	@bash scripts/tsan.sh $(TSAN_BUILD) $(JOBS) $(WERROR)
 
 clean:
-	rm -rf $(BUILD) $(SANITIZE_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(SANITIZE_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD) build-python

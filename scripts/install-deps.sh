@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, only when missing, the Debian packages that the build and the tests need.
 set -euo pipefail
+# python3-venv, python3-dev: the .venv/ and the extension (scripts/setup-python.sh).
 # clang, libomp and clang's runtimes: the fuzz and ThreadSanitizer builds (fuzz/README.md).
-packages=(g++ cmake make libhwy-dev libgtest-dev libgmock-dev unzip python3-pip
+packages=(g++ cmake make libhwy-dev libgtest-dev libgmock-dev unzip python3-pip python3-venv python3-dev
           clang libomp-14-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do

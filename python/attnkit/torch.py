@@ -1,0 +1,169 @@
+"""attnkit.torch: attnkit's kernels as PyTorch custom ops, with autograd and torch.compile.
+
+    from attnkit.torch import attention
+    out = attention(q, k, v, causal=True)                      # like F.scaled_dot_product_attention
+    out = attention(q, k, v, pattern="window:size=128")        # a sparse pattern, trainable
+    out.sum().backward()                                       # attnkit's C++ backward
+
+Ops (namespace "attnkit", CPU): attnkit::attention(q, k, v, causal, scale, mask_id) -> (out, lse)
+and attnkit::attention_backward(...) -> (dq, dk, dv), with register_fake (torch.compile traces
+them without a graph break) and register_autograd. Outputs and gradients are computed in float32
+and returned in the inputs' dtype. A pattern is planned before the op; static and grid patterns
+from the shapes alone (the plan is cached per shape), content-based ones from q and k on every
+call (eager mode only). The plan travels to the op as an integer id; the autograd context keeps
+it alive until the backward, which differentiates through that same plan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from functools import lru_cache
+
+import torch
+
+from . import BlockMask, Pattern, _as_pattern, _ext, _layout, _scale
+
+__all__ = ["attention"]
+
+# id -> BlockMask for the masks of calls in flight (weak: the caller and the autograd context
+# hold them).
+_masks: "weakref.WeakValueDictionary[int, BlockMask]" = weakref.WeakValueDictionary()
+_next_id = itertools.count(1)
+_ids: "weakref.WeakKeyDictionary[BlockMask, int]" = weakref.WeakKeyDictionary()
+
+
+def _mask_id(mask: BlockMask | None) -> int:
+    if mask is None:
+        return 0
+    found = _ids.get(mask)
+    if found is None:
+        found = next(_next_id)
+        _ids[mask] = found
+        _masks[found] = mask
+    return found
+
+
+def _mask_of(mask_id: int) -> BlockMask | None:
+    if mask_id == 0:
+        return None
+    mask = _masks.get(mask_id)
+    if mask is None:
+        raise ValueError(f"block_mask: the mask of id {mask_id} no longer exists")
+    return mask
+
+
+@torch.library.custom_op("attnkit::attention", mutates_args=(), device_types="cpu")
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
+                  mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b, h, n, _ = q.shape
+    out = torch.empty((b, h, n, v.shape[3]), dtype=torch.float32)
+    lse = torch.empty((b, h, n), dtype=torch.float32)
+    _ext.attention(q, k, v, out, lse, scale, causal, 0, _mask_of(mask_id), True)
+    return out, lse
+
+
+@_attention_op.register_fake
+def _(q, k, v, causal, scale, mask_id):
+    b, h, n, _ = q.shape
+    return (q.new_empty((b, h, n, v.shape[3]), dtype=torch.float32),
+            q.new_empty((b, h, n), dtype=torch.float32))
+
+
+@torch.library.custom_op("attnkit::attention_backward", mutates_args=(), device_types="cpu")
+def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                           lse: torch.Tensor, dout: torch.Tensor, dlse: torch.Tensor | None,
+                           causal: bool, scale: float,
+                           mask_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq = torch.empty(q.shape, dtype=torch.float32)
+    dk = torch.empty(k.shape, dtype=torch.float32)
+    dv = torch.empty(v.shape, dtype=torch.float32)
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    _ext.attention_backward(q, k, v, out, lse, dout, dlse, dq, dk, dv, scale, causal, 0,
+                            _mask_of(mask_id), False)
+    return dq, dk, dv
+
+
+@_attention_backward_op.register_fake
+def _(q, k, v, out, lse, dout, dlse, causal, scale, mask_id):
+    return (q.new_empty(q.shape, dtype=torch.float32), k.new_empty(k.shape, dtype=torch.float32),
+            v.new_empty(v.shape, dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, causal, scale, mask_id = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.causal, ctx.scale, ctx.mask_id = causal, scale, mask_id
+    ctx.mask = _masks.get(mask_id)  # keeps the plan alive until the backward
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dq, dk, dv = _attention_backward_op(q, k, v, out, lse, dout, dlse, ctx.causal, ctx.scale,
+                                        ctx.mask_id)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@lru_cache(maxsize=64)
+def _pattern(spec: str) -> Pattern:
+    return Pattern(spec)
+
+
+@lru_cache(maxsize=256)
+def _shape_plan(spec: str, batch: int, heads: int, kv_heads: int, nq: int, nk: int, dim: int,
+                causal: bool) -> BlockMask:
+    return _pattern(spec).plan(nq=nq, nk=nk, heads=heads, kv_heads=kv_heads, batch=batch,
+                               dim=dim, causal=causal)
+
+
+def _plan(pattern, q, k, causal: bool) -> BlockMask:
+    p = _pattern(pattern) if isinstance(pattern, str) else _as_pattern(pattern)
+    if p.family != "dynamic":
+        b, h, nq, d = (int(s) for s in q.shape)
+        return _shape_plan(p.spec, b, h, int(k.shape[1]), nq, int(k.shape[2]), d, causal)
+    if torch.compiler.is_compiling():
+        raise ValueError(f"pattern: '{p.name}' plans from the values of q and k, which "
+                         "torch.compile cannot trace; run it eagerly")
+    return p.plan(q.detach(), k.detach(), causal=causal)
+
+
+def _check(x, name: str):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: must have rank 4, got shape {list(x.shape)}")
+    if x.device.type != "cpu":
+        raise ValueError(f"{name}: must be on the CPU, got device {x.device}")
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"{name}: dtype {x.dtype} is not supported (float32, float16, bfloat16)")
+
+
+def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=None, layout="bhsd",
+              return_lse=False):
+    """Differentiable attention, shaped like F.scaled_dot_product_attention's inputs:
+    q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (layout="bshd": [B, N, H, D]);
+    Hq a multiple of Hkv (GQA, no repeat needed). Returns out in q's dtype (and, with
+    return_lse, the float32 LSE [B, Hq, Nq], itself differentiable)."""
+    layout = _layout(layout)
+    for x, name in ((q, "q"), (k, "k"), (v, "v")):
+        _check(x, name)
+    if layout == "bshd":
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    if pattern is not None and block_mask is not None:
+        raise ValueError("block_mask: give pattern or block_mask, not both")
+    if block_mask is not None and not isinstance(block_mask, BlockMask):
+        raise TypeError(f"block_mask: expected a BlockMask, got {type(block_mask).__name__}")
+    mask = _plan(pattern, q, k, bool(causal)) if pattern is not None else block_mask
+    out, lse = _attention_op(q, k, v, bool(causal), _scale(scale), _mask_id(mask))
+    out = out.to(q.dtype)
+    if layout == "bshd":
+        out, lse = out.transpose(1, 2), lse.transpose(1, 2)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,481 @@
+// attnkit._ext: the C++ library seen from Python (nanobind). The one binding file.
+//
+// Arrays arrive as nanobind ndarrays (numpy through the buffer protocol, torch and others through
+// DLPack) and are viewed, never copied: shape and strides go straight into TensorViews. Outputs
+// are allocated by the Python layer (numpy or torch) and written in place. The GIL is released
+// while kernels run. attnkit::Error becomes ValueError ("q: ..."); a dtype that attnkit cannot
+// read becomes TypeError naming the argument.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
+#include "attnkit/error.h"
+#include "attnkit/pattern.h"
+#include "attnkit/tensor.h"
+#include "mask_png.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace attnkit::python {
+namespace {
+
+using InArray = nb::ndarray<nb::ro, nb::device::cpu>;
+using OutArray = nb::ndarray<nb::device::cpu>;
+
+DType dtype_of(const nb::dlpack::dtype& t, const char* name) {
+  if (t.lanes == 1 && t.bits == 32 && t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float))
+    return DType::kF32;
+  if (t.lanes == 1 && t.bits == 16 && t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float))
+    return DType::kF16;
+  if (t.lanes == 1 && t.bits == 16 &&
+      t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat))
+    return DType::kBF16;
+  throw nb::type_error(
+      (std::string(name) + ": dtype is not supported (float32, float16 or bfloat16 expected)")
+          .c_str());
+}
+
+// A 4-D array [B, H, N, D], or with `rows` a 3-D per-row array [B, H, N] seen as [B, H, N, 1].
+template <class Array>
+TensorLayout layout_of(const Array& a, const char* name, bool rows) {
+  const size_t want = rows ? 3 : 4;
+  check(a.ndim() == want, name,
+        "must have rank " + std::to_string(want) + ", got rank " + std::to_string(a.ndim()));
+  TensorLayout layout;
+  layout.dtype = dtype_of(a.dtype(), name);
+  for (size_t i = 0; i < want; ++i) {
+    layout.shape[i] = static_cast<int64_t>(a.shape(i));
+    layout.stride[i] = static_cast<int64_t>(a.stride(i));
+    check(layout.stride[i] >= 0 || layout.shape[i] <= 1, name,
+          "negative strides are not supported");
+  }
+  if (rows) {
+    layout.shape[3] = 1;
+    layout.stride[3] = 1;
+  }
+  return layout;
+}
+
+TensorView view_in(const InArray& a, const char* name, bool rows = false) {
+  TensorView v;
+  static_cast<TensorLayout&>(v) = layout_of(a, name, rows);
+  v.data = a.data();
+  return v;
+}
+
+MutableTensorView view_out(const OutArray& a, const char* name, bool rows = false) {
+  MutableTensorView v;
+  static_cast<TensorLayout&>(v) = layout_of(a, name, rows);
+  v.data = a.data();
+  return v;
+}
+
+TensorView view_in(const std::optional<InArray>& a, const char* name, bool rows = false) {
+  return a ? view_in(*a, name, rows) : TensorView{};
+}
+
+MutableTensorView view_out(const std::optional<OutArray>& a, const char* name, bool rows = false) {
+  return a ? view_out(*a, name, rows) : MutableTensorView{};
+}
+
+// Throws Error(name, "contains NaN at index [b,h,s,d]") at the first value that is not finite.
+// -inf is allowed in per-row inputs (`rows`): the LSE of a row that sees no key.
+void check_finite(const TensorView& t, const char* name, bool rows = false) {
+  if (t.empty()) return;
+  for (int64_t b = 0; b < t.shape[0]; ++b)
+    for (int64_t h = 0; h < t.shape[1]; ++h)
+      for (int64_t s = 0; s < t.shape[2]; ++s) {
+        for (int64_t d = 0; d < t.shape[3]; ++d) {
+          const float x = t.dtype == DType::kF32 ? t.row<float>(b, h, s)[d] : t.get(b, h, s, d);
+          if (std::isfinite(x) || (rows && x == -INFINITY)) continue;
+          const std::string index = "[" + std::to_string(b) + "," + std::to_string(h) + "," +
+                                    std::to_string(s) + (rows ? "" : "," + std::to_string(d)) + "]";
+          throw Error(name, std::string("contains ") + (std::isnan(x) ? "NaN" : "infinity") +
+                                " at index " + index);
+        }
+      }
+}
+
+// A plan and what executes it: the pattern when the plan needs one (a token order, or a
+// mechanism that is not one block-sparse pass); none for masks built from arrays or lists.
+struct Mask {
+  Plan plan;
+  std::shared_ptr<const Pattern> pattern;
+
+  bool needs_pattern() const {
+    return pattern && (!plan.token_order.empty() || plan.state.has_value());
+  }
+  const BlockMask& mask() const { return plan.mask; }
+};
+
+// An element mask [B', H', Nq, Nk] (B', H' = 1 or the full size) as a TilePredicate.
+class DensePredicate final : public TilePredicate {
+ public:
+  DensePredicate(std::vector<uint8_t> bits, int64_t batch, int64_t heads, int64_t nq, int64_t nk)
+      : bits_(std::move(bits)), batch_(batch), heads_(heads), nq_(nq), nk_(nk) {}
+  void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
+            int64_t ld) const override {
+    const uint8_t* base =
+        bits_.data() + ((batch_ == 1 ? 0 : b) * heads_ + (heads_ == 1 ? 0 : h)) * nq_ * nk_;
+    for (int64_t i = 0; i < nq; ++i)
+      std::memcpy(allow + i * ld, base + (q0 + i) * nk_ + k0, static_cast<size_t>(nk));
+  }
+  bool same_for_all_heads() const override { return heads_ == 1; }
+
+ private:
+  std::vector<uint8_t> bits_;
+  int64_t batch_, heads_, nq_, nk_;
+};
+
+// The (b, h) lists of `mask`: a broadcast dimension of size 1 answers for every index.
+int64_t list_index(int64_t index, int64_t size) { return size == 1 ? 0 : index; }
+
+// ---- attention, its backward, merge, the reference ----
+
+AttentionArgs forward_args(const InArray& q, const InArray& k, const InArray& v,
+                           const OutArray& out, const std::optional<OutArray>& lse, float scale,
+                           bool causal, int threads) {
+  AttentionArgs args;
+  args.q = view_in(q, "q");
+  args.k = view_in(k, "k");
+  args.v = view_in(v, "v");
+  args.out = view_out(out, "out");
+  args.lse = view_out(lse, "lse", true);
+  args.scale = scale;
+  args.causal = causal;
+  args.threads = threads;
+  return args;
+}
+
+void check_mask_shape(const Mask& m, const AttentionArgs& args) {
+  const int64_t nq = args.q.shape[2], nk = args.k.shape[2];
+  check(m.plan.nq() == nq && m.plan.nk() == nk, "block_mask",
+        "was planned for nq=" + std::to_string(m.plan.nq()) +
+            ", nk=" + std::to_string(m.plan.nk()) + " but q and k have " + std::to_string(nq) +
+            " and " + std::to_string(nk) + " tokens");
+}
+
+void run_attention(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+                   const std::optional<OutArray>& lse, float scale, bool causal, int threads,
+                   const Mask* mask, bool check_inputs) {
+  const AttentionArgs args = forward_args(q, k, v, out, lse, scale, causal, threads);
+  if (check_inputs) {
+    check_finite(args.q, "q");
+    check_finite(args.k, "k");
+    check_finite(args.v, "v");
+  }
+  nb::gil_scoped_release release;
+  if (!mask) return attention(args);
+  check_mask_shape(*mask, args);
+  if (mask->needs_pattern()) return mask->pattern->forward(args, mask->plan);
+  attention(args, mask->mask());
+}
+
+void run_backward(const InArray& q, const InArray& k, const InArray& v, const InArray& out,
+                  const InArray& lse, const InArray& dout, const std::optional<InArray>& dlse,
+                  const OutArray& dq, const OutArray& dk, const OutArray& dv, float scale,
+                  bool causal, int threads, const Mask* mask, bool check_inputs) {
+  BackwardArgs args;
+  AttentionArgs& f = args.forward;
+  f.q = view_in(q, "q");
+  f.k = view_in(k, "k");
+  f.v = view_in(v, "v");
+  // The backward reads O and LSE only: the const views are passed as the forward's outputs.
+  const TensorView o = view_in(out, "out"), l = view_in(lse, "lse", true);
+  static_cast<TensorLayout&>(f.out) = o;
+  f.out.data = const_cast<void*>(o.data);
+  static_cast<TensorLayout&>(f.lse) = l;
+  f.lse.data = const_cast<void*>(l.data);
+  f.scale = scale;
+  f.causal = causal;
+  f.threads = threads;
+  args.dout = view_in(dout, "dout");
+  args.dlse = view_in(dlse, "dlse", true);
+  args.dq = view_out(dq, "dq");
+  args.dk = view_out(dk, "dk");
+  args.dv = view_out(dv, "dv");
+  if (check_inputs) {
+    check_finite(f.q, "q");
+    check_finite(f.k, "k");
+    check_finite(f.v, "v");
+    check_finite(args.dout, "dout");
+    check_finite(args.dlse, "dlse", true);
+  }
+  nb::gil_scoped_release release;
+  if (!mask) return attention_backward(args);
+  check_mask_shape(*mask, f);
+  if (mask->pattern) return mask->pattern->backward(args, mask->plan);
+  attention_backward(args, mask->mask());
+}
+
+void run_merge(const InArray& out_a, const InArray& lse_a, const InArray& out_b,
+               const InArray& lse_b, const OutArray& out, const OutArray& lse) {
+  const TensorView oa = view_in(out_a, "out_a"), la = view_in(lse_a, "lse_a", true);
+  const TensorView ob = view_in(out_b, "out_b"), lb = view_in(lse_b, "lse_b", true);
+  const MutableTensorView o = view_out(out, "out"), l = view_out(lse, "lse", true);
+  nb::gil_scoped_release release;
+  merge(oa, la, ob, lb, o, l);
+}
+
+void run_reference(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+                   const std::optional<OutArray>& lse, float scale, bool causal, const Mask* mask) {
+  const AttentionArgs args = forward_args(q, k, v, out, lse, scale, causal, 0);
+  ElementPredicate allow;
+  std::vector<std::vector<uint8_t>> dense;  // token-order element masks per (b, h) list
+  if (mask) {
+    check_mask_shape(*mask, args);
+    const BlockMask& m = mask->mask();
+    dense.resize(static_cast<size_t>(m.batch * m.heads));
+    for (int64_t b = 0; b < m.batch; ++b)
+      for (int64_t h = 0; h < m.heads; ++h) dense[b * m.heads + h] = to_dense(mask->plan, b, h);
+    const int64_t nk = args.k.shape[2];
+    allow = [&dense, &m, nk](int64_t b, int64_t h, int64_t i, int64_t j) {
+      return dense[list_index(b, m.batch) * m.heads + list_index(h, m.heads)][i * nk + j] != 0;
+    };
+  }
+  nb::gil_scoped_release release;
+  attention_reference(args, allow);
+}
+
+// ---- patterns and masks ----
+
+nb::dict param_dict(const PatternParam& p) {
+  static const char* const kTypes[] = {"int", "block", "real", "choice", "text"};
+  nb::dict d;
+  d["name"] = p.name;
+  d["default"] = p.default_value;
+  d["help"] = p.help;
+  d["type"] = kTypes[static_cast<int>(p.type)];
+  if (p.type == PatternParam::Type::kInt || p.type == PatternParam::Type::kReal) {
+    d["lo"] = p.lo;
+    d["hi"] = p.hi;
+  }
+  if (p.type == PatternParam::Type::kChoice) d["choices"] = p.choices;
+  return d;
+}
+
+nb::list list_pattern_infos() {
+  nb::list out;
+  for (const PatternInfo& info : list_patterns()) {
+    nb::dict d;
+    d["name"] = info.name;
+    d["summary"] = info.summary;
+    d["paper"] = info.paper;
+    d["family"] = family_name(info.family);
+    d["direction"] = direction_name(make_pattern(info.name)->direction());
+    nb::list params;
+    for (const PatternParam& p : info.params) params.append(param_dict(p));
+    d["params"] = params;
+    out.append(d);
+  }
+  return out;
+}
+
+struct PyPattern {
+  std::shared_ptr<const Pattern> pattern;
+
+  explicit PyPattern(const std::string& spec) : pattern(make_pattern(spec)) {}
+
+  Mask plan(const std::optional<InArray>& q, const std::optional<InArray>& k, int64_t batch,
+            int64_t heads, int64_t heads_kv, int64_t nq, int64_t nk, int64_t dim, bool causal,
+            int threads) const {
+    PlanInputs inputs = PlanInputs::shapes(batch, heads, heads_kv, nq, nk, dim, causal);
+    inputs.threads = threads;
+    if (q) inputs.q = view_in(*q, "q");
+    if (k) inputs.k = view_in(*k, "k");
+    const bool needs_data = pattern->family() == PatternFamily::kDynamic;
+    check(!needs_data || (q && k), "q",
+          "pattern '" + pattern->name() + "' reads Q and K to plan: pass q and k");
+    inputs.validate(needs_data);
+    Mask m;
+    {
+      nb::gil_scoped_release release;
+      m.plan = pattern->plan(inputs);
+    }
+    m.pattern = pattern;
+    return m;
+  }
+};
+
+std::vector<uint8_t> dense_bits(const InArray& a, int64_t* batch, int64_t* heads, int64_t* nq,
+                                int64_t* nk) {
+  check(a.ndim() >= 2 && a.ndim() <= 4, "array",
+        "must be [nq, nk], [heads, nq, nk] or [batch, heads, nq, nk], got rank " +
+            std::to_string(a.ndim()));
+  const auto t = a.dtype();
+  const bool boolean =
+      t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bool) ||
+      (t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::UInt) && t.bits == 8);
+  if (!boolean) throw nb::type_error("array: must hold bool or uint8 values");
+  int64_t shape[4] = {1, 1, 1, 1}, stride[4] = {0, 0, 0, 0};
+  const size_t offset = 4 - a.ndim();
+  for (size_t i = 0; i < a.ndim(); ++i) {
+    shape[offset + i] = static_cast<int64_t>(a.shape(i));
+    stride[offset + i] = static_cast<int64_t>(a.stride(i));
+    check(shape[offset + i] > 0, "array", "has a zero-size dimension");
+  }
+  *batch = shape[0], *heads = shape[1], *nq = shape[2], *nk = shape[3];
+  std::vector<uint8_t> bits(static_cast<size_t>(shape[0] * shape[1] * shape[2] * shape[3]));
+  const uint8_t* src = static_cast<const uint8_t*>(a.data());
+  size_t n = 0;
+  for (int64_t b = 0; b < shape[0]; ++b)
+    for (int64_t h = 0; h < shape[1]; ++h)
+      for (int64_t i = 0; i < shape[2]; ++i)
+        for (int64_t j = 0; j < shape[3]; ++j)
+          bits[n++] =
+              src[b * stride[0] + h * stride[1] + i * stride[2] + j * stride[3]] != 0 ? 1 : 0;
+  return bits;
+}
+
+Mask mask_from_dense(const InArray& a, int64_t q_block, int64_t kv_block) {
+  int64_t batch, heads, nq, nk;
+  std::vector<uint8_t> bits = dense_bits(a, &batch, &heads, &nq, &nk);
+  BlockMaskShape shape{nq, nk, batch, heads, q_block, kv_block};
+  auto predicate = std::make_shared<DensePredicate>(std::move(bits), batch, heads, nq, nk);
+  Mask m;
+  m.plan.mask = block_mask_from_predicate(shape, std::move(predicate));
+  return m;
+}
+
+Mask mask_from_indices(const std::vector<std::vector<int32_t>>& lists, int64_t nq, int64_t nk,
+                       int64_t batch, int64_t heads, int64_t q_block, int64_t kv_block) {
+  BlockMaskShape shape{nq, nk, batch, heads, q_block, kv_block};
+  Mask m;
+  m.plan.mask = block_mask_from_indices(shape, lists);
+  return m;
+}
+
+const BlockMask& plain_mask(const Mask& m, const char* name) {
+  check(m.plan.token_order.empty() && !m.plan.state.has_value(), name,
+        "combines only masks in token order (this one comes from a pattern that reorders tokens "
+        "or is not one block-sparse pass)");
+  return m.mask();
+}
+
+Mask combine(const Mask& a, const Mask& b, bool both) {
+  const BlockMask& x = plain_mask(a, "block_mask");
+  const BlockMask& y = plain_mask(b, "other");
+  Mask m;
+  m.plan.mask = both ? mask_and(x, y) : mask_or(x, y);
+  m.plan.causal = both ? (a.plan.causal || b.plan.causal) : (a.plan.causal && b.plan.causal);
+  return m;
+}
+
+nb::ndarray<nb::numpy, uint8_t> mask_to_dense(const Mask& m, int64_t b, int64_t h) {
+  const BlockMask& mask = m.mask();
+  check(b >= 0 && b < std::max<int64_t>(mask.batch, 1), "b", "is out of range");
+  check(h >= 0 && h < std::max<int64_t>(mask.heads, 1), "h", "is out of range");
+  const int64_t nq = m.plan.nq(), nk = m.plan.nk();
+  check(double(nq) * double(nk) <= double(int64_t{1} << 30), "block_mask",
+        "the element mask would hold " + std::to_string(nq) + " x " + std::to_string(nk) +
+            " bytes (at most 2^30)");
+  auto* bits = new std::vector<uint8_t>(to_dense(m.plan, b, h));
+  nb::capsule owner(bits, [](void* p) noexcept { delete static_cast<std::vector<uint8_t>*>(p); });
+  return nb::ndarray<nb::numpy, uint8_t>(bits->data(),
+                                         {static_cast<size_t>(nq), static_cast<size_t>(nk)}, owner);
+}
+
+std::string mask_repr(const Mask& m) {
+  const BlockMask& mask = m.mask();
+  std::string text =
+      "BlockMask(nq=" + std::to_string(m.plan.nq()) + ", nk=" + std::to_string(m.plan.nk()) +
+      ", blocks " + std::to_string(mask.q_block) + "x" + std::to_string(mask.kv_block) +
+      ", density " + std::to_string(density(m.plan)) + ", block density " +
+      std::to_string(block_density(mask)) + (m.plan.token_order.empty() ? "" : ", box order") +
+      (m.pattern ? ", pattern " + m.pattern->spec() : "") + ")\n";
+  return text + to_ascii(mask, 0, 0, 64);
+}
+
+}  // namespace
+}  // namespace attnkit::python
+
+NB_MODULE(_ext, m) {
+  using namespace attnkit;
+  using namespace attnkit::python;
+  m.doc() = "attnkit's C++ core (use the attnkit package, not this module)";
+  // Plans cached by attnkit.torch live until interpreter exit, past nanobind's leak check.
+  nb::set_leak_warnings(false);
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  nb::class_<Mask>(m, "Mask", nb::is_weak_referenceable())
+      .def_prop_ro("nq", [](const Mask& x) { return x.plan.nq(); })
+      .def_prop_ro("nk", [](const Mask& x) { return x.plan.nk(); })
+      .def_prop_ro("q_block", [](const Mask& x) { return x.mask().q_block; })
+      .def_prop_ro("kv_block", [](const Mask& x) { return x.mask().kv_block; })
+      .def_prop_ro("batch", [](const Mask& x) { return x.mask().batch; })
+      .def_prop_ro("heads", [](const Mask& x) { return x.mask().heads; })
+      .def_prop_ro("causal", [](const Mask& x) { return x.plan.causal; })
+      .def_prop_ro("density", [](const Mask& x) { return density(x.plan); })
+      .def_prop_ro("block_density", [](const Mask& x) { return block_density(x.mask()); })
+      .def_prop_ro("pattern",
+                   [](const Mask& x) { return x.pattern ? x.pattern->spec() : std::string(); })
+      .def_prop_ro("token_order", [](const Mask& x) { return x.plan.token_order; })
+      .def_prop_ro("kv_counts",
+                   [](const Mask& x) {
+                     std::vector<int64_t> counts;
+                     const BlockMask& b = x.mask();
+                     for (int64_t r = 0; r < b.lists(); ++r)
+                       counts.push_back(b.row_start[r + 1] - b.row_start[r]);
+                     return counts;
+                   })
+      .def("to_dense", &mask_to_dense, "b"_a = 0, "h"_a = 0)
+      .def(
+          "ascii",
+          [](const Mask& x, int64_t b, int64_t h, int64_t columns) {
+            return to_ascii(x.mask(), b, h, columns);
+          },
+          "b"_a = 0, "h"_a = 0, "max_columns"_a = 0)
+      .def(
+          "save_png",
+          [](const Mask& x, const std::string& path, int64_t b, int64_t h, int64_t scale) {
+            cli::write_block_mask_png(path, x.mask(), b, h, scale, "path");
+          },
+          "path"_a, "b"_a = 0, "h"_a = 0, "scale"_a = 0)
+      .def("__and__", [](const Mask& a, const Mask& b) { return combine(a, b, true); })
+      .def("__or__", [](const Mask& a, const Mask& b) { return combine(a, b, false); })
+      .def("__repr__", &mask_repr)
+      .def_static("from_dense", &mask_from_dense, "array"_a, "q_block"_a, "kv_block"_a)
+      .def_static("from_indices", &mask_from_indices, "lists"_a, "nq"_a, "nk"_a, "batch"_a,
+                  "heads"_a, "q_block"_a, "kv_block"_a);
+
+  nb::class_<PyPattern>(m, "Pattern")
+      .def(nb::init<const std::string&>(), "spec"_a)
+      .def_prop_ro("name", [](const PyPattern& p) { return p.pattern->name(); })
+      .def_prop_ro("spec", [](const PyPattern& p) { return p.pattern->spec(); })
+      .def_prop_ro("family", [](const PyPattern& p) { return family_name(p.pattern->family()); })
+      .def_prop_ro("direction",
+                   [](const PyPattern& p) { return direction_name(p.pattern->direction()); })
+      .def("plan", &PyPattern::plan, "q"_a.none(), "k"_a.none(), "batch"_a, "heads"_a, "heads_kv"_a,
+           "nq"_a, "nk"_a, "dim"_a, "causal"_a, "threads"_a);
+
+  m.def("patterns", &list_pattern_infos);
+  m.def("attention", &run_attention, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,
+        "causal"_a, "threads"_a, "mask"_a.none(), "check_inputs"_a);
+  m.def("attention_backward", &run_backward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dout"_a,
+        "dlse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "scale"_a, "causal"_a, "threads"_a,
+        "mask"_a.none(), "check_inputs"_a);
+  m.def("merge", &run_merge, "out_a"_a, "lse_a"_a, "out_b"_a, "lse_b"_a, "out"_a, "lse"_a);
+  m.def("reference", &run_reference, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,
+        "causal"_a, "mask"_a.none());
+}
