@@ -456,7 +456,7 @@ NB_MODULE(_ext, m) {
       .def("__or__", [](const Mask& a, const Mask& b) { return combine(a, b, false); })
       .def("__repr__", &mask_repr)
       .def_static("from_dense", &mask_from_dense, "array"_a, "q_block"_a, "kv_block"_a)
-      .def_static("from_indices", &mask_from_indices, "lists"_a, "nq"_a, "nk"_a, "batch"_a,
+      .def_static("_from_index_lists", &mask_from_indices, "lists"_a, "nq"_a, "nk"_a, "batch"_a,
                   "heads"_a, "q_block"_a, "kv_block"_a);
 
   nb::class_<PyPattern>(m, "Pattern")

@@ -70,7 +70,7 @@ def _from_indices(indices, *, nq, nk, q_block=64, kv_block=64):
         nested = [[int(j) for j in row] for row in nested]
     batch = int(lead[0]) if len(lead) == 2 else 1
     heads = int(lead[-1]) if len(lead) >= 1 else 1
-    return _ext.Mask.from_indices(nested, int(nq), int(nk), batch, heads, int(q_block),
+    return _ext.Mask._from_index_lists(nested, int(nq), int(nk), batch, heads, int(q_block),
                                   int(kv_block))
 
 
@@ -229,7 +229,7 @@ def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
     layout = _layout(layout)
     q, k, v = _array(q, "q", layout), _array(k, "k", layout), _array(v, "v", layout)
     threads = _threads(threads)
-    mask = _resolve_mask(pattern, block_mask, q, k, causal, threads)
+    mask = _resolve_mask(pattern, block_mask, q, k, causal, threads or None)
     out = _out_like(q, int(v.shape[3]))
     lse = np.empty(_shape(q)[:3], dtype=np.float32)
     _ext.attention(q, k, v, out, lse, _scale(scale), bool(causal), threads, mask, True)
@@ -248,7 +248,7 @@ def attention_backward(q, k, v, out, lse, dout, *, dlse=None, causal=False, scal
     lse = _array(lse, "lse", layout, rows=True)
     dlse = None if dlse is None else _array(dlse, "dlse", layout, rows=True)
     threads = _threads(threads)
-    mask = _resolve_mask(pattern, block_mask, q, k, causal, threads)
+    mask = _resolve_mask(pattern, block_mask, q, k, causal, threads or None)
     dq = np.empty(_shape(q), dtype=np.float32)
     dk = np.empty(_shape(k), dtype=np.float32)
     dv = np.empty(_shape(v), dtype=np.float32)

@@ -8,10 +8,10 @@
 Ops (namespace "attnkit", CPU): attnkit::attention(q, k, v, causal, scale, mask_id) -> (out, lse)
 and attnkit::attention_backward(...) -> (dq, dk, dv), with register_fake (torch.compile traces
 them without a graph break) and register_autograd. Outputs and gradients are computed in float32
-and returned in the inputs' dtype. A pattern is planned before the op; static and grid patterns
-from the shapes alone (the plan is cached per shape), content-based ones from q and k on every
-call (eager mode only). The plan travels to the op as an integer id; the autograd context keeps
-it alive until the backward, which differentiates through that same plan.
+and returned in the inputs' dtype. A pattern travels into the op as its spec string and is planned there:
+static and grid patterns from the shapes alone (cached per shape), content-based ones from q and
+k (again in the backward: the plan is a function of q and k, so the selection is the forward's).
+A BlockMask travels as an integer id; the autograd context keeps it alive until the backward.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-from . import BlockMask, Pattern, _as_pattern, _ext, _layout, _scale
+from . import BlockMask, Pattern, _ext, _layout, _scale
 
 __all__ = ["attention"]
 
@@ -55,16 +55,17 @@ def _mask_of(mask_id: int) -> BlockMask | None:
 
 @torch.library.custom_op("attnkit::attention", mutates_args=(), device_types="cpu")
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-                  mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  pattern: str, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     b, h, n, _ = q.shape
     out = torch.empty((b, h, n, v.shape[3]), dtype=torch.float32)
     lse = torch.empty((b, h, n), dtype=torch.float32)
-    _ext.attention(q, k, v, out, lse, scale, causal, 0, _mask_of(mask_id), True)
+    _ext.attention(q, k, v, out, lse, scale, causal, 0, _mask(pattern, mask_id, q, k, causal),
+                   True)
     return out, lse
 
 
 @_attention_op.register_fake
-def _(q, k, v, causal, scale, mask_id):
+def _(q, k, v, causal, scale, pattern, mask_id):
     b, h, n, _ = q.shape
     return (q.new_empty((b, h, n, v.shape[3]), dtype=torch.float32),
             q.new_empty((b, h, n), dtype=torch.float32))
@@ -73,7 +74,7 @@ def _(q, k, v, causal, scale, mask_id):
 @torch.library.custom_op("attnkit::attention_backward", mutates_args=(), device_types="cpu")
 def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                            lse: torch.Tensor, dout: torch.Tensor, dlse: torch.Tensor | None,
-                           causal: bool, scale: float,
+                           causal: bool, scale: float, pattern: str,
                            mask_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dq = torch.empty(q.shape, dtype=torch.float32)
     dk = torch.empty(k.shape, dtype=torch.float32)
@@ -81,21 +82,21 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ou
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     _ext.attention_backward(q, k, v, out, lse, dout, dlse, dq, dk, dv, scale, causal, 0,
-                            _mask_of(mask_id), False)
+                            _mask(pattern, mask_id, q, k, causal), False)
     return dq, dk, dv
 
 
 @_attention_backward_op.register_fake
-def _(q, k, v, out, lse, dout, dlse, causal, scale, mask_id):
+def _(q, k, v, out, lse, dout, dlse, causal, scale, pattern, mask_id):
     return (q.new_empty(q.shape, dtype=torch.float32), k.new_empty(k.shape, dtype=torch.float32),
             v.new_empty(v.shape, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, scale, mask_id = inputs
+    q, k, v, causal, scale, pattern, mask_id = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
-    ctx.causal, ctx.scale, ctx.mask_id = causal, scale, mask_id
+    ctx.causal, ctx.scale, ctx.pattern, ctx.mask_id = causal, scale, pattern, mask_id
     ctx.mask = _masks.get(mask_id)  # keeps the plan alive until the backward
 
 
@@ -104,8 +105,8 @@ def _backward(ctx, dout, dlse):
     if dout is None:
         dout = torch.zeros_like(out)
     dq, dk, dv = _attention_backward_op(q, k, v, out, lse, dout, dlse, ctx.causal, ctx.scale,
-                                        ctx.mask_id)
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
+                                        ctx.pattern, ctx.mask_id)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -123,15 +124,17 @@ def _shape_plan(spec: str, batch: int, heads: int, kv_heads: int, nq: int, nk: i
                                dim=dim, causal=causal)
 
 
-def _plan(pattern, q, k, causal: bool) -> BlockMask:
-    p = _pattern(pattern) if isinstance(pattern, str) else _as_pattern(pattern)
+def _mask(pattern: str, mask_id: int, q, k, causal: bool) -> BlockMask | None:
+    """What one op call runs (inside the op, on real tensors, so torch.compile sees none of it):
+    the pattern's plan (cached per shape for patterns that plan from shapes; planned from q and
+    k, and so again in the backward, for content-based ones) or the registered block mask."""
+    if not pattern:
+        return _mask_of(mask_id)
+    p = _pattern(pattern)
     if p.family != "dynamic":
         b, h, nq, d = (int(s) for s in q.shape)
-        return _shape_plan(p.spec, b, h, int(k.shape[1]), nq, int(k.shape[2]), d, causal)
-    if torch.compiler.is_compiling():
-        raise ValueError(f"pattern: '{p.name}' plans from the values of q and k, which "
-                         "torch.compile cannot trace; run it eagerly")
-    return p.plan(q.detach(), k.detach(), causal=causal)
+        return _shape_plan(pattern, b, h, int(k.shape[1]), nq, int(k.shape[2]), d, causal)
+    return p.plan(q, k, causal=causal)
 
 
 def _check(x, name: str):
@@ -161,8 +164,16 @@ def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
         raise ValueError("block_mask: give pattern or block_mask, not both")
     if block_mask is not None and not isinstance(block_mask, BlockMask):
         raise TypeError(f"block_mask: expected a BlockMask, got {type(block_mask).__name__}")
-    mask = _plan(pattern, q, k, bool(causal)) if pattern is not None else block_mask
-    out, lse = _attention_op(q, k, v, bool(causal), _scale(scale), _mask_id(mask))
+    if pattern is not None:
+        spec = pattern.spec if isinstance(pattern, Pattern) else pattern
+        if not isinstance(spec, str):
+            raise TypeError(f"pattern: expected a spec string or a Pattern, "
+                            f"got {type(pattern).__name__}")
+        if not torch.compiler.is_compiling():
+            _pattern(spec)  # an unknown name fails here, naming "pattern"
+    else:
+        spec = ""
+    out, lse = _attention_op(q, k, v, bool(causal), _scale(scale), spec, _mask_id(block_mask))
     out = out.to(q.dtype)
     if layout == "bshd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)
