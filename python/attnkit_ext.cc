@@ -13,8 +13,10 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,6 +29,8 @@
 #include "attnkit/pattern.h"
 #include "attnkit/tensor.h"
 #include "mask_png.h"
+#include "model/evaluate.h"
+#include "model/llama.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -401,6 +405,163 @@ std::string mask_repr(const Mask& m) {
   return text + to_ascii(mask, 0, 0, 64);
 }
 
+// ---- the real model ----
+
+std::unique_ptr<Pattern> optional_pattern(const std::string& spec) {
+  return spec.empty() ? nullptr : make_pattern(spec);
+}
+
+struct PyModel {
+  std::shared_ptr<const model::LlamaModel> model;
+  int threads = 0;
+
+  PyModel(const std::string& path, int threads_)
+      : model(model::LlamaModel::load(path, "path")), threads(threads_) {}
+
+  nb::dict config() const {
+    const model::LlamaConfig& c = model->config();
+    nb::dict d;
+    d["layers"] = c.layers;
+    d["dim"] = c.dim;
+    d["heads"] = c.heads;
+    d["heads_kv"] = c.heads_kv;
+    d["head_dim"] = c.head_dim;
+    d["ffn"] = c.ffn;
+    d["vocab"] = c.vocab;
+    d["context_train"] = c.context_train;
+    d["rope_theta"] = c.rope_theta;
+    return d;
+  }
+
+  std::vector<int32_t> tokenize(const std::string& text) const {
+    return model->tokenizer().encode(text, false);
+  }
+
+  std::string detokenize(const std::vector<int32_t>& ids) const {
+    for (int32_t id : ids)
+      check(id >= 0 && id < model->tokenizer().vocab_size(), "ids",
+            "token id " + std::to_string(id) + " is outside the vocabulary");
+    return model->tokenizer().decode(ids);
+  }
+
+  nb::dict ppl(const std::string& text, int64_t ctx, const std::string& spec,
+               int64_t max_windows) const {
+    check(ctx >= 2 && ctx <= (int64_t{1} << 20), "ctx",
+          "must be in [2, 2^20], got " + std::to_string(ctx));
+    check(max_windows >= 0, "max_windows", "must be >= 0");
+    const auto pattern = optional_pattern(spec);
+    const std::vector<int32_t> tokens = tokenize(text);
+    check(
+        static_cast<int64_t>(tokens.size()) >= ctx, "text",
+        "has " + std::to_string(tokens.size()) + " tokens, fewer than ctx " + std::to_string(ctx));
+    model::PerplexityResult r;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, ctx, threads);
+      r = model::perplexity(session, tokens, ctx, max_windows, pattern.get());
+    }
+    nb::dict d;
+    d["ppl"] = r.ppl;
+    d["nll"] = r.nll;
+    d["tokens"] = r.tokens;
+    d["windows"] = r.windows;
+    d["seconds"] = r.seconds;
+    return d;
+  }
+
+  nb::dict passkey(int64_t length, int64_t trials, const std::string& spec, uint64_t seed) const {
+    check(length >= 64 && length <= (int64_t{1} << 20), "length", "must be in [64, 2^20]");
+    check(trials >= 1 && trials <= 100000, "trials", "must be in [1, 100000]");
+    const auto pattern = optional_pattern(spec);
+    model::PasskeyResult r;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, length + 64, threads);
+      r = model::passkey(session, length, trials, seed, pattern.get());
+    }
+    nb::dict d;
+    d["accuracy"] = r.accuracy();
+    d["correct"] = r.correct;
+    d["trials"] = r.trials;
+    d["mean_tokens"] = r.mean_tokens;
+    return d;
+  }
+
+  std::string generate(const std::string& prompt, int64_t n, const std::string& spec,
+                       double temperature, uint64_t seed) const {
+    check(n >= 1 && n <= (int64_t{1} << 20), "n", "must be in [1, 2^20]");
+    check(temperature >= 0 && temperature <= 100, "temperature", "must be in [0, 100]");
+    const auto pattern = optional_pattern(spec);
+    const std::vector<int32_t> ids = model->tokenizer().encode(prompt);
+    check(!ids.empty(), "prompt", "is empty");
+    model::GenerateOptions options;
+    options.max_tokens = n;
+    options.temperature = temperature;
+    options.seed = seed;
+    options.pattern = pattern.get();
+    std::vector<int32_t> out;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, static_cast<int64_t>(ids.size()) + n, threads);
+      out = model::generate(session, ids, options);
+    }
+    return model->tokenizer().decode(out);
+  }
+
+  // {layer: {"q": [1, Hq, T, hd], "k": [1, Hkv, T, hd], "v": ...}} of the first ctx tokens.
+  nb::dict capture(const std::string& text, int64_t ctx, const std::vector<int64_t>& layers) const {
+    const model::LlamaConfig& c = model->config();
+    check(ctx >= 1 && ctx <= (int64_t{1} << 20), "ctx", "must be in [1, 2^20]");
+    check(!layers.empty(), "layers", "no layer given");
+    for (int64_t l : layers)
+      check(
+          l >= 0 && l < c.layers, "layers",
+          std::to_string(l) + " is not a layer index in [0, " + std::to_string(c.layers - 1) + "]");
+    std::vector<int32_t> tokens = tokenize(text);
+    check(
+        static_cast<int64_t>(tokens.size()) >= ctx, "text",
+        "has " + std::to_string(tokens.size()) + " tokens, fewer than ctx " + std::to_string(ctx));
+    tokens.resize(static_cast<size_t>(ctx));
+    std::map<std::pair<int64_t, int>, std::vector<float>> captured;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, ctx, threads);
+      session.set_capture([&](int64_t layer, int64_t T, const float* q, const float* k,
+                              const float* v) {
+        if (std::find(layers.begin(), layers.end(), layer) == layers.end()) return;
+        const float* rows[3] = {q, k, v};
+        const int64_t heads[3] = {c.heads, c.heads_kv, c.heads_kv};
+        for (int x = 0; x < 3; ++x) {  // [T, heads, hd] rows -> [heads, T, hd]
+          std::vector<float>& t = captured[{layer, x}];
+          t.resize(static_cast<size_t>(heads[x] * T * c.head_dim));
+          for (int64_t h = 0; h < heads[x]; ++h)
+            for (int64_t s = 0; s < T; ++s)
+              std::memcpy(&t[(h * T + s) * c.head_dim], rows[x] + (s * heads[x] + h) * c.head_dim,
+                          c.head_dim * sizeof(float));
+        }
+      });
+      session.forward(tokens.data(), ctx);
+    }
+    nb::dict result;
+    static const char* const kNames[3] = {"q", "k", "v"};
+    for (auto& [key, data] : captured) {
+      const int64_t heads = key.second == 0 ? c.heads : c.heads_kv;
+      auto* owned = new std::vector<float>(std::move(data));
+      nb::capsule owner(owned,
+                        [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+      nb::ndarray<nb::numpy, float> array(owned->data(),
+                                          {1, static_cast<size_t>(heads), static_cast<size_t>(ctx),
+                                           static_cast<size_t>(c.head_dim)},
+                                          owner);
+      nb::object layer = nb::int_(key.first);
+      if (!result.contains(layer)) result[layer] = nb::dict();
+      nb::dict arrays = nb::borrow<nb::dict>(result[layer]);
+      arrays[kNames[key.second]] = nb::cast(array);
+    }
+    return result;
+  }
+};
+
 }  // namespace
 }  // namespace attnkit::python
 
@@ -468,6 +629,17 @@ NB_MODULE(_ext, m) {
                    [](const PyPattern& p) { return direction_name(p.pattern->direction()); })
       .def("plan", &PyPattern::plan, "q"_a.none(), "k"_a.none(), "batch"_a, "heads"_a, "heads_kv"_a,
            "nq"_a, "nk"_a, "dim"_a, "causal"_a, "threads"_a);
+
+  nb::class_<PyModel>(m, "Model")
+      .def(nb::init<const std::string&, int>(), "path"_a, "threads"_a)
+      .def_prop_ro("config", &PyModel::config)
+      .def("tokenize", &PyModel::tokenize, "text"_a)
+      .def("detokenize", &PyModel::detokenize, "ids"_a)
+      .def("ppl", &PyModel::ppl, "text"_a, "ctx"_a, "pattern"_a, "max_windows"_a)
+      .def("passkey", &PyModel::passkey, "length"_a, "trials"_a, "pattern"_a, "seed"_a)
+      .def("generate", &PyModel::generate, "prompt"_a, "n"_a, "pattern"_a, "temperature"_a,
+           "seed"_a)
+      .def("capture", &PyModel::capture, "text"_a, "ctx"_a, "layers"_a);
 
   m.def("patterns", &list_pattern_infos);
   m.def("attention", &run_attention, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,

@@ -27,6 +27,7 @@ __all__ = [
     "patterns",
     "Pattern",
     "BlockMask",
+    "Model",
 ]
 
 BlockMask = _ext.Mask
@@ -278,3 +279,6 @@ def reference(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
     lse = np.empty(_shape(q)[:3], dtype=np.float32)
     _ext.reference(q, k, v, out, lse, _scale(scale), bool(causal), mask)
     return _to_layout(out, layout), _to_layout(lse, layout, True)
+
+
+from .model import Model  # noqa: E402  (uses _ext only)

@@ -1,0 +1,87 @@
+"""attnkit.Model: the real model (SmolLM2-135M, GGUF) on attnkit's runtime, from Python.
+
+    m = attnkit.Model()                       # models/SmolLM2-135M-Instruct.Q4_1.gguf
+    m.ppl(text, ctx=1024)                     # {"ppl", "nll", "tokens", "windows", "seconds"}
+    m.ppl(text, ctx=1024, pattern="window:size=256")
+    m.passkey(length=2048, trials=5)          # {"accuracy", "correct", "trials", "mean_tokens"}
+    m.generate("The capital of France is", n=16)
+    m.capture(text, ctx=512, layers=[0, 15])  # {layer: {"q", "k", "v"}} numpy [1, H, T, 64]
+
+Patterns are spec strings or attnkit.Pattern objects; they apply to each prefill as
+`attnkit model` does (decode steps are dense).
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _ext
+
+MODEL_FILE = os.path.join("models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def default_model_path() -> str:
+    """$ATTNKIT_MODEL, else models/... under the working directory or the source checkout."""
+    env = os.environ.get("ATTNKIT_MODEL")
+    if env:
+        return env
+    for root in (os.getcwd(), _REPO):
+        candidate = os.path.join(root, MODEL_FILE)
+        if os.path.exists(candidate):
+            return candidate
+    return ""
+
+
+def _spec(pattern) -> str:
+    if pattern is None:
+        return ""
+    spec = getattr(pattern, "spec", pattern)
+    if not isinstance(spec, str):
+        raise TypeError(f"pattern: expected a spec string or a Pattern, got {type(pattern).__name__}")
+    return spec
+
+
+def _int(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+class Model:
+    def __init__(self, path: str | None = None, *, threads: int | None = None):
+        path = path if path is not None else default_model_path()
+        if not path:
+            raise ValueError(f"path: no model found ({MODEL_FILE}); run `make setup` or pass path=")
+        self.path = path
+        self._model = _ext.Model(path, 0 if threads is None else _int(threads, "threads"))
+
+    @property
+    def config(self) -> dict:
+        return self._model.config
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._model.tokenize(text)
+
+    def detokenize(self, ids) -> str:
+        return self._model.detokenize([int(i) for i in ids])
+
+    def ppl(self, text: str, ctx: int, pattern=None, *, max_windows: int = 0) -> dict:
+        """Perplexity over consecutive windows of ctx tokens (each from an empty cache)."""
+        return self._model.ppl(text, _int(ctx, "ctx"), _spec(pattern),
+                               _int(max_windows, "max_windows"))
+
+    def passkey(self, length: int, trials: int, pattern=None, *, seed: int = 0) -> dict:
+        """Passkey retrieval at `length` tokens, teacher-forced, `trials` random keys and depths."""
+        return self._model.passkey(_int(length, "length"), _int(trials, "trials"), _spec(pattern),
+                                   _int(seed, "seed"))
+
+    def generate(self, prompt: str, n: int, pattern=None, *, temperature: float = 0.0,
+                 seed: int = 0) -> str:
+        """Up to n tokens after the prompt (greedy at temperature 0)."""
+        return self._model.generate(prompt, _int(n, "n"), _spec(pattern), float(temperature),
+                                    _int(seed, "seed"))
+
+    def capture(self, text: str, ctx: int, layers) -> dict:
+        """Post-RoPE q and the k, v of the first ctx tokens at the given layers."""
+        return self._model.capture(text, _int(ctx, "ctx"), [_int(l, "layers") for l in layers])

@@ -1,0 +1,62 @@
+"""attnkit.Model: the real model from Python agrees with the CLI's runtime."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import attnkit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = os.path.join(ROOT, "build", "attnkit")
+GPL = "/usr/share/common-licenses/GPL-3"
+needs_model = pytest.mark.skipif(
+    os.environ.get("ATTNKIT_SKIP_MODEL") == "1" or not attnkit.model.default_model_path(),
+    reason="the real model is not set up (ATTNKIT_SKIP_MODEL=1 or missing)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return attnkit.Model()
+
+
+@needs_model
+def test_ppl_equals_the_cli(model):
+    text = open(GPL).read()
+    got = model.ppl(text, ctx=256, max_windows=2)
+    cli = json.loads(subprocess.run([CLI, "model", "ppl", "--text", GPL, "--ctx", "256",
+                                     "--max-windows", "2", "--json"], check=True,
+                                    capture_output=True, text=True).stdout)
+    assert got["tokens"] == cli["tokens"] == 2 * 255
+    assert abs(got["ppl"] - cli["ppl"]) < 1e-3 * cli["ppl"]
+    sparse = model.ppl(text, ctx=256, pattern="window:size=32", max_windows=2)
+    assert sparse["ppl"] > got["ppl"]  # a narrow window loses context
+
+
+@needs_model
+def test_capture_generate_passkey(model):
+    c = model.config
+    out = model.capture(open(GPL).read(), ctx=40, layers=[0, 3])
+    assert sorted(out) == [0, 3]
+    assert out[3]["q"].shape == (1, c["heads"], 40, c["head_dim"])
+    assert out[0]["k"].shape == (1, c["heads_kv"], 40, c["head_dim"])
+    assert np.isfinite(out[3]["v"]).all()
+    text = model.generate("The capital of France is", n=4)
+    assert isinstance(text, str) and text
+    r = model.passkey(length=256, trials=1)
+    assert r["trials"] == 1 and 0 <= r["accuracy"] <= 1
+    assert model.detokenize(model.tokenize("hello world")) == "hello world"
+
+
+@needs_model
+def test_model_errors_name_the_argument(model):
+    with pytest.raises(ValueError, match="ctx"):
+        model.ppl("short", ctx=1)
+    with pytest.raises(ValueError, match="layers"):
+        model.capture("some text here", ctx=2, layers=[99])
+    with pytest.raises(ValueError, match="pattern"):
+        model.ppl(open(GPL).read(), ctx=64, pattern="nope", max_windows=1)
+    with pytest.raises(ValueError, match="path"):
+        attnkit.Model("/nonexistent.gguf")
