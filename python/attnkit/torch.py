@@ -24,7 +24,7 @@ import torch
 
 from . import BlockMask, Pattern, _ext, _layout, _scale
 
-__all__ = ["attention"]
+__all__ = ["attention", "register_transformers"]
 
 # id -> BlockMask for the masks of calls in flight (weak: the caller and the autograd context
 # hold them).
@@ -178,3 +178,11 @@ def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
     if layout == "bshd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)
     return (out, lse) if return_lse else out
+
+
+def register_transformers() -> str:
+    """Makes attn_implementation="attnkit" available to every transformers model (see
+    attnkit.hf). Returns the name."""
+    from . import hf
+
+    return hf.register()
