@@ -394,6 +394,26 @@ nb::ndarray<nb::numpy, uint8_t> mask_to_dense(const Mask& m, int64_t b, int64_t 
                                          {static_cast<size_t>(nq), static_cast<size_t>(nk)}, owner);
 }
 
+// Block kinds of list (b, h) in kernel order: uint8 [q_blocks, kv_blocks], 0 absent, 1 FULL,
+// 2 PARTIAL.
+nb::ndarray<nb::numpy, uint8_t> mask_blocks(const Mask& m, int64_t b, int64_t h) {
+  const BlockMask& mask = m.mask();
+  check(b >= 0 && b < std::max<int64_t>(mask.batch, 1), "b", "is out of range");
+  check(h >= 0 && h < std::max<int64_t>(mask.heads, 1), "h", "is out of range");
+  const int64_t rows = mask.q_blocks(), cols = mask.kv_blocks();
+  check(double(rows) * double(cols) <= double(int64_t{1} << 28), "block_mask",
+        "has too many blocks to show");
+  auto* kinds = new std::vector<uint8_t>(static_cast<size_t>(rows * cols), 0);
+  for (int64_t qb = 0; qb < rows; ++qb) {
+    const int64_t r = mask.list(b, h, qb);
+    for (int64_t e = mask.row_start[r]; e < mask.row_start[r + 1]; ++e)
+      (*kinds)[qb * cols + mask.kv_index[e]] = static_cast<uint8_t>(mask.kind[e]);
+  }
+  nb::capsule owner(kinds, [](void* p) noexcept { delete static_cast<std::vector<uint8_t>*>(p); });
+  return nb::ndarray<nb::numpy, uint8_t>(
+      kinds->data(), {static_cast<size_t>(rows), static_cast<size_t>(cols)}, owner);
+}
+
 std::string mask_repr(const Mask& m) {
   const BlockMask& mask = m.mask();
   std::string text =
@@ -601,6 +621,7 @@ NB_MODULE(_ext, m) {
                      return counts;
                    })
       .def("to_dense", &mask_to_dense, "b"_a = 0, "h"_a = 0)
+      .def("blocks", &mask_blocks, "b"_a = 0, "h"_a = 0)
       .def(
           "ascii",
           [](const Mask& x, int64_t b, int64_t h, int64_t columns) {
