@@ -80,16 +80,21 @@ def recall_vs_density(results, ax=None):
 
 
 def model_table(rows, ax=None):
-    """The real-model table: perplexity, its change against dense, and passkey accuracy."""
-    ax = _axes(ax, (7, 0.5 + 0.32 * len(rows)))
-    ax.axis("off")
-    cells = [[r["pattern"], f"{r['ppl']:.3f}", f"{r['ppl_change'] * 100:+.1f}%",
-              f"{r['passkey']:.2f}"] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["pattern", "perplexity", "change", "passkey"],
-                     loc="center", cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.scale(1, 1.3)
+    """The real-model table as bars: perplexity change against dense per pattern, each bar
+    labelled with the perplexity and the passkey accuracy."""
+    ax = _axes(ax, (7, 0.8 + 0.45 * len(rows)))
+    names = [r["pattern"] for r in rows]
+    change = [r["ppl_change"] * 100 for r in rows]
+    y = list(range(len(rows)))
+    ax.barh(y, change, color=["#888888"] + ["#1f4e99"] * (len(rows) - 1))
+    for i, r in enumerate(rows):
+        ax.annotate(f"ppl {r['ppl']:.2f}, passkey {r['passkey']:.2f}", (max(change[i], 0), i),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("perplexity change against dense (%)")
+    ax.set_xlim(min(0, min(change)) * 1.1, max(max(change), 1) * 1.6)
+    ax.set_title("The real model: what each pattern loses", fontsize=10)
     return ax
 
 
