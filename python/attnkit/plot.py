@@ -10,6 +10,8 @@ Each function draws into `ax` (a new figure when None) and returns the axes.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")  # files, never a window
@@ -41,8 +43,8 @@ def mask(block_mask, ax=None, *, view="block", b=0, h=0, title=None):
                   interpolation="nearest")
         ax.set_xlabel("key")
         ax.set_ylabel("query")
-    name = block_mask.pattern or "block mask"
-    ax.set_title(title or f"{name}\ndensity {block_mask.density:.3f}", fontsize=9)
+    name = textwrap.fill(block_mask.pattern or "block mask", 56)  # canonical specs run long
+    ax.set_title(title or f"{name}\ndensity {block_mask.density:.3f}", fontsize=8)
     return ax
 
 
