@@ -40,7 +40,6 @@ Built by Pattern.plan(), BlockMask.from_dense(array, q_block, kv_block) (bool/ui
 included), a & b, a | b, repr() (the CLI's ASCII view), .save_png(path)."""
 
 
-
 def _from_indices(indices, *, nq, nk, q_block=64, kv_block=64):
     """A mask whose query block qb attends the kv blocks listed for it (every block FULL).
     indices: [q_blocks] lists (one list for every head), [heads][q_blocks] or
@@ -52,7 +51,6 @@ def _from_indices(indices, *, nq, nk, q_block=64, kv_block=64):
                              f"{a.dtype} {list(a.shape)}")
         lead = a.shape[:-2]
         nested = [[int(j) for j in row if j >= 0] for row in a.reshape(-1, a.shape[-1])]
-        depth = a.ndim - 1
     else:
         depth, probe = 0, indices
         while isinstance(probe, (list, tuple)) and probe and isinstance(probe[0], (list, tuple)):
@@ -72,7 +70,10 @@ def _from_indices(indices, *, nq, nk, q_block=64, kv_block=64):
     batch = int(lead[0]) if len(lead) == 2 else 1
     heads = int(lead[-1]) if len(lead) >= 1 else 1
     return _ext.Mask._from_index_lists(nested, int(nq), int(nk), batch, heads, int(q_block),
-                                  int(kv_block))
+                                       int(kv_block))
+
+
+BlockMask.from_indices = staticmethod(_from_indices)
 
 
 _LAYOUTS = ("bhsd", "bshd")
@@ -96,13 +97,13 @@ def _array(x, name: str, layout: str = "bhsd", rows: bool = False):
     if layout == "bshd":
         axes = (0, 2, 1) if rows else (0, 2, 1, 3)
         x = x.transpose(*axes) if isinstance(x, np.ndarray) else x.permute(*axes)
+    if isinstance(x, np.ndarray) and any(s < 0 for s in x.strides):
+        x = np.ascontiguousarray(x)  # reversed views: the kernels walk rows forwards
     if not rows and x.shape[-1] > 1:
         stride = x.strides[-1] // x.itemsize if isinstance(x, np.ndarray) else x.stride(-1)
         if stride != 1:
             x = np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
     return x
-
-BlockMask.from_indices = staticmethod(_from_indices)
 
 
 def _layout(layout: str) -> str:

@@ -179,3 +179,9 @@ def test_nan_input_is_refused_with_its_index(rng):
     v[0, 0, 5, 2] = np.nan
     with pytest.raises(ValueError, match=r"v: contains NaN at index \[0,0,5,2\]"):
         attnkit.attention(q, k, v)
+
+
+def test_reversed_views_are_copied_not_refused(rng):
+    q, k, v = randn(rng, 1, 2, 30, 8), randn(rng, 1, 2, 30, 8), randn(rng, 1, 2, 30, 8)
+    out = attnkit.attention(q[:, :, ::-1], k, v)
+    np.testing.assert_array_equal(out, attnkit.attention(q[:, :, ::-1].copy(), k, v))
