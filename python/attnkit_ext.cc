@@ -380,10 +380,17 @@ Mask combine(const Mask& a, const Mask& b, bool both) {
   return m;
 }
 
+// (b, h) must name one of the mask's lists (a broadcast dimension has only index 0).
+void check_list(const BlockMask& mask, int64_t b, int64_t h) {
+  check(b >= 0 && b < mask.batch, "b",
+        std::to_string(b) + " is out of range [0, " + std::to_string(mask.batch) + ")");
+  check(h >= 0 && h < mask.heads, "h",
+        std::to_string(h) + " is out of range [0, " + std::to_string(mask.heads) + ")");
+}
+
 nb::ndarray<nb::numpy, uint8_t> mask_to_dense(const Mask& m, int64_t b, int64_t h) {
   const BlockMask& mask = m.mask();
-  check(b >= 0 && b < std::max<int64_t>(mask.batch, 1), "b", "is out of range");
-  check(h >= 0 && h < std::max<int64_t>(mask.heads, 1), "h", "is out of range");
+  check_list(mask, b, h);
   const int64_t nq = m.plan.nq(), nk = m.plan.nk();
   check(double(nq) * double(nk) <= double(int64_t{1} << 30), "block_mask",
         "the element mask would hold " + std::to_string(nq) + " x " + std::to_string(nk) +
@@ -398,8 +405,7 @@ nb::ndarray<nb::numpy, uint8_t> mask_to_dense(const Mask& m, int64_t b, int64_t 
 // 2 PARTIAL.
 nb::ndarray<nb::numpy, uint8_t> mask_blocks(const Mask& m, int64_t b, int64_t h) {
   const BlockMask& mask = m.mask();
-  check(b >= 0 && b < std::max<int64_t>(mask.batch, 1), "b", "is out of range");
-  check(h >= 0 && h < std::max<int64_t>(mask.heads, 1), "h", "is out of range");
+  check_list(mask, b, h);
   const int64_t rows = mask.q_blocks(), cols = mask.kv_blocks();
   check(double(rows) * double(cols) <= double(int64_t{1} << 28), "block_mask",
         "has too many blocks to show");
@@ -457,6 +463,15 @@ struct PyModel {
     return model->tokenizer().encode(text, false);
   }
 
+  // The text's tokens, at least ctx of them (else Error("text", ...)).
+  std::vector<int32_t> tokens_for(const std::string& text, int64_t ctx) const {
+    std::vector<int32_t> tokens = tokenize(text);
+    check(
+        static_cast<int64_t>(tokens.size()) >= ctx, "text",
+        "has " + std::to_string(tokens.size()) + " tokens, fewer than ctx " + std::to_string(ctx));
+    return tokens;
+  }
+
   std::string detokenize(const std::vector<int32_t>& ids) const {
     for (int32_t id : ids)
       check(id >= 0 && id < model->tokenizer().vocab_size(), "ids",
@@ -470,10 +485,7 @@ struct PyModel {
           "must be in [2, 2^20], got " + std::to_string(ctx));
     check(max_windows >= 0, "max_windows", "must be >= 0");
     const auto pattern = optional_pattern(spec);
-    const std::vector<int32_t> tokens = tokenize(text);
-    check(
-        static_cast<int64_t>(tokens.size()) >= ctx, "text",
-        "has " + std::to_string(tokens.size()) + " tokens, fewer than ctx " + std::to_string(ctx));
+    const std::vector<int32_t> tokens = tokens_for(text, ctx);
     model::PerplexityResult r;
     {
       nb::gil_scoped_release release;
@@ -537,10 +549,7 @@ struct PyModel {
       check(
           l >= 0 && l < c.layers, "layers",
           std::to_string(l) + " is not a layer index in [0, " + std::to_string(c.layers - 1) + "]");
-    std::vector<int32_t> tokens = tokenize(text);
-    check(
-        static_cast<int64_t>(tokens.size()) >= ctx, "text",
-        "has " + std::to_string(tokens.size()) + " tokens, fewer than ctx " + std::to_string(ctx));
+    std::vector<int32_t> tokens = tokens_for(text, ctx);
     tokens.resize(static_cast<size_t>(ctx));
     std::map<std::pair<int64_t, int>, std::vector<float>> captured;
     {
