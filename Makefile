@@ -28,10 +28,10 @@ run: build
 
 # Tests run two at a time, each with its own OpenMP team: passive waiting keeps the teams from
 # spinning on each other's cores.
-# Then the Python suite (tests/python, pytest in .venv/).
+# Then the Python suite (tests/python and the training examples' short tests, pytest in .venv/).
 test: build
 	cd $(BUILD) && OMP_WAIT_POLICY=passive ctest --output-on-failure -j $(JOBS)
-	OMP_WAIT_POLICY=passive .venv/bin/python -m pytest -q tests/python
+	OMP_WAIT_POLICY=passive .venv/bin/python -m pytest -q tests/python examples
 
 # AddressSanitizer and UndefinedBehaviorSanitizer on the suite and the CLI it calls. GCC at -O1:
 # clang's UBSan takes twice as long to build the SIMD kernels, and -O2 twice again. Trimmed

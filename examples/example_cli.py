@@ -1,0 +1,17 @@
+"""What the examples' training programs share: argument types and when to show progress."""
+
+import argparse
+import os
+import sys
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def show_progress() -> bool:
+    """Progress lines go to stderr when it is a terminal, or when ATTNKIT_PROGRESS is set."""
+    return sys.stderr.isatty() or bool(os.environ.get("ATTNKIT_PROGRESS"))
