@@ -14,8 +14,9 @@ Defaults (the paper's): d = 50, 2 blocks, 1 head, dropout 0.5, the last 50 items
 epsilon 1e-8, Glorot-uniform weights and embeddings, zero biases.
 
 Where this differs from the authors' code, and why:
-  - no dropout on the attention probabilities: a fused kernel never forms them (the authors drop
-    them at rate 0.5; embeddings and the FFN keep their dropout);
+  - no dropout on the attention probabilities: attnkit's fused kernel never forms them and has
+    no dropout yet (the authors drop them at rate 0.5; embeddings and the FFN keep theirs).
+    attention_dropout=0.5 with attention="sdpa" restores it, to measure what it is worth;
   - an epoch visits every user with two or more training items once, in a random order (the
     authors draw users with replacement, as many draws per epoch);
   - evaluation uses one fixed sample of users and of negatives per run (the authors redraw them
