@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -15,3 +16,13 @@ def positive_int(text: str) -> int:
 def show_progress() -> bool:
     """Progress lines go to stderr when it is a terminal, or when ATTNKIT_PROGRESS is set."""
     return sys.stderr.isatty() or bool(os.environ.get("ATTNKIT_PROGRESS"))
+
+
+def run_program(main) -> int:
+    """Runs a program's main(); bad input (a ValueError naming the argument) becomes one error
+    line on stderr and exit code 2, as everywhere in attnkit."""
+    try:
+        return main()
+    except ValueError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        return 2

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from example_cli import positive_int, show_progress  # noqa: E402
+from example_cli import positive_int, run_program, show_progress  # noqa: E402
 from icl import CONTEXT, SoftmaxICL, fit, mse, structure  # noqa: E402
 
 VALIDATION_TASKS = 20000
@@ -63,4 +63,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

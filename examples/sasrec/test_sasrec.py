@@ -148,3 +148,17 @@ def test_attnkit_equals_sdpa_for_the_same_seed(split):
             step, loss_k, loss_s, loss_err)
         opt_ours.step()
         opt_theirs.step()
+
+
+def test_the_program_reports_bad_input_with_exit_code_2(tmp_path):
+    import subprocess
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 x\n")
+    program = Path(__file__).resolve().parent / "train.py"
+    for args in (["--data", str(bad)], ["--data", str(tmp_path / "missing.txt")],
+                 ["--attention-dropout", "0.5"]):
+        r = subprocess.run([sys.executable, str(program), *args, "--json"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and r.stdout == "", (args, r)
+        assert len(r.stderr.strip().splitlines()) == 1 and "error:" in r.stderr, r.stderr

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from example_cli import positive_int, show_progress  # noqa: E402
+from example_cli import positive_int, run_program, show_progress  # noqa: E402
 from sasrec import DATA, SASRec, Split, eval_sets, hr_ndcg, read_interactions, sample_negatives, training_rows  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     if not args.data.is_file():
-        raise SystemExit(f"train.py: error: --data: no such file: {args.data}")
+        raise ValueError(f"data: no such file: {args.data}")
     split = Split.from_pairs(*read_interactions(args.data))
     rows = training_rows(split)
     valid, test = eval_sets(split, args.eval_users, 100, rng)
@@ -116,4 +116,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

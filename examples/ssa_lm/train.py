@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from example_cli import positive_int, show_progress  # noqa: E402
+from example_cli import positive_int, run_program, show_progress  # noqa: E402
 from byte_lm import ByteLM, attention_gflops, attention_pairs, ssa_spec  # noqa: E402
 
 ESSAYS = Path(__file__).resolve().parents[2] / "data" / "paul_graham_essays.txt"
@@ -53,7 +53,7 @@ def parse_args(argv=None):
 
 def load_bytes(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if not path.is_file():
-        raise SystemExit(f"train.py: error: --data: no such file: {path} (run `make setup`)")
+        raise ValueError(f"data: no such file: {path} (run `make setup`)")
     data = torch.from_numpy(np.frombuffer(path.read_bytes(), dtype=np.uint8).astype(np.int64))
     cut = int(len(data) * 0.9)
     return data[:cut], data[cut:]
@@ -137,4 +137,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))
