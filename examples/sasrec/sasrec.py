@@ -127,6 +127,17 @@ def training_rows(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(users, np.int64) + 1, inputs, positives
 
 
+
+def training_batch(split: Split, rows, pick: np.ndarray, rng: np.random.Generator):
+    """The rows `pick` of training_rows(): (inputs, positives, negatives) as tensors [b, MAXLEN],
+    one negative per position drawn outside the user's training items (0 where the next item is
+    padding)."""
+    users, inputs, positives = rows
+    negatives = sample_negatives(split, users[pick], (inputs.shape[1],), split.train_keys, rng)
+    negatives[positives[pick] == 0] = 0
+    return (torch.from_numpy(inputs[pick]), torch.from_numpy(positives[pick]),
+            torch.from_numpy(negatives))
+
 class SASRec(nn.Module):
     """attention="attnkit" (attnkit.torch with a causal key-padding BlockMask) or "sdpa"
     (torch's scaled_dot_product_attention with the authors' finite mask): the same model."""

@@ -19,13 +19,7 @@ def split():
 
 
 def batch(split, rows, size, rng):
-    users, inputs, positives = rows
-    pick = rng.choice(len(users), size, replace=False)
-    negatives = sasrec.sample_negatives(split, users[pick], (inputs.shape[1],), split.train_keys,
-                                        rng)
-    negatives[positives[pick] == 0] = 0
-    return (torch.from_numpy(inputs[pick]), torch.from_numpy(positives[pick]),
-            torch.from_numpy(negatives))
+    return sasrec.training_batch(split, rows, rng.choice(len(rows[0]), size, replace=False), rng)
 
 
 def test_data_is_the_papers(split):

@@ -25,7 +25,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from example_cli import positive_int, run_program, show_progress  # noqa: E402
-from sasrec import DATA, SASRec, Split, eval_sets, hr_ndcg, read_interactions, sample_negatives, training_rows  # noqa: E402
+from sasrec import DATA, SASRec, Split, eval_sets, hr_ndcg, read_interactions, training_batch, training_rows  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,15 +45,10 @@ def parse_args(argv=None):
 
 
 def train_epoch(model, optimiser, split, rows, rng, batch=128) -> float:
-    users, inputs, positives = rows
-    order = rng.permutation(len(users))
+    order = rng.permutation(len(rows[0]))
     total, batches = 0.0, 0
     for start in range(0, len(order), batch):
-        pick = order[start:start + batch]
-        negatives = sample_negatives(split, users[pick], (inputs.shape[1],), split.train_keys, rng)
-        negatives[positives[pick] == 0] = 0
-        loss = model.loss(torch.from_numpy(inputs[pick]), torch.from_numpy(positives[pick]),
-                          torch.from_numpy(negatives))
+        loss = model.loss(*training_batch(split, rows, order[start:start + batch], rng))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
