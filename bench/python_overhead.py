@@ -65,7 +65,7 @@ def main():
         rows = {
             "cpp": cli["seconds"] * 1e6,
             "ext": median_us(lambda: _ext.attention(q, k, v, out, lse, 0.0, False, a.threads,
-                                                    None, False)),
+                                                    0.0, 0, None, False)),
             "numpy": median_us(lambda: attnkit.attention(q, k, v, threads=a.threads)),
             "torch_op": median_us(lambda: at.attention(tq, tk, tv)),
             "sdpa": median_us(lambda: F.scaled_dot_product_attention(tq, tk, tv)),

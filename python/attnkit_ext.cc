@@ -153,7 +153,7 @@ int64_t list_index(int64_t index, int64_t size) { return size == 1 ? 0 : index; 
 
 AttentionArgs forward_args(const InArray& q, const InArray& k, const InArray& v,
                            const OutArray& out, const std::optional<OutArray>& lse, float scale,
-                           bool causal, int threads) {
+                           bool causal, int threads, float dropout, uint64_t dropout_seed) {
   AttentionArgs args;
   args.q = view_in(q, "q");
   args.k = view_in(k, "k");
@@ -163,6 +163,8 @@ AttentionArgs forward_args(const InArray& q, const InArray& k, const InArray& v,
   args.scale = scale;
   args.causal = causal;
   args.threads = threads;
+  args.dropout = dropout;
+  args.dropout_seed = dropout_seed;
   return args;
 }
 
@@ -176,8 +178,9 @@ void check_mask_shape(const Mask& m, const AttentionArgs& args) {
 
 void run_attention(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
                    const std::optional<OutArray>& lse, float scale, bool causal, int threads,
-                   const Mask* mask, bool check_inputs) {
-  const AttentionArgs args = forward_args(q, k, v, out, lse, scale, causal, threads);
+                   float dropout, uint64_t dropout_seed, const Mask* mask, bool check_inputs) {
+  const AttentionArgs args =
+      forward_args(q, k, v, out, lse, scale, causal, threads, dropout, dropout_seed);
   if (check_inputs) {
     check_finite(args.q, "q");
     check_finite(args.k, "k");
@@ -193,7 +196,8 @@ void run_attention(const InArray& q, const InArray& k, const InArray& v, const O
 void run_backward(const InArray& q, const InArray& k, const InArray& v, const InArray& out,
                   const InArray& lse, const InArray& dout, const std::optional<InArray>& dlse,
                   const OutArray& dq, const OutArray& dk, const OutArray& dv, float scale,
-                  bool causal, int threads, const Mask* mask, bool check_inputs) {
+                  bool causal, int threads, float dropout, uint64_t dropout_seed, const Mask* mask,
+                  bool check_inputs) {
   BackwardArgs args;
   AttentionArgs& f = args.forward;
   f.q = view_in(q, "q");
@@ -208,6 +212,8 @@ void run_backward(const InArray& q, const InArray& k, const InArray& v, const In
   f.scale = scale;
   f.causal = causal;
   f.threads = threads;
+  f.dropout = dropout;
+  f.dropout_seed = dropout_seed;
   args.dout = view_in(dout, "dout");
   args.dlse = view_in(dlse, "dlse", true);
   args.dq = view_out(dq, "dq");
@@ -237,8 +243,10 @@ void run_merge(const InArray& out_a, const InArray& lse_a, const InArray& out_b,
 }
 
 void run_reference(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
-                   const std::optional<OutArray>& lse, float scale, bool causal, const Mask* mask) {
-  const AttentionArgs args = forward_args(q, k, v, out, lse, scale, causal, 0);
+                   const std::optional<OutArray>& lse, float scale, bool causal, float dropout,
+                   uint64_t dropout_seed, const Mask* mask) {
+  const AttentionArgs args =
+      forward_args(q, k, v, out, lse, scale, causal, 0, dropout, dropout_seed);
   ElementPredicate allow;
   std::vector<std::vector<uint8_t>> dense;  // token-order element masks per (b, h) list
   if (mask) {
@@ -673,11 +681,11 @@ NB_MODULE(_ext, m) {
 
   m.def("patterns", &list_pattern_infos);
   m.def("attention", &run_attention, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,
-        "causal"_a, "threads"_a, "mask"_a.none(), "check_inputs"_a);
+        "causal"_a, "threads"_a, "dropout"_a, "dropout_seed"_a, "mask"_a.none(), "check_inputs"_a);
   m.def("attention_backward", &run_backward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dout"_a,
-        "dlse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "scale"_a, "causal"_a, "threads"_a,
-        "mask"_a.none(), "check_inputs"_a);
+        "dlse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "scale"_a, "causal"_a, "threads"_a, "dropout"_a,
+        "dropout_seed"_a, "mask"_a.none(), "check_inputs"_a);
   m.def("merge", &run_merge, "out_a"_a, "lse_a"_a, "out_b"_a, "lse_b"_a, "out"_a, "lse"_a);
   m.def("reference", &run_reference, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,
-        "causal"_a, "mask"_a.none());
+        "causal"_a, "dropout"_a, "dropout_seed"_a, "mask"_a.none());
 }

@@ -24,6 +24,13 @@ struct AttentionArgs {
   float scale = 0.0f;     // 0 means 1/sqrt(D)
   bool causal = false;    // bottom-right aligned
   int threads = 0;        // 0 means every core
+  // Attention dropout (training): each probability P[b,h,i,j] is kept with probability 1 - dropout
+  // and scaled by 1 / (1 - dropout), else zeroed, after normalisation (the row sum and the LSE are
+  // those of the undropped P). The mask is a pure function of (dropout_seed, b, h, i, j)
+  // (core/dropout.h), so the backward redraws it. 0 = off; must be in [0, 1). Not on the decode
+  // path.
+  float dropout = 0.0f;
+  uint64_t dropout_seed = 0;
   // Optional: the kernels add the number of (query, key) pairs they attended, summed over batch
   // and heads (counted from the masked score tiles, so it is exact for any mask).
   int64_t* attended_pairs = nullptr;
@@ -50,6 +57,8 @@ void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& o
 // optionally, to the LSE (dLSE), computes dQ, dK, dV:
 //   P = exp(scale * Q K^T - LSE)   (recomputed per tile)      D = rowsum(dO * O) - dLSE
 //   dV = P^T dO,   dS = P * (dO V^T - D),   dQ = scale * dS K,   dK = scale * dS^T Q
+// With dropout (Z = keep mask / (1 - p), redrawn from the seed): dV = (P * Z)^T dO and
+// dS = P * ((dO V^T) * Z - D); D = rowsum(dO * O) still holds, O being the dropped output.
 // GQA/MQA: dK and dV are summed over the query heads of each group. Rows that see no key
 // (LSE = -inf) contribute nothing and get dQ = 0. Gradients are f32 whatever the dtype of Q, K, V
 // (which are read and widened as the forward reads them; the arithmetic is f32). Results are

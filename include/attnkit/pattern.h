@@ -193,6 +193,9 @@ class Pattern {
 // Throws Error("pattern", "'NAME' has no backward yet"): for the execute_backward() of patterns
 // whose execute() the block-sparse backward does not describe.
 [[noreturn]] void no_backward(const std::string& name);
+// Throws Error("dropout", ...) when dropout is set: for the patterns whose execute() runs the
+// kernel on gathered sub-problems, where the mask's (b, h, i, j) would not be the caller's.
+void check_no_dropout(const std::string& name, float dropout);
 
 using PatternFactory = std::unique_ptr<Pattern> (*)(const PatternParams& params);
 

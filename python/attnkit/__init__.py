@@ -124,6 +124,22 @@ def _scale(scale) -> float:
     return value
 
 
+def _dropout(dropout_p) -> float:
+    try:
+        value = float(dropout_p)
+    except (TypeError, ValueError):
+        raise TypeError(f"dropout_p: expected a number, got {type(dropout_p).__name__}") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout_p: must be in [0, 1), got {dropout_p!r}")
+    return value
+
+
+def _seed(seed, name: str = "dropout_seed") -> int:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise ValueError(f"{name}: must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
 def _threads(threads) -> int:
     if threads is None:
         return 0
@@ -221,29 +237,35 @@ def _to_layout(x, layout: str, rows: bool = False):
 
 
 def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=None,
-              layout="bhsd", return_lse=False, threads=None):
+              layout="bhsd", return_lse=False, threads=None, dropout_p=0.0, dropout_seed=0):
     """Softmax attention: out [B, Hq, Nq, Dv] (or [B, Nq, Hq, Dv] with layout="bshd"), float32.
 
     q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]; Hq a multiple of Hkv (GQA).
     causal: bottom-right aligned (query i sees key j iff j <= i + Nk - Nq). scale: default
     1/sqrt(D). pattern: a spec string or Pattern, planned for these inputs; block_mask: a
-    BlockMask (ANDed with causal). With return_lse, returns (out, lse) with lse [B, Hq, Nq]."""
+    BlockMask (ANDed with causal). With return_lse, returns (out, lse) with lse [B, Hq, Nq].
+    dropout_p: attention dropout on the normalised probabilities (kept ones scaled by
+    1 / (1 - p); the LSE is the undropped one), its mask a function of dropout_seed and the
+    indices (b, h, i, j), so attention_backward with the same seed redraws it."""
     layout = _layout(layout)
     q, k, v = _array(q, "q", layout), _array(k, "k", layout), _array(v, "v", layout)
     threads = _threads(threads)
     mask = _resolve_mask(pattern, block_mask, q, k, causal, threads or None)
     out = _out_like(q, int(v.shape[3]))
     lse = np.empty(_shape(q)[:3], dtype=np.float32)
-    _ext.attention(q, k, v, out, lse, _scale(scale), bool(causal), threads, mask, True)
+    _ext.attention(q, k, v, out, lse, _scale(scale), bool(causal), threads, _dropout(dropout_p),
+                   _seed(dropout_seed), mask, True)
     out = _to_layout(out, layout)
     return (out, _to_layout(lse, layout, True)) if return_lse else out
 
 
 def attention_backward(q, k, v, out, lse, dout, *, dlse=None, causal=False, scale=None,
-                       pattern=None, block_mask=None, layout="bhsd", threads=None):
+                       pattern=None, block_mask=None, layout="bhsd", threads=None, dropout_p=0.0,
+                       dropout_seed=0):
     """Gradients (dq, dk, dv), float32, of attention(q, k, v, ...) given its out and lse and the
     loss's gradients dout (and dlse, when the LSE was used). A pattern is planned again from q
-    and k (the forward's selection); pass the forward's block_mask to reuse its plan."""
+    and k (the forward's selection); pass the forward's block_mask to reuse its plan, and its
+    dropout_p and dropout_seed to redraw its dropout mask."""
     layout = _layout(layout)
     q, k, v = _array(q, "q", layout), _array(k, "k", layout), _array(v, "v", layout)
     out, dout = _array(out, "out", layout), _array(dout, "dout", layout)
@@ -255,7 +277,8 @@ def attention_backward(q, k, v, out, lse, dout, *, dlse=None, causal=False, scal
     dk = np.empty(_shape(k), dtype=np.float32)
     dv = np.empty(_shape(v), dtype=np.float32)
     _ext.attention_backward(q, k, v, out, lse, dout, dlse, dq, dk, dv, _scale(scale),
-                            bool(causal), threads, mask, True)
+                            bool(causal), threads, _dropout(dropout_p), _seed(dropout_seed), mask,
+                            True)
     return tuple(_to_layout(g, layout) for g in (dq, dk, dv))
 
 
@@ -271,14 +294,16 @@ def merge(out_a, lse_a, out_b, lse_b):
 
 
 def reference(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=None,
-              layout="bhsd"):
-    """The float64 oracle (scalar, slow; small sizes): (out, lse) as attention() defines them."""
+              layout="bhsd", dropout_p=0.0, dropout_seed=0):
+    """The float64 oracle (scalar, slow; small sizes): (out, lse) as attention() defines them,
+    with the same dropout mask for the same dropout_seed."""
     layout = _layout(layout)
     q, k, v = _array(q, "q", layout), _array(k, "k", layout), _array(v, "v", layout)
     mask = _resolve_mask(pattern, block_mask, q, k, causal, None)
     out = _out_like(q, int(v.shape[3]))
     lse = np.empty(_shape(q)[:3], dtype=np.float32)
-    _ext.reference(q, k, v, out, lse, _scale(scale), bool(causal), mask)
+    _ext.reference(q, k, v, out, lse, _scale(scale), bool(causal), _dropout(dropout_p),
+                   _seed(dropout_seed), mask)
     return _to_layout(out, layout), _to_layout(lse, layout, True)
 
 

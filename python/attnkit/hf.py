@@ -28,13 +28,12 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     if attention_mask is not None:
         raise ValueError("attention_mask: padded batches are not supported by attnkit yet "
                          "(pass unpadded sequences, one per call or of equal length)")
-    if dropout:
-        raise ValueError(f"dropout: attention dropout is not supported by attnkit, got {dropout}")
     if getattr(module, "sliding_window", None):
         raise ValueError("sliding_window: sliding-window layers are not mapped to attnkit yet; "
                          "pass pattern='window:size=...' on a model without them")
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    out = attention(query, key, value, causal=bool(causal), scale=scaling, pattern=pattern)
+    out = attention(query, key, value, causal=bool(causal), scale=scaling, pattern=pattern,
+                    dropout_p=float(dropout or 0.0))
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -4,14 +4,18 @@
     out = attention(q, k, v, causal=True)                      # like F.scaled_dot_product_attention
     out = attention(q, k, v, pattern="window:size=128")        # a sparse pattern, trainable
     out.sum().backward()                                       # attnkit's C++ backward
+    out = attention(q, k, v, causal=True, dropout_p=0.1)       # attention dropout (training)
 
-Ops (namespace "attnkit", CPU): attnkit::attention(q, k, v, causal, scale, mask_id) -> (out, lse)
+Ops (namespace "attnkit", CPU): attnkit::attention(q, k, v, causal, scale, pattern, mask_id,
+dropout_p, dropout_seed) -> (out, lse)
 and attnkit::attention_backward(...) -> (dq, dk, dv), with register_fake (torch.compile traces
 them without a graph break) and register_autograd. Outputs and gradients are computed in float32
 and returned in the inputs' dtype. A pattern travels into the op as its spec string and is planned there:
 static and grid patterns from the shapes alone (cached per shape), content-based ones from q and
 k (again in the backward: the plan is a function of q and k, so the selection is the forward's).
 A BlockMask travels as an integer id; the autograd context keeps it alive until the backward.
+Dropout's mask is a function of a seed and the indices; the seed is drawn from torch's generator
+(so torch.manual_seed reproduces it) unless given, and the backward redraws the same mask from it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from functools import lru_cache
 
 import torch
 
-from . import BlockMask, Pattern, _ext, _layout, _scale
+from . import BlockMask, Pattern, _dropout, _ext, _layout, _scale, _seed
 
 __all__ = ["attention", "register_transformers"]
 
@@ -61,17 +65,18 @@ def _views(*tensors):
 
 @torch.library.custom_op("attnkit::attention", mutates_args=(), device_types="cpu")
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-                  pattern: str, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  pattern: str, mask_id: int, dropout_p: float,
+                  dropout_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     b, h, n, _ = q.shape
     out = torch.empty((b, h, n, v.shape[3]), dtype=torch.float32)
     lse = torch.empty((b, h, n), dtype=torch.float32)
-    _ext.attention(*_views(q, k, v, out, lse), scale, causal, 0,
+    _ext.attention(*_views(q, k, v, out, lse), scale, causal, 0, dropout_p, dropout_seed % 2**64,
                    _mask(pattern, mask_id, q, k, causal), True)
     return out, lse
 
 
 @_attention_op.register_fake
-def _(q, k, v, causal, scale, pattern, mask_id):
+def _(q, k, v, causal, scale, pattern, mask_id, dropout_p, dropout_seed):
     b, h, n, _ = q.shape
     return (q.new_empty((b, h, n, v.shape[3]), dtype=torch.float32),
             q.new_empty((b, h, n), dtype=torch.float32))
@@ -80,29 +85,31 @@ def _(q, k, v, causal, scale, pattern, mask_id):
 @torch.library.custom_op("attnkit::attention_backward", mutates_args=(), device_types="cpu")
 def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                            lse: torch.Tensor, dout: torch.Tensor, dlse: torch.Tensor | None,
-                           causal: bool, scale: float, pattern: str,
-                           mask_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           causal: bool, scale: float, pattern: str, mask_id: int,
+                           dropout_p: float,
+                           dropout_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dq = torch.empty(q.shape, dtype=torch.float32)
     dk = torch.empty(k.shape, dtype=torch.float32)
     dv = torch.empty(v.shape, dtype=torch.float32)
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     _ext.attention_backward(*_views(q, k, v, out, lse, dout, dlse, dq, dk, dv), scale, causal, 0,
-                            _mask(pattern, mask_id, q, k, causal), False)
+                            dropout_p, dropout_seed % 2**64, _mask(pattern, mask_id, q, k, causal), False)
     return dq, dk, dv
 
 
 @_attention_backward_op.register_fake
-def _(q, k, v, out, lse, dout, dlse, causal, scale, pattern, mask_id):
+def _(q, k, v, out, lse, dout, dlse, causal, scale, pattern, mask_id, dropout_p, dropout_seed):
     return (q.new_empty(q.shape, dtype=torch.float32), k.new_empty(k.shape, dtype=torch.float32),
             v.new_empty(v.shape, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, scale, pattern, mask_id = inputs
+    q, k, v, causal, scale, pattern, mask_id, dropout_p, dropout_seed = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.causal, ctx.scale, ctx.pattern, ctx.mask_id = causal, scale, pattern, mask_id
+    ctx.dropout_p, ctx.dropout_seed = dropout_p, dropout_seed
     ctx.mask = _masks.get(mask_id)  # keeps the plan alive until the backward
 
 
@@ -111,8 +118,8 @@ def _backward(ctx, dout, dlse):
     if dout is None:
         dout = torch.zeros_like(out)
     dq, dk, dv = _attention_backward_op(q, k, v, out, lse, dout, dlse, ctx.causal, ctx.scale,
-                                        ctx.pattern, ctx.mask_id)
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
+                                        ctx.pattern, ctx.mask_id, ctx.dropout_p, ctx.dropout_seed)
+    return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None)
 
 
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -155,11 +162,14 @@ def _check(x, name: str):
 
 
 def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=None, layout="bhsd",
-              return_lse=False):
+              return_lse=False, dropout_p=0.0, dropout_seed=None):
     """Differentiable attention, shaped like F.scaled_dot_product_attention's inputs:
     q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (layout="bshd": [B, N, H, D]);
     Hq a multiple of Hkv (GQA, no repeat needed). Returns out in q's dtype (and, with
-    return_lse, the float32 LSE [B, Hq, Nq], itself differentiable)."""
+    return_lse, the float32 LSE [B, Hq, Nq], itself differentiable). dropout_p: attention
+    dropout as SDPA's (applied whenever it is non-zero: pass 0.0 in eval mode); dropout_seed:
+    its mask's seed, drawn from torch's generator when None (give one to keep torch.compile
+    from breaking the graph on the draw)."""
     layout = _layout(layout)
     for x, name in ((q, "q"), (k, "k"), (v, "v")):
         _check(x, name)
@@ -179,7 +189,14 @@ def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
             _pattern(spec)  # an unknown name fails here, naming "pattern"
     else:
         spec = ""
-    out, lse = _attention_op(q, k, v, bool(causal), _scale(scale), spec, _mask_id(block_mask))
+    dropout_p = _dropout(dropout_p)
+    if dropout_seed is None:
+        dropout_seed = int(torch.randint(0, 2**62, ()).item()) if dropout_p > 0.0 else 0
+    # The op's int is signed 64-bit: seeds from 2**63 up travel as their two's complement.
+    seed = _seed(dropout_seed)
+    seed = seed - 2**64 if seed >= 2**63 else seed
+    out, lse = _attention_op(q, k, v, bool(causal), _scale(scale), spec, _mask_id(block_mask),
+                             dropout_p, seed)
     out = out.to(q.dtype)
     if layout == "bshd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)

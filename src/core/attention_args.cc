@@ -61,6 +61,8 @@ void validate(const AttentionArgs& a) {
                 "," + std::to_string(want[2]) + ",1], got " + a.lse.describe());
   }
   check(std::isfinite(a.scale), "scale", "must be finite, got " + std::to_string(a.scale));
+  check(std::isfinite(a.dropout) && a.dropout >= 0.0f && a.dropout < 1.0f, "dropout",
+        "must be in [0, 1), got " + std::to_string(a.dropout));
   check(a.threads >= 0 && a.threads <= 1024, "threads",
         "must be in [0, 1024], got " + std::to_string(a.threads));
 }

@@ -318,6 +318,8 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
     return;
   }
   // Kernel order: gather Q, K, V rows, attend (causality is in the mask), scatter O and LSE.
+  // Dropout, if set, is drawn at kernel-order positions: the backward (also in kernel order)
+  // redraws the same mask.
   const auto& order = plan.token_order;
   const int64_t batch = args.q.shape[0], heads = args.q.shape[1], dim_v = args.v.shape[3];
   const int64_t slots = static_cast<int64_t>(order.size());
@@ -342,6 +344,11 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
 
 void no_backward(const std::string& name) {
   throw Error("pattern", "'" + name + "' has no backward yet");
+}
+
+void check_no_dropout(const std::string& name, float dropout) {
+  check(dropout == 0.0f, "dropout",
+        "is not supported by pattern '" + name + "' (got " + std::to_string(dropout) + ")");
 }
 
 void Pattern::forward(const AttentionArgs& args, const Plan& plan) const {

@@ -11,6 +11,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
+#include "core/dropout.h"
 #include "support/backward_check.h"
 #include "support/random_mask.h"
 
@@ -23,7 +24,8 @@ using testing::Problem;
 
 // --- The reference, checked by finite differences of a double forward ---
 
-// L = sum W . O + sum w . LSE in double, with O and LSE computed from the stored inputs.
+// L = sum W . O + sum w . LSE in double, with O and LSE computed from the stored inputs (and
+// a.dropout's mask applied to the probabilities that make O).
 double loss(const AttentionArgs& a, const Tensor& w_out, const Tensor& w_lse,
             const ElementPredicate& allow) {
   const int64_t nq = a.q.shape[2], nk = a.k.shape[2], dim = a.q.shape[3], dim_v = a.v.shape[3];
@@ -48,10 +50,17 @@ double loss(const AttentionArgs& a, const Tensor& w_out, const Tensor& w_lse,
         for (double x : s) sum += std::exp(x - top);
         const double lse = top + std::log(sum);
         total += lse * w_lse.rows_view().get(b, h, i, 0);
+        const uint32_t row_key = dropout_row_key(a.dropout_seed, b, h, i);
+        auto kept = [&](size_t x) {
+          if (a.dropout == 0.0f) return 1.0;
+          return dropout_keeps(row_key, keys[x], dropout_threshold(a.dropout))
+                     ? 1.0 / (1.0 - a.dropout)
+                     : 0.0;
+        };
         for (int64_t d = 0; d < dim_v; ++d) {
           double o = 0.0;
           for (size_t x = 0; x < s.size(); ++x)
-            o += std::exp(s[x] - lse) * a.v.get(b, h / group, keys[x], d);
+            o += std::exp(s[x] - lse) * kept(x) * a.v.get(b, h / group, keys[x], d);
           total += o * w_out.view().get(b, h, i, d);
         }
       }
@@ -81,6 +90,7 @@ void expect_finite_differences(Tensor& t, const Tensor& grad, const std::functio
 
 struct FdCase {
   bool causal, with_dlse, masked;
+  float dropout = 0.0f;
 };
 
 class BackwardReference : public ::testing::TestWithParam<FdCase> {};
@@ -89,7 +99,7 @@ TEST_P(BackwardReference, EqualsFiniteDifferences) {
   const FdCase c = GetParam();
   Problem p;
   p.heads_q = 2, p.heads_kv = 1, p.nq = 4, p.nk = 6, p.dim = 3, p.dim_v = 2, p.causal = c.causal;
-  p.scale = 0.7f;
+  p.scale = 0.7f, p.dropout = c.dropout;
   // A rule that hides every key from query 1 (a row that sees nothing) and some others.
   const ElementPredicate allow = [&](int64_t, int64_t h, int64_t i, int64_t j) {
     return !c.masked || (i != 1 && (i + j + h) % 3 != 0);
@@ -117,11 +127,14 @@ TEST_P(BackwardReference, EqualsFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Cases, BackwardReference,
                          ::testing::Values(FdCase{false, false, false}, FdCase{false, true, false},
                                            FdCase{true, false, false}, FdCase{true, true, false},
-                                           FdCase{false, true, true}, FdCase{true, true, true}),
+                                           FdCase{false, true, true}, FdCase{true, true, true},
+                                           FdCase{false, true, false, 0.4f},
+                                           FdCase{true, true, true, 0.4f}),
                          [](const auto& info) {
                            const FdCase& c = info.param;
                            return std::string(c.causal ? "causal" : "full") +
-                                  (c.with_dlse ? "_dlse" : "") + (c.masked ? "_masked" : "");
+                                  (c.with_dlse ? "_dlse" : "") + (c.masked ? "_masked" : "") +
+                                  (c.dropout != 0.0f ? "_dropout" : "");
                          });
 
 // --- The fast kernel, dense and causal ---

@@ -71,12 +71,17 @@ def test_lse_is_differentiable():
 
 def test_opcheck():
     q, k, v = (x.detach() for x in inputs(1, 2, 1, 20, 20, 8, 8))
-    torch.library.opcheck(torch.ops.attnkit.attention.default, (q, k, v, True, 0.0, "", 0))
-    out, lse = torch.ops.attnkit.attention(q, k, v, True, 0.0, "", 0)
-    torch.library.opcheck(torch.ops.attnkit.attention_backward.default,
-                          (q, k, v, out, lse, torch.randn_like(out), None, True, 0.0, "", 0))
     torch.library.opcheck(torch.ops.attnkit.attention.default,
-                          (q, k, v, False, 0.5, "window:size=16", 0))
+                          (q, k, v, True, 0.0, "", 0, 0.0, 0))
+    out, lse = torch.ops.attnkit.attention(q, k, v, True, 0.0, "", 0, 0.0, 0)
+    torch.library.opcheck(torch.ops.attnkit.attention_backward.default,
+                          (q, k, v, out, lse, torch.randn_like(out), None, True, 0.0, "", 0,
+                           0.0, 0))
+    torch.library.opcheck(torch.ops.attnkit.attention.default,
+                          (q, k, v, False, 0.5, "window:size=16", 0, 0.0, 0))
+    # With dropout (a seeded mask, so the op is deterministic, as opcheck requires).
+    torch.library.opcheck(torch.ops.attnkit.attention.default,
+                          (q, k, v, True, 0.0, "", 0, 0.3, -7))
 
 
 def test_pattern_gradients_equal_sdpa_with_the_same_mask():

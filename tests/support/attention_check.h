@@ -52,6 +52,7 @@ struct Problem {
   float scale = 0.0f;      // AttentionArgs::scale (0: 1/sqrt(D))
   float magnitude = 1.0f;  // q and k are N(0, magnitude^2): large values give large logits
   int64_t target = 0;      // SIMD target the kernel runs on (0: the CPU's best)
+  float dropout = 0.0f;    // AttentionArgs::dropout, with dropout_seed = seed + 5
   std::string name() const {
     // append(), not operator+ chains: GCC 12 warns falsely (-Wrestrict) on the latter.
     std::string text = "B";
@@ -63,6 +64,7 @@ struct Problem {
     if (magnitude != 1.0f) text.append("_mag").append(std::to_string(magnitude));
     if (target != 0) text.append("_").append(hwy::TargetName(target));
     if (causal) text.append("_causal");
+    if (dropout != 0.0f) text.append("_dropout").append(std::to_string(dropout));
     std::replace(text.begin(), text.end(), '.', 'p');  // test names allow [A-Za-z0-9_] only
     return text;
   }
@@ -125,6 +127,7 @@ inline void expect_matches_reference(const AttentionArgs& kernel, const Attentio
       for (int64_t j = 0; j < nk; ++j)
         for (int64_t d = 0; d < dim_v; ++d)
           max_v = std::max(max_v, std::fabs(double(v.get(b, g, j, d))));
+  max_v /= 1.0 - kernel.dropout;  // kept probabilities are scaled up by 1 / (1 - p)
   int64_t failures = 0;
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < heads_q; ++h)
@@ -174,6 +177,8 @@ inline void check_problem(const Problem& p, const std::function<void(const Atten
   AttentionArgs a = in.args();
   a.causal = p.causal;
   a.scale = p.scale;
+  a.dropout = p.dropout;
+  a.dropout_seed = p.seed + 5;
   {
     const TargetScope on(p.target);
     kernel(a);

@@ -51,6 +51,8 @@ inline BackwardInputs make_backward_inputs(
   b.forward = b.in.args();
   b.forward.causal = p.causal;
   b.forward.scale = p.scale;
+  b.forward.dropout = p.dropout;
+  b.forward.dropout_seed = p.seed + 5;
   forward(b.forward);
   b.dout = random_normal({p.batch, p.heads_q, p.nq, p.dim_v}, p.dtype, p.seed + 3);
   if (with_dlse) b.dlse = random_normal({p.batch, p.heads_q, p.nq}, DType::kF32, p.seed + 4);

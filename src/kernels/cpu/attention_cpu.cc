@@ -11,9 +11,10 @@
 
 namespace attnkit {
 
-// Decode (few queries against a long cache) splits the keys across threads instead.
+// Decode (few queries against a long cache) splits the keys across threads instead; it has no
+// dropout (training runs the tile kernel).
 static bool use_decode_path(const AttentionArgs& args) {
-  return args.q.shape[2] <= 16 && args.k.shape[2] >= 1024;
+  return args.q.shape[2] <= 16 && args.k.shape[2] >= 1024 && args.dropout == 0.0f;
 }
 
 void attention(const AttentionArgs& args) {

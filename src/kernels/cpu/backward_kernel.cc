@@ -13,6 +13,8 @@
 //      dS  = P * (dPt - delta) * scale    (in place of P)
 //      dK  [Bc][D] += dS^T Q,   dQ partial [M][D] += dS K
 //    dK and dV of the block are written once, after its last query tile.
+//    With dropout, Zt [Bc][M] (keep / (1 - p), redrawn from the seed) enters twice:
+//      dV += (P * Zt)^T dO,   dPt *= Zt   (then dS as above, with the undropped P).
 // 3. dQ = sum of the units' partial planes in chunk order.
 // Q, dO and K are read in place (widened in registers) when their rows fill whole vectors; else
 // from padded f32 copies. Extra memory: the packs (about one copy of Q and one of dO in f32) and
@@ -26,11 +28,13 @@
 #include <limits>
 #include <vector>
 
+#include "core/dropout.h"
 #include "core/memory.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/backward_plan.h"
+#include "kernels/cpu/dropout-inl.h"
 #include "kernels/cpu/tile_ops-inl.h"
 #include "kernels/cpu/tile_plan.h"
 
@@ -48,6 +52,7 @@ struct BackwardPacks {
   int64_t m_pad = 0, d_pad = 0, dv_pad = 0, tiles = 0;
   bool q_in_place = false, do_in_place = false, k_in_place = false;
   hwy::AlignedFreeUniquePtr<float[]> qt, dot, lse2, delta, q_rows, do_rows, dq;
+  hwy::AlignedFreeUniquePtr<uint32_t[]> row_keys;  // dropout's per-row keys, as lse2
 
   const float* qt_tile(int64_t bh, int64_t t, int64_t dim) const {
     return qt.get() + (bh * tiles + t) * dim * m_pad;
@@ -55,14 +60,15 @@ struct BackwardPacks {
   const float* dot_tile(int64_t bh, int64_t t, int64_t dim_v) const {
     return dot.get() + (bh * tiles + t) * dim_v * m_pad;
   }
-  const float* row_values(const float* base, int64_t bh, int64_t t) const {
+  template <typename T>
+  const T* row_values(const T* base, int64_t bh, int64_t t) const {
     return base + (bh * tiles + t) * m_pad;
   }
 };
 
 // Per-thread buffers for one (key block, query tile) pair and one key block's dK, dV.
 struct BackwardScratch {
-  hwy::AlignedFreeUniquePtr<float[]> st, dpt, k, v, dk, dv, ones, limit;
+  hwy::AlignedFreeUniquePtr<float[]> st, dpt, k, v, dk, dv, ones, limit, zt, pz;
   std::vector<uint8_t> allow, allow_t;
 
   BackwardScratch(const BackwardPlan& plan, const BackwardPacks& p) {
@@ -77,6 +83,10 @@ struct BackwardScratch {
     ones = hwy::AllocateAligned<float>(std::max(kvb, p.m_pad));
     std::fill(ones.get(), ones.get() + std::max(kvb, p.m_pad), 1.0f);
     limit = hwy::AllocateAligned<float>(p.m_pad);
+    if (f.dropout > 0.0f) {
+      zt = hwy::AllocateAligned<float>(kvb * p.m_pad);
+      pz = hwy::AllocateAligned<float>(kvb * p.m_pad);
+    }
     allow.resize(p.m_pad * kvb);
     allow_t.resize(p.m_pad * kvb);
   }
@@ -123,6 +133,7 @@ void PackTile(const BackwardPlan& plan, BackwardPacks& p, int64_t b, int64_t h, 
   float* dot = p.dot.get() + (bh * p.tiles + t) * dim_v * m_pad;
   float* lse2 = p.lse2.get() + (bh * p.tiles + t) * m_pad;
   float* delta = p.delta.get() + (bh * p.tiles + t) * m_pad;
+  uint32_t* row_keys = f.dropout > 0.0f ? p.row_keys.get() + (bh * p.tiles + t) * m_pad : nullptr;
   float q[1024], dout[1024];  // validate() caps the head dims at 1024
   for (int64_t r = 0; r < m_pad; ++r) {
     if (r >= nt) {
@@ -130,9 +141,11 @@ void PackTile(const BackwardPlan& plan, BackwardPacks& p, int64_t b, int64_t h, 
       for (int64_t d = 0; d < dim_v; ++d) dot[d * m_pad + r] = 0.0f;
       lse2[r] = std::numeric_limits<float>::infinity();
       delta[r] = 0.0f;
+      if (row_keys) row_keys[r] = 0;
       continue;
     }
     const int64_t i = q0 + r;
+    if (row_keys) row_keys[r] = dropout_row_key(f.dropout_seed, b, h, i);
     ConvertRows(f.q, RowPointer(f.q, b, h, i), 0, 1, dim, dim, q);
     ConvertRows(a.dout, RowPointer(a.dout, b, h, i), 0, 1, dim_v, dim_v, dout);
     for (int64_t d = 0; d < dim; ++d) qt[d * m_pad + r] = q[d] * plan.qscale;
@@ -190,17 +203,28 @@ void ProcessPair(const BackwardPlan& plan, const BackwardPacks& p, BackwardScrat
     MaskFromBytes(s.st.get(), m_pad, keys, 0, nt, s.allow_t.data(), nt);
   }
   ProbsFromLse(s.st.get(), m_pad, keys, p.row_values(p.lse2.get(), bh, t));
+  // With dropout, dV takes the dropped probabilities P * Zt (in pz); dS the undropped P.
+  const bool dropout = f.dropout > 0.0f;
+  const float* p_used = s.st.get();
+  if (dropout) {
+    DropoutFactors(s.zt.get(), m_pad, keys, k0, p.row_values(p.row_keys.get(), bh, t),
+                   dropout_threshold(f.dropout), 1.0f / (1.0f - f.dropout));
+    std::copy_n(s.st.get(), keys * m_pad, s.pz.get());
+    MultiplyInPlace(s.pz.get(), s.zt.get(), keys * m_pad);
+    p_used = s.pz.get();
+  }
 
   // dV[j] += sum_r P[j][r] dO[r]: rows of the product are keys, its inner index query rows.
   const PLayout by_key{1, m_pad};
   if (p.do_in_place) {
-    AccumulatePvAny(a.dout.dtype, s.st.get(), by_key, keys, RowPointer(a.dout, b, h, q0),
+    AccumulatePvAny(a.dout.dtype, p_used, by_key, keys, RowPointer(a.dout, b, h, q0),
                     a.dout.stride[2], nt, s.ones.get(), s.dv.get(), p.dv_pad);
   } else {
-    AccumulatePv(s.st.get(), by_key, keys, p.do_rows.get() + (bh * nq + q0) * p.dv_pad, p.dv_pad,
-                 nt, s.ones.get(), s.dv.get(), p.dv_pad);
+    AccumulatePv(p_used, by_key, keys, p.do_rows.get() + (bh * nq + q0) * p.dv_pad, p.dv_pad, nt,
+                 s.ones.get(), s.dv.get(), p.dv_pad);
   }
   Scores(p.dot_tile(bh, t, dim_v), m_pad, v, v_stride, keys, dim_v, s.dpt.get());
+  if (dropout) MultiplyInPlace(s.dpt.get(), s.zt.get(), keys * m_pad);
   ScoreGradients(s.st.get(), s.dpt.get(), m_pad, keys, p.row_values(p.delta.get(), bh, t),
                  plan.scale);
   // dK[j] += sum_r dS[j][r] Q[r] (unscaled Q).
@@ -295,6 +319,7 @@ void RunBackwardPlan(const BackwardPlan& plan) {
   p.dot = hwy::AllocateAligned<float>(rows * dim_v);
   p.lse2 = hwy::AllocateAligned<float>(rows);
   p.delta = hwy::AllocateAligned<float>(rows);
+  if (f.dropout > 0.0f) p.row_keys = hwy::AllocateAligned<uint32_t>(rows);
   if (!p.q_in_place) p.q_rows = hwy::AllocateAligned<float>(bhs * nq * p.d_pad);
   if (!p.do_in_place) p.do_rows = hwy::AllocateAligned<float>(bhs * nq * p.dv_pad);
   const int64_t plane = bhs * nq * p.d_pad;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/error.h"
 #include "core/attention_args.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
@@ -302,6 +303,8 @@ HWY_EXPORT(RunDecode);
 
 void attention_decode(const AttentionArgs& args) {
   validate(args);
+  check(args.dropout == 0.0f, "dropout",
+        "is not supported on the decode path (attention() runs the tile kernel when it is set)");
   HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args);
 }
 

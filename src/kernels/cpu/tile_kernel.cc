@@ -9,6 +9,8 @@
 // (no horizontal reductions), and K and V are read in their own row-major layout: f32 K is used in
 // place and f16/bf16 K blocks are converted once per tile; V of any dtype is read in place and
 // widened in registers. The next key block's rows are prefetched while one block is computed.
+// Dropout (args.dropout > 0) multiplies P by the keep factors Zt [Bc][M] after the row sums are
+// taken, so l and the LSE are those of the undropped softmax.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/tile_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -17,8 +19,10 @@
 #include <cmath>
 #include <limits>
 
+#include "core/dropout.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
+#include "kernels/cpu/dropout-inl.h"
 #include "kernels/cpu/tile_ops-inl.h"
 #include "kernels/cpu/tile_plan.h"
 
@@ -30,8 +34,9 @@ namespace hn = hwy::HWY_NAMESPACE;
 // Per-thread buffers, sized once for the largest tile.
 struct Scratch {
   int64_t dv_pad = 0;
-  hwy::AlignedFreeUniquePtr<float[]> qt, st, o, k, v, m, l, alpha, limit;
-  int64_t pairs = 0;                    // attended pairs, when the caller asks for them
+  hwy::AlignedFreeUniquePtr<float[]> qt, st, o, k, v, m, l, alpha, limit, zt;
+  hwy::AlignedFreeUniquePtr<uint32_t[]> row_keys;  // dropout's per-row keys
+  int64_t pairs = 0;                               // attended pairs, when the caller asks for them
   std::vector<uint8_t> allow, allow_t;  // [tokens][keys] from the predicate, and transposed
 
   explicit Scratch(const TilePlan& plan) {
@@ -50,6 +55,10 @@ struct Scratch {
     l = hwy::AllocateAligned<float>(m_pad);
     alpha = hwy::AllocateAligned<float>(m_pad);
     limit = hwy::AllocateAligned<float>(m_pad);
+    if (a.dropout > 0.0f) {
+      zt = hwy::AllocateAligned<float>(kvb * m_pad);
+      row_keys = hwy::AllocateAligned<uint32_t>(m_pad);
+    }
     allow.resize(kMaxTileRows * kvb);
     allow_t.resize(kMaxTileRows * kvb);
   }
@@ -82,11 +91,13 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
       ConvertRows(a.q, RowPointer(a.q, b, h, i), 0, 1, dim, dim, q);
       for (int64_t d = 0; d < dim; ++d) s.qt[d * m_pad + r] = q[d] * plan.qscale;
       s.limit[r] = static_cast<float>(i + (nk - nq));
+      if (a.dropout > 0.0f) s.row_keys[r] = dropout_row_key(a.dropout_seed, b, h, i);
       min_limit = std::min(min_limit, s.limit[r]);
       max_limit = std::max(max_limit, s.limit[r]);
     } else {
       for (int64_t d = 0; d < dim; ++d) s.qt[d * m_pad + r] = 0.0f;
       s.limit[r] = s.limit[0];
+      if (a.dropout > 0.0f) s.row_keys[r] = 0;
     }
     s.m[r] = -std::numeric_limits<float>::infinity();
     s.l[r] = 0.0f;
@@ -104,6 +115,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
   const bool k_in_place = a.k.dtype == DType::kF32;
   // V is read in place (widened in registers) when its rows fill whole vectors.
   const bool v_in_place = dim_v % n == 0;
+  const int32_t drop_threshold = dropout_threshold(a.dropout);
+  const float keep_scale = 1.0f / (1.0f - a.dropout);
 
   for (int64_t e = 0; e < list.count; ++e) {
     const int64_t k0 = static_cast<int64_t>(list.block(e)) * kvb;
@@ -151,6 +164,10 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
       s.pairs +=
           causal_mask || list.partial(e) ? CountFinite(s.st.get(), m_pad, keys, rows) : rows * keys;
     OnlineSoftmax(s.st.get(), m_pad, keys, s.m.get(), s.l.get(), s.alpha.get());
+    if (a.dropout > 0.0f) {
+      DropoutFactors(s.zt.get(), m_pad, keys, k0, s.row_keys.get(), drop_threshold, keep_scale);
+      MultiplyInPlace(s.st.get(), s.zt.get(), keys * m_pad);
+    }
     if (v_in_place) {
       AccumulatePvAny(a.v.dtype, s.st.get(), {m_pad, 1}, rows, RowPointer(a.v, b, g, k0),
                       a.v.stride[2], keys, s.alpha.get(), s.o.get(), dv_pad);

@@ -6,6 +6,7 @@
 
 #include "attnkit/attention.h"
 #include "core/attention_args.h"
+#include "core/dropout.h"
 
 namespace attnkit {
 
@@ -35,13 +36,19 @@ void attention_reference(const AttentionArgs& args, const ElementPredicate& allo
       seen[j] = 1;
       max_score = std::max(max_score, score[j]);
     }
+    // Dropout: the sum is over the undropped probabilities; kept ones are scaled by 1 / (1 - p).
+    const uint32_t row_key = dropout_row_key(args.dropout_seed, b, h, i);
+    const int32_t threshold = dropout_threshold(args.dropout);
+    const double keep_scale = 1.0 / (1.0 - static_cast<double>(args.dropout));
     std::vector<double> acc(dim_v, 0.0);
     double sum = 0.0;
     for (int64_t j = 0; j < nk; ++j) {
       if (!seen[j]) continue;
       const double p = std::exp(score[j] - max_score);
       sum += p;
-      for (int64_t d = 0; d < dim_v; ++d) acc[d] += p * args.v.get(b, g, j, d);
+      if (args.dropout > 0.0f && !dropout_keeps(row_key, j, threshold)) continue;
+      const double used = args.dropout > 0.0f ? p * keep_scale : p;
+      for (int64_t d = 0; d < dim_v; ++d) acc[d] += used * args.v.get(b, g, j, d);
     }
     for (int64_t d = 0; d < dim_v; ++d)
       args.out.set(b, h, i, d, sum > 0.0 ? static_cast<float>(acc[d] / sum) : 0.0f);

@@ -269,6 +269,7 @@ void merge_rows(float* o, float* lse, const float* o2, const float* lse2, int64_
 }
 
 void HyperPattern::execute(const AttentionArgs& args, const Plan& plan) const {
+  check_no_dropout(name(), args.dropout);
   const auto& state = *std::any_cast<std::shared_ptr<const HyperState>>(plan.state);
   const Dims d = dims_of(PlanInputs::of(args));
   const int64_t dim_v = args.v.shape[3];
@@ -372,6 +373,7 @@ void scatter_add(const float* add, const int32_t* index, int64_t count, int64_t 
 }
 
 void HyperPattern::execute_backward(const BackwardArgs& args, const Plan& plan) const {
+  check_no_dropout(name(), args.forward.dropout);
   const auto& state = *std::any_cast<std::shared_ptr<const HyperState>>(plan.state);
   const AttentionArgs& f = args.forward;
   const Dims d = dims_of(PlanInputs::of(f));

@@ -258,6 +258,7 @@ class RoutingPattern final : public Pattern {
 };
 
 void RoutingPattern::execute_backward(const BackwardArgs& args, const Plan& plan) const {
+  check_no_dropout(name(), args.forward.dropout);
   const auto& clusters =
       *std::any_cast<std::shared_ptr<const std::vector<RoutingClusters>>>(plan.state);
   const AttentionArgs& f = args.forward;
@@ -291,6 +292,7 @@ void RoutingPattern::execute_backward(const BackwardArgs& args, const Plan& plan
 }
 
 void RoutingPattern::execute(const AttentionArgs& args, const Plan& plan) const {
+  check_no_dropout(name(), args.dropout);
   const auto& clusters =
       *std::any_cast<std::shared_ptr<const std::vector<RoutingClusters>>>(plan.state);
   const Dims d = dims_of(PlanInputs::of(args));
