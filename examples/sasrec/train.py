@@ -35,8 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--attention", choices=["attnkit", "sdpa"], default="attnkit")
-    p.add_argument("--attention-dropout", type=float, default=0.0,
-                   help="dropout on the attention probabilities (sdpa only: the authors' 0.5)")
+    p.add_argument("--attention-dropout", type=float, default=0.5,
+                   help="dropout on the attention probabilities (the authors' 0.5)")
     p.add_argument("--eval-every", type=positive_int, default=5)
     p.add_argument("--patience", type=positive_int, default=4)
     p.add_argument("--eval-users", type=positive_int, default=10000)
