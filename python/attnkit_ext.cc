@@ -509,14 +509,16 @@ struct PyModel {
     return d;
   }
 
-  nb::dict passkey(int64_t length, int64_t trials, const std::string& spec, uint64_t seed) const {
+  nb::dict passkey(int64_t length, int64_t trials, const std::string& spec, uint64_t seed,
+                   const std::string& cache_spec) const {
+    const model::CacheSpec cache = model::CacheSpec::parse(cache_spec, "cache");
     check(length >= 64 && length <= (int64_t{1} << 20), "length", "must be in [64, 2^20]");
     check(trials >= 1 && trials <= 100000, "trials", "must be in [1, 100000]");
     const auto pattern = optional_pattern(spec);
     model::PasskeyResult r;
     {
       nb::gil_scoped_release release;
-      model::LlamaSession session(model, length + 64, threads);
+      model::LlamaSession session(model, length + 64, threads, cache);
       r = model::passkey(session, length, trials, seed, pattern.get());
     }
     nb::dict d;
@@ -528,7 +530,8 @@ struct PyModel {
   }
 
   std::string generate(const std::string& prompt, int64_t n, const std::string& spec,
-                       double temperature, uint64_t seed) const {
+                       double temperature, uint64_t seed, const std::string& cache_spec) const {
+    const model::CacheSpec cache = model::CacheSpec::parse(cache_spec, "cache");
     check(n >= 1 && n <= (int64_t{1} << 20), "n", "must be in [1, 2^20]");
     check(temperature >= 0 && temperature <= 100, "temperature", "must be in [0, 100]");
     const auto pattern = optional_pattern(spec);
@@ -542,10 +545,38 @@ struct PyModel {
     std::vector<int32_t> out;
     {
       nb::gil_scoped_release release;
-      model::LlamaSession session(model, static_cast<int64_t>(ids.size()) + n, threads);
+      model::LlamaSession session(model, static_cast<int64_t>(ids.size()) + n, threads, cache);
       out = model::generate(session, ids, options);
     }
     return model->tokenizer().decode(out);
+  }
+
+  nb::dict stream_ppl(const std::string& text, int64_t count, const std::string& cache_spec) const {
+    const model::CacheSpec cache = model::CacheSpec::parse(cache_spec, "cache");
+    check(count >= 2 && count <= (int64_t{1} << 22), "tokens", "must be in [2, 2^22]");
+    const std::vector<int32_t> tokens = tokens_for(text, count);
+    model::StreamPerplexityResult r;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, count, threads, cache);
+      r = model::stream_perplexity(session, tokens, count, 1024);
+    }
+    nb::list segments;
+    for (const auto& s : r.segments) {
+      nb::dict segment;
+      segment["start"] = s.start;
+      segment["end"] = s.end;
+      segment["ppl"] = s.ppl;
+      segments.append(segment);
+    }
+    nb::dict d;
+    d["tokens"] = r.tokens;
+    d["ppl"] = r.ppl;
+    d["ppl_by_segment"] = segments;
+    d["tokens_per_s"] = r.tokens_per_s;
+    d["cache_tokens"] = r.cache_tokens;
+    d["cache"] = cache.str();
+    return d;
   }
 
   // {layer: {"q": [1, Hq, T, hd], "k": [1, Hkv, T, hd], "v": ...}} of the first ctx tokens.
@@ -674,9 +705,10 @@ NB_MODULE(_ext, m) {
       .def("tokenize", &PyModel::tokenize, "text"_a)
       .def("detokenize", &PyModel::detokenize, "ids"_a)
       .def("ppl", &PyModel::ppl, "text"_a, "ctx"_a, "pattern"_a, "max_windows"_a)
-      .def("passkey", &PyModel::passkey, "length"_a, "trials"_a, "pattern"_a, "seed"_a)
+      .def("passkey", &PyModel::passkey, "length"_a, "trials"_a, "pattern"_a, "seed"_a, "cache"_a)
       .def("generate", &PyModel::generate, "prompt"_a, "n"_a, "pattern"_a, "temperature"_a,
-           "seed"_a)
+           "seed"_a, "cache"_a)
+      .def("stream_ppl", &PyModel::stream_ppl, "text"_a, "tokens"_a, "cache"_a)
       .def("capture", &PyModel::capture, "text"_a, "ctx"_a, "layers"_a);
 
   m.def("patterns", &list_pattern_infos);

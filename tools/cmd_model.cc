@@ -1,5 +1,6 @@
-// `attnkit model info | generate | ppl | passkey | capture | bench`: the real-model runtime
-// (src/model/) on the command line. --model defaults to the file scripts/setup-model.sh fetches.
+// `attnkit model info | generate | ppl | passkey | stream-ppl | capture | bench`: the real-model
+// runtime (src/model/) on the command line. --model defaults to the file scripts/setup-model.sh
+// fetches.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -25,6 +27,7 @@
 #include "eval/json.h"
 #include "model/evaluate.h"
 #include "model/ggml_types.h"
+#include "model/kv_cache.h"
 #include "model/llama.h"
 #include "model/model_files.h"
 
@@ -33,18 +36,31 @@ namespace {
 
 constexpr char kUsage[] =
     "attnkit model info [--model FILE]\n"
-    "attnkit model generate [--model FILE] --prompt TEXT [--n N] [--pattern SPEC] [--seed S] "
-    "[--temp T]\n"
+    "attnkit model generate [--model FILE] --prompt TEXT [--n N] [--pattern SPEC] [--cache SPEC] "
+    "[--seed S] [--temp T]\n"
     "attnkit model ppl [--model FILE] --text FILE --ctx N [--pattern SPEC] [--max-windows W] "
     "[--json]\n"
     "    perplexity over consecutive non-overlapping windows of N tokens; --json prints\n"
     "    {\"tokens\": n_scored, \"ppl\": x, \"nll\": mean_nll, \"windows\": w}\n"
-    "attnkit model passkey [--model FILE] --len N --trials T [--pattern SPEC] [--seed S] [--json]\n"
+    "attnkit model passkey [--model FILE] --len N --trials T [--pattern SPEC] [--cache SPEC] "
+    "[--seed S] [--json]\n"
     "    the Landmark Attention / LongLoRA prompt, scored teacher-forced on greedy argmax;\n"
     "    --json prints {\"len\": N, \"trials\": T, \"accuracy\": x}\n"
+    "attnkit model stream-ppl [--model FILE] --text FILE --tokens N [--cache SPEC] [--kv-dtype T] "
+    "[--json]\n"
+    "    teacher-forced perplexity token by token (one decode step each) over the text's first N\n"
+    "    tokens, past the trained context when the cache policy allows; --json prints\n"
+    "    {\"tokens\": n_scored, \"ppl\": x, \"ppl_by_segment\": [{\"start\", \"end\", \"ppl\"}, "
+    "...],\n"
+    "    \"tokens_per_s\": x, \"cache_tokens\": n} with segments of 1024 scored positions\n"
+    "    --cache: full (default), streaming[:sinks=4,recent=1020] (StreamingLLM),\n"
+    "    h2o[:heavy=512,recent=512,pos=original|cache] (H2O); src/model/kv_cache.h has the rules\n"
+    "    --kv-dtype: the cache's storage, f32 (default), f16 or bf16; generate and passkey take\n"
+    "    --cache and --kv-dtype too\n"
     "attnkit model capture [--model FILE] --text FILE --ctx N --layers L1,L2 --out DIR\n"
     "    writes DIR/layer{L}_{q,k,v}.npy, [1, heads, N, 64] float32, post-RoPE\n"
-    "attnkit model bench [--model FILE] [--ctx N] [--decode D] [--json]\n"
+    "attnkit model bench [--model FILE] [--ctx N] [--decode D] [--cache SPEC] [--kv-dtype T] "
+    "[--json]\n"
     "    prefill tokens/s for N tokens (default 2048) and decode tokens/s for D more (default 64)\n"
     "    Every sub-command takes --threads N (default every core). --model defaults to\n"
     "    $ATTNKIT_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf (from the working directory\n"
@@ -76,6 +92,18 @@ std::string read_text(const std::string& path) {
 std::unique_ptr<Pattern> pattern_of(const Args& args) {
   return args.has("--pattern") ? make_pattern(args.str("--pattern")) : nullptr;
 }
+
+DType kv_dtype_of(const Args& args) {
+  return args.has("--kv-dtype") ? parse_dtype(args.str("--kv-dtype"), "--kv-dtype") : DType::kF32;
+}
+
+model::CacheSpec cache_of(const Args& args) {
+  return args.has("--cache") ? model::CacheSpec::parse(args.str("--cache"), "--cache")
+                             : model::CacheSpec{};
+}
+
+// Progress on stderr when it is a terminal (or ATTNKIT_PROGRESS is set); stdout stays clean.
+bool show_progress() { return isatty(2) || std::getenv("ATTNKIT_PROGRESS") != nullptr; }
 
 int threads_of(const Args& args) { return static_cast<int>(args.integer("--threads", 0, 1, 4096)); }
 
@@ -118,8 +146,9 @@ int info(const std::vector<std::string>& argv) {
 }
 
 int generate(const std::vector<std::string>& argv) {
-  const Args args(argv,
-                  {"--model", "--prompt", "--n", "--pattern", "--seed", "--temp", "--threads"});
+  const Args args(argv, {"--model", "--prompt", "--n", "--pattern", "--cache", "--kv-dtype",
+                         "--seed", "--temp", "--threads"});
+  const model::CacheSpec cache = cache_of(args);
   const auto model = model::LlamaModel::load(model_path(args));
   const auto pattern = pattern_of(args);
   model::GenerateOptions options;
@@ -130,7 +159,7 @@ int generate(const std::vector<std::string>& argv) {
   const std::vector<int32_t> prompt = model->tokenizer().encode(args.str("--prompt"));
   check(!prompt.empty(), "--prompt", "empty prompt");
   model::LlamaSession session(model, static_cast<int64_t>(prompt.size()) + options.max_tokens,
-                              threads_of(args));
+                              threads_of(args), cache, kv_dtype_of(args));
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> out = model::generate(session, prompt, options);
   const double seconds =
@@ -168,14 +197,17 @@ int ppl(const std::vector<std::string>& argv) {
 }
 
 int passkey(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--model", "--len", "--trials", "--pattern", "--seed", "--threads"},
-                  {"--json"});
+  const Args args(
+      argv,
+      {"--model", "--len", "--trials", "--pattern", "--cache", "--kv-dtype", "--seed", "--threads"},
+      {"--json"});
   const int64_t length = args.integer("--len", 64, 1 << 20);
   const int64_t trials = args.integer("--trials", 1, 100000);
   const uint64_t seed = static_cast<uint64_t>(args.integer("--seed", 0, 0, INT64_MAX));
+  const model::CacheSpec cache = cache_of(args);
   const auto model = model::LlamaModel::load(model_path(args));
   const auto pattern = pattern_of(args);
-  model::LlamaSession session(model, length + 64, threads_of(args));
+  model::LlamaSession session(model, length + 64, threads_of(args), cache, kv_dtype_of(args));
   const model::PasskeyResult r = model::passkey(session, length, trials, seed, pattern.get());
   if (args.flag("--json")) {
     JsonObject json;
@@ -185,6 +217,50 @@ int passkey(const std::vector<std::string>& argv) {
     std::printf("passkey accuracy %.3f (%lld / %lld) at %lld tokens (mean prompt %.0f tokens)\n",
                 r.accuracy(), (long long)r.correct, (long long)r.trials, (long long)length,
                 r.mean_tokens);
+  }
+  return 0;
+}
+
+int stream_ppl(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--text", "--tokens", "--cache", "--kv-dtype", "--threads"},
+                  {"--json"});
+  const int64_t count = args.integer("--tokens", 2, 1 << 22);
+  const model::CacheSpec cache = cache_of(args);
+  const std::string text = read_text(args.str("--text"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
+  check(count <= static_cast<int64_t>(tokens.size()), "--tokens",
+        std::to_string(count) + " exceeds the text's " + std::to_string(tokens.size()) + " tokens");
+  model::LlamaSession session(model, count, threads_of(args), cache, kv_dtype_of(args));
+  std::function<void(int64_t, int64_t)> progress;
+  if (show_progress())
+    progress = [](int64_t done, int64_t total) {
+      std::fprintf(stderr, "\rstream-ppl: %lld / %lld tokens", (long long)done, (long long)total);
+      if (done == total) std::fprintf(stderr, "\n");
+    };
+  const model::StreamPerplexityResult r =
+      model::stream_perplexity(session, tokens, count, 1024, progress);
+  if (args.flag("--json")) {
+    std::string segments = "[";
+    for (const auto& s : r.segments) {
+      JsonObject segment;
+      segment.add("start", s.start).add("end", s.end).add("ppl", s.ppl);
+      segments += (segments.size() > 1 ? ", " : "") + segment.str();
+    }
+    JsonObject json;
+    json.add("tokens", r.tokens)
+        .add("ppl", r.ppl)
+        .raw("ppl_by_segment", segments + "]")
+        .add("tokens_per_s", r.tokens_per_s)
+        .add("cache_tokens", r.cache_tokens)
+        .add("cache", cache.str());
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    std::printf("ppl %.4f over %lld tokens, cache %s (%lld slots at the end), %.1f tokens/s\n",
+                r.ppl, (long long)r.tokens, cache.str().c_str(), (long long)r.cache_tokens,
+                r.tokens_per_s);
+    for (const auto& s : r.segments)
+      std::printf("  [%lld, %lld): ppl %.4f\n", (long long)s.start, (long long)s.end, s.ppl);
   }
   return 0;
 }
@@ -249,9 +325,13 @@ int capture(const std::vector<std::string>& argv) {
 }
 
 int bench(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--model", "--ctx", "--decode", "--threads", "--pattern"}, {"--json"});
+  const Args args(
+      argv, {"--model", "--ctx", "--decode", "--threads", "--pattern", "--cache", "--kv-dtype"},
+      {"--json"});
   const int64_t ctx = args.integer("--ctx", 2048, 1, 1 << 20);
   const int64_t decode = args.integer("--decode", 64, 0, 1 << 20);
+  const model::CacheSpec cache = cache_of(args);
+  const DType kv_dtype = kv_dtype_of(args);
   const auto model = model::LlamaModel::load(model_path(args));
   const auto pattern = pattern_of(args);
   // Real text, repeated as needed: GPL-3 is on every Debian machine.
@@ -262,7 +342,7 @@ int bench(const std::vector<std::string>& argv) {
   const std::vector<int32_t> base = model->tokenizer().encode(text, false);
   while (static_cast<int64_t>(tokens.size()) < ctx + decode)
     tokens.insert(tokens.end(), base.begin(), base.end());
-  model::LlamaSession session(model, ctx + decode, threads_of(args));
+  model::LlamaSession session(model, ctx + decode, threads_of(args), cache, kv_dtype);
   auto now = [] { return std::chrono::steady_clock::now(); };
   const auto t0 = now();
   session.forward(tokens.data(), ctx, pattern.get());
@@ -281,7 +361,9 @@ int bench(const std::vector<std::string>& argv) {
     json.add("ctx", ctx)
         .add("prefill_tokens_per_s", prefill_tps)
         .add("decode", decode)
-        .add("decode_tokens_per_s", decode_tps);
+        .add("decode_tokens_per_s", decode_tps)
+        .add("cache", cache.str())
+        .add("kv_dtype", dtype_name(kv_dtype));
     std::printf("%s\n", json.str().c_str());
   } else {
     std::printf(
@@ -294,17 +376,19 @@ int bench(const std::vector<std::string>& argv) {
 
 int model_main(const std::vector<std::string>& argv) {
   if (argv.empty())
-    throw Error("model", "missing sub-command (info, generate, ppl, passkey, capture, bench)");
+    throw Error("model",
+                "missing sub-command (info, generate, ppl, passkey, stream-ppl, capture, bench)");
   const std::string sub = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (sub == "info") return info(rest);
   if (sub == "generate") return generate(rest);
   if (sub == "ppl") return ppl(rest);
   if (sub == "passkey") return passkey(rest);
+  if (sub == "stream-ppl") return stream_ppl(rest);
   if (sub == "capture") return capture(rest);
   if (sub == "bench") return bench(rest);
-  throw Error("model",
-              "unknown sub-command '" + sub + "' (info, generate, ppl, passkey, capture, bench)");
+  throw Error("model", "unknown sub-command '" + sub +
+                           "' (info, generate, ppl, passkey, stream-ppl, capture, bench)");
 }
 
 const bool registered = register_command({"model", kUsage, model_main});

@@ -16,9 +16,11 @@ namespace attnkit {
 struct BlockMask;
 
 struct AttentionArgs {
-  TensorView q;           // [B, Hq, Nq, D]   f32 | f16 | bf16
-  TensorView k;           // [B, Hkv, Nk, D]  same dtype as q
-  TensorView v;           // [B, Hkv, Nk, Dv] same dtype as q
+  TensorView q;  // [B, Hq, Nq, D]   f32 | f16 | bf16
+  TensorView k;  // [B, Hkv, Nk, D]  same dtype as q (*)
+  TensorView v;  // [B, Hkv, Nk, Dv] same dtype as k
+  // (*) Or f16 / bf16 K and V with an f32 Q when Nq <= 16 (decode over a 16-bit KV cache: the
+  // decode kernel reads K and V in place); also accepted by attention_column_sums.
   MutableTensorView out;  // [B, Hq, Nq, Dv]  f32
   MutableTensorView lse;  // optional [B, Hq, Nq, 1] f32 (Tensor::rows_view of a [B, Hq, Nq])
   float scale = 0.0f;     // 0 means 1/sqrt(D)
@@ -36,7 +38,8 @@ struct AttentionArgs {
   int64_t* attended_pairs = nullptr;
 };
 
-// Fused tiled online-softmax kernel. Picks the decode path when Nq <= 16 and Nk is long.
+// Fused tiled online-softmax kernel. Picks the decode path when Nq <= 16 and Nk is long (or Q is
+// f32 over 16-bit K and V).
 // Errors name the argument at fault: "q", "k", "v", "out", "lse", "scale", "threads".
 void attention(const AttentionArgs& args);
 // The same kernel walking the mask's kv-block lists (AND causal when args.causal); errors about
@@ -44,6 +47,15 @@ void attention(const AttentionArgs& args);
 void attention(const AttentionArgs& args, const BlockMask& block_mask);
 // Decode path (few queries, long cache): keys split across threads, partials merged by LSE.
 void attention_decode(const AttentionArgs& args);
+
+// Column sums of the normalised probabilities (H2O's heavy-hitter statistic, ACT's sink test),
+// a second pass over the scores from the forward's LSE:
+//   C[b, h, j] = sum_i exp(scale * Q[b,h,i] . K[b,g,j] - LSE[b,h,i])   over the pairs the forward
+// saw (args.causal respected; rows with LSE = -inf add nothing). `args` are the forward's (lse
+// required, out not read). `col_sums` is f32 [B, Hq, Nk, 1] (per query head) or [B, Hkv, Nk, 1]
+// (summed over each group's query heads in head order: deterministic); it is overwritten.
+// Errors name "lse" or "col_sums" (and the forward's arguments).
+void attention_column_sums(const AttentionArgs& args, const MutableTensorView& col_sums);
 
 // Exact combination of two partial results over disjoint key sets:
 //   lse = log(exp(lse_a) + exp(lse_b)),  out = exp(lse_a - lse) out_a + exp(lse_b - lse) out_b.
@@ -96,6 +108,10 @@ using ElementPredicate = std::function<bool(int64_t b, int64_t h, int64_t i, int
 // Scalar oracle, accumulating in double; O(Nk) memory per row. `allow` (if set) is ANDed
 // with args.causal.
 void attention_reference(const AttentionArgs& args, const ElementPredicate& allow = {});
+// Column sums in double from the reference's own softmax (args.lse only validated); `allow` as
+// above.
+void attention_column_sums_reference(const AttentionArgs& args, const MutableTensorView& col_sums,
+                                     const ElementPredicate& allow = {});
 // Scalar backward oracle in double from explicit P, dP and dS per row (it recomputes the forward
 // itself and reads args.forward.out and .lse only for validation); `allow` as above.
 void attention_backward_reference(const BackwardArgs& args, const ElementPredicate& allow = {});

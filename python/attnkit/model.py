@@ -6,9 +6,12 @@
     m.passkey(length=2048, trials=5)          # {"accuracy", "correct", "trials", "mean_tokens"}
     m.generate("The capital of France is", n=16)
     m.capture(text, ctx=512, layers=[0, 15])  # {layer: {"q", "k", "v"}} numpy [1, H, T, 64]
+    m.stream_ppl(text, tokens=16384, cache="streaming:sinks=4,recent=1020")
+                                              # token by token, past the trained context
 
 Patterns are spec strings or attnkit.Pattern objects; they apply to each prefill as
-`attnkit model` does (decode steps are dense).
+`attnkit model` does (decode steps are dense). Caches are spec strings (full, streaming, h2o;
+src/model/kv_cache.h has the rules).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ def _spec(pattern) -> str:
     return spec
 
 
+def _cache(cache) -> str:
+    if not isinstance(cache, str):
+        raise TypeError(f"cache: expected a spec string, got {type(cache).__name__}")
+    return cache
+
+
 def _int(value, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
@@ -71,16 +80,23 @@ class Model:
         return self._model.ppl(text, _int(ctx, "ctx"), _spec(pattern),
                                _int(max_windows, "max_windows"))
 
-    def passkey(self, length: int, trials: int, pattern=None, *, seed: int = 0) -> dict:
+    def passkey(self, length: int, trials: int, pattern=None, *, seed: int = 0,
+                cache: str = "full") -> dict:
         """Passkey retrieval at `length` tokens, teacher-forced, `trials` random keys and depths."""
         return self._model.passkey(_int(length, "length"), _int(trials, "trials"), _spec(pattern),
-                                   _int(seed, "seed"))
+                                   _int(seed, "seed"), _cache(cache))
 
     def generate(self, prompt: str, n: int, pattern=None, *, temperature: float = 0.0,
-                 seed: int = 0) -> str:
+                 seed: int = 0, cache: str = "full") -> str:
         """Up to n tokens after the prompt (greedy at temperature 0)."""
         return self._model.generate(prompt, _int(n, "n"), _spec(pattern), float(temperature),
-                                    _int(seed, "seed"))
+                                    _int(seed, "seed"), _cache(cache))
+
+    def stream_ppl(self, text: str, tokens: int, cache: str = "full") -> dict:
+        """Teacher-forced perplexity one decode step per token over the text's first `tokens`:
+        {"tokens", "ppl", "ppl_by_segment": [{"start", "end", "ppl"}], "tokens_per_s",
+        "cache_tokens", "cache"}, segments of 1024 scored positions."""
+        return self._model.stream_ppl(text, _int(tokens, "tokens"), _cache(cache))
 
     def capture(self, text: str, ctx: int, layers) -> dict:
         """Post-RoPE q and the k, v of the first ctx tokens at the given layers."""

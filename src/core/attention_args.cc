@@ -119,4 +119,26 @@ float effective_scale(const AttentionArgs& args) {
 
 int effective_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 
+void validate_f32_query(const AttentionArgs& args) {
+  AttentionArgs same = args;
+  if (args.q.dtype == DType::kF32 && args.k.dtype == args.v.dtype) same.q.dtype = args.k.dtype;
+  validate(same);
+}
+
+void validate_column_sums(const AttentionArgs& args, const MutableTensorView& col_sums) {
+  validate_f32_query(args);
+  check(!args.lse.empty(), "lse", "column sums need the forward's LSE");
+  const int64_t batch = args.q.shape[0], heads_q = args.q.shape[1], heads_kv = args.k.shape[1];
+  const int64_t nk = args.k.shape[2];
+  const int64_t h = col_sums.shape[1];
+  check(!col_sums.empty() && col_sums.dtype == DType::kF32, "col_sums", "must be an f32 tensor");
+  check(col_sums.shape[0] == batch && (h == heads_q || h == heads_kv) && col_sums.shape[2] == nk &&
+            col_sums.shape[3] == 1,
+        "col_sums",
+        "shape must be [" + std::to_string(batch) + ", " + std::to_string(heads_q) + " or " +
+            std::to_string(heads_kv) + ", " + std::to_string(nk) + ", 1], got [" +
+            std::to_string(col_sums.shape[0]) + ", " + std::to_string(h) + ", " +
+            std::to_string(col_sums.shape[2]) + ", " + std::to_string(col_sums.shape[3]) + "]");
+}
+
 }  // namespace attnkit

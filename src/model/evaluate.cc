@@ -65,7 +65,7 @@ std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>&
     }
     if (next == tokenizer.eos_id || next == end_of_text) break;
     out.push_back(next);
-    if (i + 1 == options.max_tokens || session.n_past() >= session.max_context()) break;
+    if (i + 1 == options.max_tokens || !session.can_append(1)) break;
     session.forward(&next, 1);
   }
   return out;
@@ -103,6 +103,46 @@ PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& t
   result.nll = total / result.tokens;
   result.ppl = std::exp(result.nll);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+StreamPerplexityResult stream_perplexity(
+    LlamaSession& session, const std::vector<int32_t>& tokens, int64_t count, int64_t segment,
+    const std::function<void(int64_t done, int64_t count)>& progress) {
+  check(count >= 2 && count <= static_cast<int64_t>(tokens.size()), "tokens",
+        "must be in [2, " + std::to_string(tokens.size()) + "] (the text's tokens), got " +
+            std::to_string(count));
+  check(segment >= 1, "segment", "must be positive, got " + std::to_string(segment));
+  check(session.can_append(count - 1), "max_context",
+        std::to_string(count - 1) + " tokens exceed the session's full cache of " +
+            std::to_string(session.max_context()) + " (a cache policy with a budget runs further)");
+  const int64_t vocab = session.model().config().vocab;
+  std::vector<float> logits(vocab);
+  const auto start = std::chrono::steady_clock::now();
+  StreamPerplexityResult result;
+  session.reset();
+  double total = 0.0, in_segment = 0.0;
+  int64_t segment_start = 0;
+  for (int64_t t = 0; t + 1 < count; ++t) {
+    session.forward(&tokens[t], 1);
+    session.logits(0, 1, logits.data());
+    const double nll = log_sum_exp(logits.data(), vocab) - logits[tokens[t + 1]];
+    total += nll;
+    in_segment += nll;
+    if (t + 1 == segment_start + segment || t + 2 == count) {
+      result.segments.push_back(
+          {segment_start, t + 1, std::exp(in_segment / (t + 1 - segment_start))});
+      segment_start = t + 1;
+      in_segment = 0.0;
+    }
+    if (progress && (t % 256 == 255 || t + 2 == count)) progress(t + 1, count - 1);
+  }
+  result.tokens = count - 1;
+  result.nll = total / result.tokens;
+  result.ppl = std::exp(result.nll);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.tokens_per_s = result.tokens / result.seconds;
+  result.cache_tokens = session.cache().size();
   return result;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,26 @@ struct PerplexityResult {
 };
 PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t ctx,
                             int64_t max_windows, const Pattern* pattern);
+
+// Teacher-forced perplexity token by token: from an empty cache, one decode step per token over
+// tokens[0, count), token t + 1 scored from the logits at t (count - 1 scored tokens), so that a
+// cache policy with a budget runs past the trained context. Segments group the scored positions
+// t in [k * segment, (k + 1) * segment). `progress(done, count)` is called now and then.
+struct StreamSegment {
+  int64_t start = 0, end = 0;  // scored positions [start, end)
+  double ppl = 0.0;
+};
+struct StreamPerplexityResult {
+  int64_t tokens = 0;  // scored tokens
+  double nll = 0.0, ppl = 0.0;
+  std::vector<StreamSegment> segments;
+  double seconds = 0.0;
+  double tokens_per_s = 0.0;
+  int64_t cache_tokens = 0;  // cache slots in use at the end
+};
+StreamPerplexityResult stream_perplexity(
+    LlamaSession& session, const std::vector<int32_t>& tokens, int64_t count, int64_t segment,
+    const std::function<void(int64_t done, int64_t count)>& progress = {});
 
 // Passkey retrieval (Landmark Attention / LongLoRA prompt):
 //   task, garbage prefix, "The pass key is K. Remember it. K is the pass key.", garbage suffix,

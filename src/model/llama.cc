@@ -10,8 +10,8 @@
 #include "attnkit/attention.h"
 #include "attnkit/error.h"
 #include "attnkit/pattern.h"
-#include "core/memory.h"
 #include "model/ggml_types.h"
+#include "model/rope.h"
 
 namespace attnkit::model {
 
@@ -54,18 +54,10 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t n, double 
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * weight[i];
 }
 
-// Rotates adjacent pairs of each head of row `x` ([heads, head_dim]) by the angles in `table`
-// (cos, sin interleaved, head_dim / 2 pairs).
-void rope(float* x, int64_t heads, int64_t head_dim, const float* table) {
-  for (int64_t h = 0; h < heads; ++h) {
-    float* v = x + h * head_dim;
-    for (int64_t i = 0; i < head_dim / 2; ++i) {
-      const float c = table[2 * i], s = table[2 * i + 1];
-      const float a = v[2 * i], b = v[2 * i + 1];
-      v[2 * i] = a * c - b * s;
-      v[2 * i + 1] = a * s + b * c;
-    }
-  }
+int64_t checked_context(int64_t max_context) {
+  check(max_context > 0 && max_context <= (int64_t{1} << 22), "max_context",
+        "context must be in [1, 4194304], got " + std::to_string(max_context));
+  return max_context;
 }
 
 }  // namespace
@@ -139,24 +131,32 @@ LlamaModel::LlamaModel(GgufFile file) : file_(std::move(file)) {
 }
 
 LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_context,
-                           int threads)
-    : model_(std::move(model)), max_context_(max_context), threads_(threads) {
-  const LlamaConfig& c = model_->config();
-  check(max_context > 0 && max_context <= (int64_t{1} << 22), "max_context",
-        "context must be in [1, 4194304], got " + std::to_string(max_context));
-  const size_t cache = static_cast<size_t>(c.layers * c.heads_kv * max_context * c.head_dim);
-  check_memory(2.0 * sizeof(float) * static_cast<double>(cache), "max_context",
-               "a KV cache of " + std::to_string(max_context) + " tokens");
-  cache_k_.assign(cache, 0.0f);
-  cache_v_.assign(cache, 0.0f);
-}
+                           int threads, const CacheSpec& cache, DType kv_dtype)
+    : model_(std::move(model)),
+      max_context_(max_context),
+      threads_(threads),
+      cache_(cache, model_->config().layers, model_->config().heads_kv, model_->config().head_dim,
+             checked_context(max_context), model_->config().rope_theta, kv_dtype) {}
 
 void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* pattern) {
-  const LlamaConfig& c = model_->config();
   check(count > 0, "tokens", "nothing to run");
-  check(n_past_ + count <= max_context_, "max_context",
+  check(pattern == nullptr || cache_.spec().kind == CacheSpec::Kind::kFull, "pattern",
+        "applies with the full cache only, not '" + cache_.spec().str() + "'");
+  check(can_append(count), "max_context",
         "sequence of " + std::to_string(n_past_ + count) +
             " tokens exceeds the session's context " + std::to_string(max_context_));
+  const LlamaConfig& c = model_->config();
+  for (int64_t t = 0; t < count; ++t)
+    check(tokens[t] >= 0 && tokens[t] < c.vocab, "tokens",
+          "id " + std::to_string(tokens[t]) + " out of the vocabulary");
+  hidden_.resize(count * c.dim);
+  for (int64_t first = 0; first < count; first += cache_.step_limit())
+    step(tokens + first, std::min(cache_.step_limit(), count - first), first, pattern);
+}
+
+void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
+                        const Pattern* pattern) {
+  const LlamaConfig& c = model_->config();
   const int64_t T = count, dim = c.dim, hd = c.head_dim;
   const int64_t q_dim = c.heads * hd, kv_dim = c.heads_kv * hd;
   const int nt = threads_ > 0 ? threads_ : omp_get_max_threads();
@@ -168,23 +168,19 @@ void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* 
   att_.resize(T * q_dim);
   gate_.resize(T * c.ffn);
   up_.resize(T * c.ffn);
-  hidden_.resize(T * dim);
   rope_.resize(T * hd);
+  if (cache_.needs_raw_keys()) raw_k_.resize(T * kv_dim);
+  cache_.make_room(T);
+  const int64_t slots = cache_.size() + T;  // keys the step's attention sees
+  if (cache_.needs_scores()) {
+    lse_.resize(T * c.heads);
+    col_sums_.resize(c.heads_kv * slots);
+  }
 
   const QMatrix& embd = model_->embedding();
-  for (int64_t t = 0; t < T; ++t) {
-    check(tokens[t] >= 0 && tokens[t] < c.vocab, "tokens",
-          "id " + std::to_string(tokens[t]) + " out of the vocabulary");
+  for (int64_t t = 0; t < T; ++t)
     dequantize_row(embd.type, embd.row(tokens[t]), x_.data() + t * dim, dim);
-  }
-  for (int64_t t = 0; t < T; ++t) {
-    const double pos = static_cast<double>(n_past_ + t);
-    for (int64_t i = 0; i < hd / 2; ++i) {
-      const double angle = pos * std::pow(c.rope_theta, -2.0 * i / hd);
-      rope_[t * hd + 2 * i] = static_cast<float>(std::cos(angle));
-      rope_[t * hd + 2 * i + 1] = static_cast<float>(std::sin(angle));
-    }
-  }
+  for (int64_t t = 0; t < T; ++t) rope_angles(n_past_ + t, hd, c.rope_theta, &rope_[t * hd]);
 
   const bool parallel = T >= 16;
   for (int64_t l = 0; l < c.layers; ++l) {
@@ -195,44 +191,50 @@ void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* 
     matmul(layer.wq, h_.data(), T, dim, q_.data(), q_dim, threads_);
     matmul(layer.wk, h_.data(), T, dim, k_.data(), kv_dim, threads_);
     matmul(layer.wv, h_.data(), T, dim, v_.data(), kv_dim, threads_);
+    if (cache_.needs_raw_keys()) raw_k_.assign(k_.begin(), k_.end());
 #pragma omp parallel for num_threads(nt) if (parallel)
     for (int64_t t = 0; t < T; ++t) {
       rope(&q_[t * q_dim], c.heads, hd, &rope_[t * hd]);
       rope(&k_[t * kv_dim], c.heads_kv, hd, &rope_[t * hd]);
     }
     if (capture_) capture_(l, T, q_.data(), k_.data(), v_.data());
-    float* layer_k = cache_k_.data() + l * c.heads_kv * max_context_ * hd;
-    float* layer_v = cache_v_.data() + l * c.heads_kv * max_context_ * hd;
-    for (int64_t g = 0; g < c.heads_kv; ++g)
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t at = (g * max_context_ + n_past_ + t) * hd;
-        std::memcpy(layer_k + at, &k_[t * kv_dim + g * hd], hd * sizeof(float));
-        std::memcpy(layer_v + at, &v_[t * kv_dim + g * hd], hd * sizeof(float));
-      }
+    cache_.append(l, T, n_past_, k_.data(), raw_k_.data(), v_.data());
 
-    // q and out: [T, Hq, hd] buffers viewed as [1, Hq, T, hd]; k, v: the cache rows [0, n_past+T).
+    // q and out: [T, Hq, hd] buffers viewed as [1, Hq, T, hd]; k, v: the cache's slots.
     AttentionArgs args;
-    const int64_t n_keys = n_past_ + T;
-    auto view = [&](float* data, int64_t heads, int64_t seq, int64_t s0, int64_t s1, int64_t s2) {
+    auto view = [&](float* data, int64_t heads, int64_t seq, int64_t s0, int64_t s1, int64_t s2,
+                    int64_t last) {
       MutableTensorView v;
       v.data = data;
       v.dtype = DType::kF32;
-      v.shape[0] = 1, v.shape[1] = heads, v.shape[2] = seq, v.shape[3] = hd;
+      v.shape[0] = 1, v.shape[1] = heads, v.shape[2] = seq, v.shape[3] = last;
       v.stride[0] = s0, v.stride[1] = s1, v.stride[2] = s2, v.stride[3] = 1;
       return v;
     };
-    args.q = view(q_.data(), c.heads, T, T * q_dim, hd, q_dim);
-    args.out = view(att_.data(), c.heads, T, T * q_dim, hd, q_dim);
-    args.k =
-        view(layer_k, c.heads_kv, n_keys, c.heads_kv * max_context_ * hd, max_context_ * hd, hd);
-    args.v =
-        view(layer_v, c.heads_kv, n_keys, c.heads_kv * max_context_ * hd, max_context_ * hd, hd);
+    args.q = view(q_.data(), c.heads, T, T * q_dim, hd, q_dim, hd);
+    if (cache_.dtype() != DType::kF32 && T > 16) {  // the tile kernel reads one dtype
+      q16_.resize(T * q_dim);
+      const bool f16 = cache_.dtype() == DType::kF16;
+      for (int64_t i = 0; i < T * q_dim; ++i)
+        q16_[i] = f16 ? f32_to_f16(q_[i]) : f32_to_bf16(q_[i]);
+      args.q.data = q16_.data();
+      args.q.dtype = cache_.dtype();
+    }
+    args.out = view(att_.data(), c.heads, T, T * q_dim, hd, q_dim, hd);
+    args.k = cache_.keys(l, slots);
+    args.v = cache_.values(l, slots);
     args.causal = true;
     args.threads = threads_;
+    if (cache_.needs_scores()) args.lse = view(lse_.data(), c.heads, T, T * c.heads, T, 1, 1);
     if (pattern != nullptr && T > 1)
       pattern->run(args);
     else
       attention(args);
+    if (cache_.needs_scores()) {
+      attention_column_sums(args, MutableTensorView::contiguous(col_sums_.data(), DType::kF32,
+                                                                {1, c.heads_kv, slots, 1}));
+      cache_.add_scores(l, slots, col_sums_.data());
+    }
 
     matmul(layer.wo, att_.data(), T, q_dim, h_.data(), dim, threads_);
 #pragma omp parallel for num_threads(nt) if (parallel)
@@ -255,7 +257,9 @@ void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* 
       for (int64_t i = t * dim; i < (t + 1) * dim; ++i) x_[i] += h_[i];
   }
   for (int64_t t = 0; t < T; ++t)
-    rmsnorm(&x_[t * dim], model_->output_norm().data(), &hidden_[t * dim], dim, c.rms_eps);
+    rmsnorm(&x_[t * dim], model_->output_norm().data(), &hidden_[(first + t) * dim], dim,
+            c.rms_eps);
+  cache_.commit(T);
   n_past_ += T;
 }
 

@@ -10,8 +10,10 @@
 // then logits = (rmsnorm(x) * output_norm) E^T with the tied embedding E (no output.weight).
 // rmsnorm(x) = x / sqrt(mean(x^2) + eps).
 //
-// KV cache layout [layer][kv_head][max_ctx][64] (f32): the keys of one (layer, kv head) are
-// contiguous rows, so the attention kernel sees [1, Hkv, n_past + T, 64] through strides alone.
+// The KV cache (kv_cache.h) holds, per layer, [kv_head][capacity][64] f32 rows, so the attention
+// kernel sees [1, Hkv, slots, 64] through strides alone; its policy (full, streaming, h2o) decides
+// which tokens stay and the positions their keys are rotated to. Query rows are rotated by their
+// absolute positions n_past()...
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "model/gguf.h"
+#include "model/kv_cache.h"
 #include "model/qmatmul.h"
 #include "model/tokenizer.h"
 
@@ -81,30 +84,48 @@ using CaptureHook = std::function<void(int64_t layer, int64_t tokens, const floa
 // `threads` OpenMP threads.
 class LlamaSession {
  public:
-  LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_context, int threads = 0);
+  // `max_context` bounds the full cache; the other policies keep a fixed budget and run for any
+  // number of tokens.
+  // `kv_dtype` (f32, f16, bf16) is the cache's storage: a decode step reads a 16-bit cache in
+  // place with the f32 query; a longer step rounds the query to the cache's dtype too.
+  LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_context, int threads = 0,
+               const CacheSpec& cache = {}, DType kv_dtype = DType::kF32);
 
-  // Runs `count` tokens at positions n_past().. and appends them to the cache. With `pattern`,
-  // attention of a multi-token step goes through pattern->run(); otherwise (and for one-token
-  // decode steps) through attnkit::attention. Leaves the final-normed hidden states in hidden().
+  // Runs `count` tokens at positions n_past().. and appends them to the cache, in steps of at most
+  // the cache's step limit. With `pattern` (full cache only), attention of a multi-token step goes
+  // through pattern->run(); otherwise (and for one-token decode steps) through
+  // attnkit::attention. Leaves the final-normed hidden states of all `count` tokens in hidden().
   void forward(const int32_t* tokens, int64_t count, const Pattern* pattern = nullptr);
   // logits[t * vocab + i] for hidden rows [first, first + count).
   void logits(int64_t first, int64_t count, float* out) const;
   std::vector<float> last_logits() const;
 
-  void reset() { n_past_ = 0; }
+  void reset() {
+    n_past_ = 0;
+    cache_.clear();
+  }
   int64_t n_past() const { return n_past_; }
   int64_t max_context() const { return max_context_; }
+  // Whether `count` more tokens fit (always, for a policy with a budget).
+  bool can_append(int64_t count) const {
+    return cache_.spec().kind != CacheSpec::Kind::kFull || n_past_ + count <= max_context_;
+  }
+  const KvCache& cache() const { return cache_; }
   const std::vector<float>& hidden() const { return hidden_; }
   const LlamaModel& model() const { return *model_; }
   void set_capture(CaptureHook hook) { capture_ = std::move(hook); }
 
  private:
+  // One step of count <= cache_.step_limit() tokens; hidden states to hidden_ + first * dim.
+  void step(const int32_t* tokens, int64_t count, int64_t first, const Pattern* pattern);
+
   std::shared_ptr<const LlamaModel> model_;
   int64_t max_context_;
   int threads_;
   int64_t n_past_ = 0;
-  std::vector<float> cache_k_, cache_v_;
-  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, hidden_, rope_;
+  KvCache cache_;
+  std::vector<float> x_, h_, q_, k_, raw_k_, v_, att_, gate_, up_, hidden_, rope_, lse_, col_sums_;
+  std::vector<uint16_t> q16_;  // the query rounded to a 16-bit cache's dtype (steps of > 16 tokens)
   CaptureHook capture_;
 };
 

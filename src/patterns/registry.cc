@@ -41,6 +41,7 @@ std::vector<PatternRegistration> builtin_patterns() {
       dynamic_patterns::dhsa_pattern(),
       dynamic_patterns::hyper_pattern(),
       dynamic_patterns::routing_pattern(),
+      dynamic_patterns::h2o_pattern(),
   };
 }
 

@@ -46,6 +46,10 @@ TEST(ModelCli, ArgumentErrorsExitTwo) {
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.out.find("--ctx"), std::string::npos) << r.out;
   EXPECT_EQ(run("model generate --prompt hi --bogus 1").code, 2);
+  const Result cache = run("model passkey --len 300 --trials 1 --cache lru:size=3", true);
+  EXPECT_EQ(cache.code, 2);
+  EXPECT_NE(cache.out.find("--cache"), std::string::npos) << cache.out;
+  EXPECT_EQ(run("model stream-ppl --text /usr/share/common-licenses/GPL-3 --tokens 1").code, 2);
 }
 
 class ModelCliReal : public ::testing::Test {
@@ -99,6 +103,27 @@ TEST_F(ModelCliReal, PasskeyJson) {
   EXPECT_EQ(v["len"].number, 300);
   EXPECT_EQ(v["trials"].number, 2);
   EXPECT_EQ(v["accuracy"].number, 1.0) << r.out;  // both keys found at 300 tokens (measured)
+}
+
+TEST_F(ModelCliReal, StreamPerplexityJson) {
+  const Result r = run("model stream-ppl --model '" + model_ +
+                       "' --text /usr/share/common-licenses/GPL-3 --tokens 1100 "
+                       "--cache streaming:sinks=4,recent=252 --threads 1 --json");
+  ASSERT_EQ(r.code, 0);
+  const attnkit::testing::JsonValue v = attnkit::testing::parse_json(r.out);
+  EXPECT_EQ(v["tokens"].number, 1099);
+  EXPECT_EQ(v["cache_tokens"].number, 256);
+  EXPECT_EQ(v["cache"].text, "streaming:sinks=4,recent=252");
+  const auto& segments = v["ppl_by_segment"].items;
+  ASSERT_EQ(segments.size(), 2u);
+  EXPECT_EQ(segments[0]["start"].number, 0);
+  EXPECT_EQ(segments[0]["end"].number, 1024);
+  EXPECT_EQ(segments[1]["end"].number, 1099);
+  double nll = 0.0;  // the segments' perplexities recombine into the whole
+  for (const auto& s : segments)
+    nll += std::log(s["ppl"].number) * (s["end"].number - s["start"].number);
+  EXPECT_NEAR(std::exp(nll / 1099), v["ppl"].number, 1e-6 * v["ppl"].number);
+  EXPECT_GT(v["tokens_per_s"].number, 0.0);
 }
 
 TEST_F(ModelCliReal, BenchJson) {

@@ -46,6 +46,40 @@ INSTANTIATE_TEST_SUITE_P(Sweep, DecodeKernel,
                          ::testing::ValuesIn(testing::on_every_target(decode_sweep())),
                          [](const auto& info) { return info.param.name(); });
 
+// An f32 query over a 16-bit KV cache (the model's f16 / bf16 cache): attention() sends it to the
+// decode kernel, which reads K and V in place (or widens them when D is not a whole number of
+// vectors). The query holds the same values as the 16-bit case, so the bound is unchanged.
+TEST(DecodeKernel, F32QueryOver16BitCacheMatchesReference) {
+  for (DType dtype : {DType::kF16, DType::kBF16})
+    for (auto [nq, nk, hq, hkv, dim] : std::vector<std::array<int64_t, 5>>{
+             {1, 1027, 9, 3, 64}, {4, 300, 2, 1, 64}, {16, 2000, 4, 2, 80}, {1, 1, 1, 1, 64}}) {
+      Problem p;
+      p.nq = nq, p.nk = nk, p.heads_q = hq, p.heads_kv = hkv, p.dim = dim, p.dim_v = dim;
+      p.dtype = dtype, p.causal = true;
+      testing::Inputs in = testing::make_inputs(p);
+      in.q = in.q.to(DType::kF32);
+      AttentionArgs a = in.args();
+      a.causal = true;
+      attention(a);
+      AttentionArgs r = a;
+      r.out = in.ref_out.view();
+      r.lse = in.ref_lse.rows_view();
+      attention_reference(r);
+      testing::expect_matches_reference(a, r, p.name() + "_f32_query");
+    }
+  // Only decode reads mixed dtypes: a long f32 query over an f16 cache is an error naming k.
+  Problem p;
+  p.nq = 17, p.nk = 40, p.dtype = DType::kF16;
+  testing::Inputs in = testing::make_inputs(p);
+  in.q = in.q.to(DType::kF32);
+  try {
+    attention(in.args());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), "k");
+  }
+}
+
 // Attention over keys [0, s) merged with attention over [s, Nk) equals attention over all keys.
 TEST(Merge, SplitKeysRecombineExactly) {
   Problem p;

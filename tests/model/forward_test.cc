@@ -17,101 +17,12 @@
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "support/tiny_model.h"
+#include "support/tiny_reference.h"
 
 namespace attnkit::model {
 namespace {
 
-using Matrix = std::vector<double>;
-
-// y[out] = sum_k W[out, k] x[k], W row-major [rows, cols].
-std::vector<double> apply(const std::vector<float>& w, const std::vector<double>& x, int64_t rows) {
-  const int64_t cols = static_cast<int64_t>(x.size());
-  std::vector<double> y(rows, 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < cols; ++k) y[r] += w[r * cols + k] * x[k];
-  return y;
-}
-
-std::vector<double> rms_norm(const std::vector<double>& x, const std::vector<float>& weight) {
-  double sum = 0.0;
-  for (double v : x) sum += v * v;
-  const double inv = 1.0 / std::sqrt(sum / x.size() + kEps);
-  std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * weight[i];
-  return y;
-}
-
-// Hugging Face rotate-half RoPE on one head: pairs (i, i + hd/2).
-void rope_half(double* v, int64_t pos) {
-  for (int64_t i = 0; i < kHeadDim / 2; ++i) {
-    const double angle = pos * std::pow(kTheta, -2.0 * i / kHeadDim);
-    const double a = v[i], b = v[i + kHeadDim / 2];
-    v[i] = a * std::cos(angle) - b * std::sin(angle);
-    v[i + kHeadDim / 2] = b * std::cos(angle) + a * std::sin(angle);
-  }
-}
-
-// Logits [T, vocab] of the whole sequence, causal, in double.
-std::vector<double> reference_logits(const TinyModel& m, const std::vector<int32_t>& tokens) {
-  const int64_t T = static_cast<int64_t>(tokens.size());
-  std::vector<std::vector<double>> x(T);
-  for (int64_t t = 0; t < T; ++t)
-    x[t].assign(m.embedding.begin() + tokens[t] * kDim,
-                m.embedding.begin() + (tokens[t] + 1) * kDim);
-  for (int64_t l = 0; l < kLayers; ++l) {
-    std::vector<std::vector<double>> q(T), k(T), v(T);
-    for (int64_t t = 0; t < T; ++t) {
-      const auto h = rms_norm(x[t], m.attn_norm[l]);
-      q[t] = apply(m.wq[l], h, kHeads * kHeadDim);
-      k[t] = apply(m.wk[l], h, kHeadsKv * kHeadDim);
-      v[t] = apply(m.wv[l], h, kHeadsKv * kHeadDim);
-      for (int64_t hh = 0; hh < kHeads; ++hh) rope_half(&q[t][hh * kHeadDim], t);
-      for (int64_t g = 0; g < kHeadsKv; ++g) rope_half(&k[t][g * kHeadDim], t);
-    }
-    for (int64_t t = 0; t < T; ++t) {
-      std::vector<double> att(kHeads * kHeadDim, 0.0);
-      for (int64_t hh = 0; hh < kHeads; ++hh) {
-        const int64_t g = hh / (kHeads / kHeadsKv);
-        std::vector<double> scores(t + 1);
-        double max = -INFINITY;
-        for (int64_t j = 0; j <= t; ++j) {
-          double s = 0.0;
-          for (int64_t d = 0; d < kHeadDim; ++d)
-            s += q[t][hh * kHeadDim + d] * k[j][g * kHeadDim + d];
-          scores[j] = s / std::sqrt(static_cast<double>(kHeadDim));
-          max = std::max(max, scores[j]);
-        }
-        double sum = 0.0;
-        for (auto& s : scores) sum += (s = std::exp(s - max));
-        for (int64_t j = 0; j <= t; ++j)
-          for (int64_t d = 0; d < kHeadDim; ++d)
-            att[hh * kHeadDim + d] += scores[j] / sum * v[j][g * kHeadDim + d];
-      }
-      const auto o = apply(m.wo[l], att, kDim);
-      for (int64_t i = 0; i < kDim; ++i) x[t][i] += o[i];
-      const auto h = rms_norm(x[t], m.ffn_norm[l]);
-      auto g = apply(m.gate[l], h, kFfn);
-      const auto u = apply(m.up[l], h, kFfn);
-      for (int64_t i = 0; i < kFfn; ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-      const auto d = apply(m.down[l], g, kDim);
-      for (int64_t i = 0; i < kDim; ++i) x[t][i] += d[i];
-    }
-  }
-  std::vector<double> logits(T * m.vocab);
-  for (int64_t t = 0; t < T; ++t) {
-    const auto h = rms_norm(x[t], m.output_norm);
-    const auto y = apply(m.embedding, h, m.vocab);
-    std::copy(y.begin(), y.end(), logits.begin() + t * m.vocab);
-  }
-  return logits;
-}
-
-std::vector<int32_t> sample_tokens(int64_t n) {
-  std::vector<int32_t> tokens(n);
-  std::mt19937 rng(99);
-  for (auto& t : tokens) t = static_cast<int32_t>(rng() % 256);
-  return tokens;
-}
+std::vector<int32_t> sample_tokens(int64_t n) { return random_byte_tokens(n, 99); }
 
 std::vector<float> prefill_logits(LlamaSession& session, const std::vector<int32_t>& tokens,
                                   const Pattern* pattern = nullptr) {

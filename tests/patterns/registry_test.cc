@@ -65,10 +65,10 @@ TEST(PatternsRegistry, EveryPatternListedAndRoundTrips) {
   // Exactly the patterns with tests of their own (tests/patterns/): a new registration must be
   // added here, next to its tests; PatternWalk runs every registered one against the reference.
   EXPECT_EQ(names, (std::vector<std::string>{
-                       "causal",    "dhsa",        "dilated",  "document", "halo2d",   "hip",
-                       "hyper",     "infllm_v2",   "natten1d", "natten2d", "natten3d", "power",
-                       "prefix_lm", "radial",      "routing",  "s2attn",   "sf_attn",  "ssa",
-                       "streaming", "topk_oracle", "window"}));
+                       "causal", "dhsa",      "dilated",     "document", "h2o",      "halo2d",
+                       "hip",    "hyper",     "infllm_v2",   "natten1d", "natten2d", "natten3d",
+                       "power",  "prefix_lm", "radial",      "routing",  "s2attn",   "sf_attn",
+                       "ssa",    "streaming", "topk_oracle", "window"}));
 }
 
 }  // namespace

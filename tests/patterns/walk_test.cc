@@ -58,6 +58,7 @@ WalkCase walk_case(const std::string& name) {
       {"dhsa", {"block=32,budget=48,local=16", {130, 190, 4, 2}}},
       {"hyper", {"min_seq=64,block=32,samples=16", {130, 190, 4, 2}}},
       {"routing", {"clusters=3,window=48,local_block=32", {130, 190, 4, 2}}},
+      {"h2o", {"heavy=0.2,recent=0.1", {150, 150, 4, 2}}},
   };
   WalkCase c;
   c.problem.nq = 150, c.problem.nk = 150, c.problem.heads_q = 2, c.problem.heads_kv = 1;

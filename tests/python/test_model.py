@@ -60,3 +60,24 @@ def test_model_errors_name_the_argument(model):
         model.ppl(open(GPL).read(), ctx=64, pattern="nope", max_windows=1)
     with pytest.raises(ValueError, match="path"):
         attnkit.Model("/nonexistent.gguf")
+
+
+@needs_model
+def test_stream_ppl_full_equals_prefill_and_streaming_keeps_its_budget(model):
+    text = open(GPL).read()
+    # One decode step per token over a full cache scores what one prefill window scores.
+    window = model.ppl(text, ctx=160, max_windows=1)
+    full = model.stream_ppl(text, tokens=160)
+    assert full["tokens"] == window["tokens"] == 159
+    assert abs(full["ppl"] - window["ppl"]) < 1e-3 * window["ppl"]
+    assert full["cache_tokens"] == 159 and full["cache"] == "full"
+    streaming = model.stream_ppl(text, tokens=160, cache="streaming:sinks=4,recent=60")
+    assert streaming["cache_tokens"] == 64
+    assert [(s["start"], s["end"]) for s in streaming["ppl_by_segment"]] == [(0, 159)]
+    assert np.isfinite(streaming["ppl"]) and streaming["ppl"] != full["ppl"]
+    h2o = model.passkey(length=256, trials=1, cache="h2o:heavy=64,recent=64")
+    assert h2o["trials"] == 1
+    with pytest.raises(ValueError, match="cache"):
+        model.stream_ppl(text, tokens=100, cache="lru")
+    with pytest.raises(ValueError, match="tokens"):
+        model.stream_ppl("short", tokens=100)

@@ -18,6 +18,10 @@ static bool use_decode_path(const AttentionArgs& args) {
 }
 
 void attention(const AttentionArgs& args) {
+  // An f32 query over a 16-bit KV cache: the decode kernel reads the cache in place.
+  if (args.q.dtype == DType::kF32 && args.k.dtype != DType::kF32 && args.q.shape[2] <= 16 &&
+      args.dropout == 0.0f)
+    return attention_decode(args);
   validate(args);
   if (use_decode_path(args)) return attention_decode(args);
   const cpu::TilePlan plan = cpu::make_tile_plan(args, nullptr);

@@ -302,7 +302,7 @@ HWY_EXPORT(RunDecode);
 }  // namespace cpu
 
 void attention_decode(const AttentionArgs& args) {
-  validate(args);
+  validate_f32_query(args);
   check(args.dropout == 0.0f, "dropout",
         "is not supported on the decode path (attention() runs the tile kernel when it is set)");
   HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args);

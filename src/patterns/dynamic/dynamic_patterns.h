@@ -12,5 +12,6 @@ PatternRegistration hip_pattern();
 PatternRegistration dhsa_pattern();
 PatternRegistration hyper_pattern();
 PatternRegistration routing_pattern();
+PatternRegistration h2o_pattern();
 
 }  // namespace attnkit::dynamic_patterns
