@@ -47,7 +47,7 @@ constexpr char kUsage[] =
     "    the Landmark Attention / LongLoRA prompt, scored teacher-forced on greedy argmax;\n"
     "    --json prints {\"len\": N, \"trials\": T, \"accuracy\": x}\n"
     "attnkit model stream-ppl [--model FILE] --text FILE --tokens N [--cache SPEC] [--kv-dtype T] "
-    "[--json]\n"
+    "[--pattern SPEC] [--json]\n"
     "    teacher-forced perplexity token by token (one decode step each) over the text's first N\n"
     "    tokens, past the trained context when the cache policy allows; --json prints\n"
     "    {\"tokens\": n_scored, \"ppl\": x, \"ppl_by_segment\": [{\"start\", \"end\", \"ppl\"}, "
@@ -56,7 +56,7 @@ constexpr char kUsage[] =
     "    --cache: full (default), streaming[:sinks=4,recent=1020] (StreamingLLM),\n"
     "    h2o[:heavy=512,recent=512,pos=original|cache] (H2O); src/model/kv_cache.h has the rules\n"
     "    --kv-dtype: the cache's storage, f32 (default), f16 or bf16; generate and passkey take\n"
-    "    --cache and --kv-dtype too\n"
+    "    --cache and --kv-dtype too. --pattern (full cache) applies to prefill and decode steps\n"
     "attnkit model capture [--model FILE] --text FILE --ctx N --layers L1,L2 --out DIR\n"
     "    writes DIR/layer{L}_{q,k,v}.npy, [1, heads, N, 64] float32, post-RoPE\n"
     "attnkit model bench [--model FILE] [--ctx N] [--decode D] [--cache SPEC] [--kv-dtype T] "
@@ -222,12 +222,14 @@ int passkey(const std::vector<std::string>& argv) {
 }
 
 int stream_ppl(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--model", "--text", "--tokens", "--cache", "--kv-dtype", "--threads"},
-                  {"--json"});
+  const Args args(
+      argv, {"--model", "--text", "--tokens", "--cache", "--kv-dtype", "--pattern", "--threads"},
+      {"--json"});
   const int64_t count = args.integer("--tokens", 2, 1 << 22);
   const model::CacheSpec cache = cache_of(args);
   const std::string text = read_text(args.str("--text"));
   const auto model = model::LlamaModel::load(model_path(args));
+  const auto pattern = pattern_of(args);
   const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
   check(count <= static_cast<int64_t>(tokens.size()), "--tokens",
         std::to_string(count) + " exceeds the text's " + std::to_string(tokens.size()) + " tokens");
@@ -239,7 +241,7 @@ int stream_ppl(const std::vector<std::string>& argv) {
       if (done == total) std::fprintf(stderr, "\n");
     };
   const model::StreamPerplexityResult r =
-      model::stream_perplexity(session, tokens, count, 1024, progress);
+      model::stream_perplexity(session, tokens, count, 1024, pattern.get(), progress);
   if (args.flag("--json")) {
     std::string segments = "[";
     for (const auto& s : r.segments) {
@@ -348,7 +350,7 @@ int bench(const std::vector<std::string>& argv) {
   session.forward(tokens.data(), ctx, pattern.get());
   const auto t1 = now();
   for (int64_t i = 0; i < decode; ++i) {
-    session.forward(&tokens[ctx + i], 1);
+    session.forward(&tokens[ctx + i], 1, pattern.get());
     (void)session.last_logits();
   }
   const auto t2 = now();

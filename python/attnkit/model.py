@@ -9,8 +9,8 @@
     m.stream_ppl(text, tokens=16384, cache="streaming:sinks=4,recent=1020")
                                               # token by token, past the trained context
 
-Patterns are spec strings or attnkit.Pattern objects; they apply to each prefill as
-`attnkit model` does (decode steps are dense). Caches are spec strings (full, streaming, h2o;
+Patterns are spec strings or attnkit.Pattern objects; they apply to every prefill and decode step
+as `attnkit model` does. Caches are spec strings (full, streaming, h2o;
 src/model/kv_cache.h has the rules).
 """
 

@@ -66,7 +66,7 @@ std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>&
     if (next == tokenizer.eos_id || next == end_of_text) break;
     out.push_back(next);
     if (i + 1 == options.max_tokens || !session.can_append(1)) break;
-    session.forward(&next, 1);
+    session.forward(&next, 1, options.pattern);
   }
   return out;
 }
@@ -108,7 +108,7 @@ PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& t
 
 StreamPerplexityResult stream_perplexity(
     LlamaSession& session, const std::vector<int32_t>& tokens, int64_t count, int64_t segment,
-    const std::function<void(int64_t done, int64_t count)>& progress) {
+    const Pattern* pattern, const std::function<void(int64_t done, int64_t count)>& progress) {
   check(count >= 2 && count <= static_cast<int64_t>(tokens.size()), "tokens",
         "must be in [2, " + std::to_string(tokens.size()) + "] (the text's tokens), got " +
             std::to_string(count));
@@ -124,7 +124,7 @@ StreamPerplexityResult stream_perplexity(
   double total = 0.0, in_segment = 0.0;
   int64_t segment_start = 0;
   for (int64_t t = 0; t + 1 < count; ++t) {
-    session.forward(&tokens[t], 1);
+    session.forward(&tokens[t], 1, pattern);
     session.logits(0, 1, logits.data());
     const double nll = log_sum_exp(logits.data(), vocab) - logits[tokens[t + 1]];
     total += nll;

@@ -19,7 +19,7 @@ struct GenerateOptions {
   int64_t max_tokens = 32;
   double temperature = 0.0;  // 0: greedy (argmax)
   uint64_t seed = 0;
-  const Pattern* pattern = nullptr;  // prefill of the prompt; decode steps are dense
+  const Pattern* pattern = nullptr;  // the prompt's prefill and every decode step
 };
 // Prompt tokens are prefilled in one step, then one token per decode step until max_tokens or an
 // end token (eos or <|endoftext|>). Returns the generated ids (without the prompt).
@@ -40,7 +40,8 @@ PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& t
 
 // Teacher-forced perplexity token by token: from an empty cache, one decode step per token over
 // tokens[0, count), token t + 1 scored from the logits at t (count - 1 scored tokens), so that a
-// cache policy with a budget runs past the trained context. Segments group the scored positions
+// cache policy with a budget runs past the trained context; `pattern` (full cache) applies to
+// every step. Segments group the scored positions
 // t in [k * segment, (k + 1) * segment). `progress(done, count)` is called now and then.
 struct StreamSegment {
   int64_t start = 0, end = 0;  // scored positions [start, end)
@@ -56,6 +57,7 @@ struct StreamPerplexityResult {
 };
 StreamPerplexityResult stream_perplexity(
     LlamaSession& session, const std::vector<int32_t>& tokens, int64_t count, int64_t segment,
+    const Pattern* pattern = nullptr,
     const std::function<void(int64_t done, int64_t count)>& progress = {});
 
 // Passkey retrieval (Landmark Attention / LongLoRA prompt):

@@ -212,7 +212,9 @@ void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
       return v;
     };
     args.q = view(q_.data(), c.heads, T, T * q_dim, hd, q_dim, hd);
-    if (cache_.dtype() != DType::kF32 && T > 16) {  // the tile kernel reads one dtype
+    // The tile kernel (prefill, patterns) reads one dtype; only plain decode reads a 16-bit cache
+    // with the f32 query.
+    if (cache_.dtype() != DType::kF32 && (T > 16 || pattern != nullptr)) {
       q16_.resize(T * q_dim);
       const bool f16 = cache_.dtype() == DType::kF16;
       for (int64_t i = 0; i < T * q_dim; ++i)
@@ -226,7 +228,7 @@ void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
     args.causal = true;
     args.threads = threads_;
     if (cache_.needs_scores()) args.lse = view(lse_.data(), c.heads, T, T * c.heads, T, 1, 1);
-    if (pattern != nullptr && T > 1)
+    if (pattern != nullptr)
       pattern->run(args);
     else
       attention(args);

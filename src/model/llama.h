@@ -92,8 +92,9 @@ class LlamaSession {
                const CacheSpec& cache = {}, DType kv_dtype = DType::kF32);
 
   // Runs `count` tokens at positions n_past().. and appends them to the cache, in steps of at most
-  // the cache's step limit. With `pattern` (full cache only), attention of a multi-token step goes
-  // through pattern->run(); otherwise (and for one-token decode steps) through
+  // the cache's step limit. With `pattern` (full cache only), every step's attention goes through
+  // pattern->run(), decode steps too (planned for one query against the cache, bottom-right
+  // aligned, so decode sees what the same row of a prefill sees); otherwise through
   // attnkit::attention. Leaves the final-normed hidden states of all `count` tokens in hidden().
   void forward(const int32_t* tokens, int64_t count, const Pattern* pattern = nullptr);
   // logits[t * vocab + i] for hidden rows [first, first + count).

@@ -128,9 +128,13 @@ TEST_F(ModelCliReal, StreamPerplexityJson) {
 
 TEST_F(ModelCliReal, BenchJson) {
   const Result r =
-      run("model bench --model '" + model_ + "' --ctx 64 --decode 4 --threads 1 --json");
+      run("model bench --model '" + model_ +
+          "' --ctx 64 --decode 4 --threads 1 --kv-dtype f16 --cache streaming:sinks=4,recent=60 "
+          "--json");
   ASSERT_EQ(r.code, 0);
   const attnkit::testing::JsonValue v = attnkit::testing::parse_json(r.out);
+  EXPECT_EQ(v["kv_dtype"].text, "f16");
+  EXPECT_EQ(v["cache"].text, "streaming:sinks=4,recent=60");
   EXPECT_EQ(v["ctx"].number, 64);
   EXPECT_EQ(v["decode"].number, 4);
   EXPECT_GT(v["prefill_tokens_per_s"].number, 0.0);

@@ -105,6 +105,35 @@ TEST(ModelForward, CausalPatternEqualsDense) {
   EXPECT_LE(worst, 1e-5 * scale);
 }
 
+// Decode steps go through the pattern too, planned for one query bottom-right aligned: each sees
+// what the same row of the pattern's prefill sees, so the logits agree; and they differ from dense
+// decode (the pattern is really applied).
+TEST(ModelForward, DecodeWithAPatternEqualsItsPrefill) {
+  const std::vector<int32_t> tokens = sample_tokens(90);
+  const int64_t vocab = tiny().vocab;
+  LlamaSession session(tiny().model, 96, 2);
+  const std::vector<float> dense = prefill_logits(session, tokens);
+  for (const char* spec : {"window:size=20", "streaming:sinks=3,window=17"}) {
+    const auto pattern = make_pattern(spec);
+    const std::vector<float> prefilled = prefill_logits(session, tokens, pattern.get());
+    session.reset();
+    session.forward(tokens.data(), 30, pattern.get());
+    double scale = 0.0, worst = 0.0, from_dense = 0.0;
+    for (int64_t t = 30; t < 90; ++t) {
+      session.forward(&tokens[t], 1, pattern.get());
+      const std::vector<float> step = session.last_logits();
+      for (int64_t i = 0; i < vocab; ++i) {
+        const double want = prefilled[t * vocab + i];
+        scale = std::max(scale, std::fabs(want));
+        worst = std::max(worst, std::fabs(step[i] - want));
+        from_dense = std::max(from_dense, std::fabs(step[i] - double(dense[t * vocab + i])));
+      }
+    }
+    EXPECT_LE(worst, 1e-5 * scale) << spec;
+    EXPECT_GT(from_dense, 1e-3 * scale) << spec;
+  }
+}
+
 TEST(ModelForward, ContextOverflowIsAnError) {
   LlamaSession session(tiny().model, 8, 1);
   const std::vector<int32_t> tokens = sample_tokens(9);
