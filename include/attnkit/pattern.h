@@ -26,14 +26,26 @@
 
 namespace attnkit {
 
+// What a content-based planner may keep between plans of one growing sequence (decode over a KV
+// cache), so that each step costs work on the new keys only: InfLLM-V2 keeps its pooled keys and
+// pools only the windows the new keys complete. The caller keeps one per sequence and layer and
+// promises that, between calls with it, K only gains rows at the end (the earlier rows unchanged);
+// a planner that finds a state it cannot use (other shapes, fewer keys) starts a new one.
+// Patterns that keep nothing ignore it.
+class PlanState {
+ public:
+  virtual ~PlanState() = default;
+};
+
 // What plan() reads. Static and grid patterns need only the shapes of q and k (their data may
 // be null); content-based planners read q and k.
 struct PlanInputs {
-  TensorView q;         // [B, Hq, Nq, D]
-  TensorView k;         // [B, Hkv, Nk, D]
-  float scale = 0.0f;   // 0 means 1/sqrt(D)
-  bool causal = false;  // bottom-right aligned, as AttentionArgs::causal
-  int threads = 0;      // 0 means every core
+  TensorView q;                                 // [B, Hq, Nq, D]
+  TensorView k;                                 // [B, Hkv, Nk, D]
+  float scale = 0.0f;                           // 0 means 1/sqrt(D)
+  bool causal = false;                          // bottom-right aligned, as AttentionArgs::causal
+  int threads = 0;                              // 0 means every core
+  std::unique_ptr<PlanState>* state = nullptr;  // optional, see PlanState
 
   // Shapes only (null data), for the patterns that are not content-based.
   static PlanInputs shapes(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t nq, int64_t nk,
@@ -161,9 +173,9 @@ class Pattern {
   // Plans for these inputs; throws Error("pattern", ...) when the pattern cannot serve them
   // (e.g. a grid that does not fit N) and Error("q"/"k", ...) for inconsistent inputs.
   virtual Plan plan(const PlanInputs& inputs) const = 0;
-  // plan(PlanInputs::of(args)), then execute(); times both and takes the pairs from the
-  // kernel's counter (also added to *args.attended_pairs when set).
-  RunStats run(const AttentionArgs& args) const;
+  // plan(PlanInputs::of(args)) (with `state`, see PlanState), then execute(); times both and
+  // takes the pairs from the kernel's counter (also added to *args.attended_pairs when set).
+  RunStats run(const AttentionArgs& args, std::unique_ptr<PlanState>* state = nullptr) const;
   // execute() through a plan the caller holds (training keeps it for the backward).
   void forward(const AttentionArgs& args, const Plan& plan) const;
   // Gradients of forward(args.forward, plan) with the plan's selection held constant, as

@@ -136,7 +136,8 @@ LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_
       max_context_(max_context),
       threads_(threads),
       cache_(cache, model_->config().layers, model_->config().heads_kv, model_->config().head_dim,
-             checked_context(max_context), model_->config().rope_theta, kv_dtype) {}
+             checked_context(max_context), model_->config().rope_theta, kv_dtype),
+      plan_states_(model_->config().layers) {}
 
 void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* pattern) {
   check(count > 0, "tokens", "nothing to run");
@@ -229,7 +230,7 @@ void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
     args.threads = threads_;
     if (cache_.needs_scores()) args.lse = view(lse_.data(), c.heads, T, T * c.heads, T, 1, 1);
     if (pattern != nullptr)
-      pattern->run(args);
+      pattern->run(args, &plan_states_[l]);
     else
       attention(args);
     if (cache_.needs_scores()) {

@@ -22,14 +22,11 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/pattern.h"
 #include "model/gguf.h"
 #include "model/kv_cache.h"
 #include "model/qmatmul.h"
 #include "model/tokenizer.h"
-
-namespace attnkit {
-class Pattern;
-}
 
 namespace attnkit::model {
 
@@ -104,6 +101,7 @@ class LlamaSession {
   void reset() {
     n_past_ = 0;
     cache_.clear();
+    for (auto& state : plan_states_) state.reset();
   }
   int64_t n_past() const { return n_past_; }
   int64_t max_context() const { return max_context_; }
@@ -125,6 +123,7 @@ class LlamaSession {
   int threads_;
   int64_t n_past_ = 0;
   KvCache cache_;
+  std::vector<std::unique_ptr<PlanState>> plan_states_;  // per layer: what a pattern keeps (decode)
   std::vector<float> x_, h_, q_, k_, raw_k_, v_, att_, gate_, up_, hidden_, rope_, lse_, col_sums_;
   std::vector<uint16_t> q16_;  // the query rounded to a 16-bit cache's dtype (steps of > 16 tokens)
   CaptureHook capture_;

@@ -292,10 +292,12 @@ Pattern::Pattern(const PatternParams& params, Direction direction)
       direction_(direction),
       family_(params.family()) {}
 
-RunStats Pattern::run(const AttentionArgs& args) const {
+RunStats Pattern::run(const AttentionArgs& args, std::unique_ptr<PlanState>* state) const {
   validate(args);
   const double start = now_seconds();
-  const Plan plan = this->plan(PlanInputs::of(args));
+  PlanInputs inputs = PlanInputs::of(args);
+  inputs.state = state;
+  const Plan plan = this->plan(inputs);
   const double planned = now_seconds();
   int64_t attended = 0;
   AttentionArgs counted = args;

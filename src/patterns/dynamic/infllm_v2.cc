@@ -85,6 +85,13 @@ class TokenSelectionRule final : public TilePredicate {
   std::vector<std::vector<int32_t>> blocks_, count_;  // per (b, kv head)
 };
 
+// Pooled keys of every (b, kv head) over the first nk keys, kept between decode steps.
+struct PooledKeys final : PlanState {
+  int64_t batch = 0, heads_kv = 0, dim = 0, kernel = 0, stride = 0, lse_kernel = 0, lse_stride = 0,
+          nk = 0;
+  std::vector<std::vector<float>> k1, k2;  // [B * Hkv][m * D]
+};
+
 class InfLlmV2Pattern final : public Pattern {
  public:
   explicit InfLlmV2Pattern(const PatternParams& params)
@@ -102,6 +109,9 @@ class InfLlmV2Pattern final : public Pattern {
   Plan plan(const PlanInputs& in) const override;
 
  private:
+  // The pooled keys of in.k: from in.state, extended by the windows its new keys complete, or
+  // from scratch (then kept in in.state when given).
+  const PooledKeys& pooled_keys(const PlanInputs& in, const Dims& d, PooledKeys& scratch) const;
   // Sblk for kv blocks 0..diag from the K1 window scores `s`, forced blocks +inf.
   void block_scores(const float* s, int64_t m1, int64_t diag, float* out) const;
 
@@ -122,6 +132,50 @@ void InfLlmV2Pattern::block_scores(const float* s, int64_t m1, int64_t diag, flo
   }
 }
 
+const PooledKeys& InfLlmV2Pattern::pooled_keys(const PlanInputs& in, const Dims& d,
+                                               PooledKeys& scratch) const {
+  PooledKeys* keys = in.state ? dynamic_cast<PooledKeys*>(in.state->get()) : nullptr;
+  if (keys == nullptr || keys->batch != d.batch || keys->heads_kv != d.heads_kv ||
+      keys->dim != d.dim || keys->kernel != kernel_ || keys->stride != stride_ ||
+      keys->lse_kernel != lse_kernel_ || keys->lse_stride != lse_stride_ || keys->nk > d.nk) {
+    if (in.state) {
+      *in.state = std::make_unique<PooledKeys>();
+      keys = static_cast<PooledKeys*>(in.state->get());
+    } else {
+      keys = &scratch;
+    }
+    keys->batch = d.batch, keys->heads_kv = d.heads_kv, keys->dim = d.dim, keys->nk = 0;
+    keys->kernel = kernel_, keys->stride = stride_;
+    keys->lse_kernel = lse_kernel_, keys->lse_stride = lse_stride_;
+    keys->k1.assign(d.batch * d.heads_kv, {});
+    keys->k2.assign(d.batch * d.heads_kv, {});
+  }
+  // Windows start at multiples of the stride, so pooling rows [m_old * stride, nk) gives windows
+  // m_old.. exactly as pooling all rows does (mean_pool sums each window in the same order).
+  const int64_t old_nk = keys->nk;
+  auto extend = [&](std::vector<float>& pooled, const float* raw, int64_t raw_start, int64_t kernel,
+                    int64_t stride) {
+    const int64_t had = cpu::pooled_count(old_nk, kernel, stride);
+    const int64_t now = cpu::pooled_count(d.nk, kernel, stride);
+    pooled.resize(now * d.dim);
+    if (now > had)
+      cpu::mean_pool(raw + (had * stride - raw_start) * d.dim, d.nk - had * stride, d.dim, d.dim,
+                     kernel, stride, pooled.data() + had * d.dim);
+  };
+  // Raw rows needed: from the first new window of either pooling.
+  const int64_t first = std::min(cpu::pooled_count(old_nk, kernel_, stride_) * stride_,
+                                 cpu::pooled_count(old_nk, lse_kernel_, lse_stride_) * lse_stride_);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(effective_threads(in.threads))
+  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
+    std::vector<float> raw((d.nk - first) * d.dim);
+    cpu::load_rows(in.k, bg / d.heads_kv, bg % d.heads_kv, first, d.nk - first, raw.data());
+    extend(keys->k1[bg], raw.data(), first, kernel_, stride_);
+    extend(keys->k2[bg], raw.data(), first, lse_kernel_, lse_stride_);
+  }
+  keys->nk = d.nk;
+  return *keys;
+}
+
 Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   in.validate(true);
   const Dims d = dims_of(in);
@@ -140,16 +194,9 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   const int threads = effective_threads(in.threads);
 
   // Pooled keys per (b, kv head): [B * Hkv][m * D].
-  std::vector<std::vector<float>> k1(d.batch * d.heads_kv), k2(d.batch * d.heads_kv);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
-    std::vector<float> raw(d.nk * d.dim);
-    cpu::load_rows(in.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, raw.data());
-    k1[bg].resize(m1 * d.dim);
-    k2[bg].resize(m2 * d.dim);
-    cpu::mean_pool(raw.data(), d.nk, d.dim, d.dim, kernel_, stride_, k1[bg].data());
-    cpu::mean_pool(raw.data(), d.nk, d.dim, d.dim, lse_kernel_, lse_stride_, k2[bg].data());
-  }
+  PooledKeys scratch;
+  const PooledKeys& pooled = pooled_keys(in, d, scratch);
+  const std::vector<std::vector<float>>&k1 = pooled.k1, &k2 = pooled.k2;
 
   // Stage 1 per (b, kv head, chunk of query blocks): group-summed scores over K1 (per block or
   // per row), then block max-pool, forcing and top-k. Per-row scores take [rows][m1] floats, so

@@ -28,6 +28,37 @@ TEST(PlannerInfllmV2, MatchesReferenceOnSelectedBlocks) {
   }
 }
 
+// Decode keeps the pooled keys in a PlanState and pools only the windows new keys complete: the
+// plans of a growing sequence (prefill, then one query a step, then a chunk) are identical to
+// plans from scratch; a state handed a shorter K (a new sequence) starts again.
+TEST(PlannerInfllmV2, KeptPooledKeysGiveTheSamePlans) {
+  Problem p;
+  p.heads_q = 4, p.heads_kv = 2, p.nq = 1, p.nk = 400, p.dim = 32;
+  Inputs in = make_inputs(p);
+  const auto pattern = make_pattern(kSmall);
+  std::unique_ptr<PlanState> state;
+  auto plan_at = [&](int64_t nq, int64_t nk, bool keep) {
+    TensorView q = in.q.view(), k = in.k.view();
+    q.shape[2] = nq;  // the last nq of the first nk positions
+    k.shape[2] = nk;
+    PlanInputs pi = PlanInputs::shapes(1, p.heads_q, p.heads_kv, nq, nk, p.dim, true);
+    pi.q = q, pi.k = k;
+    pi.state = keep ? &state : nullptr;
+    return pattern->plan(pi);
+  };
+  std::vector<std::pair<int64_t, int64_t>> steps = {{1, 150}};  // (nq, nk)
+  for (int64_t nk = 151; nk < 260; ++nk) steps.push_back({1, nk});
+  steps.push_back({1, 300});
+  steps.push_back({1, 120});  // shorter: a new sequence
+  for (int64_t nk = 121; nk < 140; ++nk) steps.push_back({1, nk});
+  for (auto [nq, nk] : steps) {
+    const Plan kept = plan_at(nq, nk, true), fresh = plan_at(nq, nk, false);
+    ASSERT_EQ(kept.mask.row_start, fresh.mask.row_start) << nk;
+    ASSERT_EQ(kept.mask.kv_index, fresh.mask.kv_index) << nk;
+  }
+  ASSERT_NE(state, nullptr);
+}
+
 TEST(PlannerInfllmV2, DenseBelowDenseLen) {
   Problem p;
   p.heads_q = 2, p.heads_kv = 1, p.nq = 300, p.nk = 300, p.dim = 16;
