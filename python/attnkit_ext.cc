@@ -233,6 +233,29 @@ void run_backward(const InArray& q, const InArray& k, const InArray& v, const In
   attention_backward(args, mask->mask());
 }
 
+// Column sums of P from the forward's LSE. validate() wants an output view: it is given one over
+// the sums' own memory with zero strides, never written.
+void run_column_sums(const InArray& q, const InArray& k, const InArray& lse, const OutArray& sums,
+                     float scale, bool causal, int threads) {
+  AttentionArgs args;
+  args.q = view_in(q, "q");
+  args.k = view_in(k, "k");
+  args.v = args.k;
+  const TensorView l = view_in(lse, "lse", true);
+  static_cast<TensorLayout&>(args.lse) = l;
+  args.lse.data = const_cast<void*>(l.data);
+  const MutableTensorView out = view_out(sums, "col_sums", true);
+  args.out = out;
+  for (int i = 0; i < 4; ++i) args.out.shape[i] = i == 3 ? args.k.shape[3] : args.q.shape[i];
+  args.out.stride[0] = args.out.stride[1] = args.out.stride[2] = 0;
+  args.out.stride[3] = 1;
+  args.scale = scale;
+  args.causal = causal;
+  args.threads = threads;
+  nb::gil_scoped_release release;
+  attention_column_sums(args, out);
+}
+
 void run_merge(const InArray& out_a, const InArray& lse_a, const InArray& out_b,
                const InArray& lse_b, const OutArray& out, const OutArray& lse) {
   const TensorView oa = view_in(out_a, "out_a"), la = view_in(lse_a, "lse_a", true);
@@ -717,6 +740,8 @@ NB_MODULE(_ext, m) {
   m.def("attention_backward", &run_backward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dout"_a,
         "dlse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "scale"_a, "causal"_a, "threads"_a, "dropout"_a,
         "dropout_seed"_a, "mask"_a.none(), "check_inputs"_a);
+  m.def("attention_column_sums", &run_column_sums, "q"_a, "k"_a, "lse"_a, "col_sums"_a, "scale"_a,
+        "causal"_a, "threads"_a);
   m.def("merge", &run_merge, "out_a"_a, "lse_a"_a, "out_b"_a, "lse_b"_a, "out"_a, "lse"_a);
   m.def("reference", &run_reference, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,
         "causal"_a, "dropout"_a, "dropout_seed"_a, "mask"_a.none());

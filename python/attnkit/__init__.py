@@ -22,6 +22,7 @@ from . import _ext
 __all__ = [
     "attention",
     "attention_backward",
+    "attention_column_sums",
     "merge",
     "reference",
     "patterns",
@@ -280,6 +281,22 @@ def attention_backward(q, k, v, out, lse, dout, *, dlse=None, causal=False, scal
                             bool(causal), threads, _dropout(dropout_p), _seed(dropout_seed), mask,
                             True)
     return tuple(_to_layout(g, layout) for g in (dq, dk, dv))
+
+
+def attention_column_sums(q, k, lse, *, causal=False, scale=None, per_kv_head=False,
+                          layout="bhsd", threads=None):
+    """Column sums of the normalised attention probabilities, from the forward's lse (H2O's
+    heavy-hitter statistic, ACT's sink test): [B, H, Nk] float32 with
+    C[b, h, j] = sum_i exp(scale q_i . k_j - lse_i) over the pairs the forward saw (causal as
+    there). H = Hq, or Hkv with per_kv_head (summed over each GQA group's query heads)."""
+    layout = _layout(layout)
+    q, k = _array(q, "q", layout), _array(k, "k", layout)
+    lse = _array(lse, "lse", layout, rows=True)
+    b, hq, _, _ = _shape(q)
+    hkv, nk = _shape(k)[1], _shape(k)[2]
+    sums = np.empty((b, hkv if per_kv_head else hq, nk), dtype=np.float32)
+    _ext.attention_column_sums(q, k, lse, sums, _scale(scale), bool(causal), _threads(threads))
+    return sums
 
 
 def merge(out_a, lse_a, out_b, lse_b):

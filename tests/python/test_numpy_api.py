@@ -127,6 +127,24 @@ def test_merge_of_two_halves_is_the_whole(rng):
     np.testing.assert_allclose(lse, whole_lse, atol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_column_sums_are_the_probabilities_summed_over_rows(rng, causal):
+    q, k, v = randn(rng, 2, 6, 9, 24), randn(rng, 2, 3, 40, 24), randn(rng, 2, 3, 40, 24)
+    _, lse = attnkit.attention(q, k, v, causal=causal, return_lse=True)
+    s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64),
+                  np.repeat(k, 2, axis=1).astype(np.float64)) / np.sqrt(24)
+    if causal:
+        s = np.where(np.arange(40)[None, :] <= np.arange(9)[:, None] + 31, s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)).sum(2)  # [B, Hq, Nk]
+    got = attnkit.attention_column_sums(q, k, lse, causal=causal)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    groups = attnkit.attention_column_sums(q, k, lse, causal=causal, per_kv_head=True)
+    np.testing.assert_allclose(groups, want.reshape(2, 3, 2, 40).sum(2), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="lse"):
+        attnkit.attention_column_sums(q, k, lse[:, :3], causal=causal)
+
+
 def test_two_python_threads_at_once(rng):
     q, k, v = randn(rng, 1, 4, 300, 64), randn(rng, 1, 4, 300, 64), randn(rng, 1, 4, 300, 64)
     want = attnkit.attention(q, k, v, causal=True, threads=1)
