@@ -136,7 +136,10 @@ KvCache::KvCache(const CacheSpec& spec, int64_t layers, int64_t heads_kv, int64_
   pos_.assign(rows, 0);
   rotated_.assign(rows, 0);
   if (needs_scores()) score_.assign(rows, 0.0);
-  angles_.resize(head_dim);
+  if (needs_raw_keys()) {
+    angles_.resize(capacity_ * head_dim);
+    angles_ready_.assign(capacity_, 0);
+  }
   rotated_row_.resize(head_dim);
 }
 
@@ -167,6 +170,19 @@ void KvCache::move_slots(int64_t layer, int64_t head, int64_t from, int64_t to, 
   std::memmove(&pos_[dst], &pos_[src], count * sizeof(int64_t));
   std::memmove(&rotated_[dst], &rotated_[src], count * sizeof(int64_t));
   if (!score_.empty()) std::memmove(&score_[dst], &score_[src], count * sizeof(double));
+}
+
+const float* KvCache::target_angles(int64_t slot, int64_t shift) {
+  if (shift != angles_shift_) {
+    std::fill(angles_ready_.begin(), angles_ready_.end(), 0);
+    angles_shift_ = shift;
+  }
+  float* angles = &angles_[slot * head_dim_];
+  if (!angles_ready_[slot]) {
+    rope_angles(slot + shift, head_dim_, rope_theta_, angles);
+    angles_ready_[slot] = 1;
+  }
+  return angles;
 }
 
 void KvCache::make_room(int64_t count) {
@@ -208,8 +224,7 @@ void KvCache::append(int64_t layer, int64_t count, int64_t first_pos, const floa
     for (int64_t s = 0; s < size_; ++s) {
       const int64_t r = row(layer, h, s);
       if (rotated_[r] == s + shift) continue;
-      rope_angles(s + shift, hd, rope_theta_, angles_.data());
-      rope(&raw_k_[r * hd], 1, hd, angles_.data(), rotated_row_.data());
+      rope(&raw_k_[r * hd], 1, hd, target_angles(s, shift), rotated_row_.data());
       store(k_, r, rotated_row_.data());
       rotated_[r] = s + shift;
     }

@@ -102,6 +102,9 @@ class KvCache {
     return (layer * heads_kv_ + head) * capacity_ + slot;
   }
   void move_slots(int64_t layer, int64_t head, int64_t from, int64_t to, int64_t count);
+  // rope_angles of position slot + shift, computed once per step (shift) and slot, shared by
+  // every layer and head.
+  const float* target_angles(int64_t slot, int64_t shift);
   // Rounds one f32 row into slot row r of `buffer` (k_ or v_).
   void store(std::vector<char>& buffer, int64_t r, const float* row);
   void evict_h2o(int64_t layer, int64_t head);
@@ -115,7 +118,9 @@ class KvCache {
   std::vector<float> raw_k_;                 // [layer][head][capacity][head_dim]
   std::vector<int64_t> pos_, rotated_;       // [layer][head][capacity]
   std::vector<double> score_;                // [layer][head][capacity] (h2o)
-  std::vector<float> angles_, rotated_row_;  // scratch: one rope_angles row, one key
+  std::vector<float> angles_, rotated_row_;  // [capacity][head_dim] target angles; one key
+  std::vector<char> angles_ready_;           // [capacity]: angles_ holds slot + angles_shift_
+  int64_t angles_shift_ = 0;
 };
 
 }  // namespace attnkit::model
