@@ -47,6 +47,12 @@ void attention(const AttentionArgs& args);
 void attention(const AttentionArgs& args, const BlockMask& block_mask);
 // Decode path (few queries, long cache): keys split across threads, partials merged by LSE.
 void attention_decode(const AttentionArgs& args);
+// The decode path over a mask's kv blocks (sparse decode): for masks of one query block
+// (Nq <= 16) with FULL entries only and the same list for the heads of each GQA group (what
+// InfLLM-V2's shared selection gives); decode_can_walk says whether it applies, and
+// attention(args, mask) takes it when it does. Errors name "block_mask".
+bool decode_can_walk(const AttentionArgs& args, const BlockMask& block_mask);
+void attention_decode(const AttentionArgs& args, const BlockMask& block_mask);
 
 // Column sums of the normalised probabilities (H2O's heavy-hitter statistic, ACT's sink test),
 // a second pass over the scores from the forward's LSE:

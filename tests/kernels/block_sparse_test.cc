@@ -68,6 +68,99 @@ INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
                                   (c.per_batch ? "_perbatch" : "");
                          });
 
+// Sparse decode: masks of one query block with FULL entries and lists shared by each GQA group
+// (InfLLM-V2's shape) run on the split-key decode kernel over the listed blocks; the result and
+// the pair count equal the reference's.
+std::vector<MaskCase> decode_cases() {
+  std::vector<MaskCase> out;
+  const std::vector<std::array<int64_t, 7>> shapes = {
+      // batch, heads_q, heads_kv, nq, nk, q_block, kv_block
+      {1, 1, 1, 1, 1, 64, 64},     {1, 9, 3, 1, 4100, 64, 64}, {2, 4, 2, 16, 3000, 16, 48},
+      {1, 2, 1, 5, 700, 64, 16},   {1, 4, 4, 1, 200, 32, 64},  {1, 6, 2, 3, 9000, 128, 128}};
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
+    for (bool causal : {false, true})
+      for (bool per_head : {false, true})
+        for (const auto& sh : shapes) {
+          MaskCase c;
+          c.problem.batch = sh[0], c.per_batch = sh[0] > 1;
+          c.problem.heads_q = sh[1], c.problem.heads_kv = sh[2], c.problem.nq = sh[3];
+          c.problem.nk = sh[4], c.problem.dim = 64, c.problem.dim_v = 48;
+          c.problem.dtype = dtype, c.problem.causal = causal;
+          c.q_block = sh[5], c.kv_block = sh[6], c.per_head = per_head, c.keep = 0.3;
+          out.push_back(c);
+        }
+  return out;
+}
+
+// random_mask with every entry FULL and, per head, the lists of its group's first head.
+BlockMask decode_mask(const MaskCase& c, std::mt19937& rng) {
+  BlockMask m = random_mask(c, rng);
+  std::fill(m.kind.begin(), m.kind.end(), BlockKind::kFull);
+  if (m.heads == 1) return m;
+  const int64_t group = c.problem.heads_q / c.problem.heads_kv;
+  std::vector<std::vector<BlockEntry>> lists(m.lists());
+  for (int64_t b = 0; b < m.batch; ++b)
+    for (int64_t h = 0; h < m.heads; ++h) {
+      const int64_t first = m.list(b, h / group * group, 0);
+      for (int64_t e = m.row_start[first]; e < m.row_start[first + 1]; ++e)
+        lists[m.list(b, h, 0)].push_back({m.kv_index[e], BlockKind::kFull});
+    }
+  BlockMaskShape shape;
+  shape.nq = m.nq, shape.nk = m.nk, shape.batch = m.batch, shape.heads = m.heads;
+  shape.q_block = m.q_block, shape.kv_block = m.kv_block;
+  return block_mask_from_entries(shape, nullptr, std::move(lists));
+}
+
+class BlockSparseDecode : public ::testing::TestWithParam<MaskCase> {};
+
+TEST_P(BlockSparseDecode, WalksTheListedBlocksLikeTheReference) {
+  const MaskCase& c = GetParam();
+  std::mt19937 rng(11);
+  const BlockMask mask = decode_mask(c, rng);
+  testing::Inputs probe = testing::make_inputs(c.problem);
+  ASSERT_TRUE(decode_can_walk(probe.args(), mask));
+  int64_t counted = 0;
+  testing::check_problem(
+      c.problem,
+      [&](const AttentionArgs& a) {
+        AttentionArgs with_count = a;
+        with_count.attended_pairs = &counted;
+        attention(with_count, mask);
+      },
+      mask_rule(mask));
+  const ElementPredicate rule = mask_rule(mask);
+  const Problem& p = c.problem;
+  int64_t expected = 0;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads_q; ++h)
+      for (int64_t i = 0; i < p.nq; ++i)
+        for (int64_t j = 0; j < p.nk; ++j)
+          expected += rule(b, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
+  EXPECT_EQ(counted, expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseDecode, ::testing::ValuesIn(decode_cases()),
+                         [](const auto& info) {
+                           const MaskCase& c = info.param;
+                           return c.problem.name() + "_kb" + std::to_string(c.kv_block) +
+                                  (c.per_head ? "_perhead" : "");
+                         });
+
+// PARTIAL entries, lists that differ inside a group, or more than 16 queries keep the tile kernel.
+TEST(BlockSparseDecode, OnlyFullGroupSharedOneBlockMasksWalk) {
+  MaskCase c;
+  c.problem.heads_q = 4, c.problem.heads_kv = 2, c.problem.nq = 1, c.problem.nk = 500;
+  c.q_block = 64, c.kv_block = 64, c.per_head = true, c.keep = 0.5;
+  std::mt19937 rng(3);
+  testing::Inputs in = testing::make_inputs(c.problem);
+  BlockMask m = random_mask(c, rng);
+  EXPECT_FALSE(decode_can_walk(in.args(), m));  // PARTIAL entries (and lists per head)
+  EXPECT_TRUE(decode_can_walk(in.args(), decode_mask(c, rng)));
+  c.problem.nq = 17;
+  testing::Inputs longer = testing::make_inputs(c.problem);
+  EXPECT_FALSE(decode_can_walk(longer.args(), decode_mask(c, rng)));
+}
+
 // A mask whose entries are all PARTIAL but allow everything equals the dense result.
 class AllowAll : public TilePredicate {
  public:

@@ -44,8 +44,10 @@ static void check_mask_fits(const AttentionArgs& args, const BlockMask& mask) {
 }
 
 void attention(const AttentionArgs& args, const BlockMask& mask) {
-  validate(args);
+  validate_f32_query(args);
   check_mask_fits(args, mask);
+  if (decode_can_walk(args, mask)) return attention_decode(args, mask);
+  validate(args);
   const cpu::TilePlan plan = cpu::make_tile_plan(args, &mask);
   cpu::run_tile_plan(plan);
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
 #include "attnkit/error.h"
 #include "core/attention_args.h"
 #include "hwy/aligned_allocator.h"
@@ -29,6 +30,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kDecodeBlock = 64;  // keys converted and scored at a time (fits L1)
 constexpr int64_t kAhead = 2;         // prefetch distance, in blocks
+
+struct KeySpan {
+  int64_t lo, hi;  // keys [lo, hi)
+};
 
 struct DecodeShape {
   int64_t batch, heads_q, nq, heads_kv, nk, dim, dim_v, group, rows, m_pad, dv_pad;
@@ -161,10 +166,11 @@ void RowSoftmax(float* HWY_RESTRICT s, int64_t keys, int64_t first_hidden, float
   m = m_new;
 }
 
-// One chunk of keys [j0, j1) for all rows of kv head g: un-normalized O and (m, l) in log2 units.
-// Returns the number of (row, key) pairs attended.
+// One work item, the keys of `spans` (ascending, disjoint) for all rows of kv head g:
+// un-normalized O and (m, l) in log2 units. Returns the number of (row, key) pairs attended.
 int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, int64_t b,
-                    int64_t g, int64_t j0, int64_t j1, float* o, float* m, float* l) {
+                    int64_t g, const KeySpan* spans, int64_t span_count, float* o, float* m,
+                    float* l) {
   int64_t pairs = 0;
   const DF df;
   const int64_t n = hn::Lanes(df), rows = sh.rows, m_pad = sh.m_pad, dim = sh.dim;
@@ -189,44 +195,47 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
   std::fill(o, o + rows * sh.dv_pad, 0.0f);
   // K and V are read in place, widened in registers, when their rows fill whole vectors.
   const bool k_in_place = dim % n == 0, v_in_place = sh.dim_v % n == 0;
-  for (int64_t k0 = j0; k0 < j1; k0 += kDecodeBlock) {
-    const int64_t keys = std::min(kDecodeBlock, j1 - k0);
-    if (a.causal && static_cast<float>(k0) > *std::max_element(limit.get(), limit.get() + rows))
-      break;
-    // The cache streams from DRAM: ask for the next block while this one is computed.
-    // The cache streams from DRAM: ask for the block kAhead blocks on while this one computes.
-    if (k0 + kAhead * kDecodeBlock < j1) {
-      const int64_t at = k0 + kAhead * kDecodeBlock, next = std::min(kDecodeBlock, j1 - at);
-      PrefetchRows(a.k, RowPointer(a.k, b, g, at), a.k.stride[2], next, dim);
-      PrefetchRows(a.v, RowPointer(a.v, b, g, at), a.v.stride[2], next, sh.dim_v);
-    }
-    if (k_in_place) {
-      ScoreKeysAny(a.k.dtype, q.get(), dim_pad, rows, RowPointer(a.k, b, g, k0), a.k.stride[2],
-                   keys, s.get(), kDecodeBlock);
-    } else {
-      ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
-      ScoreKeys(q.get(), dim_pad, rows, kc.get(), dim_pad, keys, s.get(), kDecodeBlock);
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t first_hidden =
-          a.causal ? static_cast<int64_t>(limit[r]) + 1 - k0 : kDecodeBlock;  // causal limit
-      RowSoftmax(s.get() + r * kDecodeBlock, keys, first_hidden, m[r], l[r], alpha[r]);
-      pairs += std::clamp<int64_t>(first_hidden, 0, keys);
-    }
-    const PLayout p_at = {1, kDecodeBlock};
-    if (v_in_place) {
-      AccumulatePvAny(a.v.dtype, s.get(), p_at, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
-                      keys, alpha.get(), o, sh.dv_pad);
-    } else {
-      ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad,
-                  vc.get());
-      AccumulatePv(s.get(), p_at, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
+  const float last_limit = *std::max_element(limit.get(), limit.get() + rows);
+  for (int64_t span = 0; span < span_count; ++span) {
+    const int64_t j0 = spans[span].lo, j1 = spans[span].hi;
+    if (a.causal && static_cast<float>(j0) > last_limit) break;
+    for (int64_t k0 = j0; k0 < j1; k0 += kDecodeBlock) {
+      const int64_t keys = std::min(kDecodeBlock, j1 - k0);
+      if (a.causal && static_cast<float>(k0) > last_limit) break;
+      // The cache streams from DRAM: ask for the block kAhead blocks on while this one computes.
+      if (k0 + kAhead * kDecodeBlock < j1) {
+        const int64_t at = k0 + kAhead * kDecodeBlock, next = std::min(kDecodeBlock, j1 - at);
+        PrefetchRows(a.k, RowPointer(a.k, b, g, at), a.k.stride[2], next, dim);
+        PrefetchRows(a.v, RowPointer(a.v, b, g, at), a.v.stride[2], next, sh.dim_v);
+      }
+      if (k_in_place) {
+        ScoreKeysAny(a.k.dtype, q.get(), dim_pad, rows, RowPointer(a.k, b, g, k0), a.k.stride[2],
+                     keys, s.get(), kDecodeBlock);
+      } else {
+        ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
+        ScoreKeys(q.get(), dim_pad, rows, kc.get(), dim_pad, keys, s.get(), kDecodeBlock);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t first_hidden =
+            a.causal ? static_cast<int64_t>(limit[r]) + 1 - k0 : kDecodeBlock;  // causal limit
+        RowSoftmax(s.get() + r * kDecodeBlock, keys, first_hidden, m[r], l[r], alpha[r]);
+        pairs += std::clamp<int64_t>(first_hidden, 0, keys);
+      }
+      const PLayout p_at = {1, kDecodeBlock};
+      if (v_in_place) {
+        AccumulatePvAny(a.v.dtype, s.get(), p_at, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
+                        keys, alpha.get(), o, sh.dv_pad);
+      } else {
+        ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad,
+                    vc.get());
+        AccumulatePv(s.get(), p_at, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
+      }
     }
   }
   return pairs;
 }
 
-void RunDecode(const AttentionArgs& a) {
+void RunDecode(const AttentionArgs& a, const BlockMask* mask) {
   const DF df;
   const int64_t n = hn::Lanes(df);
   DecodeShape sh;
@@ -237,13 +246,51 @@ void RunDecode(const AttentionArgs& a) {
   sh.m_pad = (sh.rows + n - 1) / n * n;
   sh.dv_pad = (sh.dim_v + n - 1) / n * n;
   const int threads = effective_threads(a.threads);
-  // Enough chunks for 4 per thread, but no chunk under 512 keys (the merge is not free).
+  // Each slice's keys: all of them, or the mask's kv blocks (the list of its first head, shared
+  // by the group), as ascending spans with adjacent blocks joined.
   const int64_t slices = sh.batch * sh.heads_kv;
+  std::vector<std::vector<KeySpan>> keys_of(slices);
+  int64_t most = 0;  // keys of the largest slice
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    std::vector<KeySpan>& spans = keys_of[slice];
+    if (!mask) {
+      spans.push_back({0, sh.nk});
+    } else {
+      const int64_t list = mask->list(slice / sh.heads_kv, slice % sh.heads_kv * sh.group, 0);
+      for (int64_t e = mask->row_start[list]; e < mask->row_start[list + 1]; ++e) {
+        const int64_t lo = mask->kv_index[e] * mask->kv_block;
+        const int64_t hi = std::min(sh.nk, lo + mask->kv_block);
+        if (!spans.empty() && spans.back().hi == lo)
+          spans.back().hi = hi;
+        else
+          spans.push_back({lo, hi});
+      }
+    }
+    int64_t count = 0;
+    for (const KeySpan& span : spans) count += span.hi - span.lo;
+    most = std::max(most, count);
+  }
+  // Enough chunks for 4 per thread, but no chunk under 512 keys (the merge is not free); the
+  // chunk a whole number of kDecodeBlock.
   const int64_t want = std::max<int64_t>(1, (4 * threads + slices - 1) / slices);
-  sh.splits = std::clamp<int64_t>(sh.nk / 512, 1, want);
-  sh.chunk = (sh.nk + sh.splits - 1) / sh.splits;
-  sh.chunk = (sh.chunk + kDecodeBlock - 1) / kDecodeBlock * kDecodeBlock;
-  sh.splits = (sh.nk + sh.chunk - 1) / sh.chunk;
+  sh.splits = std::clamp<int64_t>(most / 512, 1, want);
+  sh.chunk = (most + sh.splits - 1) / sh.splits;
+  sh.chunk =
+      std::max<int64_t>(kDecodeBlock, (sh.chunk + kDecodeBlock - 1) / kDecodeBlock * kDecodeBlock);
+  sh.splits = std::max<int64_t>(1, (most + sh.chunk - 1) / sh.chunk);
+  // Item (slice, split) takes the slice's keys [split * chunk, (split + 1) * chunk) in span order.
+  std::vector<std::vector<KeySpan>> item_spans(slices * sh.splits);
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    int64_t seen = 0;
+    for (const KeySpan& span : keys_of[slice])
+      for (int64_t lo = span.lo; lo < span.hi;) {
+        const int64_t split = seen / sh.chunk;
+        const int64_t hi = std::min(span.hi, lo + (split + 1) * sh.chunk - seen);
+        item_spans[slice * sh.splits + split].push_back({lo, hi});
+        seen += hi - lo;
+        lo = hi;
+      }
+  }
 
   const float qscale = effective_scale(a) * static_cast<float>(M_LOG2E);
   const int64_t items = slices * sh.splits;
@@ -252,9 +299,9 @@ void RunDecode(const AttentionArgs& a) {
   int64_t pairs = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(+ : pairs)
   for (int64_t it = 0; it < items; ++it) {
-    const int64_t slice = it / sh.splits, split = it % sh.splits;
-    const int64_t j0 = split * sh.chunk, j1 = std::min(sh.nk, j0 + sh.chunk);
-    pairs += DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv, j0, j1,
+    const int64_t slice = it / sh.splits;
+    pairs += DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv,
+                         item_spans[it].data(), static_cast<int64_t>(item_spans[it].size()),
                          part_o.data() + it * sh.rows * sh.dv_pad, part_m.data() + it * sh.m_pad,
                          part_l.data() + it * sh.m_pad);
   }
@@ -305,7 +352,35 @@ void attention_decode(const AttentionArgs& args) {
   validate_f32_query(args);
   check(args.dropout == 0.0f, "dropout",
         "is not supported on the decode path (attention() runs the tile kernel when it is set)");
-  HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args);
+  HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args, nullptr);
+}
+
+bool decode_can_walk(const AttentionArgs& args, const BlockMask& mask) {
+  const int64_t nq = args.q.shape[2], heads_q = args.q.shape[1];
+  const int64_t group = heads_q / std::max<int64_t>(1, args.k.shape[1]);
+  if (nq > 16 || args.dropout != 0.0f || mask.q_blocks() != 1) return false;
+  for (BlockKind kind : mask.kind)
+    if (kind != BlockKind::kFull) return false;
+  if (mask.heads == 1) return true;
+  // Every head of a GQA group must walk its first head's list.
+  for (int64_t b = 0; b < mask.batch; ++b)
+    for (int64_t h = 0; h < heads_q; ++h) {
+      const int64_t first = mask.list(b, h / group * group, 0), list = mask.list(b, h, 0);
+      if (!std::equal(mask.kv_index.begin() + mask.row_start[list],
+                      mask.kv_index.begin() + mask.row_start[list + 1],
+                      mask.kv_index.begin() + mask.row_start[first],
+                      mask.kv_index.begin() + mask.row_start[first + 1]))
+        return false;
+    }
+  return true;
+}
+
+void attention_decode(const AttentionArgs& args, const BlockMask& block_mask) {
+  validate_f32_query(args);
+  check(decode_can_walk(args, block_mask), "block_mask",
+        "the decode path walks masks of one query block (nq <= 16), FULL entries only, the same "
+        "lists for the heads of a GQA group, and no dropout");
+  HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args, &block_mask);
 }
 
 }  // namespace attnkit
