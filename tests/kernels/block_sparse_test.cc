@@ -22,6 +22,18 @@ using testing::MaskCase;
 using testing::Problem;
 using testing::random_mask;
 
+// Pairs the mask's rule allows (AND causal): what the kernels' attended_pairs must count.
+int64_t rule_pairs(const BlockMask& mask, const Problem& p) {
+  const ElementPredicate rule = mask_rule(mask);
+  int64_t pairs = 0;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads_q; ++h)
+      for (int64_t i = 0; i < p.nq; ++i)
+        for (int64_t j = 0; j < p.nk; ++j)
+          pairs += rule(b, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
+  return pairs;
+}
+
 std::vector<MaskCase> cases() {
   const std::vector<std::array<int64_t, 7>> shapes = {
       // batch, heads_q, heads_kv, nq, nk, q_block, kv_block
@@ -49,15 +61,7 @@ TEST_P(BlockSparseKernel, MatchesReferenceWithTheMaskRule) {
       },
       mask_rule(mask));
   // The kernel's count of attended pairs equals the rule's (AND causal).
-  const ElementPredicate rule = mask_rule(mask);
-  const Problem& p = c.problem;
-  int64_t expected = 0;
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.heads_q; ++h)
-      for (int64_t i = 0; i < p.nq; ++i)
-        for (int64_t j = 0; j < p.nk; ++j)
-          expected += rule(b, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
-  EXPECT_EQ(counted, expected);
+  EXPECT_EQ(counted, rule_pairs(mask, c.problem));
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
@@ -128,15 +132,7 @@ TEST_P(BlockSparseDecode, WalksTheListedBlocksLikeTheReference) {
         attention(with_count, mask);
       },
       mask_rule(mask));
-  const ElementPredicate rule = mask_rule(mask);
-  const Problem& p = c.problem;
-  int64_t expected = 0;
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.heads_q; ++h)
-      for (int64_t i = 0; i < p.nq; ++i)
-        for (int64_t j = 0; j < p.nk; ++j)
-          expected += rule(b, h, i, j) && (!p.causal || j <= i + p.nk - p.nq);
-  EXPECT_EQ(counted, expected);
+  EXPECT_EQ(counted, rule_pairs(mask, c.problem));
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseDecode, ::testing::ValuesIn(decode_cases()),
