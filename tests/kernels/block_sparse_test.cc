@@ -34,6 +34,21 @@ int64_t rule_pairs(const BlockMask& mask, const Problem& p) {
   return pairs;
 }
 
+// attention(args, mask) against the reference under the mask's rule, and the kernel's count of
+// attended pairs equal to the rule's.
+void check_with_count(const Problem& p, const BlockMask& mask) {
+  int64_t counted = 0;
+  testing::check_problem(
+      p,
+      [&](const AttentionArgs& a) {
+        AttentionArgs with_count = a;
+        with_count.attended_pairs = &counted;
+        attention(with_count, mask);
+      },
+      mask_rule(mask));
+  EXPECT_EQ(counted, rule_pairs(mask, p));
+}
+
 std::vector<MaskCase> cases() {
   const std::vector<std::array<int64_t, 7>> shapes = {
       // batch, heads_q, heads_kv, nq, nk, q_block, kv_block
@@ -51,17 +66,7 @@ TEST_P(BlockSparseKernel, MatchesReferenceWithTheMaskRule) {
   const MaskCase& c = GetParam();
   std::mt19937 rng(7);
   const BlockMask mask = random_mask(c, rng);
-  int64_t counted = 0;
-  testing::check_problem(
-      c.problem,
-      [&](const AttentionArgs& a) {
-        AttentionArgs with_count = a;
-        with_count.attended_pairs = &counted;
-        attention(with_count, mask);
-      },
-      mask_rule(mask));
-  // The kernel's count of attended pairs equals the rule's (AND causal).
-  EXPECT_EQ(counted, rule_pairs(mask, c.problem));
+  check_with_count(c.problem, mask);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
@@ -123,16 +128,7 @@ TEST_P(BlockSparseDecode, WalksTheListedBlocksLikeTheReference) {
   const BlockMask mask = decode_mask(c, rng);
   testing::Inputs probe = testing::make_inputs(c.problem);
   ASSERT_TRUE(decode_can_walk(probe.args(), mask));
-  int64_t counted = 0;
-  testing::check_problem(
-      c.problem,
-      [&](const AttentionArgs& a) {
-        AttentionArgs with_count = a;
-        with_count.attended_pairs = &counted;
-        attention(with_count, mask);
-      },
-      mask_rule(mask));
-  EXPECT_EQ(counted, rule_pairs(mask, c.problem));
+  check_with_count(c.problem, mask);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseDecode, ::testing::ValuesIn(decode_cases()),
