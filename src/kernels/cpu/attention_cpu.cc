@@ -11,19 +11,18 @@
 
 namespace attnkit {
 
-// Decode (few queries against a long cache) splits the keys across threads instead; it has no
-// dropout (training runs the tile kernel).
+// Decode (few queries against a long cache, or an f32 query over a 16-bit KV cache, which only the
+// decode kernel reads in place) splits the keys across threads instead; it has no dropout
+// (training runs the tile kernel).
 static bool use_decode_path(const AttentionArgs& args) {
-  return args.q.shape[2] <= 16 && args.k.shape[2] >= 1024 && args.dropout == 0.0f;
+  return args.q.shape[2] <= 16 && args.dropout == 0.0f &&
+         (args.k.shape[2] >= 1024 || args.q.dtype != args.k.dtype);
 }
 
 void attention(const AttentionArgs& args) {
-  // An f32 query over a 16-bit KV cache: the decode kernel reads the cache in place.
-  if (args.q.dtype == DType::kF32 && args.k.dtype != DType::kF32 && args.q.shape[2] <= 16 &&
-      args.dropout == 0.0f)
-    return attention_decode(args);
-  validate(args);
+  validate_f32_query(args);
   if (use_decode_path(args)) return attention_decode(args);
+  validate(args);
   const cpu::TilePlan plan = cpu::make_tile_plan(args, nullptr);
   cpu::run_tile_plan(plan);
 }
