@@ -48,9 +48,9 @@ void attention(const AttentionArgs& args, const BlockMask& block_mask);
 // Decode path (few queries, long cache): keys split across threads, partials merged by LSE.
 void attention_decode(const AttentionArgs& args);
 // The decode path over a mask's kv blocks (sparse decode): for masks of one query block
-// (Nq <= 16) with FULL entries only and the same list for the heads of each GQA group (what
-// InfLLM-V2's shared selection gives); decode_can_walk says whether it applies, and
-// attention(args, mask) takes it when it does. Errors name "block_mask".
+// (Nq <= 16) whose GQA groups share their kv-block lists (InfLLM-V2's shared selection; window
+// and sink patterns, whose PARTIAL edge blocks are filled once per step); decode_can_walk says
+// whether it applies, and attention(args, mask) takes it when it does. Errors name "block_mask".
 bool decode_can_walk(const AttentionArgs& args, const BlockMask& block_mask);
 void attention_decode(const AttentionArgs& args, const BlockMask& block_mask);
 

@@ -77,15 +77,16 @@ INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
                                   (c.per_batch ? "_perbatch" : "");
                          });
 
-// Sparse decode: masks of one query block with FULL entries and lists shared by each GQA group
-// (InfLLM-V2's shape) run on the split-key decode kernel over the listed blocks; the result and
-// the pair count equal the reference's.
+// Sparse decode: masks of one query block (random FULL and PARTIAL entries, lists shared or per
+// head, so that a block may be FULL for one head of a GQA group, PARTIAL for another and absent
+// for a third) run on the split-key decode kernel over the union of each group's blocks; the
+// result and the pair count equal the reference's.
 std::vector<MaskCase> decode_cases() {
   std::vector<MaskCase> out;
   const std::vector<std::array<int64_t, 7>> shapes = {
       // batch, heads_q, heads_kv, nq, nk, q_block, kv_block
-      {1, 1, 1, 1, 1, 64, 64},     {1, 9, 3, 1, 4100, 64, 64}, {2, 4, 2, 16, 3000, 16, 48},
-      {1, 2, 1, 5, 700, 64, 16},   {1, 4, 4, 1, 200, 32, 64},  {1, 6, 2, 3, 9000, 128, 128}};
+      {1, 1, 1, 1, 1, 64, 64},   {1, 9, 3, 1, 4100, 64, 64}, {2, 4, 2, 16, 3000, 16, 48},
+      {1, 2, 1, 5, 700, 64, 16}, {1, 4, 4, 1, 200, 32, 64},  {1, 6, 2, 3, 9000, 128, 128}};
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (bool causal : {false, true})
       for (bool per_head : {false, true})
@@ -101,31 +102,12 @@ std::vector<MaskCase> decode_cases() {
   return out;
 }
 
-// random_mask with every entry FULL and, per head, the lists of its group's first head.
-BlockMask decode_mask(const MaskCase& c, std::mt19937& rng) {
-  BlockMask m = random_mask(c, rng);
-  std::fill(m.kind.begin(), m.kind.end(), BlockKind::kFull);
-  if (m.heads == 1) return m;
-  const int64_t group = c.problem.heads_q / c.problem.heads_kv;
-  std::vector<std::vector<BlockEntry>> lists(m.lists());
-  for (int64_t b = 0; b < m.batch; ++b)
-    for (int64_t h = 0; h < m.heads; ++h) {
-      const int64_t first = m.list(b, h / group * group, 0);
-      for (int64_t e = m.row_start[first]; e < m.row_start[first + 1]; ++e)
-        lists[m.list(b, h, 0)].push_back({m.kv_index[e], BlockKind::kFull});
-    }
-  BlockMaskShape shape;
-  shape.nq = m.nq, shape.nk = m.nk, shape.batch = m.batch, shape.heads = m.heads;
-  shape.q_block = m.q_block, shape.kv_block = m.kv_block;
-  return block_mask_from_entries(shape, nullptr, std::move(lists));
-}
-
 class BlockSparseDecode : public ::testing::TestWithParam<MaskCase> {};
 
 TEST_P(BlockSparseDecode, WalksTheListedBlocksLikeTheReference) {
   const MaskCase& c = GetParam();
   std::mt19937 rng(11);
-  const BlockMask mask = decode_mask(c, rng);
+  const BlockMask mask = random_mask(c, rng);
   testing::Inputs probe = testing::make_inputs(c.problem);
   ASSERT_TRUE(decode_can_walk(probe.args(), mask));
   check_with_count(c.problem, mask);
@@ -138,19 +120,19 @@ INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseDecode, ::testing::ValuesIn(decode_ca
                                   (c.per_head ? "_perhead" : "");
                          });
 
-// PARTIAL entries, lists that differ inside a group, or more than 16 queries keep the tile kernel.
-TEST(BlockSparseDecode, OnlyFullGroupSharedOneBlockMasksWalk) {
+// More than 16 queries, or more than one query block, keep the tile kernel.
+TEST(BlockSparseDecode, OnlyOneBlockMasksOfFewQueriesWalk) {
   MaskCase c;
-  c.problem.heads_q = 4, c.problem.heads_kv = 2, c.problem.nq = 1, c.problem.nk = 500;
-  c.q_block = 64, c.kv_block = 64, c.per_head = true, c.keep = 0.5;
+  c.problem.heads_q = 4, c.problem.heads_kv = 2, c.problem.nq = 16, c.problem.nk = 500;
+  c.q_block = 16, c.kv_block = 64, c.per_head = true, c.keep = 0.5;
   std::mt19937 rng(3);
   testing::Inputs in = testing::make_inputs(c.problem);
-  BlockMask m = random_mask(c, rng);
-  EXPECT_FALSE(decode_can_walk(in.args(), m));  // PARTIAL entries (and lists per head)
-  EXPECT_TRUE(decode_can_walk(in.args(), decode_mask(c, rng)));
+  EXPECT_TRUE(decode_can_walk(in.args(), random_mask(c, rng)));
   c.problem.nq = 17;
   testing::Inputs longer = testing::make_inputs(c.problem);
-  EXPECT_FALSE(decode_can_walk(longer.args(), decode_mask(c, rng)));
+  EXPECT_FALSE(decode_can_walk(longer.args(), random_mask(c, rng)));  // two query blocks
+  c.q_block = 32;
+  EXPECT_FALSE(decode_can_walk(longer.args(), random_mask(c, rng)));  // 17 queries
 }
 
 // A mask whose entries are all PARTIAL but allow everything equals the dense result.

@@ -33,6 +33,9 @@ constexpr int64_t kAhead = 2;         // prefetch distance, in blocks
 
 struct KeySpan {
   int64_t lo, hi;  // keys [lo, hi)
+  // A PARTIAL span's allowed pairs: allow[r * ld + (j - lo)] for row r and key j, an offset
+  // into its slice's bitmask pool; -1 for a FULL span.
+  int64_t allow = -1, ld = 0;
 };
 
 struct DecodeShape {
@@ -143,14 +146,20 @@ void ScoreKeysAny(DType dtype, const float* q, int64_t dim_pad, int64_t rows, co
 }
 
 // Online softmax of one row over a block of keys held in the lanes. s has kDecodeBlock entries;
-// those past `keys` or past the row's causal limit are set to -inf (exp2 turns them into 0).
-void RowSoftmax(float* HWY_RESTRICT s, int64_t keys, int64_t first_hidden, float& m, float& l,
-                float& alpha) {
+// those past `keys`, past the row's causal limit or (when `allow` is given) not allowed are set to
+// -inf (exp2 turns them into 0). Returns the number of keys the row attended.
+int64_t RowSoftmax(float* HWY_RESTRICT s, int64_t keys, int64_t first_hidden, const uint8_t* allow,
+                   float& m, float& l, float& alpha) {
   const DF df;
   const int64_t n = hn::Lanes(df);
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  for (int64_t j = std::max<int64_t>(0, std::min(keys, first_hidden)); j < kDecodeBlock; ++j)
-    s[j] = neg_inf;
+  const int64_t seen = std::clamp<int64_t>(first_hidden, 0, keys);
+  for (int64_t j = seen; j < kDecodeBlock; ++j) s[j] = neg_inf;
+  int64_t attended = seen;
+  if (allow) {
+    for (int64_t j = 0; j < seen; ++j)
+      if (!allow[j]) s[j] = neg_inf, --attended;
+  }
   VF top = hn::Set(df, neg_inf);
   for (int64_t j = 0; j < kDecodeBlock; j += n) top = hn::Max(top, hn::Load(df, s + j));
   const float m_new = std::max(m, hn::GetLane(hn::MaxOfLanes(df, top)));
@@ -164,13 +173,43 @@ void RowSoftmax(float* HWY_RESTRICT s, int64_t keys, int64_t first_hidden, float
   alpha = hn::GetLane(Exp2(df, hn::Set(df, m - m_ref)));
   l = l * alpha + hn::GetLane(hn::SumOfLanes(df, sum));
   m = m_new;
+  return attended;
 }
 
-// One work item, the keys of `spans` (ascending, disjoint) for all rows of kv head g:
-// un-normalized O and (m, l) in log2 units. Returns the number of (row, key) pairs attended.
+// Scores, softmax and P.V of one block of `keys` keys (at most kDecodeBlock) for all rows, read
+// from k and v (row strides k_stride, v_stride, dtype `in_place` ? the inputs' : f32).
+// allow(r) gives row r's bitmask over the block or nullptr; first_hidden(r) its causal limit.
+template <class Allow, class Hidden>
+int64_t DecodeBlock(const AttentionArgs& a, const DecodeShape& sh, const float* q, int64_t dim_pad,
+                    const void* k, int64_t k_stride, bool k_in_place, const void* v,
+                    int64_t v_stride, bool v_in_place, int64_t keys, float* s, float* m, float* l,
+                    float* alpha, float* o, const Allow& allow, const Hidden& first_hidden) {
+  const int64_t rows = sh.rows;
+  if (k_in_place)
+    ScoreKeysAny(a.k.dtype, q, dim_pad, rows, k, k_stride, keys, s, kDecodeBlock);
+  else
+    ScoreKeys(q, dim_pad, rows, static_cast<const float*>(k), k_stride, keys, s, kDecodeBlock);
+  int64_t pairs = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    pairs +=
+        RowSoftmax(s + r * kDecodeBlock, keys, first_hidden(r), allow(r), m[r], l[r], alpha[r]);
+  const PLayout p_at = {1, kDecodeBlock};
+  if (v_in_place)
+    AccumulatePvAny(a.v.dtype, s, p_at, rows, v, v_stride, keys, alpha, o, sh.dv_pad);
+  else
+    AccumulatePv(s, p_at, rows, static_cast<const float*>(v), v_stride, keys, alpha, o, sh.dv_pad);
+  return pairs;
+}
+
+// One work item, the keys of `spans` (ascending, disjoint) for all rows of kv head g, PARTIAL
+// spans' bitmasks in `allow_pool`: un-normalized O and (m, l) in log2 units. Returns the number
+// of (row, key) pairs attended. Runs of kDecodeBlock keys or more are read in place (widened in
+// registers when rows fill whole vectors) with prefetch ahead; shorter runs followed by more
+// spans (selected units, trimmed edge blocks) are gathered into one block of up to kDecodeBlock
+// keys, their bitmasks and the causal limit folded into one per-row mask.
 int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale, int64_t b,
-                    int64_t g, const KeySpan* spans, int64_t span_count, float* o, float* m,
-                    float* l) {
+                    int64_t g, const KeySpan* spans, int64_t span_count, const uint8_t* allow_pool,
+                    float* o, float* m, float* l) {
   int64_t pairs = 0;
   const DF df;
   const int64_t n = hn::Lanes(df), rows = sh.rows, m_pad = sh.m_pad, dim = sh.dim;
@@ -181,6 +220,7 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
   auto s = hwy::AllocateAligned<float>(rows * kDecodeBlock);  // scores, then P: [row][key]
   auto alpha = hwy::AllocateAligned<float>(m_pad);
   auto limit = hwy::AllocateAligned<float>(m_pad);
+  std::vector<uint8_t> gathered_allow(rows * kDecodeBlock);
   // Row r = head (g * G + r / nq), token r % nq; Q converted, scaled, zero padded to dim_pad.
   for (int64_t r = 0; r < m_pad; ++r) {
     const int64_t h = g * sh.group + std::min(r, rows - 1) / sh.nq,
@@ -193,44 +233,77 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
     for (int64_t d = 0; d < dim; ++d) q[r * dim_pad + d] *= qscale;
   }
   std::fill(o, o + rows * sh.dv_pad, 0.0f);
-  // K and V are read in place, widened in registers, when their rows fill whole vectors.
   const bool k_in_place = dim % n == 0, v_in_place = sh.dim_v % n == 0;
-  const float last_limit = *std::max_element(limit.get(), limit.get() + rows);
-  for (int64_t span = 0; span < span_count; ++span) {
-    const int64_t j0 = spans[span].lo, j1 = spans[span].hi;
-    if (a.causal && static_cast<float>(j0) > last_limit) break;
-    for (int64_t k0 = j0; k0 < j1; k0 += kDecodeBlock) {
-      const int64_t keys = std::min(kDecodeBlock, j1 - k0);
-      if (a.causal && static_cast<float>(k0) > last_limit) break;
-      // The cache streams from DRAM: ask for the block kAhead blocks on while this one computes.
-      if (k0 + kAhead * kDecodeBlock < j1) {
-        const int64_t at = k0 + kAhead * kDecodeBlock, next = std::min(kDecodeBlock, j1 - at);
-        PrefetchRows(a.k, RowPointer(a.k, b, g, at), a.k.stride[2], next, dim);
-        PrefetchRows(a.v, RowPointer(a.v, b, g, at), a.v.stride[2], next, sh.dim_v);
+  const int64_t last_limit =
+      static_cast<int64_t>(*std::max_element(limit.get(), limit.get() + rows));
+  const int64_t k_stride = a.k.stride[2], v_stride = a.v.stride[2];
+  int64_t si = 0, pos = span_count > 0 ? spans[0].lo : 0;
+  auto advance = [&](int64_t taken) {
+    pos += taken;
+    if (pos == spans[si].hi && ++si < span_count) pos = spans[si].lo;
+  };
+  while (si < span_count && !(a.causal && pos > last_limit)) {
+    const KeySpan& at = spans[si];
+    const int64_t run = std::min(kDecodeBlock, at.hi - pos);
+    if (run == kDecodeBlock || si + 1 == span_count) {
+      // In place: keys [pos, pos + run) of one span.
+      const int64_t k0 = pos;
+      if (k0 + kAhead * kDecodeBlock < at.hi) {  // the cache streams from DRAM: ask ahead
+        const int64_t ahead = k0 + kAhead * kDecodeBlock;
+        const int64_t next = std::min(kDecodeBlock, at.hi - ahead);
+        PrefetchRows(a.k, RowPointer(a.k, b, g, ahead), k_stride, next, dim);
+        PrefetchRows(a.v, RowPointer(a.v, b, g, ahead), v_stride, next, sh.dim_v);
       }
-      if (k_in_place) {
-        ScoreKeysAny(a.k.dtype, q.get(), dim_pad, rows, RowPointer(a.k, b, g, k0), a.k.stride[2],
-                     keys, s.get(), kDecodeBlock);
-      } else {
-        ConvertRows(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim, dim_pad, kc.get());
-        ScoreKeys(q.get(), dim_pad, rows, kc.get(), dim_pad, keys, s.get(), kDecodeBlock);
+      const void *k = RowPointer(a.k, b, g, k0), *v = RowPointer(a.v, b, g, k0);
+      int64_t ks = k_stride, vs = v_stride;
+      if (!k_in_place) {
+        ConvertRows(a.k, k, k_stride, run, dim, dim_pad, kc.get());
+        k = kc.get(), ks = dim_pad;
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t first_hidden =
-            a.causal ? static_cast<int64_t>(limit[r]) + 1 - k0 : kDecodeBlock;  // causal limit
-        RowSoftmax(s.get() + r * kDecodeBlock, keys, first_hidden, m[r], l[r], alpha[r]);
-        pairs += std::clamp<int64_t>(first_hidden, 0, keys);
+      if (!v_in_place) {
+        ConvertRows(a.v, v, v_stride, run, sh.dim_v, sh.dv_pad, vc.get());
+        v = vc.get(), vs = sh.dv_pad;
       }
-      const PLayout p_at = {1, kDecodeBlock};
-      if (v_in_place) {
-        AccumulatePvAny(a.v.dtype, s.get(), p_at, rows, RowPointer(a.v, b, g, k0), a.v.stride[2],
-                        keys, alpha.get(), o, sh.dv_pad);
-      } else {
-        ConvertRows(a.v, RowPointer(a.v, b, g, k0), a.v.stride[2], keys, sh.dim_v, sh.dv_pad,
-                    vc.get());
-        AccumulatePv(s.get(), p_at, rows, vc.get(), sh.dv_pad, keys, alpha.get(), o, sh.dv_pad);
-      }
+      pairs += DecodeBlock(
+          a, sh, q.get(), dim_pad, k, ks, k_in_place, v, vs, v_in_place, run, s.get(), m, l,
+          alpha.get(), o,
+          [&](int64_t r) -> const uint8_t* {
+            return at.allow < 0 ? nullptr : allow_pool + at.allow + r * at.ld + (k0 - at.lo);
+          },
+          [&](int64_t r) {
+            return a.causal ? static_cast<int64_t>(limit[r]) + 1 - k0 : kDecodeBlock;
+          });
+      advance(run);
+      continue;
     }
+    // Gathered: runs of the following spans into kc / vc, up to kDecodeBlock keys.
+    int64_t keys = 0;
+    while (keys < kDecodeBlock && si < span_count && !(a.causal && pos > last_limit)) {
+      const KeySpan& piece = spans[si];
+      const int64_t take = std::min(kDecodeBlock - keys, piece.hi - pos);
+      ConvertRows(a.k, RowPointer(a.k, b, g, pos), k_stride, take, dim, dim_pad,
+                  kc.get() + keys * dim_pad);
+      ConvertRows(a.v, RowPointer(a.v, b, g, pos), v_stride, take, sh.dim_v, sh.dv_pad,
+                  vc.get() + keys * sh.dv_pad);
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* dst = gathered_allow.data() + r * kDecodeBlock + keys;
+        if (piece.allow < 0)
+          std::fill(dst, dst + take, uint8_t{1});
+        else
+          std::copy_n(allow_pool + piece.allow + r * piece.ld + (pos - piece.lo), take, dst);
+        if (a.causal)  // key pos + t is hidden from row r past its limit
+          for (int64_t t = std::max<int64_t>(0, static_cast<int64_t>(limit[r]) + 1 - pos); t < take;
+               ++t)
+            dst[t] = 0;
+      }
+      keys += take;
+      advance(take);
+    }
+    pairs += DecodeBlock(
+        a, sh, q.get(), dim_pad, kc.get(), dim_pad, false, vc.get(), sh.dv_pad, false, keys,
+        s.get(), m, l, alpha.get(), o,
+        [&](int64_t r) -> const uint8_t* { return gathered_allow.data() + r * kDecodeBlock; },
+        [](int64_t) { return kDecodeBlock; });
   }
   return pairs;
 }
@@ -246,24 +319,74 @@ void RunDecode(const AttentionArgs& a, const BlockMask* mask) {
   sh.m_pad = (sh.rows + n - 1) / n * n;
   sh.dv_pad = (sh.dim_v + n - 1) / n * n;
   const int threads = effective_threads(a.threads);
-  // Each slice's keys: all of them, or the mask's kv blocks (the list of its first head, shared
-  // by the group), as ascending spans with adjacent blocks joined.
+  // Each slice's keys: all of them, or the union of its group's kv-block lists as ascending
+  // spans. A block FULL for every head of the group joins the FULL span before it; any other
+  // block gets the group's allowed pairs [rows][block keys] in the slice's pool (rows of a head
+  // whose entry is FULL allow all keys, of a head that does not list it none) and becomes the
+  // runs of keys that some row allows, so that keys no row sees are never read. The pool holds
+  // at most rows x nk bytes.
   const int64_t slices = sh.batch * sh.heads_kv;
   std::vector<std::vector<KeySpan>> keys_of(slices);
+  std::vector<std::vector<uint8_t>> allow_pool(slices);
   int64_t most = 0;  // keys of the largest slice
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(max : most)
   for (int64_t slice = 0; slice < slices; ++slice) {
     std::vector<KeySpan>& spans = keys_of[slice];
+    std::vector<int64_t> next(sh.group), end(sh.group);
+    std::vector<BlockKind> kinds(sh.group);
     if (!mask) {
       spans.push_back({0, sh.nk});
     } else {
-      const int64_t list = mask->list(slice / sh.heads_kv, slice % sh.heads_kv * sh.group, 0);
-      for (int64_t e = mask->row_start[list]; e < mask->row_start[list + 1]; ++e) {
-        const int64_t lo = mask->kv_index[e] * mask->kv_block;
-        const int64_t hi = std::min(sh.nk, lo + mask->kv_block);
-        if (!spans.empty() && spans.back().hi == lo)
-          spans.back().hi = hi;
-        else
-          spans.push_back({lo, hi});
+      const int64_t b = slice / sh.heads_kv, h0 = slice % sh.heads_kv * sh.group;
+      for (int64_t hh = 0; hh < sh.group; ++hh) {
+        const int64_t list = mask->list(b, h0 + hh, 0);
+        next[hh] = mask->row_start[list], end[hh] = mask->row_start[list + 1];
+      }
+      std::vector<uint8_t>& pool = allow_pool[slice];
+      while (true) {
+        int64_t block = std::numeric_limits<int64_t>::max();
+        for (int64_t hh = 0; hh < sh.group; ++hh)
+          if (next[hh] < end[hh]) block = std::min<int64_t>(block, mask->kv_index[next[hh]]);
+        if (block == std::numeric_limits<int64_t>::max()) break;
+        bool all_full = true;
+        for (int64_t hh = 0; hh < sh.group; ++hh) {
+          const bool listed = next[hh] < end[hh] && mask->kv_index[next[hh]] == block;
+          kinds[hh] = listed ? mask->kind[next[hh]++] : BlockKind{};  // {}: not listed
+          all_full &= kinds[hh] == BlockKind::kFull;
+        }
+        const int64_t lo = block * mask->kv_block;
+        const int64_t hi = std::min(sh.nk, lo + mask->kv_block), len = hi - lo;
+        if (all_full) {
+          if (!spans.empty() && spans.back().allow < 0 && spans.back().hi == lo)
+            spans.back().hi = hi;
+          else
+            spans.push_back({lo, hi});
+          continue;
+        }
+        const int64_t at = static_cast<int64_t>(pool.size());
+        pool.resize(at + sh.rows * len, 0);
+        uint8_t* allow = pool.data() + at;
+        for (int64_t hh = 0; hh < sh.group; ++hh) {
+          uint8_t* head_rows = allow + hh * sh.nq * len;
+          if (kinds[hh] == BlockKind::kFull)
+            std::fill(head_rows, head_rows + sh.nq * len, uint8_t{1});
+          else if (kinds[hh] == BlockKind::kPartial)
+            mask->predicate->fill(b, h0 + hh, 0, sh.nq, lo, len, head_rows, len);
+        }
+        for (int64_t j = 0; j < len;) {  // the runs of keys some row allows
+          auto seen = [&](int64_t key) {
+            for (int64_t r = 0; r < sh.rows; ++r)
+              if (allow[r * len + key]) return true;
+            return false;
+          };
+          if (!seen(j)) {
+            ++j;
+            continue;
+          }
+          const int64_t first = j;
+          while (j < len && seen(j)) ++j;
+          spans.push_back({lo + first, lo + j, at + first, len});
+        }
       }
     }
     int64_t count = 0;
@@ -286,7 +409,8 @@ void RunDecode(const AttentionArgs& a, const BlockMask* mask) {
       for (int64_t lo = span.lo; lo < span.hi;) {
         const int64_t split = seen / sh.chunk;
         const int64_t hi = std::min(span.hi, lo + (split + 1) * sh.chunk - seen);
-        item_spans[slice * sh.splits + split].push_back({lo, hi});
+        const int64_t allow = span.allow < 0 ? -1 : span.allow + (lo - span.lo);
+        item_spans[slice * sh.splits + split].push_back({lo, hi, allow, span.ld});
         seen += hi - lo;
         lo = hi;
       }
@@ -302,8 +426,8 @@ void RunDecode(const AttentionArgs& a, const BlockMask* mask) {
     const int64_t slice = it / sh.splits;
     pairs += DecodeChunk(a, sh, qscale, slice / sh.heads_kv, slice % sh.heads_kv,
                          item_spans[it].data(), static_cast<int64_t>(item_spans[it].size()),
-                         part_o.data() + it * sh.rows * sh.dv_pad, part_m.data() + it * sh.m_pad,
-                         part_l.data() + it * sh.m_pad);
+                         allow_pool[slice].data(), part_o.data() + it * sh.rows * sh.dv_pad,
+                         part_m.data() + it * sh.m_pad, part_l.data() + it * sh.m_pad);
   }
   if (a.attended_pairs) *a.attended_pairs += pairs;
     // Merge the chunks of each row: O = sum_s 2^(m_s - M) O_s / L, L = sum_s 2^(m_s - M) l_s.
@@ -356,30 +480,13 @@ void attention_decode(const AttentionArgs& args) {
 }
 
 bool decode_can_walk(const AttentionArgs& args, const BlockMask& mask) {
-  const int64_t nq = args.q.shape[2], heads_q = args.q.shape[1];
-  const int64_t group = heads_q / std::max<int64_t>(1, args.k.shape[1]);
-  if (nq > 16 || args.dropout != 0.0f || mask.q_blocks() != 1) return false;
-  for (BlockKind kind : mask.kind)
-    if (kind != BlockKind::kFull) return false;
-  if (mask.heads == 1) return true;
-  // Every head of a GQA group must walk its first head's list.
-  for (int64_t b = 0; b < mask.batch; ++b)
-    for (int64_t h = 0; h < heads_q; ++h) {
-      const int64_t first = mask.list(b, h / group * group, 0), list = mask.list(b, h, 0);
-      if (!std::equal(mask.kv_index.begin() + mask.row_start[list],
-                      mask.kv_index.begin() + mask.row_start[list + 1],
-                      mask.kv_index.begin() + mask.row_start[first],
-                      mask.kv_index.begin() + mask.row_start[first + 1]))
-        return false;
-    }
-  return true;
+  return args.q.shape[2] <= 16 && args.dropout == 0.0f && mask.q_blocks() == 1;
 }
 
 void attention_decode(const AttentionArgs& args, const BlockMask& block_mask) {
   validate_f32_query(args);
   check(decode_can_walk(args, block_mask), "block_mask",
-        "the decode path walks masks of one query block (nq <= 16), FULL entries only, the same "
-        "lists for the heads of a GQA group, and no dropout");
+        "the decode path walks masks of one query block (nq <= 16), without dropout");
   HWY_DYNAMIC_DISPATCH(cpu::RunDecode)(args, &block_mask);
 }
 

@@ -286,10 +286,10 @@ HWY_INLINE void ConvertRows(const TensorView& t, const void* base, int64_t strid
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = out + r * cols_pad;
     int64_t c = 0;
-    if (t.dtype == DType::kF32) {
+    if (t.dtype == DType::kF32) {  // in vectors: rows are short, a memmove call each is not
       const float* src = static_cast<const float*>(base) + r * stride;
-      std::copy(src, src + cols, dst);
-      c = cols;
+      for (; c + n <= cols; c += n) hn::StoreU(hn::LoadU(df, src + c), df, dst + c);
+      for (; c < cols; ++c) dst[c] = src[c];
     } else if (t.dtype == DType::kF16) {
       const auto* src = static_cast<const hwy::float16_t*>(base) + r * stride;
       for (; c + n <= cols; c += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, src + c)), df, dst + c);

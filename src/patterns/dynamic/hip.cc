@@ -31,6 +31,11 @@
 // every searched unit is a FULL block (the fast layout; recall then drops on fine-grained data).
 // Each round scores all branches at once: their centre units' keys are gathered and multiplied
 // by the block's (transposed) sampled queries in a single score tile.
+// Decode (a call with a PlanState and one query block): the official mask cache, the units of
+// the last search reused for `refresh` steps (default 8, the serving demo's
+// HIP_REFRESH_INTERVAL) while the sink and each row's window follow the current positions; the
+// new keys fall in the window. refresh=1 searches every step. (The demo's dense first layers,
+// HIP_DENSE_LAYERS, are the model's choice, not the pattern's.)
 // Choices where the code and we differ: the candidate range ends at the last row's window
 // (the code counts positions from its position ids); a query block with fewer than stride_q
 // rows samples its last row.
@@ -97,6 +102,12 @@ struct Node {
   float score;
 };
 
+// Decode: the units of the last refresh per (b, h), kept for `refresh` steps (HiP's mask cache).
+struct SearchedUnits final : PlanState {
+  int64_t batch = 0, heads = 0, nk = 0, age = 0;  // age: steps since the refresh
+  std::vector<std::vector<int32_t>> units;
+};
+
 class HipPattern final : public Pattern {
  public:
   explicit HipPattern(const PatternParams& params)
@@ -109,6 +120,7 @@ class HipPattern final : public Pattern {
         sink_(params.get_int("sink")),
         window_(params.get_int("window")),
         kv_block_(params.get_int("kv_block")),
+        refresh_(params.get_int("refresh")),
         aligned_(params.get_string("init") == "aligned") {
     check(stride_k_ <= block_k_, "pattern",
           "'hip' parameter 'stride_k' = " + std::to_string(stride_k_) +
@@ -120,18 +132,24 @@ class HipPattern final : public Pattern {
  private:
   // Tree search of one query block over units [lo, hi); returns the chosen units, sorted.
   // q_t: the block's sampled queries transposed, [dim][ld_q_t], at positions row_pos[rows];
-  // keys: raw keys [units * block_k, dim] (zero past nk).
+  // the keys are those of (b, kv head g) of k, read per scored unit (zero past nk).
   std::vector<int32_t> search(const float* q_t, int64_t ld_q_t, int64_t rows,
-                              const int64_t* row_pos, const float* keys, int64_t nk, int64_t dim,
+                              const int64_t* row_pos, const TensorView& k, int64_t b, int64_t g,
                               int64_t lo, int64_t hi) const;
+  // The search of every list (b, h, qb).
+  std::vector<std::vector<int32_t>> search_all(const PlanInputs& in, const Dims& d,
+                                               const HipShape& shape, int64_t units) const;
+  std::vector<BlockEntry> entries(const Dims& d, int64_t row0, int64_t row1,
+                                  const std::vector<int32_t>& chosen) const;
 
-  int64_t k_, block_q_, stride_q_, block_k_, stride_k_, sink_, window_, kv_block_;
+  int64_t k_, block_q_, stride_q_, block_k_, stride_k_, sink_, window_, kv_block_, refresh_;
   bool aligned_;
 };
 
 std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_t rows,
-                                        const int64_t* row_pos, const float* keys, int64_t nk,
-                                        int64_t dim, int64_t lo, int64_t hi) const {
+                                        const int64_t* row_pos, const TensorView& k, int64_t b,
+                                        int64_t g, int64_t lo, int64_t hi) const {
+  const int64_t nk = k.shape[2], dim = k.shape[3];
   const int64_t range = hi - lo;
   const int64_t keep = std::max<int64_t>(1, k_ / block_k_);
   std::vector<int32_t> chosen;
@@ -176,15 +194,15 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
     // [cols, dim] matrix and scored against the transposed sampled queries, so one score tile
     // (keys as rows, queries as columns) does the whole round.
     const int64_t cols = static_cast<int64_t>(fresh.size()) * block_k_;
-    panel.resize(cols * dim);
+    panel.assign(cols * dim, 0.0f);
     scores.resize(cols * ld_q_t);
     for (size_t f = 0; f < fresh.size(); ++f) {
       const Node& node = branches[fresh[f]];
-      const int64_t centre = node.first + (node.last - node.first + 1) / 2;
-      std::copy_n(keys + centre * block_k_ * dim, block_k_ * dim,
-                  panel.data() + f * block_k_ * dim);
+      const int64_t first_key = (node.first + (node.last - node.first + 1) / 2) * block_k_;
+      cpu::load_rows(k, b, g, first_key, std::min(block_k_, nk - first_key),
+                     panel.data() + f * block_k_ * dim);
     }
-    cpu::score_tile(panel.data(), dim, cols, q_t, ld_q_t, ld_q_t, dim, 1.0f, scores.data(), ld_q_t);
+    cpu::score_tile(panel.data(), dim, cols, q_t, ld_q_t, rows, dim, 1.0f, scores.data(), ld_q_t);
     for (size_t f = 0; f < fresh.size(); ++f) {
       const Node& node = branches[fresh[f]];
       const int64_t centre = node.first + (node.last - node.first + 1) / 2;
@@ -219,6 +237,40 @@ std::vector<int32_t> HipPattern::search(const float* q_t, int64_t ld_q_t, int64_
   return chosen;
 }
 
+// Entries of one query block (rows [row0, row1) at positions p_first..p_last): sink, every row's
+// window and the searched units, FULL when wholly allowed for every row.
+std::vector<BlockEntry> HipPattern::entries(const Dims& d, int64_t row0, int64_t row1,
+                                            const std::vector<int32_t>& chosen) const {
+  const int64_t p_first = row0 + d.nk - d.nq, p_last = row1 - 1 + d.nk - d.nq;
+  std::vector<int32_t> blocks;
+  for (int64_t kb = 0; kb * kv_block_ < std::min(sink_, d.nk); ++kb) blocks.push_back(kb);
+  const int64_t w_lo = std::max<int64_t>(0, p_first - window_ + 1),
+                w_hi = std::min(d.nk - 1, p_last);
+  if (window_ > 0 && w_hi >= w_lo)
+    for (int64_t kb = w_lo / kv_block_; kb <= w_hi / kv_block_; ++kb) blocks.push_back(kb);
+  for (int32_t u : chosen) {
+    const int64_t key_lo = int64_t{u} * block_k_, key_hi = std::min(d.nk, key_lo + block_k_) - 1;
+    for (int64_t kb = key_lo / kv_block_; kb <= key_hi / kv_block_; ++kb) blocks.push_back(kb);
+  }
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  const int64_t first_key_window = p_last - window_ + 1;  // keys >= this are in every row's window
+  std::vector<BlockEntry> out;
+  for (int32_t kb : blocks) {
+    const int64_t k0 = int64_t{kb} * kv_block_, k1 = std::min(d.nk, k0 + kv_block_);
+    bool full = k1 <= sink_ || (window_ > 0 && k0 >= first_key_window && k1 - 1 <= p_first);
+    if (!full && block_k_ <= kv_block_) {
+      // All units of the block selected?
+      int64_t covered = 0;
+      for (int64_t u = k0 / block_k_; u * block_k_ < k1; ++u)
+        covered += std::binary_search(chosen.begin(), chosen.end(), static_cast<int32_t>(u));
+      full = covered * block_k_ >= k1 - k0 && k0 % block_k_ == 0;
+    }
+    out.push_back({kb, full ? BlockKind::kFull : BlockKind::kPartial});
+  }
+  return out;
+}
+
 Plan HipPattern::plan(const PlanInputs& in) const {
   in.validate(true);
   const Dims d = dims_of(in);
@@ -228,23 +280,52 @@ Plan HipPattern::plan(const PlanInputs& in) const {
   shape.block_q = block_q_, shape.block_k = block_k_, shape.sink = sink_, shape.window = window_;
   const int64_t units = (d.nk + block_k_ - 1) / block_k_;
   const int64_t lists = d.batch * d.heads_q * shape.q_blocks;
+  // Decode (one query block) with a state: the selection of the last refresh while it is younger
+  // than `refresh` steps; the sink and the window follow the current positions.
+  SearchedUnits* kept = in.state ? dynamic_cast<SearchedUnits*>(in.state->get()) : nullptr;
+  const bool decode = in.state && shape.q_blocks == 1;
+  const bool reuse = decode && kept && kept->batch == d.batch && kept->heads == d.heads_q &&
+                     kept->nk < d.nk && kept->age + 1 < refresh_;
+  if (in.state && !decode) in.state->reset();  // a prefill: the next decode step searches
   std::vector<std::vector<int32_t>> chosen(lists);
-  std::vector<std::vector<BlockEntry>> entries(lists);
-  const int threads = effective_threads(in.threads);
-  // Raw keys once per (b, kv head), zero-padded to whole units: [units * block_k, dim].
-  std::vector<std::vector<float>> keys(d.batch * d.heads_kv);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t bg = 0; bg < d.batch * d.heads_kv; ++bg) {
-    keys[bg].assign(units * block_k_ * d.dim, 0.0f);
-    cpu::load_rows(in.k, bg / d.heads_kv, bg % d.heads_kv, 0, d.nk, keys[bg].data());
+  if (reuse) {
+    ++kept->age;
+    kept->nk = d.nk;
+    chosen = kept->units;
+  } else {
+    chosen = search_all(in, d, shape, units);
+    if (decode) {
+      auto fresh = std::make_unique<SearchedUnits>();
+      fresh->batch = d.batch, fresh->heads = d.heads_q, fresh->nk = d.nk, fresh->units = chosen;
+      *in.state = std::move(fresh);
+    }
   }
+  std::vector<std::vector<BlockEntry>> lists_of(lists);
+  for (int64_t item = 0; item < lists; ++item) {
+    const int64_t qb = item % shape.q_blocks;
+    lists_of[item] = entries(d, qb * block_q_, std::min(d.nq, (qb + 1) * block_q_), chosen[item]);
+  }
+  Plan plan;
+  plan.mask = block_mask_from_entries(mask_shape(in, block_q_, kv_block_, d.heads_q),
+                                      std::make_shared<HipRule>(shape, std::move(chosen)),
+                                      std::move(lists_of));
+  plan.causal = in.causal;
+  return plan;
+}
+
+std::vector<std::vector<int32_t>> HipPattern::search_all(const PlanInputs& in, const Dims& d,
+                                                         const HipShape& shape,
+                                                         int64_t units) const {
+  const int64_t lists = d.batch * d.heads_q * shape.q_blocks;
+  std::vector<std::vector<int32_t>> chosen(lists);
+  const int threads = effective_threads(in.threads);
   const int64_t sink_units = (sink_ + block_k_ - 1) / block_k_;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t item = 0; item < lists; ++item) {
     const int64_t b = item / (d.heads_q * shape.q_blocks), h = item / shape.q_blocks % d.heads_q;
     const int64_t qb = item % shape.q_blocks;
     const int64_t row0 = qb * block_q_, row1 = std::min(d.nq, row0 + block_q_);
-    const int64_t p_first = row0 + d.nk - d.nq, p_last = row1 - 1 + d.nk - d.nq;
+    const int64_t p_last = row1 - 1 + d.nk - d.nq;
     // Candidates: units after the sink and wholly before the LAST row's window. Every row's
     // window starts at or before that point (so no key between the candidates and a row's window
     // is left out), and the block is shorter than the window in the defaults, so every sampled
@@ -266,43 +347,9 @@ Plan HipPattern::plan(const PlanInputs& in) const {
       row_pos.push_back(in.causal ? sampled[r] + d.nk - d.nq : d.nk - 1);
     }
     cpu::transpose_keys(q.data(), rows, d.dim, d.dim, q_t.data(), ld_q_t);
-    chosen[item] = search(q_t.data(), ld_q_t, rows, row_pos.data(),
-                          keys[b * d.heads_kv + h / d.group].data(), d.nk, d.dim, lo, hi);
-    // kv blocks: sink, window (of every row), searched units; FULL when wholly allowed.
-    std::vector<int32_t> blocks;
-    for (int64_t kb = 0; kb * kv_block_ < std::min(sink_, d.nk); ++kb) blocks.push_back(kb);
-    const int64_t w_lo = std::max<int64_t>(0, p_first - window_ + 1),
-                  w_hi = std::min(d.nk - 1, p_last);
-    if (window_ > 0 && w_hi >= w_lo)
-      for (int64_t kb = w_lo / kv_block_; kb <= w_hi / kv_block_; ++kb) blocks.push_back(kb);
-    for (int32_t u : chosen[item]) {
-      const int64_t key_lo = int64_t{u} * block_k_, key_hi = std::min(d.nk, key_lo + block_k_) - 1;
-      for (int64_t kb = key_lo / kv_block_; kb <= key_hi / kv_block_; ++kb) blocks.push_back(kb);
-    }
-    std::sort(blocks.begin(), blocks.end());
-    blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
-    const int64_t first_key_window =
-        p_last - window_ + 1;  // keys >= this are in every row's window
-    for (int32_t kb : blocks) {
-      const int64_t k0 = int64_t{kb} * kv_block_, k1 = std::min(d.nk, k0 + kv_block_);
-      bool full = k1 <= sink_ || (window_ > 0 && k0 >= first_key_window && k1 - 1 <= p_first);
-      if (!full && block_k_ <= kv_block_) {
-        // All units of the block selected?
-        int64_t covered = 0;
-        for (int64_t u = k0 / block_k_; u * block_k_ < k1; ++u)
-          covered +=
-              std::binary_search(chosen[item].begin(), chosen[item].end(), static_cast<int32_t>(u));
-        full = covered * block_k_ >= k1 - k0 && k0 % block_k_ == 0;
-      }
-      entries[item].push_back({kb, full ? BlockKind::kFull : BlockKind::kPartial});
-    }
+    chosen[item] = search(q_t.data(), ld_q_t, rows, row_pos.data(), in.k, b, h / d.group, lo, hi);
   }
-  Plan plan;
-  plan.mask = block_mask_from_entries(mask_shape(in, block_q_, kv_block_, d.heads_q),
-                                      std::make_shared<HipRule>(shape, std::move(chosen)),
-                                      std::move(entries));
-  plan.causal = in.causal;
-  return plan;
+  return chosen;
 }
 
 }  // namespace
@@ -324,7 +371,10 @@ PatternRegistration hip_pattern() {
             int_param("window", 256, 0, int64_t{1} << 30, "sliding window tokens"),
             block_param("kv_block", 16, "kv block of the BlockMask (multiple of 16)"),
             choice_param("init", "aligned", {"aligned", "even"},
-                         "initial chunks: aligned (official, power-of-two starts) or even")}},
+                         "initial chunks: aligned (official, power-of-two starts) or even"),
+            int_param("refresh", 8, 1, 1 << 20,
+                      "decode: search again every this many steps, reusing the units between "
+                      "(1 = every step)")}},
           &construct_pattern<HipPattern>};
 }
 

@@ -94,5 +94,53 @@ TEST(PlannerHip, FindsThePlantedSpan) {
   }
 }
 
+// Decode with a state: a search every `refresh` steps (equal to planning without a state), and in
+// between the last search's units with the sink and window at the current position; a prefill
+// call drops the state, so the next step searches.
+TEST(PlannerHip, DecodeReusesTheSearchForRefreshSteps) {
+  Problem p;
+  p.heads_q = 4, p.heads_kv = 2, p.nq = 64, p.nk = 400, p.dim = 32;
+  Inputs in = make_inputs(p);
+  const auto pattern = make_pattern("hip:k=64,block_q=16,block_k=2,sink=16,window=32,refresh=3");
+  std::unique_ptr<PlanState> state;
+  auto plan_at = [&](int64_t nq, int64_t nk, bool keep) {
+    TensorView q = in.q.view(), k = in.k.view();
+    q.shape[2] = nq, k.shape[2] = nk;
+    PlanInputs pi = PlanInputs::shapes(1, p.heads_q, p.heads_kv, nq, nk, p.dim, true);
+    pi.q = q, pi.k = k;
+    pi.state = keep ? &state : nullptr;
+    return pattern->plan(pi);
+  };
+  auto same = [](const Plan& a, const Plan& b) {
+    return a.mask.row_start == b.mask.row_start && a.mask.kv_index == b.mask.kv_index &&
+           a.mask.kind == b.mask.kind;
+  };
+  std::vector<std::vector<uint8_t>> searched(p.heads_q);  // allowed keys of the last search
+  int64_t reused_differs = 0;
+  for (int64_t t = 0; t < 16; ++t) {
+    const int64_t nk = 200 + t, pos = nk - 1;
+    const Plan kept = plan_at(1, nk, true), fresh = plan_at(1, nk, false);
+    if (t % 3 == 0) {
+      ASSERT_TRUE(same(kept, fresh)) << "a refresh step searches: step " << t;
+      for (int64_t h = 0; h < p.heads_q; ++h) {
+        searched[h].assign(nk, 0);
+        for (int64_t j = 16; j <= pos - 32; ++j) searched[h][j] = allowed(kept.mask, 0, h, 0, j);
+      }
+      continue;
+    }
+    reused_differs += !same(kept, fresh);
+    for (int64_t h = 0; h < p.heads_q; ++h)
+      for (int64_t j = 0; j < nk; ++j) {
+        const bool want =
+            j < 16 || j > pos - 32 || (j < int64_t(searched[h].size()) && searched[h][j]);
+        ASSERT_EQ(allowed(kept.mask, 0, h, 0, j), want)
+            << "step " << t << " head " << h << " key " << j;
+      }
+  }
+  EXPECT_GT(reused_differs, 0) << "the reused units differ from a new search at some step";
+  plan_at(64, 216, true);  // a prefill
+  EXPECT_TRUE(same(plan_at(1, 217, true), plan_at(1, 217, false)));
+}
+
 }  // namespace
 }  // namespace attnkit::testing
