@@ -15,6 +15,9 @@ namespace attnkit {
 
 struct BlockMask;
 
+// Per query head override of attention (AttentionArgs::head_modes).
+enum class HeadMode : uint8_t { kNormal = 0, kUniform = 1, kZero = 2 };
+
 struct AttentionArgs {
   TensorView q;  // [B, Hq, Nq, D]   f32 | f16 | bf16
   TensorView k;  // [B, Hkv, Nk, D]  same dtype as q (*)
@@ -36,6 +39,22 @@ struct AttentionArgs {
   // Optional: the kernels add the number of (query, key) pairs they attended, summed over batch
   // and heads (counted from the masked score tiles, so it is exact for any mask).
   int64_t* attended_pairs = nullptr;
+
+  // Score modifiers (core/score_modifiers.h); with all of them off, results are bit-identical to
+  // a call without them. Row (b, h, i)'s scores are multiplied by its temperature factor
+  //   tau = row_scale[b, h, i] * (1 + position_scale * ln(position + 1))
+  // with position = first_position + i, or i + Nk - Nq (the bottom-right aligned position) when
+  // first_position < 0: Selective Attention's 1 + s ln(i) over 1-based absolute positions, which
+  // decode passes so that a decode step equals its prefill row. tau = 0 makes the row's attention
+  // uniform over the keys it sees. Its output row is multiplied by output_gate[b, h, i] (MoH's
+  // gate; 0 silences the row, and a kernel may then skip it); the LSE stays the ungated
+  // attention's. head_modes overrides whole query heads: kUniform sets tau = 0 (causal: the
+  // prefix mean of V), kZero the gate to 0 (AttentionInfluence's two head masks).
+  TensorView row_scale;         // optional f32 [B, Hq, Nq, 1], finite
+  float position_scale = 0.0f;  // s >= 0
+  int64_t first_position = -1;
+  TensorView output_gate;                // optional f32 [B, Hq, Nq, 1], finite
+  const HeadMode* head_modes = nullptr;  // optional, Hq entries
 };
 
 // Fused tiled online-softmax kernel. Picks the decode path when Nq <= 16 and Nk is long (or Q is

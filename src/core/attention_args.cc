@@ -7,6 +7,7 @@
 #include <string>
 
 #include "attnkit/error.h"
+#include "core/score_modifiers.h"
 
 namespace attnkit {
 namespace {
@@ -65,6 +66,45 @@ void validate(const AttentionArgs& a) {
         "must be in [0, 1), got " + std::to_string(a.dropout));
   check(a.threads >= 0 && a.threads <= 1024, "threads",
         "must be in [0, 1024], got " + std::to_string(a.threads));
+  validate_score_modifiers(a);
+}
+
+namespace {
+
+// An optional per-row vector: f32 [B, Hq, Nq, 1] with finite values.
+void check_row_vector(const TensorView& t, const AttentionArgs& a, const char* name) {
+  if (t.empty()) return;
+  const int64_t batch = a.q.shape[0], heads = a.q.shape[1], nq = a.q.shape[2];
+  check(t.dtype == DType::kF32, name, "must be f32, got " + t.describe());
+  check(t.shape[0] == batch && t.shape[1] == heads && t.shape[2] == nq && t.shape[3] == 1, name,
+        "must be [B,Hq,Nq,1] = [" + std::to_string(batch) + "," + std::to_string(heads) + "," +
+            std::to_string(nq) + ",1], got " + t.describe());
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < nq; ++i) {
+        const float x = t.get(b, h, i, 0);
+        check(std::isfinite(x), name,
+              "must be finite, got " + std::to_string(x) + " at [" + std::to_string(b) + "," +
+                  std::to_string(h) + "," + std::to_string(i) + "]");
+      }
+}
+
+}  // namespace
+
+void validate_score_modifiers(const AttentionArgs& a) {
+  check_row_vector(a.row_scale, a, "row_scale");
+  check_row_vector(a.output_gate, a, "output_gate");
+  check(std::isfinite(a.position_scale) && a.position_scale >= 0.0f, "position_scale",
+        "must be finite and >= 0, got " + std::to_string(a.position_scale));
+  check(a.first_position < (int64_t{1} << 40), "first_position",
+        "must be below 2^40, got " + std::to_string(a.first_position));
+  if (a.head_modes)
+    for (int64_t h = 0; h < a.q.shape[1]; ++h) {
+      const auto mode = static_cast<uint8_t>(a.head_modes[h]);
+      check(mode <= static_cast<uint8_t>(HeadMode::kZero), "head_modes",
+            "entry " + std::to_string(h) + " is " + std::to_string(mode) +
+                ", not normal (0), uniform (1) or zero (2)");
+    }
 }
 
 namespace {

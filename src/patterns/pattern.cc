@@ -11,6 +11,7 @@
 
 #include "attnkit/error.h"
 #include "core/attention_args.h"
+#include "core/score_modifiers.h"
 #include "core/timing.h"
 #include "kernels/cpu/planner_ops.h"
 
@@ -314,6 +315,35 @@ RunStats Pattern::run(const AttentionArgs& args, std::unique_ptr<PlanState>* sta
   return stats;
 }
 
+namespace {
+
+// The score modifiers of `args` in kernel order: every row's factors as explicit vectors at its
+// slot (position rules and head modes resolved at the row's original index; padding slots 1, 1).
+struct PermutedModifiers {
+  Tensor tau, gate;
+  void apply(const AttentionArgs& args, const std::vector<int32_t>& order,
+             AttentionArgs* permuted) {
+    if (!has_score_modifiers(args)) return;
+    const int64_t batch = args.q.shape[0], heads = args.q.shape[1];
+    const int64_t slots = static_cast<int64_t>(order.size());
+    tau = Tensor({batch, heads, slots, 1}, DType::kF32);
+    gate = Tensor({batch, heads, slots, 1}, DType::kF32);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t p = 0; p < slots; ++p) {
+          const RowFactors f = order[p] >= 0 ? row_factors(args, b, h, order[p]) : RowFactors{};
+          tau.view().set(b, h, p, 0, f.tau);
+          gate.view().set(b, h, p, 0, f.gate);
+        }
+    permuted->row_scale = tau.view();
+    permuted->output_gate = gate.view();
+    permuted->position_scale = 0.0f;
+    permuted->head_modes = nullptr;
+  }
+};
+
+}  // namespace
+
 void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
   if (plan.token_order.empty()) {
     attention(args, plan.mask);
@@ -340,6 +370,8 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
   permuted.out = out.view();
   permuted.lse = args.lse.empty() ? MutableTensorView{} : lse.rows_view();
   permuted.causal = false;
+  PermutedModifiers modifiers;
+  modifiers.apply(args, order, &permuted);
   attention(permuted, plan.mask);
   cpu::unpermute_tokens(out.view(), permuted.lse, order, args.out, args.lse, args.threads);
 }
@@ -394,6 +426,8 @@ void Pattern::execute_backward(const BackwardArgs& args, const Plan& plan) const
   permuted.dout = dout.view();
   permuted.dlse = args.dlse.empty() ? TensorView{} : dlse.view();
   permuted.dq = dq.view(), permuted.dk = dk.view(), permuted.dv = dv.view();
+  PermutedModifiers modifiers;
+  modifiers.apply(f, order, &permuted.forward);
   attention_backward(permuted, plan.mask);
   cpu::unpermute_tokens(dq.view(), {}, order, args.dq, {}, f.threads);
   // Keys in kernel order scatter back the same way (padding slots are dropped).

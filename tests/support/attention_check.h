@@ -14,6 +14,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/tensor.h"
 #include "core/attention_args.h"
+#include "core/score_modifiers.h"
 #include "eval/inputs.h"
 #include "hwy/targets.h"
 #include "kernels/cpu/tile_plan.h"
@@ -139,6 +140,7 @@ inline void expect_matches_reference(const AttentionArgs& kernel, const Attentio
             s += std::fabs(double(q.get(b, h, i, d)) * k.get(b, h / group, j, d));
           score_abs = std::max(score_abs, s * scale);
         }
+        score_abs *= std::max(1.0, std::fabs(double(row_factors(kernel, b, h, i).tau)));
         const double tol_o = 16.0 * eps * (score_abs + 8.0) * max_v;
         const double tol_lse = 16.0 * eps * (score_abs + 8.0 + std::log(double(nk)));
         for (int64_t d = 0; d < dim_v; ++d) {

@@ -30,6 +30,7 @@
 
 #include "core/dropout.h"
 #include "core/memory.h"
+#include "core/score_modifiers.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
@@ -148,11 +149,18 @@ void PackTile(const BackwardPlan& plan, BackwardPacks& p, int64_t b, int64_t h, 
     if (row_keys) row_keys[r] = dropout_row_key(f.dropout_seed, b, h, i);
     ConvertRows(f.q, RowPointer(f.q, b, h, i), 0, 1, dim, dim, q);
     ConvertRows(a.dout, RowPointer(a.dout, b, h, i), 0, 1, dim_v, dim_v, dout);
-    for (int64_t d = 0; d < dim; ++d) qt[d * m_pad + r] = q[d] * plan.qscale;
-    for (int64_t d = 0; d < dim_v; ++d) dot[d * m_pad + r] = dout[d];
+    // D = rowsum(dO . O) from the gated output and its gradient (equal to the ungated pair's);
+    // then Q takes the row's temperature factor and dO its gate (the ungated output's gradient).
     const float* out = f.out.row<float>(b, h, i);
     float dot_o = 0.0f;
     for (int64_t d = 0; d < dim_v; ++d) dot_o += dout[d] * out[d];
+    if (has_score_modifiers(f)) {
+      const RowFactors factors = row_factors(f, b, h, i);
+      for (int64_t d = 0; d < dim; ++d) q[d] *= factors.tau;
+      for (int64_t d = 0; d < dim_v; ++d) dout[d] *= factors.gate;
+    }
+    for (int64_t d = 0; d < dim; ++d) qt[d * m_pad + r] = q[d] * plan.qscale;
+    for (int64_t d = 0; d < dim_v; ++d) dot[d * m_pad + r] = dout[d];
     const float lse = *f.lse.row<float>(b, h, i);
     const bool seen = lse > -std::numeric_limits<float>::infinity();
     lse2[r] = seen ? lse * static_cast<float>(M_LOG2E) : std::numeric_limits<float>::infinity();
@@ -306,8 +314,10 @@ void RunBackwardPlan(const BackwardPlan& plan) {
   p.d_pad = RoundUp(dim, n);
   p.dv_pad = RoundUp(dim_v, n);
   p.tiles = plan.tiles;
-  p.q_in_place = dim % n == 0;
-  p.do_in_place = dim_v % n == 0;
+  // Score modifiers change Q and dO per row: they are then packed, not read in place.
+  const bool modified = has_score_modifiers(f);
+  p.q_in_place = dim % n == 0 && !modified;
+  p.do_in_place = dim_v % n == 0 && !modified;
   p.k_in_place = f.k.dtype == DType::kF32 && dim % n == 0;
   const int64_t bhs = batch * heads_q, rows = bhs * p.tiles * p.m_pad;
   check_memory(4.0 * (double(rows) * double(dim + dim_v + 2) +
@@ -346,6 +356,10 @@ void RunBackwardPlan(const BackwardPlan& plan) {
       std::copy_n(part, dim, dq);
       for (int64_t c = 1; c < plan.chunks; ++c)
         for (int64_t d = 0; d < dim; ++d) dq[d] += part[c * plane + d];
+      if (modified) {  // the scores are tau * scale * q . k: dQ takes tau too
+        const float tau = row_factors(f, b, h, i).tau;
+        for (int64_t d = 0; d < dim; ++d) dq[d] *= tau;
+      }
     }
   }
 }

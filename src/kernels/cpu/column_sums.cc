@@ -1,5 +1,6 @@
 // Column sums of the normalised attention probabilities, a second pass from the forward's LSE:
-//   C[b, h, j] = sum_i exp(scale * Q[b,h,i] . K[b,g,j] - LSE[b,h,i])   (pairs the forward saw)
+//   C[b, h, j] = sum_i exp(tau_i * scale * Q[b,h,i] . K[b,g,j] - LSE[b,h,i])   (pairs the
+// forward saw; tau_i the row's temperature factor, core/score_modifiers.h; the gate plays no part)
 // per query head through prob_reduce (one output row per head: row_group = Nq), then, for an
 // output with Hkv heads, summed over each group's query heads in head order (deterministic).
 #include <algorithm>
@@ -7,6 +8,7 @@
 
 #include "attnkit/attention.h"
 #include "core/attention_args.h"
+#include "core/score_modifiers.h"
 #include "kernels/cpu/planner_ops.h"
 
 namespace attnkit {
@@ -35,6 +37,11 @@ void attention_column_sums(const AttentionArgs& args, const MutableTensorView& c
         loaded = b * heads_kv + g;
       }
       cpu::load_rows(args.q, b, h, 0, nq, q.data());
+      if (has_score_modifiers(args))  // the probabilities of the modified scores
+        for (int64_t i = 0; i < nq; ++i) {
+          const float tau = row_factors(args, b, h, i).tau;
+          for (int64_t d = 0; d < dim; ++d) q[i * dim + d] *= tau;
+        }
       for (int64_t i = 0; i < nq; ++i) lse[i] = *args.lse.row<float>(b, h, i);
       cpu::prob_reduce(q.data(), nq, dim, lse.data(), keys.data(), nk, dim, dim, scale,
                        limit.data(), nq, 1, &per_head[bh * nk]);

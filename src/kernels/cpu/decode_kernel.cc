@@ -18,6 +18,7 @@
 #include "attnkit/block_mask.h"
 #include "attnkit/error.h"
 #include "core/attention_args.h"
+#include "core/score_modifiers.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/tile_ops-inl.h"
@@ -221,6 +222,7 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
   auto alpha = hwy::AllocateAligned<float>(m_pad);
   auto limit = hwy::AllocateAligned<float>(m_pad);
   std::vector<uint8_t> gathered_allow(rows * kDecodeBlock);
+  const bool modified = has_score_modifiers(a);
   // Row r = head (g * G + r / nq), token r % nq; Q converted, scaled, zero padded to dim_pad.
   for (int64_t r = 0; r < m_pad; ++r) {
     const int64_t h = g * sh.group + std::min(r, rows - 1) / sh.nq,
@@ -230,9 +232,16 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
     l[r] = 0.0f;
     if (r >= rows) continue;
     ConvertRows(a.q, RowPointer(a.q, b, h, i), 0, 1, dim, dim_pad, q.get() + r * dim_pad);
-    for (int64_t d = 0; d < dim; ++d) q[r * dim_pad + d] *= qscale;
+    const float row_qscale = modified ? qscale * row_factors(a, b, h, i).tau : qscale;
+    for (int64_t d = 0; d < dim; ++d) q[r * dim_pad + d] *= row_qscale;
   }
   std::fill(o, o + rows * sh.dv_pad, 0.0f);
+  if (modified && a.lse.empty()) {  // rows all gated off: nothing to attend (O = 0)
+    bool silent = true;
+    for (int64_t r = 0; r < rows && silent; ++r)
+      silent = row_factors(a, b, g * sh.group + r / sh.nq, r % sh.nq).gate == 0.0f;
+    if (silent) return 0;
+  }
   const bool k_in_place = dim % n == 0, v_in_place = sh.dim_v % n == 0;
   const int64_t last_limit =
       static_cast<int64_t>(*std::max_element(limit.get(), limit.get() + rows));
@@ -417,6 +426,7 @@ void RunDecode(const AttentionArgs& a, const BlockMask* mask) {
   }
 
   const float qscale = effective_scale(a) * static_cast<float>(M_LOG2E);
+  const bool modified = has_score_modifiers(a);
   const int64_t items = slices * sh.splits;
   std::vector<float> part_o(items * sh.rows * sh.dv_pad), part_m(items * sh.m_pad),
       part_l(items * sh.m_pad);
@@ -452,7 +462,8 @@ void RunDecode(const AttentionArgs& a, const BlockMask* mask) {
       }
       const int64_t h = g * sh.group + r / sh.nq, i = r % sh.nq;
       float* out = a.out.row<float>(b, h, i);
-      const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+      float inv = total > 0.0f ? 1.0f / total : 0.0f;
+      if (modified) inv *= row_factors(a, b, h, i).gate;
       for (int64_t d = 0; d < sh.dim_v; ++d) out[d] = acc[d] * inv;
       if (!a.lse.empty())
         *a.lse.row<float>(b, h, i) = total > 0.0f

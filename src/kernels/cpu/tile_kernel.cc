@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "core/dropout.h"
+#include "core/score_modifiers.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/dropout-inl.h"
@@ -82,6 +83,21 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   const int64_t dv_pad = s.dv_pad, kvb = plan.kv_block;
 
+  // Score modifiers: each row's temperature factor folds into its Q scale, its gate into the
+  // normalisation. Rows that are all gated off skip the item when no LSE is asked for.
+  const bool modified = has_score_modifiers(a);
+  if (modified && a.lse.empty()) {
+    bool silent = true;
+    for (int64_t r = 0; r < rows && silent; ++r)
+      silent = row_factors(a, b, item.h0 + r / item.nt, item.q0 + r % item.nt).gate == 0.0f;
+    if (silent) {
+      for (int64_t r = 0; r < rows; ++r) {
+        float* out = a.out.row<float>(b, item.h0 + r / item.nt, item.q0 + r % item.nt);
+        std::fill(out, out + dim_v, 0.0f);
+      }
+      return;
+    }
+  }
   // Q^T, scaled; padding rows are zero. Causal limits per row (bottom-right aligned).
   float min_limit = std::numeric_limits<float>::infinity(), max_limit = -min_limit;
   for (int64_t r = 0; r < m_pad; ++r) {
@@ -89,7 +105,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
       const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt;
       float q[1024];  // validate() caps the head dim at 1024
       ConvertRows(a.q, RowPointer(a.q, b, h, i), 0, 1, dim, dim, q);
-      for (int64_t d = 0; d < dim; ++d) s.qt[d * m_pad + r] = q[d] * plan.qscale;
+      const float qscale = modified ? plan.qscale * row_factors(a, b, h, i).tau : plan.qscale;
+      for (int64_t d = 0; d < dim; ++d) s.qt[d * m_pad + r] = q[d] * qscale;
       s.limit[r] = static_cast<float>(i + (nk - nq));
       if (a.dropout > 0.0f) s.row_keys[r] = dropout_row_key(a.dropout_seed, b, h, i);
       min_limit = std::min(min_limit, s.limit[r]);
@@ -183,7 +200,8 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
     const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt;
     float* out = a.out.row<float>(b, h, i);
     const float l = s.l[r];
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    if (modified) inv *= row_factors(a, b, h, i).gate;
     for (int64_t d = 0; d < dim_v; ++d) out[d] = s.o[r * dv_pad + d] * inv;
     if (!a.lse.empty()) {
       *a.lse.row<float>(b, h, i) = l > 0.0f ? (s.m[r] + std::log2(l)) * static_cast<float>(M_LN2)

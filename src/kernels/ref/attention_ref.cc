@@ -8,18 +8,19 @@
 #include "attnkit/attention.h"
 #include "core/attention_args.h"
 #include "core/dropout.h"
+#include "core/score_modifiers.h"
 
 namespace attnkit {
 
 namespace {
 
-// Scores in double of row (b, h, i) against the keys it may see: score[j], seen[j]; returns the
-// row's maximum (-inf when it sees nothing).
+// Scores in double of row (b, h, i) against the keys it may see, times the row's temperature
+// factor: score[j], seen[j]; returns the row's maximum (-inf when it sees nothing).
 double row_scores(const AttentionArgs& args, const ElementPredicate& allow, int64_t b, int64_t h,
                   int64_t i, std::vector<double>& score, std::vector<char>& seen) {
   const int64_t nq = args.q.shape[2], nk = args.k.shape[2], dim = args.q.shape[3];
   const int64_t g = h / (args.q.shape[1] / args.k.shape[1]);
-  const double scale = effective_scale(args);
+  const double scale = static_cast<double>(effective_scale(args)) * row_factors(args, b, h, i).tau;
   score.assign(nk, 0.0);
   seen.assign(nk, 0);
   double max_score = -std::numeric_limits<double>::infinity();
@@ -67,8 +68,9 @@ void attention_reference(const AttentionArgs& args, const ElementPredicate& allo
       const double used = args.dropout > 0.0f ? p * keep_scale : p;
       for (int64_t d = 0; d < dim_v; ++d) acc[d] += used * args.v.get(b, g, j, d);
     }
+    const double gate = row_factors(args, b, h, i).gate;
     for (int64_t d = 0; d < dim_v; ++d)
-      args.out.set(b, h, i, d, sum > 0.0 ? static_cast<float>(acc[d] / sum) : 0.0f);
+      args.out.set(b, h, i, d, sum > 0.0 ? static_cast<float>(gate * acc[d] / sum) : 0.0f);
     if (!args.lse.empty())
       *args.lse.row<float>(b, h, i) = sum > 0.0 ? static_cast<float>(max_score + std::log(sum))
                                                 : -std::numeric_limits<float>::infinity();

@@ -5,9 +5,10 @@
 //   dq_i = scale * sum_j ds_j k_j,   dk_j += scale * ds_j q_i,   dv_j += p_j do_i
 // It recomputes the forward (it does not trust O or LSE), so it checks the kernel's use of them
 // too. With dropout (z_j = keep_j / (1 - p), from core/dropout.h): o_i = sum_j p_j z_j v_j, so
-// dv_j += p_j z_j do_i and dp_j = z_j (do_i . v_j), the rest unchanged. Memory: O(Nk) per row plus
-// accumulators for one kv head's dK and dV. The same code in float is the "naive low-precision
-// kernel" whose error bounds the fast kernel's in tests.
+// dv_j += p_j z_j do_i and dp_j = z_j (do_i . v_j), the rest unchanged. Score modifiers: scale
+// becomes scale * tau_i and do_i becomes gate_i * do_i (the gradient of the ungated output).
+// Memory: O(Nk) per row plus accumulators for one kv head's dK and dV. The same code in float is
+// the "naive low-precision kernel" whose error bounds the fast kernel's in tests.
 #include "kernels/ref/backward_ref.h"
 
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "attnkit/attention.h"
 #include "core/attention_args.h"
 #include "core/dropout.h"
+#include "core/score_modifiers.h"
 
 namespace attnkit {
 
@@ -42,6 +44,9 @@ void backward_reference(const BackwardArgs& args, const ElementPredicate& allow)
     std::vector<char> seen(nk);
     for (int64_t h = g * group; h < (g + 1) * group; ++h)
       for (int64_t i = 0; i < nq; ++i) {
+        const RowFactors factors = row_factors(f, b, h, i);
+        const Real row_scale = scale * static_cast<Real>(factors.tau);
+        const Real gate = factors.gate;
         Real max_score = -std::numeric_limits<Real>::infinity();
         for (int64_t j = 0; j < nk; ++j) {
           seen[j] = !(f.causal && j > i + (nk - nq)) && (!allow || allow(b, h, i, j));
@@ -49,7 +54,7 @@ void backward_reference(const BackwardArgs& args, const ElementPredicate& allow)
           Real dot = 0;
           for (int64_t d = 0; d < dim; ++d)
             dot += static_cast<Real>(f.q.get(b, h, i, d)) * f.k.get(b, g, j, d);
-          score[j] = dot * scale;
+          score[j] = dot * row_scale;
           max_score = std::max(max_score, score[j]);
         }
         std::fill(dq.begin(), dq.end(), Real(0));
@@ -70,18 +75,18 @@ void backward_reference(const BackwardArgs& args, const ElementPredicate& allow)
             Real dot = 0;
             for (int64_t d = 0; d < dim_v; ++d)
               dot += static_cast<Real>(args.dout.get(b, h, i, d)) * f.v.get(b, g, j, d);
-            dprob[j] = dot * keep_factor[j];
+            dprob[j] = gate * dot * keep_factor[j];
             p_dp += prob[j] * dprob[j];
           }
           for (int64_t j = 0; j < nk; ++j) {
             if (!seen[j]) continue;
-            const Real ds = prob[j] * (dprob[j] - p_dp + dlse) * scale;
+            const Real ds = prob[j] * (dprob[j] - p_dp + dlse) * row_scale;
             for (int64_t d = 0; d < dim; ++d) {
               dq[d] += ds * f.k.get(b, g, j, d);
               dk[j * dim + d] += ds * f.q.get(b, h, i, d);
             }
             for (int64_t d = 0; d < dim_v; ++d)
-              dv[j * dim_v + d] += prob[j] * keep_factor[j] * args.dout.get(b, h, i, d);
+              dv[j * dim_v + d] += prob[j] * keep_factor[j] * gate * args.dout.get(b, h, i, d);
           }
         }
         for (int64_t d = 0; d < dim; ++d) args.dq.set(b, h, i, d, static_cast<float>(dq[d]));
