@@ -468,6 +468,18 @@ std::unique_ptr<Pattern> optional_pattern(const std::string& spec) {
   return spec.empty() ? nullptr : make_pattern(spec);
 }
 
+// Score modifiers from Python's selective / temperature / mask_heads ("L.H,L.H") / mask_mode;
+// validated when set on a session (errors name those parameters).
+model::AttentionModifiers modifiers_of(const std::vector<float>& selective, double temperature,
+                                       const std::string& heads, const std::string& mode) {
+  model::AttentionModifiers m;
+  m.selective = selective;
+  m.temperature = static_cast<float>(temperature);
+  m.masked_heads = model::AttentionModifiers::parse_heads(heads, "mask_heads");
+  m.mask_mode = model::AttentionModifiers::parse_mask_mode(mode, "mask_mode");
+  return m;
+}
+
 struct PyModel {
   std::shared_ptr<const model::LlamaModel> model;
   int threads = 0;
@@ -510,8 +522,8 @@ struct PyModel {
     return model->tokenizer().decode(ids);
   }
 
-  nb::dict ppl(const std::string& text, int64_t ctx, const std::string& spec,
-               int64_t max_windows) const {
+  nb::dict ppl(const std::string& text, int64_t ctx, const std::string& spec, int64_t max_windows,
+               const model::AttentionModifiers& modifiers) const {
     check(ctx >= 2 && ctx <= (int64_t{1} << 20), "ctx",
           "must be in [2, 2^20], got " + std::to_string(ctx));
     check(max_windows >= 0, "max_windows", "must be >= 0");
@@ -521,6 +533,7 @@ struct PyModel {
     {
       nb::gil_scoped_release release;
       model::LlamaSession session(model, ctx, threads);
+      session.set_modifiers(modifiers);
       r = model::perplexity(session, tokens, ctx, max_windows, pattern.get());
     }
     nb::dict d;
@@ -533,7 +546,8 @@ struct PyModel {
   }
 
   nb::dict passkey(int64_t length, int64_t trials, const std::string& spec, uint64_t seed,
-                   const std::string& cache_spec) const {
+                   const std::string& cache_spec,
+                   const model::AttentionModifiers& modifiers) const {
     const model::CacheSpec cache = model::CacheSpec::parse(cache_spec, "cache");
     check(length >= 64 && length <= (int64_t{1} << 20), "length", "must be in [64, 2^20]");
     check(trials >= 1 && trials <= 100000, "trials", "must be in [1, 100000]");
@@ -542,6 +556,7 @@ struct PyModel {
     {
       nb::gil_scoped_release release;
       model::LlamaSession session(model, length + 64, threads, cache);
+      session.set_modifiers(modifiers);
       r = model::passkey(session, length, trials, seed, pattern.get());
     }
     nb::dict d;
@@ -553,7 +568,8 @@ struct PyModel {
   }
 
   std::string generate(const std::string& prompt, int64_t n, const std::string& spec,
-                       double temperature, uint64_t seed, const std::string& cache_spec) const {
+                       double temperature, uint64_t seed, const std::string& cache_spec,
+                       const model::AttentionModifiers& modifiers) const {
     const model::CacheSpec cache = model::CacheSpec::parse(cache_spec, "cache");
     check(n >= 1 && n <= (int64_t{1} << 20), "n", "must be in [1, 2^20]");
     check(temperature >= 0 && temperature <= 100, "temperature", "must be in [0, 100]");
@@ -569,12 +585,14 @@ struct PyModel {
     {
       nb::gil_scoped_release release;
       model::LlamaSession session(model, static_cast<int64_t>(ids.size()) + n, threads, cache);
+      session.set_modifiers(modifiers);
       out = model::generate(session, ids, options);
     }
     return model->tokenizer().decode(out);
   }
 
-  nb::dict stream_ppl(const std::string& text, int64_t count, const std::string& cache_spec) const {
+  nb::dict stream_ppl(const std::string& text, int64_t count, const std::string& cache_spec,
+                      const model::AttentionModifiers& modifiers) const {
     const model::CacheSpec cache = model::CacheSpec::parse(cache_spec, "cache");
     check(count >= 2 && count <= (int64_t{1} << 22), "tokens", "must be in [2, 2^22]");
     const std::vector<int32_t> tokens = tokens_for(text, count);
@@ -582,6 +600,7 @@ struct PyModel {
     {
       nb::gil_scoped_release release;
       model::LlamaSession session(model, count, threads, cache);
+      session.set_modifiers(modifiers);
       r = model::stream_perplexity(session, tokens, count, 1024);
     }
     nb::list segments;
@@ -722,16 +741,19 @@ NB_MODULE(_ext, m) {
       .def("plan", &PyPattern::plan, "q"_a.none(), "k"_a.none(), "batch"_a, "heads"_a, "heads_kv"_a,
            "nq"_a, "nk"_a, "dim"_a, "causal"_a, "threads"_a);
 
+  nb::class_<model::AttentionModifiers>(m, "AttentionModifiers");
+  m.def("modifiers", &modifiers_of, "selective"_a, "temperature"_a, "mask_heads"_a, "mask_mode"_a);
   nb::class_<PyModel>(m, "Model")
       .def(nb::init<const std::string&, int>(), "path"_a, "threads"_a)
       .def_prop_ro("config", &PyModel::config)
       .def("tokenize", &PyModel::tokenize, "text"_a)
       .def("detokenize", &PyModel::detokenize, "ids"_a)
-      .def("ppl", &PyModel::ppl, "text"_a, "ctx"_a, "pattern"_a, "max_windows"_a)
-      .def("passkey", &PyModel::passkey, "length"_a, "trials"_a, "pattern"_a, "seed"_a, "cache"_a)
+      .def("ppl", &PyModel::ppl, "text"_a, "ctx"_a, "pattern"_a, "max_windows"_a, "modifiers"_a)
+      .def("passkey", &PyModel::passkey, "length"_a, "trials"_a, "pattern"_a, "seed"_a, "cache"_a,
+           "modifiers"_a)
       .def("generate", &PyModel::generate, "prompt"_a, "n"_a, "pattern"_a, "temperature"_a,
-           "seed"_a, "cache"_a)
-      .def("stream_ppl", &PyModel::stream_ppl, "text"_a, "tokens"_a, "cache"_a)
+           "seed"_a, "cache"_a, "modifiers"_a)
+      .def("stream_ppl", &PyModel::stream_ppl, "text"_a, "tokens"_a, "cache"_a, "modifiers"_a)
       .def("capture", &PyModel::capture, "text"_a, "ctx"_a, "layers"_a);
 
   m.def("patterns", &list_pattern_infos);

@@ -57,6 +57,10 @@ constexpr char kUsage[] =
     "    h2o[:heavy=512,recent=512,pos=original|cache] (H2O); src/model/kv_cache.h has the rules\n"
     "    --kv-dtype: the cache's storage, f32 (default), f16 or bf16; generate and passkey take\n"
     "    --cache and --kv-dtype too. --pattern (full cache) applies to prefill and decode steps\n"
+    "    generate, ppl, passkey, stream-ppl and bench change the scores with --selective S\n"
+    "    (Selective Attention: x (1 + S ln i), i the 1-based absolute position; one S or one per\n"
+    "    layer, S1,S2,...), --temperature T (TempScale: softmax(q.k / (sqrt(d) T))) and\n"
+    "    --mask-heads L.H,... with --mask-mode uniform|zero (prefix mean of V, or zero output)\n"
     "attnkit model capture [--model FILE] --text FILE --ctx N --layers L1,L2 --out DIR\n"
     "    writes DIR/layer{L}_{q,k,v}.npy, [1, heads, N, 64] float32, post-RoPE\n"
     "attnkit model bench [--model FILE] [--ctx N] [--decode D] [--cache SPEC] [--kv-dtype T] "
@@ -100,6 +104,33 @@ DType kv_dtype_of(const Args& args) {
 model::CacheSpec cache_of(const Args& args) {
   return args.has("--cache") ? model::CacheSpec::parse(args.str("--cache"), "--cache")
                              : model::CacheSpec{};
+}
+
+// The score-modifier flags every evaluating command takes, and what they set.
+const std::vector<std::string> kModifierFlags = {"--selective", "--temperature", "--mask-heads",
+                                                 "--mask-mode"};
+
+std::vector<std::string> with_modifier_flags(std::vector<std::string> flags) {
+  flags.insert(flags.end(), kModifierFlags.begin(), kModifierFlags.end());
+  return flags;
+}
+
+// --selective S or S1,...,S_layers; --temperature T; --mask-heads L.H,...; --mask-mode
+// uniform|zero (default uniform), validated against the model.
+model::AttentionModifiers modifiers_of(const Args& args, const model::LlamaModel& m) {
+  model::AttentionModifiers out;
+  if (args.has("--selective"))
+    out.selective =
+        model::AttentionModifiers::parse_selective(args.str("--selective"), "--selective");
+  out.temperature = static_cast<float>(args.real("--temperature", 1.0, 1e-3, 1e3));
+  if (args.has("--mask-heads"))
+    out.masked_heads =
+        model::AttentionModifiers::parse_heads(args.str("--mask-heads"), "--mask-heads");
+  if (args.has("--mask-mode"))
+    out.mask_mode =
+        model::AttentionModifiers::parse_mask_mode(args.str("--mask-mode"), "--mask-mode");
+  out.validate(m.config().layers, m.config().heads);  // errors shown as the flags (main.cc)
+  return out;
 }
 
 // Progress on stderr when it is a terminal (or ATTNKIT_PROGRESS is set); stdout stays clean.
@@ -146,8 +177,8 @@ int info(const std::vector<std::string>& argv) {
 }
 
 int generate(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--model", "--prompt", "--n", "--pattern", "--cache", "--kv-dtype",
-                         "--seed", "--temp", "--threads"});
+  const Args args(argv, with_modifier_flags({"--model", "--prompt", "--n", "--pattern", "--cache",
+                                             "--kv-dtype", "--seed", "--temp", "--threads"}));
   const model::CacheSpec cache = cache_of(args);
   const auto model = model::LlamaModel::load(model_path(args));
   const auto pattern = pattern_of(args);
@@ -160,6 +191,7 @@ int generate(const std::vector<std::string>& argv) {
   check(!prompt.empty(), "--prompt", "empty prompt");
   model::LlamaSession session(model, static_cast<int64_t>(prompt.size()) + options.max_tokens,
                               threads_of(args), cache, kv_dtype_of(args));
+  session.set_modifiers(modifiers_of(args, *model));
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> out = model::generate(session, prompt, options);
   const double seconds =
@@ -171,7 +203,9 @@ int generate(const std::vector<std::string>& argv) {
 }
 
 int ppl(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--model", "--text", "--ctx", "--pattern", "--max-windows", "--threads"},
+  const Args args(argv,
+                  with_modifier_flags(
+                      {"--model", "--text", "--ctx", "--pattern", "--max-windows", "--threads"}),
                   {"--json"});
   const int64_t ctx = args.integer("--ctx", 2, 1 << 20);
   const int64_t max_windows = args.integer("--max-windows", 0, 0, INT64_MAX);
@@ -180,6 +214,7 @@ int ppl(const std::vector<std::string>& argv) {
   const auto pattern = pattern_of(args);
   const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
   model::LlamaSession session(model, ctx, threads_of(args));
+  session.set_modifiers(modifiers_of(args, *model));
   const model::PerplexityResult r =
       model::perplexity(session, tokens, ctx, max_windows, pattern.get());
   if (args.flag("--json")) {
@@ -197,10 +232,10 @@ int ppl(const std::vector<std::string>& argv) {
 }
 
 int passkey(const std::vector<std::string>& argv) {
-  const Args args(
-      argv,
-      {"--model", "--len", "--trials", "--pattern", "--cache", "--kv-dtype", "--seed", "--threads"},
-      {"--json"});
+  const Args args(argv,
+                  with_modifier_flags({"--model", "--len", "--trials", "--pattern", "--cache",
+                                       "--kv-dtype", "--seed", "--threads"}),
+                  {"--json"});
   const int64_t length = args.integer("--len", 64, 1 << 20);
   const int64_t trials = args.integer("--trials", 1, 100000);
   const uint64_t seed = static_cast<uint64_t>(args.integer("--seed", 0, 0, INT64_MAX));
@@ -208,6 +243,7 @@ int passkey(const std::vector<std::string>& argv) {
   const auto model = model::LlamaModel::load(model_path(args));
   const auto pattern = pattern_of(args);
   model::LlamaSession session(model, length + 64, threads_of(args), cache, kv_dtype_of(args));
+  session.set_modifiers(modifiers_of(args, *model));
   const model::PasskeyResult r = model::passkey(session, length, trials, seed, pattern.get());
   if (args.flag("--json")) {
     JsonObject json;
@@ -222,9 +258,10 @@ int passkey(const std::vector<std::string>& argv) {
 }
 
 int stream_ppl(const std::vector<std::string>& argv) {
-  const Args args(
-      argv, {"--model", "--text", "--tokens", "--cache", "--kv-dtype", "--pattern", "--threads"},
-      {"--json"});
+  const Args args(argv,
+                  with_modifier_flags({"--model", "--text", "--tokens", "--cache", "--kv-dtype",
+                                       "--pattern", "--threads"}),
+                  {"--json"});
   const int64_t count = args.integer("--tokens", 2, 1 << 22);
   const model::CacheSpec cache = cache_of(args);
   const std::string text = read_text(args.str("--text"));
@@ -234,6 +271,7 @@ int stream_ppl(const std::vector<std::string>& argv) {
   check(count <= static_cast<int64_t>(tokens.size()), "--tokens",
         std::to_string(count) + " exceeds the text's " + std::to_string(tokens.size()) + " tokens");
   model::LlamaSession session(model, count, threads_of(args), cache, kv_dtype_of(args));
+  session.set_modifiers(modifiers_of(args, *model));
   std::function<void(int64_t, int64_t)> progress;
   if (show_progress())
     progress = [](int64_t done, int64_t total) {
@@ -327,9 +365,10 @@ int capture(const std::vector<std::string>& argv) {
 }
 
 int bench(const std::vector<std::string>& argv) {
-  const Args args(
-      argv, {"--model", "--ctx", "--decode", "--threads", "--pattern", "--cache", "--kv-dtype"},
-      {"--json"});
+  const Args args(argv,
+                  with_modifier_flags({"--model", "--ctx", "--decode", "--threads", "--pattern",
+                                       "--cache", "--kv-dtype"}),
+                  {"--json"});
   const int64_t ctx = args.integer("--ctx", 2048, 1, 1 << 20);
   const int64_t decode = args.integer("--decode", 64, 0, 1 << 20);
   const model::CacheSpec cache = cache_of(args);
@@ -345,6 +384,7 @@ int bench(const std::vector<std::string>& argv) {
   while (static_cast<int64_t>(tokens.size()) < ctx + decode)
     tokens.insert(tokens.end(), base.begin(), base.end());
   model::LlamaSession session(model, ctx + decode, threads_of(args), cache, kv_dtype);
+  session.set_modifiers(modifiers_of(args, *model));
   auto now = [] { return std::chrono::steady_clock::now(); };
   const auto t0 = now();
   session.forward(tokens.data(), ctx, pattern.get());

@@ -33,8 +33,10 @@ namespace {
 // Library errors name API parameters; shown as the flag that set it when the user gave one
 // ("pattern" -> "--pattern", "max_context" -> "--ctx"), else as they are.
 std::string shown_argument(const std::string& argument, const std::vector<std::string>& argv) {
-  static const std::map<std::string, std::string> kFlagOf = {
-      {"heads_kv", "--kv-heads"}, {"max_context", "--ctx"}, {"length", "--len"}};
+  static const std::map<std::string, std::string> kFlagOf = {{"heads_kv", "--kv-heads"},
+                                                             {"max_context", "--ctx"},
+                                                             {"length", "--len"},
+                                                             {"masked_heads", "--mask-heads"}};
   if (argument.rfind("--", 0) == 0) return argument;  // already a flag (CLI code)
   const auto it = kFlagOf.find(argument);
   std::string flag = it != kFlagOf.end() ? it->second : "--" + argument;

@@ -12,6 +12,14 @@
 Patterns are spec strings or attnkit.Pattern objects; they apply to every prefill and decode step
 as `attnkit model` does. Caches are spec strings (full, streaming, h2o;
 src/model/kv_cache.h has the rules).
+
+ppl, passkey, generate and stream_ppl change the attention scores with the keywords
+(src/model/attention_modifiers.h has the rules):
+    selective=s            Selective Attention: scores x (1 + s ln i), i the 1-based absolute
+                           position; one s, or a list of one per layer
+    attention_temperature=T   TempScale: softmax(q.k / (sqrt(d) T))
+    mask_heads=[(layer, head), ...], mask_mode="uniform" | "zero"
+                           AttentionInfluence's head masks: prefix mean of V, or zero output
 """
 
 from __future__ import annotations
@@ -51,6 +59,28 @@ def _cache(cache) -> str:
     return cache
 
 
+def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mode="uniform"):
+    """The score modifiers as the extension takes them; bad values raise ValueError there."""
+    if isinstance(selective, (int, float)) and not isinstance(selective, bool):
+        selective = [float(selective)]
+    try:
+        selective = [float(s) for s in selective]
+    except TypeError:
+        raise TypeError(f"selective: expected a number or a list of numbers, "
+                        f"got {type(selective).__name__}") from None
+    heads = []
+    for entry in mask_heads:
+        if (not isinstance(entry, (tuple, list)) or len(entry) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in entry)):
+            raise TypeError(f"mask_heads: expected (layer, head) pairs of integers, got {entry!r}")
+        if entry[0] < 0 or entry[1] < 0:
+            raise ValueError(f"mask_heads: ({entry[0]}, {entry[1]}) has a negative index")
+        heads.append(f"{entry[0]}.{entry[1]}")
+    if not isinstance(mask_mode, str):
+        raise TypeError(f"mask_mode: expected 'uniform' or 'zero', got {type(mask_mode).__name__}")
+    return _ext.modifiers(selective, float(attention_temperature), ",".join(heads), mask_mode)
+
+
 def _int(value, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
@@ -75,28 +105,30 @@ class Model:
     def detokenize(self, ids) -> str:
         return self._model.detokenize([int(i) for i in ids])
 
-    def ppl(self, text: str, ctx: int, pattern=None, *, max_windows: int = 0) -> dict:
+    def ppl(self, text: str, ctx: int, pattern=None, *, max_windows: int = 0,
+            **modifiers) -> dict:
         """Perplexity over consecutive windows of ctx tokens (each from an empty cache)."""
         return self._model.ppl(text, _int(ctx, "ctx"), _spec(pattern),
-                               _int(max_windows, "max_windows"))
+                               _int(max_windows, "max_windows"), _modifiers(**modifiers))
 
     def passkey(self, length: int, trials: int, pattern=None, *, seed: int = 0,
-                cache: str = "full") -> dict:
+                cache: str = "full", **modifiers) -> dict:
         """Passkey retrieval at `length` tokens, teacher-forced, `trials` random keys and depths."""
         return self._model.passkey(_int(length, "length"), _int(trials, "trials"), _spec(pattern),
-                                   _int(seed, "seed"), _cache(cache))
+                                   _int(seed, "seed"), _cache(cache), _modifiers(**modifiers))
 
     def generate(self, prompt: str, n: int, pattern=None, *, temperature: float = 0.0,
-                 seed: int = 0, cache: str = "full") -> str:
-        """Up to n tokens after the prompt (greedy at temperature 0)."""
+                 seed: int = 0, cache: str = "full", **modifiers) -> str:
+        """Up to n tokens after the prompt (greedy at sampling temperature 0)."""
         return self._model.generate(prompt, _int(n, "n"), _spec(pattern), float(temperature),
-                                    _int(seed, "seed"), _cache(cache))
+                                    _int(seed, "seed"), _cache(cache), _modifiers(**modifiers))
 
-    def stream_ppl(self, text: str, tokens: int, cache: str = "full") -> dict:
+    def stream_ppl(self, text: str, tokens: int, cache: str = "full", **modifiers) -> dict:
         """Teacher-forced perplexity one decode step per token over the text's first `tokens`:
         {"tokens", "ppl", "ppl_by_segment": [{"start", "end", "ppl"}], "tokens_per_s",
         "cache_tokens", "cache"}, segments of 1024 scored positions."""
-        return self._model.stream_ppl(text, _int(tokens, "tokens"), _cache(cache))
+        return self._model.stream_ppl(text, _int(tokens, "tokens"), _cache(cache),
+                                      _modifiers(**modifiers))
 
     def capture(self, text: str, ctx: int, layers) -> dict:
         """Post-RoPE q and the k, v of the first ctx tokens at the given layers."""

@@ -139,6 +139,18 @@ LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_
              checked_context(max_context), model_->config().rope_theta, kv_dtype),
       plan_states_(model_->config().layers) {}
 
+void LlamaSession::set_modifiers(const AttentionModifiers& modifiers) {
+  const LlamaConfig& c = model_->config();
+  modifiers.validate(c.layers, c.heads);
+  modifiers_ = modifiers;
+  head_modes_.assign(c.layers, {});
+  for (const HeadRef& h : modifiers.masked_heads) {
+    std::vector<HeadMode>& modes = head_modes_[h.layer];
+    if (modes.empty()) modes.assign(c.heads, HeadMode::kNormal);
+    modes[h.head] = modifiers.mask_mode;
+  }
+}
+
 void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* pattern) {
   check(count > 0, "tokens", "nothing to run");
   check(pattern == nullptr || cache_.spec().kind == CacheSpec::Kind::kFull, "pattern",
@@ -228,6 +240,11 @@ void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
     args.v = cache_.values(l, slots);
     args.causal = true;
     args.threads = threads_;
+    if (modifiers_.temperature != 1.0f)
+      args.scale = 1.0f / (std::sqrt(static_cast<float>(hd)) * modifiers_.temperature);
+    args.position_scale = modifiers_.selective_of(l);
+    args.first_position = n_past_;  // absolute positions, whatever the cache kept
+    if (!head_modes_.empty() && !head_modes_[l].empty()) args.head_modes = head_modes_[l].data();
     if (cache_.needs_scores()) args.lse = view(lse_.data(), c.heads, T, T * c.heads, T, 1, 1);
     if (pattern != nullptr)
       pattern->run(args, &plan_states_[l]);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "attnkit/pattern.h"
+#include "model/attention_modifiers.h"
 #include "model/gguf.h"
 #include "model/kv_cache.h"
 #include "model/qmatmul.h"
@@ -113,6 +114,10 @@ class LlamaSession {
   const std::vector<float>& hidden() const { return hidden_; }
   const LlamaModel& model() const { return *model_; }
   void set_capture(CaptureHook hook) { capture_ = std::move(hook); }
+  // How every later step's attention scores are changed (attention_modifiers.h); validated
+  // against the model, errors naming "selective", "temperature", "masked_heads" or "mask_mode".
+  void set_modifiers(const AttentionModifiers& modifiers);
+  const AttentionModifiers& modifiers() const { return modifiers_; }
 
  private:
   // One step of count <= cache_.step_limit() tokens; hidden states to hidden_ + first * dim.
@@ -127,6 +132,8 @@ class LlamaSession {
   std::vector<float> x_, h_, q_, k_, raw_k_, v_, att_, gate_, up_, hidden_, rope_, lse_, col_sums_;
   std::vector<uint16_t> q16_;  // the query rounded to a 16-bit cache's dtype (steps of > 16 tokens)
   CaptureHook capture_;
+  AttentionModifiers modifiers_;
+  std::vector<std::vector<HeadMode>> head_modes_;  // per layer: empty, or one mode per query head
 };
 
 }  // namespace attnkit::model

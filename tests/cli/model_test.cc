@@ -61,6 +61,32 @@ class ModelCliReal : public ::testing::Test {
   std::string model_;
 };
 
+TEST_F(ModelCliReal, ScoreModifierFlags) {
+  const std::string ppl = "model ppl --model '" + model_ +
+                          "' --text /usr/share/common-licenses/GPL-3 --ctx 64 --max-windows 1 "
+                          "--threads 1 --json ";
+  const Result plain = run(ppl), off = run(ppl + "--selective 0 --temperature 1");
+  ASSERT_EQ(plain.code, 0);
+  EXPECT_EQ(off.out, plain.out);  // switched off: the same numbers
+  for (const char* flags : {"--selective 0.05", "--temperature 0.9", "--mask-heads 3.1,5.2",
+                            "--mask-heads 3.1 --mask-mode zero"}) {
+    const Result r = run(ppl + flags);
+    ASSERT_EQ(r.code, 0) << flags;
+    EXPECT_NE(r.out, plain.out) << flags;
+  }
+  for (auto [flags, named] : {std::pair<const char*, const char*>{"--selective -1", "--selective"},
+                              {"--selective 0.1,0.2", "--selective"},
+                              {"--temperature 0", "--temperature"},
+                              {"--mask-heads 30.0", "--mask-heads"},
+                              {"--mask-heads 1.1,1.1", "--mask-heads"},
+                              {"--mask-mode all", "--mask-mode"}}) {
+    const Result r = run(ppl + flags, true);
+    EXPECT_EQ(r.code, 2) << flags;
+    EXPECT_NE(r.out.find(std::string(named) + ":"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find('{'), std::string::npos) << "no partial output: " << r.out;
+  }
+}
+
 TEST_F(ModelCliReal, Info) {
   const Result r = run("model info --model '" + model_ + "'");
   EXPECT_EQ(r.code, 0);

@@ -134,6 +134,47 @@ TEST(ModelForward, DecodeWithAPatternEqualsItsPrefill) {
   }
 }
 
+// Score modifiers on the model: every decode step equals its prefill row (Selective Attention's
+// temperature at the absolute position, a temperature, uniform and zero head masks); switched
+// off (s = 0, T = 1, no heads) the logits are the plain ones bit for bit.
+TEST(ModelForward, ModifiedDecodeEqualsItsPrefill) {
+  const std::vector<int32_t> tokens = sample_tokens(70);
+  const int64_t vocab = tiny().vocab;
+  LlamaSession session(tiny().model, 96, 2);
+  const std::vector<float> plain = prefill_logits(session, tokens);
+  AttentionModifiers off;
+  off.selective = {0.0f};
+  session.set_modifiers(off);
+  EXPECT_EQ(prefill_logits(session, tokens), plain);
+  AttentionModifiers on;
+  on.selective = {0.3f};
+  on.temperature = 0.8f;
+  on.masked_heads = {{0, 1}, {1, 0}};
+  for (HeadMode mode : {HeadMode::kUniform, HeadMode::kZero}) {
+    on.mask_mode = mode;
+    session.set_modifiers(on);
+    const std::vector<float> prefilled = prefill_logits(session, tokens);
+    session.reset();
+    session.forward(tokens.data(), 20);
+    double scale = 0.0, worst = 0.0, from_plain = 0.0;
+    for (int64_t t = 20; t < 70; ++t) {
+      session.forward(&tokens[t], 1);
+      const std::vector<float> step = session.last_logits();
+      for (int64_t i = 0; i < vocab; ++i) {
+        const double want = prefilled[t * vocab + i];
+        scale = std::max(scale, std::fabs(want));
+        worst = std::max(worst, std::fabs(step[i] - want));
+        from_plain = std::max(from_plain, std::fabs(step[i] - double(plain[t * vocab + i])));
+      }
+    }
+    EXPECT_LE(worst, 1e-5 * scale);
+    EXPECT_GT(from_plain, 1e-3 * scale);
+  }
+  AttentionModifiers bad;
+  bad.masked_heads = {{0, tiny().model->config().heads}};
+  EXPECT_THROW(session.set_modifiers(bad), Error);
+}
+
 TEST(ModelForward, ContextOverflowIsAnError) {
   LlamaSession session(tiny().model, 8, 1);
   const std::vector<int32_t> tokens = sample_tokens(9);

@@ -81,3 +81,33 @@ def test_stream_ppl_full_equals_prefill_and_streaming_keeps_its_budget(model):
         model.stream_ppl(text, tokens=100, cache="lru")
     with pytest.raises(ValueError, match="tokens"):
         model.stream_ppl("short", tokens=100)
+
+
+@needs_model
+def test_score_modifiers_equal_the_cli_and_reject_bad_values(model):
+    text = open(GPL).read()
+    plain = model.ppl(text, ctx=128, max_windows=1)
+    assert model.ppl(text, ctx=128, max_windows=1, selective=0.0)["ppl"] == plain["ppl"]
+    for kwargs, flags in [({"selective": 0.05}, ["--selective", "0.05"]),
+                          ({"attention_temperature": 0.9}, ["--temperature", "0.9"]),
+                          ({"mask_heads": [(3, 1), (5, 2)], "mask_mode": "zero"},
+                           ["--mask-heads", "3.1,5.2", "--mask-mode", "zero"])]:
+        got = model.ppl(text, ctx=128, max_windows=1, **kwargs)
+        cli = json.loads(subprocess.run([CLI, "model", "ppl", "--text", GPL, "--ctx", "128",
+                                         "--max-windows", "1", "--json", *flags], check=True,
+                                        capture_output=True, text=True).stdout)
+        assert got["ppl"] != plain["ppl"]
+        assert abs(got["ppl"] - cli["ppl"]) < 1e-4 * cli["ppl"], kwargs
+    per_layer = model.ppl(text, ctx=128, max_windows=1, selective=[0.05] * 30)
+    assert abs(per_layer["ppl"] - model.ppl(text, ctx=128, max_windows=1,
+                                            selective=0.05)["ppl"]) < 1e-9
+    for kwargs, name in [({"selective": -1.0}, "selective"), ({"selective": [0.1, 0.2]}, "selective"),
+                         ({"attention_temperature": 0.0}, "temperature"),
+                         ({"mask_heads": [(30, 0)]}, "masked_heads"),
+                         ({"mask_mode": "all"}, "mask_mode")]:
+        with pytest.raises(ValueError, match=name):
+            model.ppl(text, ctx=128, max_windows=1, **kwargs)
+    with pytest.raises(TypeError, match="mask_heads"):
+        model.ppl(text, ctx=128, max_windows=1, mask_heads=["3.1"])
+    with pytest.raises(TypeError):
+        model.ppl(text, ctx=128, max_windows=1, selectiv=0.1)

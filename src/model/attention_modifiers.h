@@ -1,0 +1,53 @@
+// How the model's attention scores are changed (issue 14), on every layer's attention call
+// through AttentionArgs' score modifiers (include/attnkit/attention.h):
+//
+// - Selective Attention (Leviathan et al., NeurIPS 2024; the released code
+//   umich-sota/selective_attention): logit_ij = (q_i . k_j / sqrt(d)) * (1 + s_l ln(i)), i the
+//   1-based position of the query, one s per layer (the code's s = exp(-exp(beta_l)), trained) or
+//   one shared by all layers (here: given, training-free). Decode uses the query's absolute
+//   position n_past + t, also after a cache policy has evicted tokens. The reference code
+//   multiplies by a buffer of the new rows' own indices, so in KV-cache decode i = 1 and the
+//   temperature silently disappears; we do not copy that.
+// - TempScale (length-induced embedding collapse, ACL 2025, Yuqi-Zhou/Length_Collapse): one
+//   temperature T on every layer's softmax, softmax(q . k / (sqrt(d) T)); additive biases would
+//   be divided by T too, and SmolLM2 has none (RoPE rotates, it adds nothing).
+// - Head masks (AttentionInfluence, 2025; no official code): the listed (layer, head) pairs
+//   become uniform causal attention (the prefix mean of V) or zero output.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention.h"
+
+namespace attnkit::model {
+
+struct HeadRef {
+  int64_t layer = 0, head = 0;
+  bool operator==(const HeadRef& o) const { return layer == o.layer && head == o.head; }
+};
+
+struct AttentionModifiers {
+  // Selective Attention's s: one value for every layer, or one per layer (then `layers` values).
+  std::vector<float> selective;
+  float temperature = 1.0f;  // TempScale's T (> 0)
+  std::vector<HeadRef> masked_heads;
+  HeadMode mask_mode = HeadMode::kUniform;  // kUniform or kZero
+
+  bool any() const;
+  // s of layer l (0 when none is set).
+  float selective_of(int64_t l) const;
+  // "text" forms, errors naming `argument`: "0.05" or "0.01,0.02,..." for selective; "L.H,L.H"
+  // for heads; "uniform" or "zero" for the mode.
+  static std::vector<float> parse_selective(const std::string& text, const std::string& argument);
+  static std::vector<HeadRef> parse_heads(const std::string& text, const std::string& argument);
+  static HeadMode parse_mask_mode(const std::string& text, const std::string& argument);
+  // The heads as "L.H,L.H" (the inverse of parse_heads).
+  static std::string heads_text(const std::vector<HeadRef>& heads);
+  // Throws Error(argument, ...) unless the values fit a model of `layers` x `heads`: s finite and
+  // >= 0, one or `layers` values; T finite and > 0; heads in range and distinct.
+  void validate(int64_t layers, int64_t heads) const;
+};
+
+}  // namespace attnkit::model
