@@ -105,32 +105,45 @@ TEST(ModelForward, CausalPatternEqualsDense) {
   EXPECT_LE(worst, 1e-5 * scale);
 }
 
+// Prefills tokens[0, first), then decodes the rest one token at a time (with `pattern`): the
+// largest deviation of the decode steps' logits from `prefilled` and from `other`, and the
+// largest |prefilled| logit (the scale of both).
+struct DecodeGap {
+  double worst = 0.0, from_other = 0.0, scale = 0.0;
+};
+DecodeGap decode_gap(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t first,
+                     const std::vector<float>& prefilled, const std::vector<float>& other,
+                     const Pattern* pattern = nullptr) {
+  const int64_t vocab = session.model().config().vocab;
+  session.reset();
+  session.forward(tokens.data(), first, pattern);
+  DecodeGap gap;
+  for (int64_t t = first; t < static_cast<int64_t>(tokens.size()); ++t) {
+    session.forward(&tokens[t], 1, pattern);
+    const std::vector<float> step = session.last_logits();
+    for (int64_t i = 0; i < vocab; ++i) {
+      const double want = prefilled[t * vocab + i];
+      gap.scale = std::max(gap.scale, std::fabs(want));
+      gap.worst = std::max(gap.worst, std::fabs(step[i] - want));
+      gap.from_other = std::max(gap.from_other, std::fabs(step[i] - double(other[t * vocab + i])));
+    }
+  }
+  return gap;
+}
+
 // Decode steps go through the pattern too, planned for one query bottom-right aligned: each sees
 // what the same row of the pattern's prefill sees, so the logits agree; and they differ from dense
 // decode (the pattern is really applied).
 TEST(ModelForward, DecodeWithAPatternEqualsItsPrefill) {
   const std::vector<int32_t> tokens = sample_tokens(90);
-  const int64_t vocab = tiny().vocab;
   LlamaSession session(tiny().model, 96, 2);
   const std::vector<float> dense = prefill_logits(session, tokens);
   for (const char* spec : {"window:size=20", "streaming:sinks=3,window=17"}) {
     const auto pattern = make_pattern(spec);
     const std::vector<float> prefilled = prefill_logits(session, tokens, pattern.get());
-    session.reset();
-    session.forward(tokens.data(), 30, pattern.get());
-    double scale = 0.0, worst = 0.0, from_dense = 0.0;
-    for (int64_t t = 30; t < 90; ++t) {
-      session.forward(&tokens[t], 1, pattern.get());
-      const std::vector<float> step = session.last_logits();
-      for (int64_t i = 0; i < vocab; ++i) {
-        const double want = prefilled[t * vocab + i];
-        scale = std::max(scale, std::fabs(want));
-        worst = std::max(worst, std::fabs(step[i] - want));
-        from_dense = std::max(from_dense, std::fabs(step[i] - double(dense[t * vocab + i])));
-      }
-    }
-    EXPECT_LE(worst, 1e-5 * scale) << spec;
-    EXPECT_GT(from_dense, 1e-3 * scale) << spec;
+    const DecodeGap gap = decode_gap(session, tokens, 30, prefilled, dense, pattern.get());
+    EXPECT_LE(gap.worst, 1e-5 * gap.scale) << spec;
+    EXPECT_GT(gap.from_other, 1e-3 * gap.scale) << spec;
   }
 }
 
@@ -139,7 +152,6 @@ TEST(ModelForward, DecodeWithAPatternEqualsItsPrefill) {
 // off (s = 0, T = 1, no heads) the logits are the plain ones bit for bit.
 TEST(ModelForward, ModifiedDecodeEqualsItsPrefill) {
   const std::vector<int32_t> tokens = sample_tokens(70);
-  const int64_t vocab = tiny().vocab;
   LlamaSession session(tiny().model, 96, 2);
   const std::vector<float> plain = prefill_logits(session, tokens);
   AttentionModifiers off;
@@ -154,21 +166,9 @@ TEST(ModelForward, ModifiedDecodeEqualsItsPrefill) {
     on.mask_mode = mode;
     session.set_modifiers(on);
     const std::vector<float> prefilled = prefill_logits(session, tokens);
-    session.reset();
-    session.forward(tokens.data(), 20);
-    double scale = 0.0, worst = 0.0, from_plain = 0.0;
-    for (int64_t t = 20; t < 70; ++t) {
-      session.forward(&tokens[t], 1);
-      const std::vector<float> step = session.last_logits();
-      for (int64_t i = 0; i < vocab; ++i) {
-        const double want = prefilled[t * vocab + i];
-        scale = std::max(scale, std::fabs(want));
-        worst = std::max(worst, std::fabs(step[i] - want));
-        from_plain = std::max(from_plain, std::fabs(step[i] - double(plain[t * vocab + i])));
-      }
-    }
-    EXPECT_LE(worst, 1e-5 * scale);
-    EXPECT_GT(from_plain, 1e-3 * scale);
+    const DecodeGap gap = decode_gap(session, tokens, 20, prefilled, plain);
+    EXPECT_LE(gap.worst, 1e-5 * gap.scale);
+    EXPECT_GT(gap.from_other, 1e-3 * gap.scale);
   }
   AttentionModifiers bad;
   bad.masked_heads = {{0, tiny().model->config().heads}};
