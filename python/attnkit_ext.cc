@@ -471,8 +471,10 @@ std::unique_ptr<Pattern> optional_pattern(const std::string& spec) {
 // Score modifiers from Python's selective / temperature / mask_heads ("L.H,L.H") / mask_mode;
 // validated when set on a session (errors name those parameters).
 model::AttentionModifiers modifiers_of(const std::vector<float>& selective, double temperature,
-                                       const std::string& heads, const std::string& mode) {
+                                       const std::string& heads, const std::string& mode,
+                                       const std::string& act) {
   model::AttentionModifiers m;
+  if (!act.empty()) m.parse_act(act, "act");
   m.selective = selective;
   m.temperature = static_cast<float>(temperature);
   m.masked_heads = model::AttentionModifiers::parse_heads(heads, "mask_heads");
@@ -621,6 +623,30 @@ struct PyModel {
     return d;
   }
 
+  // ACT's hidden sinks per layer: [{"layer", "per_head", "heads_with", "top"}].
+  nb::list sinks(const std::string& text, int64_t ctx, int64_t windows, double tau) const {
+    check(ctx >= 2 && ctx <= (int64_t{1} << 20), "ctx",
+          "must be in [2, 2^20], got " + std::to_string(ctx));
+    check(tau > 0.0 && tau <= 1.0, "tau", "must be in (0, 1], got " + std::to_string(tau));
+    const std::vector<int32_t> tokens = tokens_for(text, ctx);
+    std::vector<model::LayerSinks> layers;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, ctx, threads);
+      layers = model::hidden_sinks(session, tokens, ctx, windows, static_cast<float>(tau));
+    }
+    nb::list out;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      nb::dict d;
+      d["layer"] = static_cast<int64_t>(l);
+      d["per_head"] = layers[l].per_head;
+      d["heads_with"] = layers[l].heads_with;
+      d["top"] = layers[l].top;
+      out.append(d);
+    }
+    return out;
+  }
+
   // {layer: {"q": [1, Hq, T, hd], "k": [1, Hkv, T, hd], "v": ...}} of the first ctx tokens.
   nb::dict capture(const std::string& text, int64_t ctx, const std::vector<int64_t>& layers) const {
     const model::LlamaConfig& c = model->config();
@@ -742,7 +768,8 @@ NB_MODULE(_ext, m) {
            "nq"_a, "nk"_a, "dim"_a, "causal"_a, "threads"_a);
 
   nb::class_<model::AttentionModifiers>(m, "AttentionModifiers");
-  m.def("modifiers", &modifiers_of, "selective"_a, "temperature"_a, "mask_heads"_a, "mask_mode"_a);
+  m.def("modifiers", &modifiers_of, "selective"_a, "temperature"_a, "mask_heads"_a, "mask_mode"_a,
+        "act"_a);
   nb::class_<PyModel>(m, "Model")
       .def(nb::init<const std::string&, int>(), "path"_a, "threads"_a)
       .def_prop_ro("config", &PyModel::config)
@@ -754,6 +781,7 @@ NB_MODULE(_ext, m) {
       .def("generate", &PyModel::generate, "prompt"_a, "n"_a, "pattern"_a, "temperature"_a,
            "seed"_a, "cache"_a, "modifiers"_a)
       .def("stream_ppl", &PyModel::stream_ppl, "text"_a, "tokens"_a, "cache"_a, "modifiers"_a)
+      .def("sinks", &PyModel::sinks, "text"_a, "ctx"_a, "windows"_a, "tau"_a)
       .def("capture", &PyModel::capture, "text"_a, "ctx"_a, "layers"_a);
 
   m.def("patterns", &list_pattern_infos);

@@ -61,6 +61,12 @@ constexpr char kUsage[] =
     "    (Selective Attention: x (1 + S ln i), i the 1-based absolute position; one S or one per\n"
     "    layer, S1,S2,...), --temperature T (TempScale: softmax(q.k / (sqrt(d) T))) and\n"
     "    --mask-heads L.H,... with --mask-mode uniform|zero (prefix mean of V, or zero output)\n"
+    "    and --act on|tau=0.1,beta=0.4,from=2 (ACT: hidden sinks calibrated; full cache only)\n"
+    "attnkit model sinks [--model FILE] --text FILE --ctx N [--max-windows W] [--tau X] [--json]\n"
+    "    ACT's hidden sinks per layer (columns other than each head's first sink whose mean\n"
+    "    attention exceeds tau, default 0.1) over W windows (default 4); --json prints\n"
+    "    {\"ctx\", \"windows\", \"tau\", \"layers\": [{\"layer\", \"per_head\", \"heads_with\", "
+    "\"top\"}]}\n"
     "attnkit model capture [--model FILE] --text FILE --ctx N --layers L1,L2 --out DIR\n"
     "    writes DIR/layer{L}_{q,k,v}.npy, [1, heads, N, 64] float32, post-RoPE\n"
     "attnkit model bench [--model FILE] [--ctx N] [--decode D] [--cache SPEC] [--kv-dtype T] "
@@ -108,7 +114,7 @@ model::CacheSpec cache_of(const Args& args) {
 
 // The score-modifier flags every evaluating command takes, and what they set.
 const std::vector<std::string> kModifierFlags = {"--selective", "--temperature", "--mask-heads",
-                                                 "--mask-mode"};
+                                                 "--mask-mode", "--act"};
 
 std::vector<std::string> with_modifier_flags(std::vector<std::string> flags) {
   flags.insert(flags.end(), kModifierFlags.begin(), kModifierFlags.end());
@@ -129,6 +135,7 @@ model::AttentionModifiers modifiers_of(const Args& args, const model::LlamaModel
   if (args.has("--mask-mode"))
     out.mask_mode =
         model::AttentionModifiers::parse_mask_mode(args.str("--mask-mode"), "--mask-mode");
+  if (args.has("--act")) out.parse_act(args.str("--act"), "--act");
   out.validate(m.config().layers, m.config().heads);  // errors shown as the flags (main.cc)
   return out;
 }
@@ -416,10 +423,58 @@ int bench(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int sinks(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--text", "--ctx", "--max-windows", "--tau", "--threads"},
+                  {"--json"});
+  const int64_t ctx = args.integer("--ctx", 2, 1 << 20);
+  const int64_t windows = args.integer("--max-windows", 4, 1, 1 << 20);
+  const float tau = static_cast<float>(args.real("--tau", 0.1, 1e-6, 1.0));
+  const std::string text = read_text(args.str("--text"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
+  check(windows * ctx <= static_cast<int64_t>(tokens.size()), "--max-windows",
+        std::to_string(windows) + " windows of " + std::to_string(ctx) +
+            " tokens exceed the text's " + std::to_string(tokens.size()));
+  model::LlamaSession session(model, ctx, threads_of(args));
+  const std::vector<model::LayerSinks> layers =
+      model::hidden_sinks(session, tokens, ctx, windows, tau);
+  if (args.flag("--json")) {
+    std::string list = "[";
+    for (size_t l = 0; l < layers.size(); ++l) {
+      std::string top = "[";
+      for (size_t x = 0; x < layers[l].top.size(); ++x)
+        top.append(x ? "," : "").append(std::to_string(layers[l].top[x]));
+      top.append("]");
+      JsonObject layer;
+      layer.add("layer", static_cast<int64_t>(l))
+          .add("per_head", layers[l].per_head)
+          .add("heads_with", layers[l].heads_with)
+          .raw("top", top);
+      list.append(l ? "," : "").append(layer.str());
+    }
+    list.append("]");
+    JsonObject json;
+    json.add("ctx", ctx).add("windows", windows).add("tau", static_cast<double>(tau));
+    json.raw("layers", list);
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    std::printf("hidden sinks (tau %.3g) over %lld windows of %lld tokens\n", tau,
+                (long long)windows, (long long)ctx);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      std::printf("layer %2zu: %.2f per head, %.1f heads with one; top columns", l,
+                  layers[l].per_head, layers[l].heads_with);
+      for (int64_t j : layers[l].top) std::printf(" %lld", (long long)j);
+      std::printf("\n");
+    }
+  }
+  return 0;
+}
+
 int model_main(const std::vector<std::string>& argv) {
   if (argv.empty())
     throw Error("model",
-                "missing sub-command (info, generate, ppl, passkey, stream-ppl, capture, bench)");
+                "missing sub-command (info, generate, ppl, passkey, stream-ppl, capture, bench, "
+                "sinks)");
   const std::string sub = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (sub == "info") return info(rest);
@@ -429,8 +484,9 @@ int model_main(const std::vector<std::string>& argv) {
   if (sub == "stream-ppl") return stream_ppl(rest);
   if (sub == "capture") return capture(rest);
   if (sub == "bench") return bench(rest);
+  if (sub == "sinks") return sinks(rest);
   throw Error("model", "unknown sub-command '" + sub +
-                           "' (info, generate, ppl, passkey, stream-ppl, capture, bench)");
+                           "' (info, generate, ppl, passkey, stream-ppl, capture, bench, sinks)");
 }
 
 const bool registered = register_command({"model", kUsage, model_main});

@@ -20,6 +20,9 @@ ppl, passkey, generate and stream_ppl change the attention scores with the keywo
     attention_temperature=T   TempScale: softmax(q.k / (sqrt(d) T))
     mask_heads=[(layer, head), ...], mask_mode="uniform" | "zero"
                            AttentionInfluence's head masks: prefix mean of V, or zero output
+    act="on" | "tau=0.1,beta=0.4,from=2"
+                           ACT: hidden attention sinks calibrated (full cache only)
+m.sinks(text, ctx=1024) lists ACT's hidden sinks per layer.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ def _cache(cache) -> str:
     return cache
 
 
-def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mode="uniform"):
+def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mode="uniform",
+               act=None):
     """The score modifiers as the extension takes them; bad values raise ValueError there."""
     if isinstance(selective, (int, float)) and not isinstance(selective, bool):
         selective = [float(selective)]
@@ -78,7 +82,12 @@ def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mod
         heads.append(f"{entry[0]}.{entry[1]}")
     if not isinstance(mask_mode, str):
         raise TypeError(f"mask_mode: expected 'uniform' or 'zero', got {type(mask_mode).__name__}")
-    return _ext.modifiers(selective, float(attention_temperature), ",".join(heads), mask_mode)
+    if act is True:
+        act = "on"
+    if act is not None and act is not False and not isinstance(act, str):
+        raise TypeError(f"act: expected a spec string or a bool, got {type(act).__name__}")
+    return _ext.modifiers(selective, float(attention_temperature), ",".join(heads), mask_mode,
+                          act or "")
 
 
 def _int(value, name: str) -> int:
@@ -129,6 +138,12 @@ class Model:
         "cache_tokens", "cache"}, segments of 1024 scored positions."""
         return self._model.stream_ppl(text, _int(tokens, "tokens"), _cache(cache),
                                       _modifiers(**modifiers))
+
+    def sinks(self, text: str, ctx: int, *, windows: int = 4, tau: float = 0.1) -> list:
+        """ACT's hidden sinks per layer over `windows` windows of ctx tokens:
+        [{"layer", "per_head", "heads_with", "top"}] (columns other than each head's first sink
+        whose mean attention exceeds tau)."""
+        return self._model.sinks(text, _int(ctx, "ctx"), _int(windows, "windows"), float(tau))
 
     def capture(self, text: str, ctx: int, layers) -> dict:
         """Post-RoPE q and the k, v of the first ctx tokens at the given layers."""

@@ -43,7 +43,24 @@ int64_t index(const std::string& field, const std::string& argument, const std::
 
 bool AttentionModifiers::any() const {
   return std::any_of(selective.begin(), selective.end(), [](float s) { return s != 0.0f; }) ||
-         temperature != 1.0f || !masked_heads.empty();
+         temperature != 1.0f || !masked_heads.empty() || act;
+}
+
+void AttentionModifiers::parse_act(const std::string& text, const std::string& argument) {
+  act = true;
+  if (text == "on") return;
+  for (const std::string& field : fields(text)) {
+    const size_t eq = field.find('=');
+    const std::string key = field.substr(0, eq);
+    check(eq != std::string::npos && (key == "tau" || key == "beta" || key == "from"), argument,
+          "'" + text + "': '" + field + "' is not tau=X, beta=X or from=LAYER (or 'on')");
+    const std::string value = field.substr(eq + 1);
+    if (key == "from")
+      act_from = index(value, argument, text);
+    else
+      (key == "tau" ? act_options.tau : act_options.beta) =
+          static_cast<float>(number(value, argument, text));
+  }
 }
 
 float AttentionModifiers::selective_of(int64_t l) const {
@@ -97,6 +114,13 @@ void AttentionModifiers::validate(int64_t layers, int64_t heads) const {
           "values must be in [0, 100], got " + std::to_string(s));
   check(std::isfinite(temperature) && temperature >= 1e-3f && temperature <= 1e3f, "temperature",
         "must be in [0.001, 1000], got " + std::to_string(temperature));
+  check(!act || (act_from >= 0 && act_from < layers), "act",
+        "from must be a layer in [0, " + std::to_string(layers) + "), got " +
+            std::to_string(act_from));
+  check(!act || (act_options.tau > 0.0f && act_options.tau <= 1.0f), "act",
+        "tau must be in (0, 1], got " + std::to_string(act_options.tau));
+  check(!act || (act_options.beta >= 0.0f && act_options.beta <= 1.0f), "act",
+        "beta must be in [0, 1], got " + std::to_string(act_options.beta));
   check(mask_mode == HeadMode::kUniform || mask_mode == HeadMode::kZero, "mask_mode",
         "must be uniform or zero");
   for (size_t x = 0; x < masked_heads.size(); ++x) {

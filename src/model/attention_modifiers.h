@@ -13,12 +13,17 @@
 //   be divided by T too, and SmolLM2 has none (RoPE rotates, it adds nothing).
 // - Head masks (AttentionInfluence, 2025; no official code): the listed (layer, head) pairs
 //   become uniform causal attention (the prefix mean of V) or zero output.
+// - ACT (include/attnkit/act.h): hidden sinks calibrated in every head of layers >= act_from
+//   (the official code: a searched head subset of layers 2..30 of Llama-2-7B; the search needs
+//   its task data, so every head here). A step of several tokens detects the sinks from its own
+//   map; a decode step reuses the last detection of its layer (key indices of the full cache).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "attnkit/act.h"
 #include "attnkit/attention.h"
 
 namespace attnkit::model {
@@ -34,6 +39,9 @@ struct AttentionModifiers {
   float temperature = 1.0f;  // TempScale's T (> 0)
   std::vector<HeadRef> masked_heads;
   HeadMode mask_mode = HeadMode::kUniform;  // kUniform or kZero
+  bool act = false;
+  ActOptions act_options;  // tau, beta (sinks: detected)
+  int64_t act_from = 2;    // first calibrated layer
 
   bool any() const;
   // s of layer l (0 when none is set).
@@ -43,10 +51,14 @@ struct AttentionModifiers {
   static std::vector<float> parse_selective(const std::string& text, const std::string& argument);
   static std::vector<HeadRef> parse_heads(const std::string& text, const std::string& argument);
   static HeadMode parse_mask_mode(const std::string& text, const std::string& argument);
+  // "on" (the defaults) or "tau=0.1,beta=0.4,from=2" (any of them): sets act, act_options and
+  // act_from.
+  void parse_act(const std::string& text, const std::string& argument);
   // The heads as "L.H,L.H" (the inverse of parse_heads).
   static std::string heads_text(const std::vector<HeadRef>& heads);
   // Throws Error(argument, ...) unless the values fit a model of `layers` x `heads`: s finite and
-  // >= 0, one or `layers` values; T finite and > 0; heads in range and distinct.
+  // >= 0, one or `layers` values; T finite and > 0; heads in range and distinct; act_from a
+  // layer.
   void validate(int64_t layers, int64_t heads) const;
 };
 

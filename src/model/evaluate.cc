@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "attnkit/error.h"
@@ -68,6 +69,39 @@ std::vector<int32_t> generate(LlamaSession& session, const std::vector<int32_t>&
     if (i + 1 == options.max_tokens || !session.can_append(1)) break;
     session.forward(&next, 1, options.pattern);
   }
+  return out;
+}
+
+std::vector<LayerSinks> hidden_sinks(LlamaSession& session, const std::vector<int32_t>& tokens,
+                                     int64_t ctx, int64_t windows, float tau) {
+  check(ctx >= 2, "ctx", "must be at least 2, got " + std::to_string(ctx));
+  check(windows >= 1 && windows * ctx <= static_cast<int64_t>(tokens.size()), "windows",
+        std::to_string(windows) + " windows of " + std::to_string(ctx) +
+            " tokens need more than the " + std::to_string(tokens.size()) + " given");
+  AttentionModifiers detect;
+  detect.act = true, detect.act_from = 0;
+  detect.act_options.tau = tau, detect.act_options.beta = 1.0f;
+  session.set_modifiers(detect);
+  const LlamaConfig& c = session.model().config();
+  std::vector<LayerSinks> out(c.layers);
+  std::vector<std::map<int64_t, int64_t>> counts(c.layers);  // column -> times seen
+  for (int64_t w = 0; w < windows; ++w) {
+    session.reset();
+    session.forward(tokens.data() + w * ctx, ctx);
+    for (int64_t l = 0; l < c.layers; ++l)
+      for (const std::vector<int32_t>& head : session.act_sinks()[l]) {
+        out[l].per_head += static_cast<double>(head.size()) / (c.heads * windows);
+        out[l].heads_with += head.empty() ? 0.0 : 1.0 / windows;
+        for (int32_t j : head) ++counts[l][j];
+      }
+  }
+  for (int64_t l = 0; l < c.layers; ++l) {
+    std::vector<std::pair<int64_t, int64_t>> by_count;  // (-count, column)
+    for (const auto& [column, n] : counts[l]) by_count.push_back({-n, column});
+    std::sort(by_count.begin(), by_count.end());
+    for (size_t x = 0; x < by_count.size() && x < 5; ++x) out[l].top.push_back(by_count[x].second);
+  }
+  session.set_modifiers({});
   return out;
 }
 

@@ -38,6 +38,17 @@ struct PerplexityResult {
 PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t ctx,
                             int64_t max_windows, const Pattern* pattern);
 
+// ACT's hidden sinks per layer (include/attnkit/act.h): over `windows` windows of ctx tokens,
+// the columns other than each head's first sink whose mean attention exceeds tau. Detection only
+// (the session runs ACT with beta = 1, the identity); the session's modifiers are replaced.
+struct LayerSinks {
+  double per_head = 0.0;     // hidden sinks per head, averaged over heads and windows
+  double heads_with = 0.0;   // heads with at least one, averaged over windows
+  std::vector<int64_t> top;  // the most frequent sink columns (up to 5), most frequent first
+};
+std::vector<LayerSinks> hidden_sinks(LlamaSession& session, const std::vector<int32_t>& tokens,
+                                     int64_t ctx, int64_t windows, float tau);
+
 // Teacher-forced perplexity token by token: from an empty cache, one decode step per token over
 // tokens[0, count), token t + 1 scored from the logits at t (count - 1 scored tokens), so that a
 // cache policy with a budget runs past the trained context; `pattern` (full cache) applies to

@@ -142,7 +142,11 @@ LlamaSession::LlamaSession(std::shared_ptr<const LlamaModel> model, int64_t max_
 void LlamaSession::set_modifiers(const AttentionModifiers& modifiers) {
   const LlamaConfig& c = model_->config();
   modifiers.validate(c.layers, c.heads);
+  check(!modifiers.act || cache_.spec().kind == CacheSpec::Kind::kFull, "act",
+        "applies with the full cache only (its sinks are cache positions), not '" +
+            cache_.spec().str() + "'");
   modifiers_ = modifiers;
+  act_sinks_.assign(c.layers, {});
   head_modes_.assign(c.layers, {});
   for (const HeadRef& h : modifiers.masked_heads) {
     std::vector<HeadMode>& modes = head_modes_[h.layer];
@@ -155,6 +159,7 @@ void LlamaSession::forward(const int32_t* tokens, int64_t count, const Pattern* 
   check(count > 0, "tokens", "nothing to run");
   check(pattern == nullptr || cache_.spec().kind == CacheSpec::Kind::kFull, "pattern",
         "applies with the full cache only, not '" + cache_.spec().str() + "'");
+  check(pattern == nullptr || !modifiers_.act, "pattern", "does not combine with act");
   check(can_append(count), "max_context",
         "sequence of " + std::to_string(n_past_ + count) +
             " tokens exceeds the session's context " + std::to_string(max_context_));
@@ -246,10 +251,17 @@ void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
     args.first_position = n_past_;  // absolute positions, whatever the cache kept
     if (!head_modes_.empty() && !head_modes_[l].empty()) args.head_modes = head_modes_[l].data();
     if (cache_.needs_scores()) args.lse = view(lse_.data(), c.heads, T, T * c.heads, T, 1, 1);
-    if (pattern != nullptr)
+    if (pattern != nullptr) {
       pattern->run(args, &plan_states_[l]);
-    else
+    } else if (modifiers_.act && l >= modifiers_.act_from) {
+      // A decode step calibrates the sinks its layer found last (ACT detects on a map of rows).
+      ActOptions act = modifiers_.act_options;
+      if (T == 1 && !act_sinks_[l].empty()) act.sinks = act_sinks_[l];
+      std::vector<std::vector<int32_t>> sinks = attention_act(args, act);
+      if (T > 1) act_sinks_[l] = std::move(sinks);
+    } else {
       attention(args);
+    }
     if (cache_.needs_scores()) {
       attention_column_sums(args, MutableTensorView::contiguous(col_sums_.data(), DType::kF32,
                                                                 {1, c.heads_kv, slots, 1}));

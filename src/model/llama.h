@@ -101,6 +101,7 @@ class LlamaSession {
 
   void reset() {
     n_past_ = 0;
+    for (auto& layer : act_sinks_) layer.clear();
     cache_.clear();
     for (auto& state : plan_states_) state.reset();
   }
@@ -118,6 +119,9 @@ class LlamaSession {
   // against the model, errors naming "selective", "temperature", "masked_heads" or "mask_mode".
   void set_modifiers(const AttentionModifiers& modifiers);
   const AttentionModifiers& modifiers() const { return modifiers_; }
+  // With ACT on: the sinks each layer calibrated in its last step of several tokens, per query
+  // head (empty for layers below act_from).
+  const std::vector<std::vector<std::vector<int32_t>>>& act_sinks() const { return act_sinks_; }
 
  private:
   // One step of count <= cache_.step_limit() tokens; hidden states to hidden_ + first * dim.
@@ -134,6 +138,7 @@ class LlamaSession {
   CaptureHook capture_;
   AttentionModifiers modifiers_;
   std::vector<std::vector<HeadMode>> head_modes_;  // per layer: empty, or one mode per query head
+  std::vector<std::vector<std::vector<int32_t>>> act_sinks_;  // [layer][head]: ACT's sinks
 };
 
 }  // namespace attnkit::model

@@ -58,13 +58,16 @@ class ModelCliReal : public ::testing::Test {
     model_ = attnkit::model::locate_model(ATTNKIT_SOURCE_DIR);
     ATTNKIT_REQUIRE_MODEL(!model_.empty());
   }
+  // `attnkit model SUB` on the real model and the GPL text with `flags`, one thread.
+  std::string on_gpl(const std::string& sub, const std::string& flags) const {
+    return "model " + sub + " --model '" + model_ +
+           "' --text /usr/share/common-licenses/GPL-3 --threads 1 " + flags + " ";
+  }
   std::string model_;
 };
 
 TEST_F(ModelCliReal, ScoreModifierFlags) {
-  const std::string ppl = "model ppl --model '" + model_ +
-                          "' --text /usr/share/common-licenses/GPL-3 --ctx 64 --max-windows 1 "
-                          "--threads 1 --json ";
+  const std::string ppl = on_gpl("ppl", "--ctx 64 --max-windows 1 --json");
   const Result plain = run(ppl), off = run(ppl + "--selective 0 --temperature 1");
   ASSERT_EQ(plain.code, 0);
   EXPECT_EQ(off.out, plain.out);  // switched off: the same numbers
@@ -84,6 +87,30 @@ TEST_F(ModelCliReal, ScoreModifierFlags) {
     EXPECT_EQ(r.code, 2) << flags;
     EXPECT_NE(r.out.find(std::string(named) + ":"), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find('{'), std::string::npos) << "no partial output: " << r.out;
+  }
+}
+
+TEST_F(ModelCliReal, SinksJsonAndAct) {
+  const Result r = run(on_gpl("sinks", "--ctx 128 --max-windows 1 --json"));
+  ASSERT_EQ(r.code, 0);
+  const attnkit::testing::JsonValue v = attnkit::testing::parse_json(r.out);
+  ASSERT_EQ(v["layers"].items.size(), 30u);
+  double total = 0.0;
+  for (const auto& layer : v["layers"].items) {
+    EXPECT_GE(layer["heads_with"].number, 0.0);
+    EXPECT_LE(layer["heads_with"].number, 9.0);
+    total += layer["per_head"].number;
+  }
+  EXPECT_GT(total, 0.0);
+  const std::string ppl = on_gpl("ppl", "--ctx 64 --max-windows 1 --json");
+  const Result plain = run(ppl), act = run(ppl + "--act on"), same = run(ppl + "--act beta=1");
+  ASSERT_EQ(act.code, 0);
+  EXPECT_NE(act.out, plain.out);
+  EXPECT_EQ(same.out, plain.out);
+  for (const char* bad : {"--act beta=2", "--act gamma=1", "--act from=30"}) {
+    const Result e = run(ppl + bad, true);
+    EXPECT_EQ(e.code, 2) << bad;
+    EXPECT_NE(e.out.find("--act:"), std::string::npos) << e.out;
   }
 }
 

@@ -175,6 +175,33 @@ TEST(ModelForward, ModifiedDecodeEqualsItsPrefill) {
   EXPECT_THROW(session.set_modifiers(bad), Error);
 }
 
+// ACT on the model: beta = 1 detects without changing anything; beta = 0.4 changes the logits,
+// and decode steps calibrate the sinks of the last prefill; it needs the full cache and no
+// pattern.
+TEST(ModelForward, ActCalibratesOnlyWithBetaBelowOne) {
+  const std::vector<int32_t> tokens = sample_tokens(60);
+  LlamaSession session(tiny().model, 64, 2);
+  const std::vector<float> plain = prefill_logits(session, tokens);
+  AttentionModifiers act;
+  act.act = true, act.act_from = 0, act.act_options.beta = 1.0f;
+  session.set_modifiers(act);
+  EXPECT_EQ(prefill_logits(session, tokens), plain);
+  size_t found = 0;
+  for (const auto& layer : session.act_sinks())
+    for (const auto& head : layer) found += head.size();
+  EXPECT_GT(found, 0u) << "the tiny model has hidden sinks to calibrate";
+  act.act_options.beta = 0.4f;
+  session.set_modifiers(act);
+  const std::vector<float> calibrated = prefill_logits(session, tokens);
+  EXPECT_NE(calibrated, plain);
+  const std::vector<std::vector<std::vector<int32_t>>> kept = session.act_sinks();
+  session.forward(&tokens[0], 1);  // a decode step reuses them
+  EXPECT_EQ(session.act_sinks(), kept);
+  EXPECT_THROW(session.forward(&tokens[1], 1, make_pattern("window:size=8").get()), Error);
+  LlamaSession streaming(tiny().model, 64, 2, CacheSpec::parse("streaming:sinks=2,recent=30"));
+  EXPECT_THROW(streaming.set_modifiers(act), Error);
+}
+
 TEST(ModelForward, ContextOverflowIsAnError) {
   LlamaSession session(tiny().model, 8, 1);
   const std::vector<int32_t> tokens = sample_tokens(9);

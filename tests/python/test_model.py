@@ -111,3 +111,18 @@ def test_score_modifiers_equal_the_cli_and_reject_bad_values(model):
         model.ppl(text, ctx=128, max_windows=1, mask_heads=["3.1"])
     with pytest.raises(TypeError):
         model.ppl(text, ctx=128, max_windows=1, selectiv=0.1)
+
+
+@needs_model
+def test_act_and_sinks(model):
+    text = open(GPL).read()
+    layers = model.sinks(text, ctx=128, windows=1)
+    assert len(layers) == 30 and sum(l["per_head"] for l in layers) > 0
+    assert all(0 <= l["heads_with"] <= 9 for l in layers)
+    plain = model.ppl(text, ctx=64, max_windows=1)["ppl"]
+    assert model.ppl(text, ctx=64, max_windows=1, act="beta=1")["ppl"] == plain
+    assert model.ppl(text, ctx=64, max_windows=1, act=True)["ppl"] != plain
+    with pytest.raises(ValueError, match="act"):
+        model.ppl(text, ctx=64, max_windows=1, act="beta=3")
+    with pytest.raises(ValueError, match="act"):
+        model.passkey(256, 1, act=True, cache="streaming:sinks=4,recent=60")
