@@ -30,6 +30,7 @@
 #include "attnkit/tensor.h"
 #include "mask_png.h"
 #include "model/evaluate.h"
+#include "model/heads.h"
 #include "model/llama.h"
 
 namespace nb = nanobind;
@@ -623,6 +624,50 @@ struct PyModel {
     return d;
   }
 
+  // Every head's retrieval score, highest first: [{"layer", "head", "score"}].
+  nb::list retrieval_heads(int64_t length, int64_t trials, uint64_t seed) const {
+    check(length >= 8 && length <= (int64_t{1} << 16), "length", "must be in [8, 2^16]");
+    std::vector<model::HeadScore> scores;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, 2 * length, threads);
+      scores = model::retrieval_scores(session, length, trials, seed);
+    }
+    nb::list out;
+    for (const model::HeadScore& h : scores) {
+      nb::dict d;
+      d["layer"] = h.layer, d["head"] = h.head, d["score"] = h.score;
+      out.append(d);
+    }
+    return out;
+  }
+
+  // Per window of ctx tokens, in text order: {"index", "start", "base_nll", "masked_nll", "score"}.
+  nb::list influence(const std::string& text, int64_t ctx, const std::string& heads,
+                     const std::string& mode, int64_t max_windows) const {
+    check(ctx >= 2 && ctx <= (int64_t{1} << 20), "ctx",
+          "must be in [2, 2^20], got " + std::to_string(ctx));
+    check(max_windows >= 0, "max_windows", "must be >= 0");
+    const std::vector<model::HeadRef> chosen =
+        model::AttentionModifiers::parse_heads(heads, "heads");
+    const HeadMode head_mode = model::AttentionModifiers::parse_mask_mode(mode, "mask_mode");
+    const std::vector<int32_t> tokens = tokens_for(text, ctx);
+    std::vector<model::DocumentInfluence> docs;
+    {
+      nb::gil_scoped_release release;
+      model::LlamaSession session(model, ctx, threads);
+      docs = model::document_influence(session, tokens, ctx, max_windows, chosen, head_mode);
+    }
+    nb::list out;
+    for (const auto& doc : docs) {
+      nb::dict d;
+      d["index"] = doc.index, d["start"] = doc.start, d["base_nll"] = doc.base_nll;
+      d["masked_nll"] = doc.masked_nll, d["score"] = doc.score;
+      out.append(d);
+    }
+    return out;
+  }
+
   // ACT's hidden sinks per layer: [{"layer", "per_head", "heads_with", "top"}].
   nb::list sinks(const std::string& text, int64_t ctx, int64_t windows, double tau) const {
     check(ctx >= 2 && ctx <= (int64_t{1} << 20), "ctx",
@@ -782,6 +827,9 @@ NB_MODULE(_ext, m) {
            "seed"_a, "cache"_a, "modifiers"_a)
       .def("stream_ppl", &PyModel::stream_ppl, "text"_a, "tokens"_a, "cache"_a, "modifiers"_a)
       .def("sinks", &PyModel::sinks, "text"_a, "ctx"_a, "windows"_a, "tau"_a)
+      .def("retrieval_heads", &PyModel::retrieval_heads, "length"_a, "trials"_a, "seed"_a)
+      .def("influence", &PyModel::influence, "text"_a, "ctx"_a, "heads"_a, "mask_mode"_a,
+           "max_windows"_a)
       .def("capture", &PyModel::capture, "text"_a, "ctx"_a, "layers"_a);
 
   m.def("patterns", &list_pattern_infos);

@@ -27,6 +27,7 @@
 #include "eval/json.h"
 #include "model/evaluate.h"
 #include "model/ggml_types.h"
+#include "model/heads.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
 #include "model/model_files.h"
@@ -62,6 +63,17 @@ constexpr char kUsage[] =
     "    layer, S1,S2,...), --temperature T (TempScale: softmax(q.k / (sqrt(d) T))) and\n"
     "    --mask-heads L.H,... with --mask-mode uniform|zero (prefix mean of V, or zero output)\n"
     "    and --act on|tau=0.1,beta=0.4,from=2 (ACT: hidden sinks calibrated; full cache only)\n"
+    "attnkit model heads [--model FILE] --detect retrieval [--len N] [--trials T] [--seed S] "
+    "[--json]\n"
+    "    every head's retrieval score on a synthetic copy task (N random tokens, default 256,\n"
+    "    repeated; T trials, default 4), highest first; --json prints\n"
+    "    {\"heads\": [{\"layer\", \"head\", \"score\"}, ...]}\n"
+    "attnkit model influence [--model FILE] --text FILE --ctx N --top K [--mask-mode M] "
+    "[--max-windows W] [--json]\n"
+    "    AttentionInfluence: the top K retrieval heads (as model heads) masked, each window of N\n"
+    "    tokens scored (masked NLL - NLL) / NLL, highest first; --json prints {\"heads\",\n"
+    "    \"mask_mode\", \"documents\": [{\"index\", \"start\", \"base_nll\", \"masked_nll\", "
+    "\"score\"}]}\n"
     "attnkit model sinks [--model FILE] --text FILE --ctx N [--max-windows W] [--tau X] [--json]\n"
     "    ACT's hidden sinks per layer (columns other than each head's first sink whose mean\n"
     "    attention exceeds tau, default 0.1) over W windows (default 4); --json prints\n"
@@ -470,11 +482,94 @@ int sinks(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// The retrieval scores of --len / --trials / --seed (defaults 256, 4, 0), progress on stderr.
+std::vector<model::HeadScore> retrieval_of(const Args& args, model::LlamaSession& session) {
+  const int64_t length = args.integer("--len", 256, 8, 1 << 16);
+  const int64_t trials = args.integer("--trials", 4, 1, 10000);
+  const uint64_t seed = static_cast<uint64_t>(args.integer("--seed", 0, 0, INT64_MAX));
+  if (show_progress())
+    std::fprintf(stderr, "heads: retrieval scores, %lld trials\n", (long long)trials);
+  return model::retrieval_scores(session, length, trials, seed);
+}
+
+int heads(const std::vector<std::string>& argv) {
+  const Args args(argv, {"--model", "--detect", "--len", "--trials", "--seed", "--threads"},
+                  {"--json"});
+  const std::string detect = args.str("--detect");
+  check(detect == "retrieval", "--detect",
+        std::string("'").append(detect).append("' is not a head score (retrieval)"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  model::LlamaSession session(model, 2 * args.integer("--len", 256, 8, 1 << 16), threads_of(args));
+  const std::vector<model::HeadScore> scores = retrieval_of(args, session);
+  if (args.flag("--json")) {
+    std::string list = "[";
+    for (size_t x = 0; x < scores.size(); ++x) {
+      JsonObject head;
+      head.add("layer", scores[x].layer).add("head", scores[x].head).add("score", scores[x].score);
+      list.append(x ? "," : "").append(head.str());
+    }
+    JsonObject json;
+    json.raw("heads", list.append("]"));
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    for (const model::HeadScore& h : scores)
+      std::printf("%lld.%lld %.4f\n", (long long)h.layer, (long long)h.head, h.score);
+  }
+  return 0;
+}
+
+int influence(const std::vector<std::string>& argv) {
+  const Args args(argv,
+                  {"--model", "--text", "--ctx", "--top", "--mask-mode", "--max-windows", "--len",
+                   "--trials", "--seed", "--threads"},
+                  {"--json"});
+  const int64_t ctx = args.integer("--ctx", 2, 1 << 20);
+  const int64_t top = args.integer("--top", 1, 100000);
+  const int64_t max_windows = args.integer("--max-windows", 0, 0, INT64_MAX);
+  const HeadMode mode = args.has("--mask-mode") ? model::AttentionModifiers::parse_mask_mode(
+                                                      args.str("--mask-mode"), "--mask-mode")
+                                                : HeadMode::kUniform;
+  const std::string text = read_text(args.str("--text"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const int64_t total = model->config().layers * model->config().heads;
+  check(top <= total, "--top", "must be at most the model's " + std::to_string(total) + " heads");
+  const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
+  model::LlamaSession session(model, std::max(ctx, 2 * args.integer("--len", 256, 8, 1 << 16)),
+                              threads_of(args));
+  const std::vector<model::HeadScore> scores = retrieval_of(args, session);
+  std::vector<model::HeadRef> chosen;
+  for (int64_t x = 0; x < top; ++x) chosen.push_back({scores[x].layer, scores[x].head});
+  std::vector<model::DocumentInfluence> docs =
+      model::document_influence(session, tokens, ctx, max_windows, chosen, mode);
+  std::stable_sort(docs.begin(), docs.end(),
+                   [](const auto& a, const auto& b) { return a.score > b.score; });
+  const std::string heads_text = model::AttentionModifiers::heads_text(chosen);
+  const char* mode_name = mode == HeadMode::kZero ? "zero" : "uniform";
+  if (args.flag("--json")) {
+    std::string list = "[";
+    for (size_t x = 0; x < docs.size(); ++x) {
+      JsonObject d;
+      d.add("index", docs[x].index).add("start", docs[x].start).add("base_nll", docs[x].base_nll);
+      d.add("masked_nll", docs[x].masked_nll).add("score", docs[x].score);
+      list.append(x ? "," : "").append(d.str());
+    }
+    JsonObject json;
+    json.add("heads", heads_text).add("mask_mode", mode_name).raw("documents", list.append("]"));
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    std::printf("heads %s masked (%s)\n", heads_text.c_str(), mode_name);
+    for (const auto& d : docs)
+      std::printf("window %lld (token %lld): nll %.4f -> %.4f, influence %.4f\n",
+                  (long long)d.index, (long long)d.start, d.base_nll, d.masked_nll, d.score);
+  }
+  return 0;
+}
+
 int model_main(const std::vector<std::string>& argv) {
   if (argv.empty())
     throw Error("model",
                 "missing sub-command (info, generate, ppl, passkey, stream-ppl, capture, bench, "
-                "sinks)");
+                "sinks, heads, influence)");
   const std::string sub = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (sub == "info") return info(rest);
@@ -485,8 +580,11 @@ int model_main(const std::vector<std::string>& argv) {
   if (sub == "capture") return capture(rest);
   if (sub == "bench") return bench(rest);
   if (sub == "sinks") return sinks(rest);
+  if (sub == "heads") return heads(rest);
+  if (sub == "influence") return influence(rest);
   throw Error("model", "unknown sub-command '" + sub +
-                           "' (info, generate, ppl, passkey, stream-ppl, capture, bench, sinks)");
+                           "' (info, generate, ppl, passkey, stream-ppl, capture, bench, sinks, "
+                           "heads, influence)");
 }
 
 const bool registered = register_command({"model", kUsage, model_main});

@@ -22,7 +22,9 @@ ppl, passkey, generate and stream_ppl change the attention scores with the keywo
                            AttentionInfluence's head masks: prefix mean of V, or zero output
     act="on" | "tau=0.1,beta=0.4,from=2"
                            ACT: hidden attention sinks calibrated (full cache only)
-m.sinks(text, ctx=1024) lists ACT's hidden sinks per layer.
+m.sinks(text, ctx=1024) lists ACT's hidden sinks per layer; m.retrieval_heads() scores every head
+on a synthetic copy task and m.influence(text, ctx, heads) scores windows by AttentionInfluence
+(src/model/heads.h).
 """
 
 from __future__ import annotations
@@ -62,6 +64,19 @@ def _cache(cache) -> str:
     return cache
 
 
+def _heads_text(heads, name: str) -> str:
+    """(layer, head) pairs as the extension's "L.H,L.H"."""
+    names = []
+    for entry in heads:
+        if (not isinstance(entry, (tuple, list)) or len(entry) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in entry)):
+            raise TypeError(f"{name}: expected (layer, head) pairs of integers, got {entry!r}")
+        if entry[0] < 0 or entry[1] < 0:
+            raise ValueError(f"{name}: ({entry[0]}, {entry[1]}) has a negative index")
+        names.append(f"{entry[0]}.{entry[1]}")
+    return ",".join(names)
+
+
 def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mode="uniform",
                act=None):
     """The score modifiers as the extension takes them; bad values raise ValueError there."""
@@ -72,22 +87,14 @@ def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mod
     except TypeError:
         raise TypeError(f"selective: expected a number or a list of numbers, "
                         f"got {type(selective).__name__}") from None
-    heads = []
-    for entry in mask_heads:
-        if (not isinstance(entry, (tuple, list)) or len(entry) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in entry)):
-            raise TypeError(f"mask_heads: expected (layer, head) pairs of integers, got {entry!r}")
-        if entry[0] < 0 or entry[1] < 0:
-            raise ValueError(f"mask_heads: ({entry[0]}, {entry[1]}) has a negative index")
-        heads.append(f"{entry[0]}.{entry[1]}")
     if not isinstance(mask_mode, str):
         raise TypeError(f"mask_mode: expected 'uniform' or 'zero', got {type(mask_mode).__name__}")
     if act is True:
         act = "on"
     if act is not None and act is not False and not isinstance(act, str):
         raise TypeError(f"act: expected a spec string or a bool, got {type(act).__name__}")
-    return _ext.modifiers(selective, float(attention_temperature), ",".join(heads), mask_mode,
-                          act or "")
+    return _ext.modifiers(selective, float(attention_temperature),
+                          _heads_text(mask_heads, "mask_heads"), mask_mode, act or "")
 
 
 def _int(value, name: str) -> int:
@@ -144,6 +151,20 @@ class Model:
         [{"layer", "per_head", "heads_with", "top"}] (columns other than each head's first sink
         whose mean attention exceeds tau)."""
         return self._model.sinks(text, _int(ctx, "ctx"), _int(windows, "windows"), float(tau))
+
+    def retrieval_heads(self, length: int = 256, trials: int = 4, *, seed: int = 0) -> list:
+        """Every head's retrieval score on `trials` copies of `length` random tokens, highest
+        first: [{"layer", "head", "score"}]."""
+        return self._model.retrieval_heads(_int(length, "length"), _int(trials, "trials"),
+                                           _int(seed, "seed"))
+
+    def influence(self, text: str, ctx: int, heads, *, mask_mode: str = "uniform",
+                  max_windows: int = 0) -> list:
+        """AttentionInfluence per window of ctx tokens, in text order: {"index", "start",
+        "base_nll", "masked_nll", "score"}, score = (masked - base) / base with `heads`
+        ((layer, head) pairs) masked."""
+        return self._model.influence(text, _int(ctx, "ctx"), _heads_text(heads, "heads"),
+                                     mask_mode, _int(max_windows, "max_windows"))
 
     def capture(self, text: str, ctx: int, layers) -> dict:
         """Post-RoPE q and the k, v of the first ctx tokens at the given layers."""

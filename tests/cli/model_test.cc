@@ -114,6 +114,29 @@ TEST_F(ModelCliReal, SinksJsonAndAct) {
   }
 }
 
+TEST_F(ModelCliReal, HeadsAndInfluenceJson) {
+  const Result r = run("model heads --model '" + model_ +
+                       "' --detect retrieval --len 64 --trials 1 --threads 1 --json");
+  ASSERT_EQ(r.code, 0);
+  const attnkit::testing::JsonValue v = attnkit::testing::parse_json(r.out);
+  const auto& heads = v["heads"].items;
+  ASSERT_EQ(heads.size(), 270u);
+  for (size_t x = 1; x < heads.size(); ++x)
+    EXPECT_GE(heads[x - 1]["score"].number, heads[x]["score"].number);
+  EXPECT_GT(heads[0]["score"].number, 0.2);
+  const Result i = run(on_gpl("influence",
+                              "--ctx 64 --top 3 --max-windows 3 --len 64 "
+                              "--trials 1 --mask-mode zero --json"));
+  ASSERT_EQ(i.code, 0);
+  const attnkit::testing::JsonValue w = attnkit::testing::parse_json(i.out);
+  EXPECT_EQ(w["mask_mode"].text, "zero");
+  ASSERT_EQ(w["documents"].items.size(), 3u);
+  for (size_t x = 1; x < 3; ++x)
+    EXPECT_GE(w["documents"].items[x - 1]["score"].number, w["documents"].items[x]["score"].number);
+  EXPECT_EQ(run("model heads --detect induction", true).code, 2);
+  EXPECT_EQ(run(on_gpl("influence", "--ctx 64 --top 271"), true).code, 2);
+}
+
 TEST_F(ModelCliReal, Info) {
   const Result r = run("model info --model '" + model_ + "'");
   EXPECT_EQ(r.code, 0);

@@ -4,15 +4,19 @@
 // one thread keep each test to seconds on a shared 2-core CI machine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "attnkit/pattern.h"
 #include "model/evaluate.h"
+#include "model/heads.h"
 #include "model/llama.h"
 #include "model/model_files.h"
 #include "support/real_model.h"
@@ -123,6 +127,51 @@ TEST_F(RealModel, PrefillLogitsEqualDecodeLogits) {
         << "position " << t;
   }
   EXPECT_EQ(mismatches, 0) << "tolerance " << tol;
+}
+
+// One trial counted here from the captured q, k (argmax of q . k per head) and the logits.
+TEST_F(RealModel, RetrievalScoreEqualsADirectCount) {
+  const int64_t n = 30;
+  const LlamaConfig& c = model()->config();
+  const int64_t layers = c.layers, heads = c.heads, hd = c.head_dim, kv = c.heads_kv;
+  LlamaSession session(model(), 64, 2);
+  const std::vector<HeadScore> scores = retrieval_scores(session, n, 1, 9);
+  // The same sequence: retrieval_scores draws n ids from mt19937_64(seed).
+  std::mt19937_64 rng(9);
+  std::uniform_int_distribution<int32_t> id(1000, 39999);
+  std::vector<int32_t> seq(2 * n);
+  for (int64_t t = 0; t < n; ++t) seq[t] = seq[n + t] = id(rng);
+  std::vector<std::vector<float>> qs(layers), ks(layers);
+  session.set_capture([&](int64_t l, int64_t tokens, const float* q, const float* k, const float*) {
+    qs[l].assign(q, q + tokens * heads * hd);
+    ks[l].assign(k, k + tokens * kv * hd);
+  });
+  session.reset();
+  session.forward(seq.data(), 2 * n);
+  session.set_capture(nullptr);
+  std::vector<double> hits(layers * heads, 0.0);
+  std::vector<float> logits(c.vocab);
+  for (int64_t t = 0; t + 1 < n; ++t) {
+    session.logits(n + t, 1, logits.data());
+    if (std::max_element(logits.begin(), logits.end()) - logits.begin() != seq[t + 1]) continue;
+    for (int64_t l = 0; l < layers; ++l)
+      for (int64_t h = 0; h < heads; ++h) {
+        double best = -std::numeric_limits<double>::infinity();
+        int64_t arg = 0;
+        for (int64_t j = 0; j <= n + t; ++j) {
+          double dot = 0.0;
+          for (int64_t d = 0; d < hd; ++d)
+            dot += double(qs[l][((n + t) * heads + h) * hd + d]) *
+                   ks[l][(j * kv + h / (heads / kv)) * hd + d];
+          if (dot > best) best = dot, arg = j;
+        }
+        hits[l * heads + h] += arg < n && seq[arg] == seq[t + 1];
+      }
+  }
+  for (const HeadScore& s : scores)
+    EXPECT_NEAR(s.score, hits[s.layer * heads + s.head] / double(n - 1), 1e-12)
+        << s.layer << "." << s.head;
+  EXPECT_GT(*std::max_element(hits.begin(), hits.end()), 0.0) << "some head retrieves";
 }
 
 TEST_F(RealModel, PasskeyPromptHasTheRequestedShape) {

@@ -126,3 +126,19 @@ def test_act_and_sinks(model):
         model.ppl(text, ctx=64, max_windows=1, act="beta=3")
     with pytest.raises(ValueError, match="act"):
         model.passkey(256, 1, act=True, cache="streaming:sinks=4,recent=60")
+
+
+@needs_model
+def test_retrieval_heads_and_influence(model):
+    heads = model.retrieval_heads(64, 1)
+    assert len(heads) == 270
+    assert heads[0]["score"] >= heads[-1]["score"] and heads[0]["score"] > 0.2
+    top = [(h["layer"], h["head"]) for h in heads[:4]]
+    text = open(GPL).read()
+    docs = model.influence(text, 64, top, max_windows=2)
+    assert [d["index"] for d in docs] == [0, 1]
+    for d in docs:
+        assert d["score"] == pytest.approx((d["masked_nll"] - d["base_nll"]) / d["base_nll"])
+    assert all(d["score"] == 0 for d in model.influence(text, 64, [], max_windows=1))
+    with pytest.raises(ValueError, match="heads"):
+        model.influence(text, 64, [(30, 0)], max_windows=1)
