@@ -74,6 +74,11 @@ constexpr char kUsage[] =
     "    tokens scored (masked NLL - NLL) / NLL, highest first; --json prints {\"heads\",\n"
     "    \"mask_mode\", \"documents\": [{\"index\", \"start\", \"base_nll\", \"masked_nll\", "
     "\"score\"}]}\n"
+    "attnkit model collapse [--model FILE] --text FILE [--lengths 32,64,...] [--chunks K] "
+    "[--temperature T] [--json]\n"
+    "    length-induced embedding collapse: the mean pairwise cosine similarity of K (default 16)\n"
+    "    mean-pooled chunk embeddings per chunk length (default 32 to 2048 by powers of 2);\n"
+    "    --json prints {\"temperature\", \"points\": [{\"length\", \"chunks\", \"mean_cosine\"}]}\n"
     "attnkit model sinks [--model FILE] --text FILE --ctx N [--max-windows W] [--tau X] [--json]\n"
     "    ACT's hidden sinks per layer (columns other than each head's first sink whose mean\n"
     "    attention exceeds tau, default 0.1) over W windows (default 4); --json prints\n"
@@ -565,11 +570,56 @@ int influence(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int collapse(const std::vector<std::string>& argv) {
+  const Args args(argv,
+                  with_modifier_flags({"--model", "--text", "--lengths", "--chunks", "--threads"}),
+                  {"--json"});
+  std::vector<int64_t> lengths = {32, 64, 128, 256, 512, 1024, 2048};
+  if (args.has("--lengths")) {
+    lengths.clear();
+    for (float x : model::AttentionModifiers::parse_selective(args.str("--lengths"), "--lengths")) {
+      check(x >= 1 && x <= (1 << 20) && x == std::floor(x), "--lengths",
+            std::string("'")
+                .append(args.str("--lengths"))
+                .append("' must list whole token counts in [1, 2^20]"));
+      lengths.push_back(static_cast<int64_t>(x));
+    }
+  }
+  const int64_t chunks = args.integer("--chunks", 16, 2, 1 << 16);
+  const std::string text = read_text(args.str("--text"));
+  const auto model = model::LlamaModel::load(model_path(args));
+  const std::vector<int32_t> tokens = model->tokenizer().encode(text, false);
+  model::LlamaSession session(model, *std::max_element(lengths.begin(), lengths.end()),
+                              threads_of(args));
+  const model::AttentionModifiers modifiers = modifiers_of(args, *model);
+  session.set_modifiers(modifiers);
+  const std::vector<model::CollapsePoint> points =
+      model::length_collapse(session, tokens, lengths, chunks);
+  if (args.flag("--json")) {
+    std::string list = "[";
+    for (size_t x = 0; x < points.size(); ++x) {
+      JsonObject p;
+      p.add("length", points[x].length).add("chunks", points[x].chunks);
+      p.add("mean_cosine", points[x].mean_cosine);
+      list.append(x ? "," : "").append(p.str());
+    }
+    JsonObject json;
+    json.add("temperature", static_cast<double>(modifiers.temperature))
+        .raw("points", list.append("]"));
+    std::printf("%s\n", json.str().c_str());
+  } else {
+    for (const auto& p : points)
+      std::printf("length %6lld: mean cosine %.4f over %lld chunks\n", (long long)p.length,
+                  p.mean_cosine, (long long)p.chunks);
+  }
+  return 0;
+}
+
 int model_main(const std::vector<std::string>& argv) {
   if (argv.empty())
     throw Error("model",
                 "missing sub-command (info, generate, ppl, passkey, stream-ppl, capture, bench, "
-                "sinks, heads, influence)");
+                "sinks, heads, influence, collapse)");
   const std::string sub = argv[0];
   const std::vector<std::string> rest(argv.begin() + 1, argv.end());
   if (sub == "info") return info(rest);
@@ -581,10 +631,11 @@ int model_main(const std::vector<std::string>& argv) {
   if (sub == "bench") return bench(rest);
   if (sub == "sinks") return sinks(rest);
   if (sub == "heads") return heads(rest);
+  if (sub == "collapse") return collapse(rest);
   if (sub == "influence") return influence(rest);
   throw Error("model", "unknown sub-command '" + sub +
                            "' (info, generate, ppl, passkey, stream-ppl, capture, bench, sinks, "
-                           "heads, influence)");
+                           "heads, influence, collapse)");
 }
 
 const bool registered = register_command({"model", kUsage, model_main});

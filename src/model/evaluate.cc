@@ -105,6 +105,42 @@ std::vector<LayerSinks> hidden_sinks(LlamaSession& session, const std::vector<in
   return out;
 }
 
+std::vector<CollapsePoint> length_collapse(LlamaSession& session,
+                                           const std::vector<int32_t>& tokens,
+                                           const std::vector<int64_t>& lengths, int64_t chunks) {
+  check(chunks >= 2, "chunks", "must be at least 2 (pairs), got " + std::to_string(chunks));
+  const int64_t dim = session.model().config().dim;
+  std::vector<CollapsePoint> out;
+  for (int64_t length : lengths) {
+    check(length >= 1 && length <= session.max_context(), "lengths",
+          std::to_string(length) +
+              " is outside [1, max_context = " + std::to_string(session.max_context()) + "]");
+    check(length * chunks <= static_cast<int64_t>(tokens.size()), "tokens",
+          std::to_string(chunks) + " chunks of " + std::to_string(length) + " need more than the " +
+              std::to_string(tokens.size()) + " tokens given");
+    std::vector<std::vector<double>> unit(chunks, std::vector<double>(dim, 0.0));
+    for (int64_t c = 0; c < chunks; ++c) {
+      session.reset();
+      session.forward(tokens.data() + c * length, length);
+      const std::vector<float>& hidden = session.hidden();
+      double norm = 0.0;
+      for (int64_t d = 0; d < dim; ++d) {
+        double sum = 0.0;
+        for (int64_t t = 0; t < length; ++t) sum += hidden[t * dim + d];
+        unit[c][d] = sum / static_cast<double>(length);
+        norm += unit[c][d] * unit[c][d];
+      }
+      for (double& x : unit[c]) x /= std::sqrt(norm);
+    }
+    double total = 0.0;
+    for (int64_t a = 0; a < chunks; ++a)
+      for (int64_t b = a + 1; b < chunks; ++b)
+        for (int64_t d = 0; d < dim; ++d) total += unit[a][d] * unit[b][d];
+    out.push_back({length, chunks, total / (0.5 * static_cast<double>(chunks * (chunks - 1)))});
+  }
+  return out;
+}
+
 PerplexityResult perplexity(LlamaSession& session, const std::vector<int32_t>& tokens, int64_t ctx,
                             int64_t max_windows, const Pattern* pattern) {
   check(ctx >= 2, "ctx", "must be at least 2, got " + std::to_string(ctx));

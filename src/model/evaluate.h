@@ -49,6 +49,19 @@ struct LayerSinks {
 std::vector<LayerSinks> hidden_sinks(LlamaSession& session, const std::vector<int32_t>& tokens,
                                      int64_t ctx, int64_t windows, float tau);
 
+// Length-induced embedding collapse (TempScale, ACL 2025): for each length L, `chunks`
+// consecutive non-overlapping chunks of L tokens, each prefilled alone; its embedding is the mean
+// of its final-normed hidden states; the point is the mean cosine similarity over all pairs of
+// chunks. Collapse: it rises with L. (The paper measures encoders; SmolLM2 is a causal decoder,
+// so this is the exploratory check of ../shared/research/seed_more.md section 4.)
+struct CollapsePoint {
+  int64_t length = 0, chunks = 0;
+  double mean_cosine = 0.0;
+};
+std::vector<CollapsePoint> length_collapse(LlamaSession& session,
+                                           const std::vector<int32_t>& tokens,
+                                           const std::vector<int64_t>& lengths, int64_t chunks);
+
 // Teacher-forced perplexity token by token: from an empty cache, one decode step per token over
 // tokens[0, count), token t + 1 scored from the logits at t (count - 1 scored tokens), so that a
 // cache policy with a budget runs past the trained context; `pattern` (full cache) applies to

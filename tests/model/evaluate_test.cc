@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attnkit/error.h"
 #include "attnkit/pattern.h"
 #include "model/llama.h"
 #include "support/tiny_model.h"
@@ -86,6 +87,32 @@ TEST(Evaluate, PerplexityIsTheMeanNllOfTheNextTokenPerWindow) {
   const auto causal = make_pattern("causal");
   const PerplexityResult patterned = perplexity(session, tokens, ctx, 0, causal.get());
   EXPECT_NEAR(patterned.nll, r.nll, 1e-5 * r.nll);
+}
+
+// Collapse: identical chunks give cosine 1; otherwise the mean over pairs of the cosine of mean
+// hidden states, computed here for two chunks.
+TEST(Evaluate, LengthCollapseIsTheMeanPairwiseCosineOfMeanHiddenStates) {
+  LlamaSession session(tiny().model, 16, 1);
+  const std::vector<int32_t> same = {5, 6, 7, 8, 5, 6, 7, 8};
+  EXPECT_NEAR(length_collapse(session, same, {4}, 2)[0].mean_cosine, 1.0, 1e-12);
+  const std::vector<int32_t> tokens = {3, 9, 27, 81, 1, 2, 4, 8, 100, 120, 140, 160};
+  const std::vector<CollapsePoint> points = length_collapse(session, tokens, {4, 6}, 2);
+  ASSERT_EQ(points.size(), 2u);
+  const int64_t dim = tiny().model->config().dim;
+  std::vector<std::vector<double>> mean(2, std::vector<double>(dim, 0.0));
+  for (int c = 0; c < 2; ++c) {
+    session.reset();
+    session.forward(tokens.data() + c * 6, 6);
+    for (int64_t t = 0; t < 6; ++t)
+      for (int64_t d = 0; d < dim; ++d) mean[c][d] += session.hidden()[t * dim + d] / 6.0;
+  }
+  double dot = 0.0, n0 = 0.0, n1 = 0.0;
+  for (int64_t d = 0; d < dim; ++d)
+    dot += mean[0][d] * mean[1][d], n0 += mean[0][d] * mean[0][d], n1 += mean[1][d] * mean[1][d];
+  EXPECT_NEAR(points[1].mean_cosine, dot / std::sqrt(n0 * n1), 1e-9);
+  EXPECT_EQ(points[1].length, 6);
+  EXPECT_THROW(length_collapse(session, tokens, {7}, 2), Error);   // 14 > 12 tokens
+  EXPECT_THROW(length_collapse(session, tokens, {17}, 1), Error);  // one chunk: no pair
 }
 
 TEST(Evaluate, LogSumExpMatchesADoubleSumAndSurvivesLargeLogits) {
