@@ -473,9 +473,10 @@ std::unique_ptr<Pattern> optional_pattern(const std::string& spec) {
 // validated when set on a session (errors name those parameters).
 model::AttentionModifiers modifiers_of(const std::vector<float>& selective, double temperature,
                                        const std::string& heads, const std::string& mode,
-                                       const std::string& act) {
+                                       const std::string& act, const std::string& moh) {
   model::AttentionModifiers m;
   if (!act.empty()) m.parse_act(act, "act");
+  if (!moh.empty()) m.parse_moh(moh, "moh");
   m.selective = selective;
   m.temperature = static_cast<float>(temperature);
   m.masked_heads = model::AttentionModifiers::parse_heads(heads, "mask_heads");
@@ -814,7 +815,7 @@ NB_MODULE(_ext, m) {
 
   nb::class_<model::AttentionModifiers>(m, "AttentionModifiers");
   m.def("modifiers", &modifiers_of, "selective"_a, "temperature"_a, "mask_heads"_a, "mask_mode"_a,
-        "act"_a);
+        "act"_a, "moh"_a);
   nb::class_<PyModel>(m, "Model")
       .def(nb::init<const std::string&, int>(), "path"_a, "threads"_a)
       .def_prop_ro("config", &PyModel::config)

@@ -63,6 +63,7 @@ constexpr char kUsage[] =
     "    layer, S1,S2,...), --temperature T (TempScale: softmax(q.k / (sqrt(d) T))) and\n"
     "    --mask-heads L.H,... with --mask-mode uniform|zero (prefix mean of V, or zero output)\n"
     "    and --act on|tau=0.1,beta=0.4,from=2 (ACT: hidden sinks calibrated; full cache only)\n"
+    "    and --moh top=K[,shared=S][,gates=weighted|binary] (MoH's parameter-free router)\n"
     "attnkit model heads [--model FILE] --detect retrieval [--len N] [--trials T] [--seed S] "
     "[--json]\n"
     "    every head's retrieval score on a synthetic copy task (N random tokens, default 256,\n"
@@ -131,7 +132,7 @@ model::CacheSpec cache_of(const Args& args) {
 
 // The score-modifier flags every evaluating command takes, and what they set.
 const std::vector<std::string> kModifierFlags = {"--selective", "--temperature", "--mask-heads",
-                                                 "--mask-mode", "--act"};
+                                                 "--mask-mode", "--act",         "--moh"};
 
 std::vector<std::string> with_modifier_flags(std::vector<std::string> flags) {
   flags.insert(flags.end(), kModifierFlags.begin(), kModifierFlags.end());
@@ -153,6 +154,7 @@ model::AttentionModifiers modifiers_of(const Args& args, const model::LlamaModel
     out.mask_mode =
         model::AttentionModifiers::parse_mask_mode(args.str("--mask-mode"), "--mask-mode");
   if (args.has("--act")) out.parse_act(args.str("--act"), "--act");
+  if (args.has("--moh")) out.parse_moh(args.str("--moh"), "--moh");
   out.validate(m.config().layers, m.config().heads);  // errors shown as the flags (main.cc)
   return out;
 }

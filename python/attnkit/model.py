@@ -22,6 +22,8 @@ ppl, passkey, generate and stream_ppl change the attention scores with the keywo
                            AttentionInfluence's head masks: prefix mean of V, or zero output
     act="on" | "tau=0.1,beta=0.4,from=2"
                            ACT: hidden attention sinks calibrated (full cache only)
+    moh="top=K[,shared=S][,gates=weighted|binary]"
+                           MoH: each token keeps K routed heads (parameter-free router)
 m.sinks(text, ctx=1024) lists ACT's hidden sinks per layer; m.retrieval_heads() scores every head
 on a synthetic copy task and m.influence(text, ctx, heads) scores windows by AttentionInfluence
 (src/model/heads.h).
@@ -78,7 +80,7 @@ def _heads_text(heads, name: str) -> str:
 
 
 def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mode="uniform",
-               act=None):
+               act=None, moh=None):
     """The score modifiers as the extension takes them; bad values raise ValueError there."""
     if isinstance(selective, (int, float)) and not isinstance(selective, bool):
         selective = [float(selective)]
@@ -93,8 +95,10 @@ def _modifiers(selective=0.0, attention_temperature=1.0, mask_heads=(), mask_mod
         act = "on"
     if act is not None and act is not False and not isinstance(act, str):
         raise TypeError(f"act: expected a spec string or a bool, got {type(act).__name__}")
+    if moh is not None and not isinstance(moh, str):
+        raise TypeError(f"moh: expected a spec string such as 'top=4', got {type(moh).__name__}")
     return _ext.modifiers(selective, float(attention_temperature),
-                          _heads_text(mask_heads, "mask_heads"), mask_mode, act or "")
+                          _heads_text(mask_heads, "mask_heads"), mask_mode, act or "", moh or "")
 
 
 def _int(value, name: str) -> int:

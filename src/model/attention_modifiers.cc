@@ -43,7 +43,63 @@ int64_t index(const std::string& field, const std::string& argument, const std::
 
 bool AttentionModifiers::any() const {
   return std::any_of(selective.begin(), selective.end(), [](float s) { return s != 0.0f; }) ||
-         temperature != 1.0f || !masked_heads.empty() || act;
+         temperature != 1.0f || !masked_heads.empty() || act || moh_top > 0;
+}
+
+void AttentionModifiers::parse_moh(const std::string& text, const std::string& argument) {
+  for (const std::string& field : fields(text)) {
+    const size_t eq = field.find('=');
+    const std::string key = field.substr(0, eq),
+                      value = eq == std::string::npos ? "" : field.substr(eq + 1);
+    check(eq != std::string::npos && (key == "top" || key == "shared" || key == "gates"), argument,
+          "'" + text + "': '" + field + "' is not top=K, shared=S or gates=weighted|binary");
+    if (key == "gates") {
+      check(value == "weighted" || value == "binary", argument,
+            "'" + text + "': gates must be weighted or binary, got '" + value + "'");
+      moh_weighted = value == "weighted";
+    } else {
+      (key == "top" ? moh_top : moh_shared) = index(value, argument, text);
+    }
+  }
+  check(moh_top >= 1, argument, "'" + text + "': needs top=K with K >= 1");
+}
+
+void AttentionModifiers::moh_gates(const float* q, int64_t tokens, int64_t heads, int64_t head_dim,
+                                   float* gates) const {
+  std::vector<double> norm(heads), p(heads);
+  std::vector<int64_t> order;
+  for (int64_t t = 0; t < tokens; ++t) {
+    double mean = 0.0;
+    for (int64_t h = 0; h < heads; ++h) {
+      double sum = 0.0;
+      for (int64_t d = 0; d < head_dim; ++d) {
+        const double x = q[(t * heads + h) * head_dim + d];
+        sum += x * x;
+      }
+      norm[h] = std::sqrt(sum);
+      mean += norm[h] / static_cast<double>(heads);
+    }
+    double var = 0.0;
+    for (int64_t h = 0; h < heads; ++h) var += (norm[h] - mean) * (norm[h] - mean) / heads;
+    const double std_dev = std::sqrt(var) > 0.0 ? std::sqrt(var) : 1.0;
+    // Softmax over the routed heads of r = ||q|| / std, then the top k by probability.
+    double top_r = -1e300, total = 0.0;
+    for (int64_t h = moh_shared; h < heads; ++h) top_r = std::max(top_r, norm[h] / std_dev);
+    for (int64_t h = moh_shared; h < heads; ++h)
+      total += p[h] = std::exp(norm[h] / std_dev - top_r);
+    order.clear();
+    for (int64_t h = moh_shared; h < heads; ++h) order.push_back(h);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    double kept = 0.0;
+    for (int64_t x = 0; x < moh_top; ++x) kept += p[order[x]] / total;
+    for (int64_t h = 0; h < heads; ++h) gates[h * tokens + t] = h < moh_shared ? 1.0f : 0.0f;
+    for (int64_t x = 0; x < moh_top; ++x) {
+      const int64_t h = order[x];
+      gates[h * tokens + t] =
+          moh_weighted ? static_cast<float>(p[h] / total / kept * static_cast<double>(moh_top))
+                       : 1.0f;
+    }
+  }
 }
 
 void AttentionModifiers::parse_act(const std::string& text, const std::string& argument) {
@@ -121,6 +177,9 @@ void AttentionModifiers::validate(int64_t layers, int64_t heads) const {
         "tau must be in (0, 1], got " + std::to_string(act_options.tau));
   check(!act || (act_options.beta >= 0.0f && act_options.beta <= 1.0f), "act",
         "beta must be in [0, 1], got " + std::to_string(act_options.beta));
+  check(moh_top == 0 || (moh_shared >= 0 && moh_top >= 1 && moh_top + moh_shared <= heads), "moh",
+        "needs 1 <= top and top + shared <= " + std::to_string(heads) + " heads, got top=" +
+            std::to_string(moh_top) + ", shared=" + std::to_string(moh_shared));
   check(mask_mode == HeadMode::kUniform || mask_mode == HeadMode::kZero, "mask_mode",
         "must be uniform or zero");
   for (size_t x = 0; x < masked_heads.size(); ++x) {

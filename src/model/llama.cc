@@ -250,6 +250,11 @@ void LlamaSession::step(const int32_t* tokens, int64_t count, int64_t first,
     args.position_scale = modifiers_.selective_of(l);
     args.first_position = n_past_;  // absolute positions, whatever the cache kept
     if (!head_modes_.empty() && !head_modes_[l].empty()) args.head_modes = head_modes_[l].data();
+    if (modifiers_.moh_top > 0) {  // gates routed from this step's queries (RoPE keeps norms)
+      moh_gates_.resize(c.heads * T);
+      modifiers_.moh_gates(q_.data(), T, c.heads, hd, moh_gates_.data());
+      args.output_gate = view(moh_gates_.data(), c.heads, T, c.heads * T, T, 1, 1);
+    }
     if (cache_.needs_scores()) args.lse = view(lse_.data(), c.heads, T, T * c.heads, T, 1, 1);
     if (pattern != nullptr) {
       pattern->run(args, &plan_states_[l]);

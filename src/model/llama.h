@@ -134,6 +134,7 @@ class LlamaSession {
   KvCache cache_;
   std::vector<std::unique_ptr<PlanState>> plan_states_;  // per layer: what a pattern keeps (decode)
   std::vector<float> x_, h_, q_, k_, raw_k_, v_, att_, gate_, up_, hidden_, rope_, lse_, col_sums_;
+  std::vector<float> moh_gates_;  // MoH: [Hq][T] gates of the step
   std::vector<uint16_t> q16_;  // the query rounded to a 16-bit cache's dtype (steps of > 16 tokens)
   CaptureHook capture_;
   AttentionModifiers modifiers_;

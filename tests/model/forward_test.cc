@@ -170,9 +170,61 @@ TEST(ModelForward, ModifiedDecodeEqualsItsPrefill) {
     EXPECT_LE(gap.worst, 1e-5 * gap.scale);
     EXPECT_GT(gap.from_other, 1e-3 * gap.scale);
   }
+  // MoH: one of the two heads per token; every head kept (binary gates) is plain bit for bit.
+  AttentionModifiers moh;
+  moh.moh_top = 1;
+  session.set_modifiers(moh);
+  const std::vector<float> routed = prefill_logits(session, tokens);
+  const DecodeGap gap = decode_gap(session, tokens, 20, routed, plain);
+  EXPECT_LE(gap.worst, 1e-5 * gap.scale);
+  EXPECT_GT(gap.from_other, 1e-3 * gap.scale);
+  moh.moh_top = 2;
+  session.set_modifiers(moh);
+  EXPECT_EQ(prefill_logits(session, tokens), plain);
   AttentionModifiers bad;
   bad.masked_heads = {{0, tiny().model->config().heads}};
   EXPECT_THROW(session.set_modifiers(bad), Error);
+  bad = {}, bad.moh_top = 3;  // more than the 2 heads
+  EXPECT_THROW(session.set_modifiers(bad), Error);
+}
+
+// MoH's parameter-free router: per token the shared heads and the top k routed heads by
+// ||q|| / std are kept; binary gates are 1, weighted gates follow the softmax and sum to k.
+TEST(ModelForward, MohRouterKeepsTheTopHeadsByQueryNorm) {
+  const int64_t heads = 5, hd = 4, tokens = 3;
+  std::vector<float> q(tokens * heads * hd);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t d = 0; d < hd; ++d) q[(t * heads + h) * hd + d] = float((h * 7 + t * 3) % 5 + 1);
+  AttentionModifiers m;
+  m.moh_top = 2, m.moh_shared = 1;
+  std::vector<float> gates(heads * tokens);
+  for (bool weighted : {false, true}) {
+    m.moh_weighted = weighted;
+    m.moh_gates(q.data(), tokens, heads, hd, gates.data());
+    for (int64_t t = 0; t < tokens; ++t) {
+      // ||q_h|| = 2 * value: routed heads 1..4 ranked by (h * 7 + t * 3) % 5.
+      std::vector<int64_t> routed = {1, 2, 3, 4};
+      std::stable_sort(routed.begin(), routed.end(), [&](int64_t a, int64_t b) {
+        return (a * 7 + t * 3) % 5 > (b * 7 + t * 3) % 5;
+      });
+      EXPECT_EQ(gates[0 * tokens + t], 1.0f) << "shared head";
+      double kept = 0.0;
+      for (int64_t x = 0; x < 4; ++x) {
+        const float g = gates[routed[x] * tokens + t];
+        if (x >= 2) {
+          EXPECT_EQ(g, 0.0f) << t << " " << routed[x];
+        } else if (!weighted) {
+          EXPECT_EQ(g, 1.0f);
+        }
+        kept += g;
+      }
+      EXPECT_NEAR(kept, 2.0, 1e-6);
+      if (weighted) {
+        EXPECT_GT(gates[routed[0] * tokens + t], gates[routed[1] * tokens + t]);
+      }
+    }
+  }
 }
 
 // ACT on the model: beta = 1 detects without changing anything; beta = 0.4 changes the logits,

@@ -142,3 +142,15 @@ def test_retrieval_heads_and_influence(model):
     assert all(d["score"] == 0 for d in model.influence(text, 64, [], max_windows=1))
     with pytest.raises(ValueError, match="heads"):
         model.influence(text, 64, [(30, 0)], max_windows=1)
+
+
+@needs_model
+def test_moh_keeps_heads(model):
+    text = open(GPL).read()
+    plain = model.ppl(text, ctx=64, max_windows=1)["ppl"]
+    assert model.ppl(text, ctx=64, max_windows=1, moh="top=9")["ppl"] == plain
+    assert model.ppl(text, ctx=64, max_windows=1, moh="top=8")["ppl"] != plain
+    with pytest.raises(ValueError, match="moh"):
+        model.ppl(text, ctx=64, max_windows=1, moh="top=10")
+    with pytest.raises(ValueError, match="moh"):
+        model.ppl(text, ctx=64, max_windows=1, moh="k=3")
