@@ -82,24 +82,11 @@ INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
 // for a third) run on the split-key decode kernel over the union of each group's blocks; the
 // result and the pair count equal the reference's.
 std::vector<MaskCase> decode_cases() {
-  std::vector<MaskCase> out;
   const std::vector<std::array<int64_t, 7>> shapes = {
       // batch, heads_q, heads_kv, nq, nk, q_block, kv_block
       {1, 1, 1, 1, 1, 64, 64},   {1, 9, 3, 1, 4100, 64, 64}, {2, 4, 2, 16, 3000, 16, 48},
       {1, 2, 1, 5, 700, 64, 16}, {1, 4, 4, 1, 200, 32, 64},  {1, 6, 2, 3, 9000, 128, 128}};
-  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
-    for (bool causal : {false, true})
-      for (bool per_head : {false, true})
-        for (const auto& sh : shapes) {
-          MaskCase c;
-          c.problem.batch = sh[0], c.per_batch = sh[0] > 1;
-          c.problem.heads_q = sh[1], c.problem.heads_kv = sh[2], c.problem.nq = sh[3];
-          c.problem.nk = sh[4], c.problem.dim = 64, c.problem.dim_v = 48;
-          c.problem.dtype = dtype, c.problem.causal = causal;
-          c.q_block = sh[5], c.kv_block = sh[6], c.per_head = per_head, c.keep = 0.3;
-          out.push_back(c);
-        }
-  return out;
+  return testing::mask_sweep(shapes, {DType::kF32, DType::kF16, DType::kBF16}, 64, 0.3);
 }
 
 class BlockSparseDecode : public ::testing::TestWithParam<MaskCase> {};

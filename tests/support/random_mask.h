@@ -72,10 +72,11 @@ inline ElementPredicate mask_rule(const BlockMask& m) {
 }
 
 // Every shape {batch, heads_q, heads_kv, nq, nk, q_block, kv_block} in every dtype, causal or
-// not, with per-head or shared lists (per-batch lists when batch > 1), D = 80, Dv = 48, 60% of
-// the blocks kept; once per SIMD target.
+// not, with per-head or shared lists (per-batch lists when batch > 1), head dim `dim`, Dv = 48,
+// a share `keep` of the blocks kept; once per SIMD target.
 inline std::vector<MaskCase> mask_sweep(const std::vector<std::array<int64_t, 7>>& shapes,
-                                        const std::vector<DType>& dtypes) {
+                                        const std::vector<DType>& dtypes, int64_t dim = 80,
+                                        double keep = 0.6) {
   std::vector<MaskCase> out;
   for (DType dtype : dtypes)
     for (bool causal : {false, true})
@@ -84,9 +85,9 @@ inline std::vector<MaskCase> mask_sweep(const std::vector<std::array<int64_t, 7>
           MaskCase c;
           c.problem.batch = s[0], c.per_batch = s[0] > 1;
           c.problem.heads_q = s[1], c.problem.heads_kv = s[2], c.problem.nq = s[3];
-          c.problem.nk = s[4], c.problem.dim = 80, c.problem.dim_v = 48;
+          c.problem.nk = s[4], c.problem.dim = dim, c.problem.dim_v = 48;
           c.problem.dtype = dtype, c.problem.causal = causal;
-          c.q_block = s[5], c.kv_block = s[6], c.per_head = per_head, c.keep = 0.6;
+          c.q_block = s[5], c.kv_block = s[6], c.per_head = per_head, c.keep = keep;
           for (int64_t target : simd_targets()) {
             c.problem.target = target;
             out.push_back(c);
