@@ -145,7 +145,7 @@ model::AttentionModifiers modifiers_of(const Args& args, const model::LlamaModel
   model::AttentionModifiers out;
   if (args.has("--selective"))
     out.selective =
-        model::AttentionModifiers::parse_selective(args.str("--selective"), "--selective");
+        model::AttentionModifiers::parse_numbers(args.str("--selective"), "--selective");
   out.temperature = static_cast<float>(args.real("--temperature", 1.0, 1e-3, 1e3));
   if (args.has("--mask-heads"))
     out.masked_heads =
@@ -579,7 +579,7 @@ int collapse(const std::vector<std::string>& argv) {
   std::vector<int64_t> lengths = {32, 64, 128, 256, 512, 1024, 2048};
   if (args.has("--lengths")) {
     lengths.clear();
-    for (float x : model::AttentionModifiers::parse_selective(args.str("--lengths"), "--lengths")) {
+    for (float x : model::AttentionModifiers::parse_numbers(args.str("--lengths"), "--lengths")) {
       check(x >= 1 && x <= (1 << 20) && x == std::floor(x), "--lengths",
             std::string("'")
                 .append(args.str("--lengths"))

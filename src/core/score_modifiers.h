@@ -40,6 +40,17 @@ inline RowFactors row_factors(const AttentionArgs& a, int64_t b, int64_t h, int6
   return f;
 }
 
+// Whether every row of heads [h0, h0 + heads) x queries [q0, q0 + rows) of batch b is gated to 0
+// and no LSE is asked for: a kernel may then skip them (their O is 0).
+inline bool gated_off(const AttentionArgs& a, int64_t b, int64_t h0, int64_t heads, int64_t q0,
+                      int64_t rows) {
+  if (!has_score_modifiers(a) || !a.lse.empty()) return false;
+  for (int64_t h = h0; h < h0 + heads; ++h)
+    for (int64_t i = q0; i < q0 + rows; ++i)
+      if (row_factors(a, b, h, i).gate != 0.0f) return false;
+  return true;
+}
+
 // Checks the modifiers against the call's shapes; throws Error naming "row_scale",
 // "position_scale", "first_position", "output_gate" or "head_modes".
 void validate_score_modifiers(const AttentionArgs& a);

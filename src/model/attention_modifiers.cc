@@ -124,8 +124,8 @@ float AttentionModifiers::selective_of(int64_t l) const {
   return selective.size() == 1 ? selective[0] : selective[static_cast<size_t>(l)];
 }
 
-std::vector<float> AttentionModifiers::parse_selective(const std::string& text,
-                                                       const std::string& argument) {
+std::vector<float> AttentionModifiers::parse_numbers(const std::string& text,
+                                                     const std::string& argument) {
   std::vector<float> out;
   for (const std::string& field : fields(text))
     out.push_back(static_cast<float>(number(field, argument, text)));

@@ -50,7 +50,7 @@ struct AttentionModifiers {
   HeadMode mask_mode = HeadMode::kUniform;  // kUniform or kZero
   int64_t moh_top = 0;                      // routed heads kept per token (0: MoH off)
   int64_t moh_shared = 0;                   // heads 0 .. moh_shared - 1 always kept
-  bool moh_weighted = false;  // binary by default: see the header
+  bool moh_weighted = false;                // binary by default: see the header
   bool act = false;
   ActOptions act_options;  // tau, beta (sinks: detected)
   int64_t act_from = 2;    // first calibrated layer
@@ -58,9 +58,9 @@ struct AttentionModifiers {
   bool any() const;
   // s of layer l (0 when none is set).
   float selective_of(int64_t l) const;
-  // "text" forms, errors naming `argument`: "0.05" or "0.01,0.02,..." for selective; "L.H,L.H"
-  // for heads; "uniform" or "zero" for the mode.
-  static std::vector<float> parse_selective(const std::string& text, const std::string& argument);
+  // "text" forms, errors naming `argument`: numbers "0.05" or "0.01,0.02,..." (selective, and the
+  // collapse lengths); heads "L.H,L.H"; the mode "uniform" or "zero".
+  static std::vector<float> parse_numbers(const std::string& text, const std::string& argument);
   static std::vector<HeadRef> parse_heads(const std::string& text, const std::string& argument);
   static HeadMode parse_mask_mode(const std::string& text, const std::string& argument);
   // "top=K[,shared=S][,gates=weighted|binary]": sets the moh_ fields.

@@ -236,12 +236,7 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
     for (int64_t d = 0; d < dim; ++d) q[r * dim_pad + d] *= row_qscale;
   }
   std::fill(o, o + rows * sh.dv_pad, 0.0f);
-  if (modified && a.lse.empty()) {  // rows all gated off: nothing to attend (O = 0)
-    bool silent = true;
-    for (int64_t r = 0; r < rows && silent; ++r)
-      silent = row_factors(a, b, g * sh.group + r / sh.nq, r % sh.nq).gate == 0.0f;
-    if (silent) return 0;
-  }
+  if (gated_off(a, b, g * sh.group, sh.group, 0, sh.nq)) return 0;  // O = 0, nothing attended
   const bool k_in_place = dim % n == 0, v_in_place = sh.dim_v % n == 0;
   const int64_t last_limit =
       static_cast<int64_t>(*std::max_element(limit.get(), limit.get() + rows));

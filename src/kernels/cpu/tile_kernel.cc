@@ -86,17 +86,12 @@ void ProcessItem(const TilePlan& plan, const WorkItem& item, Scratch& s) {
   // Score modifiers: each row's temperature factor folds into its Q scale, its gate into the
   // normalisation. Rows that are all gated off skip the item when no LSE is asked for.
   const bool modified = has_score_modifiers(a);
-  if (modified && a.lse.empty()) {
-    bool silent = true;
-    for (int64_t r = 0; r < rows && silent; ++r)
-      silent = row_factors(a, b, item.h0 + r / item.nt, item.q0 + r % item.nt).gate == 0.0f;
-    if (silent) {
-      for (int64_t r = 0; r < rows; ++r) {
-        float* out = a.out.row<float>(b, item.h0 + r / item.nt, item.q0 + r % item.nt);
-        std::fill(out, out + dim_v, 0.0f);
-      }
-      return;
+  if (gated_off(a, b, item.h0, item.nh, item.q0, item.nt)) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* out = a.out.row<float>(b, item.h0 + r / item.nt, item.q0 + r % item.nt);
+      std::fill(out, out + dim_v, 0.0f);
     }
+    return;
   }
   // Q^T, scaled; padding rows are zero. Causal limits per row (bottom-right aligned).
   float min_limit = std::numeric_limits<float>::infinity(), max_limit = -min_limit;
