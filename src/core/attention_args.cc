@@ -8,20 +8,9 @@
 
 #include "attnkit/error.h"
 #include "core/score_modifiers.h"
+#include "core/view_checks.h"
 
 namespace attnkit {
-namespace {
-
-bool unit_last_stride(const TensorView& t) { return t.shape[3] <= 1 || t.stride[3] == 1; }
-
-void check_nonempty(const TensorView& t, const char* name) {
-  check(t.data != nullptr, name, "is missing (null data)");
-  for (int i = 0; i < 4; ++i)
-    check(t.shape[i] > 0, name, "has a zero-size dimension: " + t.describe());
-}
-
-}  // namespace
-
 void validate(const AttentionArgs& a) {
   check_nonempty(a.q, "q");
   check_nonempty(a.k, "k");
@@ -107,29 +96,6 @@ void validate_score_modifiers(const AttentionArgs& a) {
     }
 }
 
-namespace {
-
-std::string shape_text(const int64_t (&shape)[4]) {
-  std::string text = "[";
-  for (int i = 0; i < 4; ++i) text.append(std::to_string(shape[i])).append(i < 3 ? "," : "]");
-  return text;
-}
-
-void check_shaped(const TensorLayout& t, const int64_t (&want)[4], const char* name) {
-  bool same = true;
-  for (int i = 0; i < 4; ++i) same = same && t.shape[i] == want[i];
-  check(same, name, "must be " + shape_text(want) + ", got " + t.describe());
-}
-
-void check_gradient(const MutableTensorView& t, const int64_t (&want)[4], const char* name) {
-  check(t.data != nullptr, name, "is missing (null data)");
-  check(t.dtype == DType::kF32, name, "must be f32, got " + t.describe());
-  check_shaped(t, want, name);
-  check(unit_last_stride(t), name, "the head dim must be contiguous (stride 1)");
-}
-
-}  // namespace
-
 void validate(const BackwardArgs& a) {
   const AttentionArgs& f = a.forward;
   validate(f);
@@ -144,9 +110,9 @@ void validate(const BackwardArgs& a) {
     check(a.dlse.dtype == DType::kF32, "dlse", "must be f32, got " + a.dlse.describe());
     check_shaped(a.dlse, {batch, heads_q, nq, 1}, "dlse");
   }
-  check_gradient(a.dq, {batch, heads_q, nq, dim}, "dq");
-  check_gradient(a.dk, {batch, heads_kv, nk, dim}, "dk");
-  check_gradient(a.dv, {batch, heads_kv, nk, dim_v}, "dv");
+  check_f32_output(a.dq, {batch, heads_q, nq, dim}, "dq");
+  check_f32_output(a.dk, {batch, heads_kv, nk, dim}, "dk");
+  check_f32_output(a.dv, {batch, heads_kv, nk, dim_v}, "dv");
 }
 
 float effective_scale(float scale, int64_t dim) {

@@ -44,6 +44,13 @@ void load_rows(const TensorView& x, int64_t b, int64_t h, int64_t start, int64_t
   for (int64_t r = 0; r < count; ++r) convert_row(x, b, h, start + r, out + r * dim);
 }
 
+void store_rows(const float* rows, int64_t count, const MutableTensorView& x, int64_t b, int64_t h,
+                int64_t start) {
+  const int64_t dim = x.shape[3];
+  for (int64_t r = 0; r < count; ++r)
+    std::memcpy(x.row<float>(b, h, start + r), rows + r * dim, dim * sizeof(float));
+}
+
 void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
                  float* out) {
   const int64_t dim = x.shape[3];

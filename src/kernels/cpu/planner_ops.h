@@ -20,6 +20,10 @@ namespace attnkit::cpu {
 
 // out[r, :] = x[b, h, start + r, :] as f32, r < count; out is contiguous [count, D].
 void load_rows(const TensorView& x, int64_t b, int64_t h, int64_t start, int64_t count, float* out);
+// x[b, h, start + r, :] = rows[r, :] for r < count: rows contiguous [count, D], x f32 with a
+// contiguous head dim.
+void store_rows(const float* rows, int64_t count, const MutableTensorView& x, int64_t b, int64_t h,
+                int64_t start);
 // out[r, :] = x[b, h, index[r], :] as f32 (any dtype), r < count; out contiguous [count, D].
 void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index, int64_t count,
                  float* out);
