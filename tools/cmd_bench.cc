@@ -4,6 +4,7 @@
 // (QK^T and PV, one multiply-add = 2 flops), with pairs the attended query-key pairs. The
 // backward (--backward) counts its five products: 2 * pairs * (3 D + 2 Dv) per slice (QK^T and
 // dO V^T recomputed, dV = P^T dO, dQ = dS K, dK = dS^T Q).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "args.h"
 #include "attention_job.h"
+#include "bench_operators.h"
 #include "attnkit/error.h"
 #include "command.h"
 #include "core/attention_args.h"
@@ -41,6 +43,7 @@ constexpr char kUsage[] =
     "    causality into every run, --non-causal makes no run causal.";
 
 int bench_main(const std::vector<std::string>& argv) {
+  if (std::find(argv.begin(), argv.end(), "--op") != argv.end()) return bench_operator_main(argv);
   const Args args(argv,
                   {"--n", "--nq", "--d", "--dv", "--heads", "--kv-heads", "--batch", "--dtype",
                    "--threads", "--reps", "--pattern", "--seed"},
@@ -176,7 +179,8 @@ int bench_main(const std::vector<std::string>& argv) {
   return 0;
 }
 
-const bool registered = register_command({"bench", kUsage, bench_main});
+const bool registered =
+    register_command({"bench", std::string(kUsage) + "\n" + kOperatorBenchUsage, bench_main});
 
 }  // namespace
 }  // namespace attnkit::cli

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -74,7 +75,26 @@ struct MutableTensorView : TensorLayout {
   static MutableTensorView contiguous(void* data, DType dtype, const std::array<int64_t, 4>& shape);
 };
 
-// Owning, contiguous (C order) tensor of rank 1..4.
+// Allocates on 64-byte boundaries (a cache line, one AVX-512 vector): a row whose byte length is
+// a multiple of 64 then starts a line, and the kernels' vector loads of it never split across
+// two (malloc's large blocks start 16 bytes past a page, which split every one).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: rebinding, as allocators do
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const {
+    return true;
+  }
+};
+
+// Owning, contiguous (C order) tensor of rank 1..4, its data on a 64-byte boundary.
 class Tensor {
  public:
   Tensor() = default;
@@ -104,7 +124,7 @@ class Tensor {
 
   std::vector<int64_t> shape_;
   DType dtype_ = DType::kF32;
-  std::vector<std::byte> storage_;
+  std::vector<std::byte, CacheLineAllocator<std::byte>> storage_;
 };
 
 std::string shape_string(const std::vector<int64_t>& shape);  // "[1,8,4096,128]"

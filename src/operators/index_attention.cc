@@ -72,7 +72,7 @@ void index_attention(const AttentionArgs& args, const IndexLists& indices) {
   const int64_t batch = q.shape[0], heads = q.shape[1], nq = q.shape[2], nk = k.shape[2];
   const int64_t dim = q.shape[3], dim_v = v.shape[3], group = heads / k.shape[1];
   const ListSet lists(indices, batch, heads, nq, nk, args.threads);
-  const float scale = effective_scale(args);
+  const float scale_log2e = effective_scale(args) * 1.4426950408889634f;  // scores in log2 units
   int64_t pairs = 0;
   for_each_row(
       batch, heads, nq, args.threads, [&] { return RowScratch(dim, dim_v, lists.longest()); },
@@ -84,14 +84,10 @@ void index_attention(const AttentionArgs& args, const IndexLists& indices) {
           std::fill(out, out + dim_v, 0.0f);
         } else {
           cpu::load_rows(q, b, h, i, 1, w.q.data());
-          for (float& x : w.q) x *= scale;
-          cpu::gathered_dots(w.q.data(), source(k, b, h / group), w.keys.data(), m, w.p.data());
-          const float top = cpu::row_max(w.p.data(), m);
-          const float sum = cpu::exp_shift_sum(w.p.data(), m, top, true);
-          cpu::gathered_axpy(w.p.data(), w.keys.data(), m, source(v, b, h / group), out, false);
-          const float inv = 1.0f / sum;
-          for (int64_t e = 0; e < dim_v; ++e) out[e] *= inv;
-          lse = top + std::log(sum);
+          for (float& x : w.q) x *= scale_log2e;
+          lse = cpu::gathered_attention_row(w.q.data(), source(k, b, h / group),
+                                            source(v, b, h / group), w.keys.data(), m, w.p.data(),
+                                            out);
         }
         if (!args.lse.empty()) *args.lse.row<float>(b, h, i) = lse;
         if (args.attended_pairs) {

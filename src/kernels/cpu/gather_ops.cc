@@ -2,19 +2,23 @@
 // written once with Highway and dispatched at run time.
 //
 // Each listed row is used once per call, so both products stream rows from cache: one vector
-// load per FMA. Keys go four at a time with two accumulators each (eight independent FMA chains,
-// enough for two FMA ports at latency 4), and each key's lanes are summed once at the end. The
-// weighted sum keeps a block of up to four output vectors in registers for two interleaved
-// parities of rows (again eight chains) and walks the rows once per block.
+// load per FMA. Dot products go one vector of keys at a time (16 on AVX-512: 16 independent FMA
+// chains, one accumulator per key), then one transposing reduction turns the 16 accumulators
+// into the 16 sums. The weighted sum keeps a block of up to four output vectors in registers for
+// two interleaved parities of rows (eight chains) and walks the rows once per block.
 #include "kernels/cpu/gather_ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <utility>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/gather_ops.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/cpu/simd_math-inl.h"
 #include "kernels/cpu/tile_ops-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -36,52 +40,111 @@ HWY_INLINE float Widen(const hwy::bfloat16_t* p) {
   return bf16_to_f32(bits);
 }
 
-template <int kKeys, typename T>
-HWY_INLINE void DotGroup(const float* HWY_RESTRICT x, const T* const* rows, int64_t dim,
-                         float* out) {
+// Lane-sums of kN accumulators (kN = lanes) as one vector: lane j = sum of acc[j]'s lanes. A
+// transposing reduction: pairs interleaved within 128-bit blocks, then 64-bit pairs (each block
+// then holds four keys' block sums), then the blocks themselves: about three shuffles or adds
+// per key instead of a full horizontal sum each.
+#if HWY_TARGET == HWY_SCALAR  // one lane: nothing to reduce (and no block shuffles)
+template <size_t kN>
+HWY_INLINE VF ReduceKeys(VF* acc) {
+  return acc[0];
+}
+#else
+template <size_t kN>
+HWY_INLINE VF ReduceKeys(VF* acc) {
   const DF df;
-  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
-  VF acc[kKeys][2];
-  for (int r = 0; r < kKeys; ++r) acc[r][0] = hn::Zero(df), acc[r][1] = hn::Zero(df);
-  int64_t c = 0;
-  for (; c + 2 * n <= dim; c += 2 * n) {
-    const VF x0 = hn::LoadU(df, x + c), x1 = hn::LoadU(df, x + c + n);
-    for (int r = 0; r < kKeys; ++r) {
-      acc[r][0] = hn::MulAdd(x0, LoadAsFloat(rows[r] + c), acc[r][0]);
-      acc[r][1] = hn::MulAdd(x1, LoadAsFloat(rows[r] + c + n), acc[r][1]);
+  {
+    const hn::Repartition<uint64_t, DF> du64;
+    VF t[kN / 2];
+    for (size_t i = 0; i < kN / 2; ++i)
+      t[i] = hn::Add(hn::InterleaveLower(df, acc[2 * i], acc[2 * i + 1]),
+                     hn::InterleaveUpper(df, acc[2 * i], acc[2 * i + 1]));
+    VF u[kN / 4];
+    for (size_t i = 0; i < kN / 4; ++i) {
+      const auto x = hn::BitCast(du64, t[2 * i]), y = hn::BitCast(du64, t[2 * i + 1]);
+      u[i] = hn::Add(hn::BitCast(df, hn::InterleaveLower(du64, x, y)),
+                     hn::BitCast(df, hn::InterleaveUpper(du64, x, y)));
+    }
+    if constexpr (kN == 4) {
+      return u[0];
+    } else if constexpr (kN == 8) {  // two blocks: [u0 lower + upper, u1 lower + upper]
+      return hn::Add(hn::ConcatLowerLower(df, u[1], u[0]), hn::ConcatUpperUpper(df, u[1], u[0]));
+    } else {  // four blocks: adjacent blocks first, then halves
+      static_assert(kN == 16, "vectors of 1, 4, 8 or 16 floats");
+      const VF v01 = hn::Add(hn::OddEvenBlocks(u[1], u[0]),
+                             hn::OddEvenBlocks(hn::SwapAdjacentBlocks(u[1]),
+                                               hn::SwapAdjacentBlocks(u[0])));
+      const VF v23 = hn::Add(hn::OddEvenBlocks(u[3], u[2]),
+                             hn::OddEvenBlocks(hn::SwapAdjacentBlocks(u[3]),
+                                               hn::SwapAdjacentBlocks(u[2])));
+      return hn::Add(hn::ConcatLowerLower(df, v23, v01), hn::ConcatUpperUpper(df, v23, v01));
     }
   }
-  for (; c + n <= dim; c += n) {
-    const VF x0 = hn::LoadU(df, x + c);
-    for (int r = 0; r < kKeys; ++r) acc[r][0] = hn::MulAdd(x0, LoadAsFloat(rows[r] + c), acc[r][0]);
+}
+#endif
+
+// acc[r] += x[c0 .. c0 + kX*N) . row_r[c0 ..] for the kN rows of a group: x's kX vectors stay
+// in registers while each row streams through once (one pointer live at a time).
+template <int kX, typename T>
+HWY_INLINE void DotBlock(const float* HWY_RESTRICT x, const T* base, int64_t stride,
+                         const int32_t* index, int64_t c0, VF* acc) {
+  const DF df;
+  constexpr size_t kN = hn::MaxLanes(DF());
+  constexpr int64_t n = static_cast<int64_t>(kN);
+  VF xv[kX];
+  for (int v = 0; v < kX; ++v) xv[v] = hn::LoadU(df, x + c0 + v * n);
+  HWY_UNROLL(16)  // acc[] must stay in registers: a rolled loop keeps it on the stack
+  for (size_t r = 0; r < kN; ++r) {
+    const T* row = base + index[r] * stride + c0;
+    VF a = acc[r];
+    for (int v = 0; v < kX; ++v) a = hn::MulAdd(xv[v], LoadAsFloat(row + v * n), a);
+    acc[r] = a;
   }
-  for (int r = 0; r < kKeys; ++r) {
-    float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc[r][0], acc[r][1])));
-    for (int64_t t = c; t < dim; ++t) sum += x[t] * Widen(rows[r] + t);
-    out[r] = sum;
+}
+
+// out[r] = x . row(index[r]) for the kN rows of one group (one vector of keys).
+template <typename T>
+HWY_INLINE void DotGroup(const float* HWY_RESTRICT x, const T* base, int64_t stride, int64_t dim,
+                         const int32_t* index, float* out) {
+  const DF df;
+  constexpr size_t kN = hn::MaxLanes(DF());
+  constexpr int64_t n = static_cast<int64_t>(kN);
+  VF acc[kN];
+  for (size_t r = 0; r < kN; ++r) acc[r] = hn::Zero(df);
+  int64_t c = 0;
+  for (; c + 4 * n <= dim; c += 4 * n) DotBlock<4>(x, base, stride, index, c, acc);
+  switch ((dim - c) / n) {
+    case 3: DotBlock<3>(x, base, stride, index, c, acc); break;
+    case 2: DotBlock<2>(x, base, stride, index, c, acc); break;
+    case 1: DotBlock<1>(x, base, stride, index, c, acc); break;
+    default: break;
   }
+  c += (dim - c) / n * n;
+  hn::StoreU(ReduceKeys<kN>(acc), df, out);
+  for (; c < dim; ++c)  // the head dim's tail, shorter than a vector
+    for (size_t r = 0; r < kN; ++r) out[r] += x[c] * Widen(base + index[r] * stride + c);
 }
 
 template <typename T>
 void DotsOf(const float* x, const T* base, int64_t stride, int64_t dim, const int32_t* index,
             int64_t count, float* out) {
+  constexpr int64_t kN = static_cast<int64_t>(hn::MaxLanes(DF()));
   int64_t e = 0;
-  for (; e + 4 <= count; e += 4) {
-    const T* rows[4];
-    for (int r = 0; r < 4; ++r) rows[r] = base + index[e + r] * stride;
-    DotGroup<4>(x, rows, dim, out + e);
-  }
-  for (; e < count; ++e) {
-    const T* row = base + index[e] * stride;
-    DotGroup<1>(x, &row, dim, out + e);
+  for (; e + kN <= count; e += kN) DotGroup(x, base, stride, dim, index + e, out + e);
+  if (e < count) {  // a short last group: the missing slots repeat its first key
+    int32_t tail[kN];
+    float sums[kN];
+    for (int64_t r = 0; r < kN; ++r) tail[r] = index[e + r < count ? e + r : e];
+    DotGroup(x, base, stride, dim, tail, sums);
+    std::copy(sums, sums + (count - e), out + e);
   }
 }
 
 // out[c0 .. c0 + C*N) for C full vectors, rows in two parities.
 template <int C, typename T>
 HWY_INLINE void AxpyBlock(const float* HWY_RESTRICT weight, const int32_t* HWY_RESTRICT index,
-                          int64_t count, const T* base, int64_t stride, int64_t c0, float* out,
-                          bool accumulate) {
+                          int64_t count, const T* base, int64_t stride, int64_t dim, int64_t c0,
+                          float* out, bool accumulate) {
   const DF df;
   const int64_t n = static_cast<int64_t>(hn::Lanes(df));
   VF acc[2][C];
@@ -113,13 +176,75 @@ void AxpyOf(const float* weight, const int32_t* index, int64_t count, const T* b
   const int64_t n = static_cast<int64_t>(hn::Lanes(DF()));
   int64_t c0 = 0;
   for (; c0 + 4 * n <= dim; c0 += 4 * n)
-    AxpyBlock<4>(weight, index, count, base, stride, c0, out, accumulate);
-  for (; c0 + n <= dim; c0 += n) AxpyBlock<1>(weight, index, count, base, stride, c0, out, accumulate);
+    AxpyBlock<4>(weight, index, count, base, stride, dim, c0, out, accumulate);
+  for (; c0 + n <= dim; c0 += n) AxpyBlock<1>(weight, index, count, base, stride, dim, c0, out, accumulate);
   for (int64_t c = c0; c < dim; ++c) {  // the tail, shorter than a vector
     float sum = accumulate ? out[c] : 0.0f;
     for (int64_t e = 0; e < count; ++e) sum += weight[e] * Widen(base + index[e] * stride + c);
     out[c] = sum;
   }
+}
+
+// p = 2^(s - max) in place over `count` scores; returns (max, sum p).
+HWY_INLINE std::pair<float, float> Exp2Shifted(float* s, int64_t count) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  VF top = neg_inf;
+  int64_t e = 0;
+  for (; e + n <= count; e += n) top = hn::Max(top, hn::LoadU(df, s + e));
+  const auto tail = hn::FirstN(df, static_cast<size_t>(count - e));
+  if (e < count) top = hn::Max(top, hn::IfThenElse(tail, hn::MaskedLoad(tail, df, s + e), neg_inf));
+  const float top_scalar = hn::GetLane(hn::MaxOfLanes(df, top));
+  const VF shift = hn::Set(df, top_scalar);
+  VF sum = hn::Zero(df);
+  for (e = 0; e + n <= count; e += n) {
+    const VF p = Exp2(df, hn::Sub(hn::LoadU(df, s + e), shift));
+    sum = hn::Add(sum, p);
+    hn::StoreU(p, df, s + e);
+  }
+  if (e < count) {
+    const VF p = hn::IfThenElseZero(tail, Exp2(df, hn::Sub(hn::MaskedLoad(tail, df, s + e), shift)));
+    sum = hn::Add(sum, p);
+    hn::BlendedStore(p, tail, df, s + e);
+  }
+  return {top_scalar, hn::GetLane(hn::SumOfLanes(df, sum))};
+}
+
+template <typename T>
+float AttentionRowOf(const float* x, const T* keys, int64_t key_stride, int64_t dim,
+                     const T* values, int64_t value_stride, int64_t dim_v, const int32_t* index,
+                     int64_t count, float* scores, float* out) {
+  DotsOf(x, keys, key_stride, dim, index, count, scores);
+  const auto [top, sum] = Exp2Shifted(scores, count);
+  AxpyOf(scores, index, count, values, value_stride, dim_v, out, false);
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  const VF inv = hn::Set(df, 1.0f / sum);
+  int64_t c = 0;
+  for (; c + n <= dim_v; c += n) hn::StoreU(hn::Mul(hn::LoadU(df, out + c), inv), df, out + c);
+  for (; c < dim_v; ++c) out[c] *= 1.0f / sum;
+  return (top + std::log2(sum)) * 0.6931471805599453f;
+}
+
+float GatheredAttentionRow(const float* x, const void* keys, const void* values, DType dtype,
+                           int64_t key_stride, int64_t dim, int64_t value_stride, int64_t dim_v,
+                           const int32_t* index, int64_t count, float* scores, float* out) {
+  switch (dtype) {
+    case DType::kF32:
+      return AttentionRowOf(x, static_cast<const float*>(keys), key_stride, dim,
+                            static_cast<const float*>(values), value_stride, dim_v, index, count,
+                            scores, out);
+    case DType::kF16:
+      return AttentionRowOf(x, static_cast<const hwy::float16_t*>(keys), key_stride, dim,
+                            static_cast<const hwy::float16_t*>(values), value_stride, dim_v, index,
+                            count, scores, out);
+    case DType::kBF16:
+      return AttentionRowOf(x, static_cast<const hwy::bfloat16_t*>(keys), key_stride, dim,
+                            static_cast<const hwy::bfloat16_t*>(values), value_stride, dim_v,
+                            index, count, scores, out);
+  }
+  return 0.0f;
 }
 
 void GatheredDots(const float* x, const void* base, DType dtype, int64_t stride, int64_t dim,
@@ -158,6 +283,14 @@ namespace attnkit::cpu {
 
 HWY_EXPORT(GatheredDots);
 HWY_EXPORT(GatheredAxpy);
+HWY_EXPORT(GatheredAttentionRow);
+
+float gathered_attention_row(const float* x, const RowSource& keys, const RowSource& values,
+                             const int32_t* index, int64_t count, float* scores, float* out) {
+  return HWY_DYNAMIC_DISPATCH(GatheredAttentionRow)(x, keys.base, values.base, keys.dtype,
+                                                    keys.stride, keys.dim, values.stride,
+                                                    values.dim, index, count, scores, out);
+}
 
 void gathered_dots(const float* x, const RowSource& rows, const int32_t* index, int64_t count,
                    float* out) {
