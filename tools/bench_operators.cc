@@ -259,13 +259,14 @@ int bench_operator_main(const std::vector<std::string>& argv) {
   const uint64_t seed = static_cast<uint64_t>(args.integer("--seed", 1, 0, INT64_MAX));
   const bool backward = args.flag("--backward");
 
-  const Peak peak = measure_peak(threads);
   Timing t = op == "lightning" ? time_lightning(args, s, dtype, threads, reps, seed, backward)
              : op == "soft"    ? time_soft(args, s, dtype, threads, reps, seed, backward)
                                : time_index(args, s, dtype, threads, reps, seed, backward);
   const double dense = args.flag("--vs-dense")
                            ? time_dense(s, dtype, op == "lightning", threads, reps, seed)
                            : 0.0;
+  // The probe after the timings: bad flags fail at once, before its second of work.
+  const Peak peak = measure_peak(threads);
   const double gflops = t.flops / t.seconds / 1e9;
   const double fraction = peak.fma_gflops > 0 ? gflops / peak.fma_gflops : 0.0;
   const double backward_gflops = backward ? t.backward_flops / t.backward_seconds / 1e9 : 0.0;

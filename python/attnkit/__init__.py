@@ -29,6 +29,14 @@ __all__ = [
     "Pattern",
     "BlockMask",
     "Model",
+    "lightning_slopes",
+    "lightning_attention",
+    "lightning_attention_backward",
+    "soft_attention",
+    "soft_attention_backward",
+    "index_attention",
+    "index_attention_backward",
+    "knn",
 ]
 
 BlockMask = _ext.Mask
@@ -325,3 +333,13 @@ def reference(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
 
 
 from .model import Model  # noqa: E402  (uses _ext only)
+from .operators import (  # noqa: E402  (uses the helpers above)
+    index_attention,
+    index_attention_backward,
+    knn,
+    lightning_attention,
+    lightning_attention_backward,
+    lightning_slopes,
+    soft_attention,
+    soft_attention_backward,
+)

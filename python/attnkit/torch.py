@@ -16,6 +16,9 @@ k (again in the backward: the plan is a function of q and k, so the selection is
 A BlockMask travels as an integer id; the autograd context keeps it alive until the backward.
 Dropout's mask is a function of a seed and the indices; the seed is drawn from torch's generator
 (so torch.manual_seed reproduces it) unless given, and the backward redraws the same mask from it.
+
+The operators of other shapes (lightning_attention, soft_attention, index_attention, knn) are
+custom ops with autograd too: attnkit/torch_operators.py.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import torch
 
 from . import BlockMask, Pattern, _dropout, _ext, _layout, _scale, _seed
 
-__all__ = ["attention", "register_transformers"]
+__all__ = ["attention", "register_transformers", "lightning_attention", "soft_attention",
+           "index_attention", "knn"]
 
 # id -> BlockMask for the masks of calls in flight (weak: the caller and the autograd context
 # hold them).
@@ -209,3 +213,7 @@ def register_transformers() -> str:
     from . import hf
 
     return hf.register()
+
+
+# The operators of other shapes (they use _check and _views above).
+from .torch_operators import index_attention, knn, lightning_attention, soft_attention  # noqa: E402,F401
