@@ -165,6 +165,18 @@ def _check(x, name: str):
         raise TypeError(f"{name}: dtype {x.dtype} is not supported (float32, float16, bfloat16)")
 
 
+def _bhsd(layout: str, *named):
+    """Each (tensor, name) checked (_check) and seen as [B, H, N, D] with a unit-stride head
+    dim (transposed from layout "bshd", copied only when the head dim is strided)."""
+    out = []
+    for x, name in named:
+        _check(x, name)
+        if layout == "bshd":
+            x = x.transpose(1, 2)
+        out.append(x if x.stride(-1) == 1 else x.contiguous())
+    return out
+
+
 def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=None, layout="bhsd",
               return_lse=False, dropout_p=0.0, dropout_seed=None):
     """Differentiable attention, shaped like F.scaled_dot_product_attention's inputs:
@@ -175,11 +187,7 @@ def attention(q, k, v, *, causal=False, scale=None, pattern=None, block_mask=Non
     its mask's seed, drawn from torch's generator when None (give one to keep torch.compile
     from breaking the graph on the draw)."""
     layout = _layout(layout)
-    for x, name in ((q, "q"), (k, "k"), (v, "v")):
-        _check(x, name)
-    if layout == "bshd":
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    q, k, v = _bhsd(layout, (q, "q"), (k, "k"), (v, "v"))
     if pattern is not None and block_mask is not None:
         raise ValueError("block_mask: give pattern or block_mask, not both")
     if block_mask is not None and not isinstance(block_mask, BlockMask):

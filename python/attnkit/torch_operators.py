@@ -19,7 +19,7 @@ import torch
 from . import _ext, _layout, _scale
 from .operators import _lists, _positive_int, _soft_options
 from .operators import knn as _knn
-from .torch import _check, _views
+from .torch import _bhsd, _views
 
 __all__ = ["lightning_attention", "soft_attention", "index_attention", "knn"]
 
@@ -101,11 +101,7 @@ def lightning_attention(q, k, v, slopes=None, *, state=None, return_state=False,
     q's dtype and, with return_state, the float32 state after the last token; gradients flow to
     q, k, v and the state."""
     layout = _layout(layout)
-    for x, name in ((q, "q"), (k, "k"), (v, "v")):
-        _check(x, name)
-    if layout == "bshd":
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    q, k, v = _bhsd(layout, (q, "q"), (k, "k"), (v, "v"))
     b, h, _, d = q.shape
     if slopes is not None:
         slopes = torch.as_tensor(slopes, dtype=torch.float32)
@@ -183,16 +179,9 @@ def soft_attention(q, v, *, landmarks=None, grid=None, stride=None, scale=None,
     v [B, H, N, E]; landmarks [B, H, m, D] in Q' units (e.g. a convolution's output: it gets its
     gradient) or pooled with grid=(height, width) and stride. Returns out in q's dtype."""
     layout = _layout(layout)
-    for x, name in ((q, "q"), (v, "v")):
-        _check(x, name)
+    q, v = _bhsd(layout, (q, "q"), (v, "v"))
     if landmarks is not None:
-        _check(landmarks, "landmarks")
-    if layout == "bshd":
-        q, v = q.transpose(1, 2), v.transpose(1, 2)
-        landmarks = None if landmarks is None else landmarks.transpose(1, 2)
-    q, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, v))
-    if landmarks is not None and landmarks.stride(-1) != 1:
-        landmarks = landmarks.contiguous()
+        (landmarks,) = _bhsd(layout, (landmarks, "landmarks"))
     grid_h, grid_w, stride, iterations, exact = _soft_options(grid, stride, inverse,
                                                               newton_iterations)
     out = _soft_op(q, v, landmarks, grid_h, grid_w, stride,
@@ -269,11 +258,7 @@ def index_attention(q, k, v, indices, *, scale=None, return_lse=False, layout="b
     Returns out in q's dtype (and with return_lse the float32 LSE [B, Hq, Nq], itself
     differentiable)."""
     layout = _layout(layout)
-    for x, name in ((q, "q"), (k, "k"), (v, "v")):
-        _check(x, name)
-    if layout == "bshd":
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    q, k, v = _bhsd(layout, (q, "q"), (k, "k"), (v, "v"))
     padded, offsets, columns = (None if a is None else torch.from_numpy(a)
                                 for a in _lists(indices))
     out, lse = _index_op(q, k, v, padded, offsets, columns, _scale(scale))
