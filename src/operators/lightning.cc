@@ -113,6 +113,8 @@ void forward_item(const LightningArgs& a, const LightningShape& s, int64_t b, in
            w.rows.data(), dim_v);
     }
     cpu::store_rows(w.rows.data(), len, a.out, b, h, t0);
+    // The last block's state is only the caller's (it dominates when N is one block).
+    if (t0 + len == s.n && a.state_out.empty()) break;
     update_state(decay, w.k.data(), w.v.data(), len, dim, dim_v, w.scaled.data(), state);
     has_state = true;
   }
@@ -143,6 +145,7 @@ void backward_dq_item(const LightningBackwardArgs& g, const LightningShape& s, i
            w.rows.data(), dim);
     }
     cpu::store_rows(w.rows.data(), len, g.dq, b, h, t0);
+    if (t0 + len == s.n) break;  // no later block reads the state
     update_state(decay, w.k.data(), w.v.data(), len, dim, dim_v, w.scaled.data(), state);
     has_state = true;
   }
@@ -182,6 +185,7 @@ void backward_dkv_item(const LightningBackwardArgs& g, const LightningShape& s, 
     }
     cpu::store_rows(w.rows.data(), len, g.dk, b, h, t0);
     cpu::store_rows(w.rows2.data(), len, g.dv, b, h, t0);
+    if (blk == 0 && g.dstate_in.empty()) break;  // G before the first block: dS0 only
     // G <- lambda^L G + (diag(lambda^(a+1)) Q)^T dO
     scale_rows(w.q.data(), len, dim, decay.power.data() + 1, w.scaled.data());
     gemm(dim, dim_v, len, 1.0f, transposed(w.scaled.data(), dim), w.dout.data(), dim_v,

@@ -71,10 +71,10 @@ struct Result {
   Tensor out, state;
 };
 
-Result run(const Case& c, const Inputs& in, bool reference) {
+Result run(const Case& c, const Inputs& in, bool reference, bool want_state = true) {
   Result r{testing::nan_filled({c.batch, c.heads, c.n, c.dim_v}),
            testing::nan_filled({c.batch, c.heads, c.dim, c.dim_v})};
-  const LightningArgs a = in.args(c, r.out, &r.state);
+  const LightningArgs a = in.args(c, r.out, want_state ? &r.state : nullptr);
   if (reference) {
     lightning_attention_reference(a);
   } else {
@@ -105,6 +105,9 @@ TEST_P(LightningSweep, MatchesTheOracle) {
   const Result fast = run(c, in, false), ref = run(c, in, true), mag = magnitude(c, in);
   expect_close(fast.out, ref.out, mag.out, factor(c), c.name() + " O");
   expect_close(fast.state, ref.state, mag.state, factor(c), c.name() + " state");
+  // Without state_out the last block's state update is skipped; O is the same, bit for bit.
+  const Result no_state = run(c, in, false, false);
+  EXPECT_EQ(testing::max_abs_difference(no_state.out, fast.out), 0.0) << c.name();
 }
 
 std::vector<Case> sweep() {
@@ -271,7 +274,7 @@ struct BackwardCase {
 };
 
 Grads run_backward(const Case& c, const Inputs& in, const Tensor& dout, const Tensor& dstate_out,
-                   bool reference) {
+                   bool reference, bool want_dstate = true) {
   Grads g{testing::nan_filled({c.batch, c.heads, c.n, c.dim}),
           testing::nan_filled({c.batch, c.heads, c.n, c.dim}),
           testing::nan_filled({c.batch, c.heads, c.n, c.dim_v}),
@@ -281,7 +284,8 @@ Grads run_backward(const Case& c, const Inputs& in, const Tensor& dout, const Te
   a.forward = in.args(c, unused_out, nullptr);
   a.dout = dout.view();
   if (dstate_out.numel()) a.dstate_out = dstate_out.view();
-  a.dq = g.dq.view(), a.dk = g.dk.view(), a.dv = g.dv.view(), a.dstate_in = g.dstate.view();
+  a.dq = g.dq.view(), a.dk = g.dk.view(), a.dv = g.dv.view();
+  if (want_dstate) a.dstate_in = g.dstate.view();
   if (reference) {
     lightning_attention_backward_reference(a);
   } else {
@@ -315,6 +319,11 @@ TEST_P(LightningBackward, MatchesTheOracle) {
   expect_close(fast.dk, ref.dk, mag.dk, factor(c), name + " dK");
   expect_close(fast.dv, ref.dv, mag.dv, factor(c), name + " dV");
   expect_close(fast.dstate, ref.dstate, mag.dstate, factor(c), name + " dS0");
+  // Without dstate_in the first block's G update is skipped; the rest is the same.
+  const Grads no_dstate = run_backward(c, in, dout, dstate, false, false);
+  EXPECT_EQ(testing::max_abs_difference(no_dstate.dq, fast.dq), 0.0) << name;
+  EXPECT_EQ(testing::max_abs_difference(no_dstate.dk, fast.dk), 0.0) << name;
+  EXPECT_EQ(testing::max_abs_difference(no_dstate.dv, fast.dv), 0.0) << name;
 }
 
 std::vector<BackwardCase> backward_sweep() {
