@@ -108,11 +108,12 @@ Timing time_soft(const Args& args, const Shape& s, DType dtype, int threads, int
   const double m = static_cast<double>(soft_landmark_count(a));
   Timing t;
   t.seconds = median_seconds(reps, [&] { soft_attention(a); });
-  // K1 (N m D), K2 (m^2 D), Newton (iterations x 2 m^3), K1^T V and K1 Z (2 N m E), X W (m^2 E).
+  // K1 made twice (2 N m D each: for W, then for O), K2 (2 m^2 D), Newton (iterations x 4 m^3),
+  // K1^T V and K1 Z (2 N m E each), X W (2 m^2 E).
   const double n = static_cast<double>(s.n), d = static_cast<double>(s.d);
   const double dv = static_cast<double>(s.dv);
   const double newton = a.inverse == SoftInverse::kNewton ? 4.0 * a.newton_iterations * m * m * m : 0;
-  const double forward = 2 * n * m * d + 2 * m * m * d + newton + 4 * n * m * dv + 2 * m * m * dv;
+  const double forward = 4 * n * m * d + 2 * m * m * d + newton + 4 * n * m * dv + 2 * m * m * dv;
   t.flops = forward * s.batch * s.heads;
   if (backward) {
     const Tensor dout = random_normal({s.batch, s.heads, s.n, s.dv}, dtype, seed + 3);
@@ -122,11 +123,11 @@ Timing time_soft(const Args& args, const Shape& s, DType dtype, int threads, int
     g.forward = a, g.dout = dout.view(), g.dq = dq.view(), g.dv = dvg.view();
     if (dl.numel()) g.dlandmarks = dl.view();
     t.backward_seconds = median_seconds(reps, [&] { soft_attention_backward(g); });
-    // The forward again, then dZ, dK1 (two), dV (2 N m E each), dW, dX (2 m^2 E each),
-    // dK2 (4 m^3), dQ' and dL (2 N m D each), dL from K2 (2 m^2 D).
-    const double grads = 8 * n * m * dv + 4 * m * m * dv + 4 * m * m * m + 4 * n * m * d +
-                         2 * m * m * d;
-    t.backward_flops = (forward + grads) * s.batch * s.heads;
+    // K1 three times, dQ' and dL (2 N m D each); W, dZ, dK1 (two products), dV (2 N m E each);
+    // K2 and dL through it (2 m^2 D each); Z, dW, dX (2 m^2 E each); Newton and dK2 (4 m^3).
+    const double back = 10 * n * m * d + 10 * n * m * dv + 4 * m * m * d + 6 * m * m * dv +
+                        newton + 4 * m * m * m;
+    t.backward_flops = back * s.batch * s.heads;
   }
   t.params.add("landmarks", static_cast<int64_t>(m)).add("inverse", inverse);
   return t;

@@ -1,7 +1,8 @@
 // SOFT on the CPU (the rule is in include/attnkit/soft.h). One work item is one (batch, head):
 // every product is a cpu::gemm, every Gaussian a score product followed by one exp per entry:
 //   G(x_i, l_a) = exp(x_i . l_a - |l_a|^2 / 2 - |x_i|^2 / 2).
-// Forward: Q', L, K1 = G(Q', L), K2 = G(L, L), X = Ninv(K2), W = K1^T V, Z = X W, O = K1 Z.
+// Forward: Q', L, K1 = G(Q', L), K2 = G(L, L), X = Ninv(K2), W = K1^T V, Z = X W, O = K1 Z, with
+// K1 made one chunk of rows at a time (twice: for W, then for O), never whole.
 // Backward (X taken as K2's exact inverse, as the official code does):
 //   dZ = K1^T dO, dK1 = dO Z^T + V (X^T dZ)^T, dV = K1 (X^T dZ), dX = dZ W^T, dK2 = -X^T dX X^T,
 // then through the Gaussians, with E = dK . K elementwise:
@@ -61,24 +62,36 @@ void exact_inverse(const float* k2, int64_t m, float* x) {
   for (int64_t e = 0; e < m * m; ++e) x[e] = static_cast<float>(inverse[e]);
 }
 
-// Per-thread buffers: the forward's intermediates of one head, kept for the backward.
+// Rows of the sequence are walked in chunks of kChunk: K1 = G(Q', L) exists one chunk at a time
+// (recomputed where a second pass needs it), so nothing N x m is stored and each chunk's
+// products run on data in cache.
+constexpr int64_t kChunk = 256;
+
+// Per-thread buffers: one head's Q' (and dQ'), its m x m matrices, and one chunk's panels.
 struct Work {
-  std::vector<float> q, v, l, l_t, k1, k2, x, w, z, t;
-  Work(const SoftShape& s)
-      : q(s.n * s.dim), v(s.n * s.dim_v), l(s.landmarks * s.dim),
-        l_t(s.dim * s.landmarks), k1(s.n * s.landmarks),
+  std::vector<float> q, dq, l, l_t, k2, x, w, z, t, dz, dw, dx, dk2, trans;
+  std::vector<float> k1, dk1, v, dout, rows, dl, weight;
+  explicit Work(const SoftShape& s)
+      : q(s.n * s.dim), l(s.landmarks * s.dim), l_t(s.dim * s.landmarks),
         k2(s.landmarks * s.landmarks), x(k2.size()), w(s.landmarks * s.dim_v), z(w.size()),
-        t(k2.size()) {}
+        t(k2.size()), k1(kChunk * s.landmarks), v(kChunk * s.dim_v),
+        rows(kChunk * std::max(s.dim, s.dim_v)) {}
+  // The backward's extra buffers.
+  void for_backward(const SoftShape& s) {
+    const int64_t m = s.landmarks;
+    dq.resize(s.n * s.dim), dz.resize(m * s.dim_v), dw.resize(m * s.dim_v), dx.resize(m * m);
+    dk2.resize(m * m), trans.resize(m * std::max(s.dim_v, m)), dk1.resize(kChunk * m);
+    dout.resize(kChunk * s.dim_v), dl.resize(m * s.dim), weight.resize(m);
+  }
 };
 
-// Q', L, K1, K2, X = Ninv(K2), W = K1^T V, Z = X W for head (b, h).
+// Q', L, K2, X = Ninv(K2), W = K1^T V (chunk by chunk), Z = X W for head (b, h).
 void forward_parts(const SoftArgs& a, const SoftShape& s, const LandmarkWindows& windows,
                    int64_t b, int64_t h, Work& w) {
   const int64_t n = s.n, m = s.landmarks, dim = s.dim, dim_v = s.dim_v;
   const float scale = static_cast<float>(soft_scale(a));
   cpu::load_rows(a.q, b, h, 0, n, w.q.data());
   for (float& x : w.q) x *= scale;
-  cpu::load_rows(a.v, b, h, 0, n, w.v.data());
   if (!a.landmarks.empty()) {
     cpu::load_rows(a.landmarks, b, h, 0, m, w.l.data());
   } else {  // the mean of Q' over each window
@@ -89,14 +102,19 @@ void forward_parts(const SoftArgs& a, const SoftShape& s, const LandmarkWindows&
     const float inv = 1.0f / static_cast<float>(windows.size);
     for (float& x : w.l) x *= inv;
   }
-  gaussian(w.q.data(), n, w.l.data(), m, dim, w.l_t.data(), w.k1.data());
   gaussian(w.l.data(), m, w.l.data(), m, dim, w.l_t.data(), w.k2.data());
   if (a.inverse == SoftInverse::kExact) {
     exact_inverse(w.k2.data(), m, w.x.data());
   } else {
     newton_inverse(w.k2.data(), m, a.newton_iterations, w.x.data());
   }
-  gemm(m, dim_v, n, 1.0f, transposed(w.k1.data(), m), w.v.data(), dim_v, 0.0f, w.w.data(), dim_v);
+  for (int64_t t0 = 0; t0 < n; t0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - t0);
+    gaussian(w.q.data() + t0 * dim, len, w.l.data(), m, dim, w.l_t.data(), w.k1.data());
+    cpu::load_rows(a.v, b, h, t0, len, w.v.data());
+    gemm(m, dim_v, len, 1.0f, transposed(w.k1.data(), m), w.v.data(), dim_v, t0 == 0 ? 0.0f : 1.0f,
+         w.w.data(), dim_v);
+  }
   gemm(m, dim_v, m, 1.0f, row_major(w.x.data(), m), w.w.data(), dim_v, 0.0f, w.z.data(), dim_v);
 }
 
@@ -146,12 +164,16 @@ void newton_inverse(const float* k2, int64_t m, int iterations, float* x) {
 void soft_attention(const SoftArgs& args) {
   const SoftShape s = validate_soft(args);
   const LandmarkWindows windows = landmark_windows(args, s.n);
+  const int64_t m = s.landmarks, dim = s.dim, dim_v = s.dim_v;
   for_each_head(args, s, [&](int64_t b, int64_t h, Work& w) {
     forward_parts(args, s, windows, b, h, w);
-    std::vector<float> out(s.n * s.dim_v);
-    gemm(s.n, s.dim_v, s.landmarks, 1.0f, row_major(w.k1.data(), s.landmarks), w.z.data(),
-         s.dim_v, 0.0f, out.data(), s.dim_v);
-    cpu::store_rows(out.data(), s.n, args.out, b, h, 0);
+    for (int64_t t0 = 0; t0 < s.n; t0 += kChunk) {  // O = K1 Z, K1 again chunk by chunk
+      const int64_t len = std::min(kChunk, s.n - t0);
+      gaussian(w.q.data() + t0 * dim, len, w.l.data(), m, dim, w.l_t.data(), w.k1.data());
+      gemm(len, dim_v, m, 1.0f, row_major(w.k1.data(), m), w.z.data(), dim_v, 0.0f,
+           w.rows.data(), dim_v);
+      cpu::store_rows(w.rows.data(), len, args.out, b, h, t0);
+    }
   });
 }
 
@@ -162,64 +184,82 @@ void soft_attention_backward(const SoftBackwardArgs& g) {
   const int64_t n = s.n, m = s.landmarks, dim = s.dim, dim_v = s.dim_v;
   const float scale = static_cast<float>(soft_scale(a));
   for_each_head(a, s, [&](int64_t b, int64_t h, Work& w) {
+    w.for_backward(s);
     forward_parts(a, s, windows, b, h, w);
-    std::vector<float> dout(n * dim_v), dz(m * dim_v), dw(m * dim_v), dk1(n * m), dx(m * m);
-    std::vector<float> dk2(m * m), trans(m * std::max(dim_v, m));
-    cpu::load_rows(g.dout, b, h, 0, n, dout.data());
-    // dZ = K1^T dO; dW = X^T dZ; dK1 = dO Z^T + V dW^T; dV = K1 dW
-    gemm(m, dim_v, n, 1.0f, transposed(w.k1.data(), m), dout.data(), dim_v, 0.0f, dz.data(),
-         dim_v);
-    gemm(m, dim_v, m, 1.0f, transposed(w.x.data(), m), dz.data(), dim_v, 0.0f, dw.data(), dim_v);
-    cpu::transpose(w.z.data(), m, dim_v, dim_v, trans.data(), m);
-    gemm(n, m, dim_v, 1.0f, row_major(dout.data(), dim_v), trans.data(), m, 0.0f, dk1.data(), m);
-    cpu::transpose(dw.data(), m, dim_v, dim_v, trans.data(), m);
-    gemm(n, m, dim_v, 1.0f, row_major(w.v.data(), dim_v), trans.data(), m, 1.0f, dk1.data(), m);
-    std::vector<float> dv(n * dim_v);
-    gemm(n, dim_v, m, 1.0f, row_major(w.k1.data(), m), dw.data(), dim_v, 0.0f, dv.data(), dim_v);
-    cpu::store_rows(dv.data(), n, g.dv, b, h, 0);
-    // dX = dZ W^T; dK2 = -X^T dX X^T
-    cpu::transpose(w.w.data(), m, dim_v, dim_v, trans.data(), m);
-    gemm(m, m, dim_v, 1.0f, row_major(dz.data(), dim_v), trans.data(), m, 0.0f, dx.data(), m);
-    gemm(m, m, m, 1.0f, transposed(w.x.data(), m), dx.data(), m, 0.0f, w.t.data(), m);
-    cpu::transpose(w.x.data(), m, m, m, trans.data(), m);
-    gemm(m, m, m, -1.0f, row_major(w.t.data(), m), trans.data(), m, 0.0f, dk2.data(), m);
-    // Through the Gaussians: E1 = dK1 * K1, E2 = dK2 * K2 (+ its transpose, K2 being symmetric
-    // in its two uses of L).
-    for (int64_t e = 0; e < n * m; ++e) dk1[e] *= w.k1[e];
-    for (int64_t e = 0; e < m * m; ++e) dk2[e] *= w.k2[e];
-    for (int64_t a2 = 0; a2 < m; ++a2)
-      for (int64_t b2 = 0; b2 < a2; ++b2) {
-        const float sum = dk2[a2 * m + b2] + dk2[b2 * m + a2];
-        dk2[a2 * m + b2] = dk2[b2 * m + a2] = sum;
-      }
-    for (int64_t a2 = 0; a2 < m; ++a2) dk2[a2 * m + a2] = 0.0f;  // |l_a - l_a| does not move
-    std::vector<float> dq(n * dim), dl(m * dim);
-    // dQ'_i = (E1 L)_i - rowsum(E1)_i q'_i
-    gemm(n, dim, m, 1.0f, row_major(dk1.data(), m), w.l.data(), dim, 0.0f, dq.data(), dim);
-    for (int64_t i = 0; i < n; ++i) {
-      float sum = 0.0f;
-      for (int64_t a2 = 0; a2 < m; ++a2) sum += dk1[i * m + a2];
-      for (int64_t c = 0; c < dim; ++c) dq[i * dim + c] -= sum * w.q[i * dim + c];
+    // dZ = K1^T dO, chunk by chunk; then dW = X^T dZ, dX = dZ W^T, dK2 = -X^T dX X^T.
+    for (int64_t t0 = 0; t0 < n; t0 += kChunk) {
+      const int64_t len = std::min(kChunk, n - t0);
+      gaussian(w.q.data() + t0 * dim, len, w.l.data(), m, dim, w.l_t.data(), w.k1.data());
+      cpu::load_rows(g.dout, b, h, t0, len, w.dout.data());
+      gemm(m, dim_v, len, 1.0f, transposed(w.k1.data(), m), w.dout.data(), dim_v,
+           t0 == 0 ? 0.0f : 1.0f, w.dz.data(), dim_v);
     }
-    // dL_a = (E1^T Q')_a - colsum(E1)_a l_a + (E2s L)_a - rowsum(E2s)_a l_a
-    gemm(m, dim, n, 1.0f, transposed(dk1.data(), m), w.q.data(), dim, 0.0f, dl.data(), dim);
-    gemm(m, dim, m, 1.0f, row_major(dk2.data(), m), w.l.data(), dim, 1.0f, dl.data(), dim);
+    gemm(m, dim_v, m, 1.0f, transposed(w.x.data(), m), w.dz.data(), dim_v, 0.0f, w.dw.data(),
+         dim_v);
+    cpu::transpose(w.w.data(), m, dim_v, dim_v, w.trans.data(), m);
+    gemm(m, m, dim_v, 1.0f, row_major(w.dz.data(), dim_v), w.trans.data(), m, 0.0f, w.dx.data(), m);
+    gemm(m, m, m, 1.0f, transposed(w.x.data(), m), w.dx.data(), m, 0.0f, w.t.data(), m);
+    cpu::transpose(w.x.data(), m, m, m, w.trans.data(), m);
+    gemm(m, m, m, -1.0f, row_major(w.t.data(), m), w.trans.data(), m, 0.0f, w.dk2.data(), m);
+    // Per chunk: dK1 = dO Z^T + V dW^T, dV = K1 dW, E1 = dK1 * K1 (elementwise), then
+    // dQ'_i = (E1 L)_i - rowsum(E1)_i q'_i and dL_a += (E1^T Q')_a - colsum(E1)_a l_a.
+    std::fill(w.dl.begin(), w.dl.end(), 0.0f);
+    std::fill(w.weight.begin(), w.weight.end(), 0.0f);  // colsum(E1), then + rowsum(E2s)
+    std::vector<float> z_t(dim_v * m), dw_t(dim_v * m);
+    cpu::transpose(w.z.data(), m, dim_v, dim_v, z_t.data(), m);
+    cpu::transpose(w.dw.data(), m, dim_v, dim_v, dw_t.data(), m);
+    for (int64_t t0 = 0; t0 < n; t0 += kChunk) {
+      const int64_t len = std::min(kChunk, n - t0);
+      const float* q = w.q.data() + t0 * dim;
+      float* dq = w.dq.data() + t0 * dim;
+      gaussian(q, len, w.l.data(), m, dim, w.l_t.data(), w.k1.data());
+      cpu::load_rows(g.dout, b, h, t0, len, w.dout.data());
+      cpu::load_rows(a.v, b, h, t0, len, w.v.data());
+      gemm(len, m, dim_v, 1.0f, row_major(w.dout.data(), dim_v), z_t.data(), m, 0.0f,
+           w.dk1.data(), m);
+      gemm(len, m, dim_v, 1.0f, row_major(w.v.data(), dim_v), dw_t.data(), m, 1.0f, w.dk1.data(),
+           m);
+      gemm(len, dim_v, m, 1.0f, row_major(w.k1.data(), m), w.dw.data(), dim_v, 0.0f,
+           w.rows.data(), dim_v);
+      cpu::store_rows(w.rows.data(), len, g.dv, b, h, t0);
+      for (int64_t e = 0; e < len * m; ++e) w.dk1[e] *= w.k1[e];
+      gemm(len, dim, m, 1.0f, row_major(w.dk1.data(), m), w.l.data(), dim, 0.0f, dq, dim);
+      for (int64_t i = 0; i < len; ++i) {
+        float sum = 0.0f;
+        for (int64_t a2 = 0; a2 < m; ++a2) {
+          sum += w.dk1[i * m + a2];
+          w.weight[a2] += w.dk1[i * m + a2];
+        }
+        for (int64_t c = 0; c < dim; ++c) dq[i * dim + c] -= sum * q[i * dim + c];
+      }
+      gemm(m, dim, len, 1.0f, transposed(w.dk1.data(), m), q, dim, 1.0f, w.dl.data(), dim);
+    }
+    // Through K2 = G(L, L): E2 = dK2 * K2, both uses of L (E2 + E2^T), no diagonal (|l_a - l_a|
+    // does not move): dL_a += (E2s L)_a - rowsum(E2s)_a l_a.
+    for (int64_t e = 0; e < m * m; ++e) w.dk2[e] *= w.k2[e];
     for (int64_t a2 = 0; a2 < m; ++a2) {
-      float weight = 0.0f;
-      for (int64_t i = 0; i < n; ++i) weight += dk1[i * m + a2];
-      for (int64_t b2 = 0; b2 < m; ++b2) weight += dk2[a2 * m + b2];
-      for (int64_t c = 0; c < dim; ++c) dl[a2 * dim + c] -= weight * w.l[a2 * dim + c];
+      for (int64_t b2 = 0; b2 < a2; ++b2) {
+        const float sum = w.dk2[a2 * m + b2] + w.dk2[b2 * m + a2];
+        w.dk2[a2 * m + b2] = w.dk2[b2 * m + a2] = sum;
+      }
+      w.dk2[a2 * m + a2] = 0.0f;
+    }
+    gemm(m, dim, m, 1.0f, row_major(w.dk2.data(), m), w.l.data(), dim, 1.0f, w.dl.data(), dim);
+    for (int64_t a2 = 0; a2 < m; ++a2) {
+      float weight = w.weight[a2];
+      for (int64_t b2 = 0; b2 < m; ++b2) weight += w.dk2[a2 * m + b2];
+      for (int64_t c = 0; c < dim; ++c) w.dl[a2 * dim + c] -= weight * w.l[a2 * dim + c];
     }
     if (!a.landmarks.empty()) {
-      cpu::store_rows(dl.data(), m, g.dlandmarks, b, h, 0);
+      cpu::store_rows(w.dl.data(), m, g.dlandmarks, b, h, 0);
     } else {  // each pooled token gets its landmark's gradient / window size
       const float inv = 1.0f / static_cast<float>(windows.size);
       for (int64_t t = 0; t < n; ++t)
         if (const int32_t lm = windows.window[t]; lm >= 0)
-          for (int64_t c = 0; c < dim; ++c) dq[t * dim + c] += inv * dl[lm * dim + c];
+          for (int64_t c = 0; c < dim; ++c) w.dq[t * dim + c] += inv * w.dl[lm * dim + c];
     }
-    for (float& x : dq) x *= scale;  // Q' = scale Q
-    cpu::store_rows(dq.data(), n, g.dq, b, h, 0);
+    for (float& x : w.dq) x *= scale;  // Q' = scale Q
+    cpu::store_rows(w.dq.data(), n, g.dq, b, h, 0);
   });
 }
 

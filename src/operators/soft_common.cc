@@ -65,9 +65,9 @@ SoftShape validate_inputs(const SoftArgs& a) {
         "must be in [0, 100], got " + std::to_string(a.newton_iterations));
   check(a.threads >= 0 && a.threads <= 1024, "threads",
         "must be in [0, 1024], got " + std::to_string(a.threads));
-  // Per thread: Q', V, K1 and their gradients' panels; per head: m x m matrices.
-  check_memory(8.0 * 4.0 * double(s.n) * double(s.dim + s.dim_v + s.landmarks) +
-                   4.0 * 8.0 * double(s.landmarks) * double(s.landmarks),
+  // Per thread: Q' and dQ', a chunk's panels, about ten m x m matrices.
+  check_memory(2.0 * 4.0 * double(s.n) * double(2 * s.dim) +
+                   10.0 * 4.0 * double(s.landmarks) * double(s.landmarks + s.dim + s.dim_v),
                "q", "SOFT's working memory");
   return s;
 }

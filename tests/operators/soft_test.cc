@@ -134,6 +134,8 @@ std::vector<Case> sweep() {
   add(c);
   c = Case{}, c.given = 12, c.spread = 3.0f, c.inverse = SoftInverse::kExact, add(c);
   c = Case{}, c.dtype = DType::kBF16, c.n = 50, c.stride = 5, add(c);
+  c = Case{}, c.n = 300, c.grid_h = 15, c.grid_w = 20, c.stride = 5, add(c);  // two row chunks
+  c = Case{}, c.n = 600, c.given = 9, c.dim_v = 5, add(c);                     // three
   c = Case{}, c.dtype = DType::kF16, c.n = 48, c.given = 8, add(c);
   std::vector<Case> out;
   for (int64_t target : testing::simd_targets())
