@@ -32,12 +32,12 @@ cpu::RowSource source(const TensorView& x, int64_t b, int64_t h) {
 // The valid (non-padding) entries of a row: key indices and their slots.
 int64_t compact(const ListRow& r, int32_t* keys, int64_t* slots) {
   int64_t m = 0;
-  for (int64_t e = 0; e < r.count; ++e)
-    if (const int32_t j = r.data[e * r.stride]; j >= 0) {
-      keys[m] = j;
-      if (slots) slots[m] = r.first + e;
-      ++m;
-    }
+  for (int64_t e = 0; e < r.count; ++e) {  // branch-free: padding may stand anywhere
+    const int32_t j = r.data[e * r.stride];
+    keys[m] = j;
+    if (slots) slots[m] = r.first + e;
+    m += j >= 0;
+  }
   return m;
 }
 
@@ -84,8 +84,7 @@ void index_attention(const AttentionArgs& args, const IndexLists& indices) {
           std::fill(out, out + dim_v, 0.0f);
         } else {
           cpu::load_rows(q, b, h, i, 1, w.q.data());
-          for (float& x : w.q) x *= scale_log2e;
-          lse = cpu::gathered_attention_row(w.q.data(), source(k, b, h / group),
+          lse = cpu::gathered_attention_row(w.q.data(), scale_log2e, source(k, b, h / group),
                                             source(v, b, h / group), w.keys.data(), m, w.p.data(),
                                             out);
         }
@@ -125,15 +124,14 @@ void index_attention_backward(const BackwardArgs& g, const IndexLists& indices) 
           return;
         }
         cpu::load_rows(f.q, b, h, i, 1, w.q.data());
-        for (float& x : w.q) x *= scale;
         cpu::load_rows(g.dout, b, h, i, 1, w.dout.data());
         const float* out = f.out.row<float>(b, h, i);
         double delta = g.dlse.empty() ? 0.0 : -double(*g.dlse.row<float>(b, h, i));
         for (int64_t e = 0; e < dim_v; ++e) delta += double(w.dout[e]) * out[e];
         // P = exp(s - LSE), dP = dO . V_j, then dS = P (dP - D) in place of dP.
-        cpu::gathered_dots(w.q.data(), source(f.k, b, h / group), w.keys.data(), m, w.p.data());
+        cpu::gathered_dots(w.q.data(), scale, source(f.k, b, h / group), w.keys.data(), m, w.p.data());
         cpu::exp_shift_sum(w.p.data(), m, lse, true);
-        cpu::gathered_dots(w.dout.data(), source(f.v, b, h / group), w.keys.data(), m, w.dp.data());
+        cpu::gathered_dots(w.dout.data(), 1.0f, source(f.v, b, h / group), w.keys.data(), m, w.dp.data());
         float* prob_row = prob.data() + (b * heads + h) * entries;
         float* ds_row = dscore.data() + (b * heads + h) * entries;
         for (int64_t e = 0; e < m; ++e) {

@@ -102,10 +102,10 @@ HWY_INLINE void DotBlock(const float* HWY_RESTRICT x, const T* base, int64_t str
   }
 }
 
-// out[r] = x . row(index[r]) for the kN rows of one group (one vector of keys).
+// out[r] = scale * x . row(index[r]) for the kN rows of one group (one vector of keys).
 template <typename T>
-HWY_INLINE void DotGroup(const float* HWY_RESTRICT x, const T* base, int64_t stride, int64_t dim,
-                         const int32_t* index, float* out) {
+HWY_INLINE void DotGroup(const float* HWY_RESTRICT x, float scale, const T* base, int64_t stride,
+                         int64_t dim, const int32_t* index, float* out) {
   const DF df;
   constexpr size_t kN = hn::MaxLanes(DF());
   constexpr int64_t n = static_cast<int64_t>(kN);
@@ -120,22 +120,22 @@ HWY_INLINE void DotGroup(const float* HWY_RESTRICT x, const T* base, int64_t str
     default: break;
   }
   c += (dim - c) / n * n;
-  hn::StoreU(ReduceKeys<kN>(acc), df, out);
+  hn::StoreU(hn::Mul(ReduceKeys<kN>(acc), hn::Set(df, scale)), df, out);
   for (; c < dim; ++c)  // the head dim's tail, shorter than a vector
-    for (size_t r = 0; r < kN; ++r) out[r] += x[c] * Widen(base + index[r] * stride + c);
+    for (size_t r = 0; r < kN; ++r) out[r] += scale * x[c] * Widen(base + index[r] * stride + c);
 }
 
 template <typename T>
-void DotsOf(const float* x, const T* base, int64_t stride, int64_t dim, const int32_t* index,
-            int64_t count, float* out) {
+void DotsOf(const float* x, float scale, const T* base, int64_t stride, int64_t dim,
+            const int32_t* index, int64_t count, float* out) {
   constexpr int64_t kN = static_cast<int64_t>(hn::MaxLanes(DF()));
   int64_t e = 0;
-  for (; e + kN <= count; e += kN) DotGroup(x, base, stride, dim, index + e, out + e);
+  for (; e + kN <= count; e += kN) DotGroup(x, scale, base, stride, dim, index + e, out + e);
   if (e < count) {  // a short last group: the missing slots repeat its first key
     int32_t tail[kN];
     float sums[kN];
     for (int64_t r = 0; r < kN; ++r) tail[r] = index[e + r < count ? e + r : e];
-    DotGroup(x, base, stride, dim, tail, sums);
+    DotGroup(x, scale, base, stride, dim, tail, sums);
     std::copy(sums, sums + (count - e), out + e);
   }
 }
@@ -212,10 +212,10 @@ HWY_INLINE std::pair<float, float> Exp2Shifted(float* s, int64_t count) {
 }
 
 template <typename T>
-float AttentionRowOf(const float* x, const T* keys, int64_t key_stride, int64_t dim,
+float AttentionRowOf(const float* x, float scale, const T* keys, int64_t key_stride, int64_t dim,
                      const T* values, int64_t value_stride, int64_t dim_v, const int32_t* index,
                      int64_t count, float* scores, float* out) {
-  DotsOf(x, keys, key_stride, dim, index, count, scores);
+  DotsOf(x, scale, keys, key_stride, dim, index, count, scores);
   const auto [top, sum] = Exp2Shifted(scores, count);
   AxpyOf(scores, index, count, values, value_stride, dim_v, out, false);
   const DF df;
@@ -227,35 +227,35 @@ float AttentionRowOf(const float* x, const T* keys, int64_t key_stride, int64_t 
   return (top + std::log2(sum)) * 0.6931471805599453f;
 }
 
-float GatheredAttentionRow(const float* x, const void* keys, const void* values, DType dtype,
+float GatheredAttentionRow(const float* x, float scale, const void* keys, const void* values, DType dtype,
                            int64_t key_stride, int64_t dim, int64_t value_stride, int64_t dim_v,
                            const int32_t* index, int64_t count, float* scores, float* out) {
   switch (dtype) {
     case DType::kF32:
-      return AttentionRowOf(x, static_cast<const float*>(keys), key_stride, dim,
+      return AttentionRowOf(x, scale, static_cast<const float*>(keys), key_stride, dim,
                             static_cast<const float*>(values), value_stride, dim_v, index, count,
                             scores, out);
     case DType::kF16:
-      return AttentionRowOf(x, static_cast<const hwy::float16_t*>(keys), key_stride, dim,
+      return AttentionRowOf(x, scale, static_cast<const hwy::float16_t*>(keys), key_stride, dim,
                             static_cast<const hwy::float16_t*>(values), value_stride, dim_v, index,
                             count, scores, out);
     case DType::kBF16:
-      return AttentionRowOf(x, static_cast<const hwy::bfloat16_t*>(keys), key_stride, dim,
+      return AttentionRowOf(x, scale, static_cast<const hwy::bfloat16_t*>(keys), key_stride, dim,
                             static_cast<const hwy::bfloat16_t*>(values), value_stride, dim_v,
                             index, count, scores, out);
   }
   return 0.0f;
 }
 
-void GatheredDots(const float* x, const void* base, DType dtype, int64_t stride, int64_t dim,
-                  const int32_t* index, int64_t count, float* out) {
+void GatheredDots(const float* x, float scale, const void* base, DType dtype, int64_t stride,
+                  int64_t dim, const int32_t* index, int64_t count, float* out) {
   switch (dtype) {
     case DType::kF32:
-      return DotsOf(x, static_cast<const float*>(base), stride, dim, index, count, out);
+      return DotsOf(x, scale, static_cast<const float*>(base), stride, dim, index, count, out);
     case DType::kF16:
-      return DotsOf(x, static_cast<const hwy::float16_t*>(base), stride, dim, index, count, out);
+      return DotsOf(x, scale, static_cast<const hwy::float16_t*>(base), stride, dim, index, count, out);
     case DType::kBF16:
-      return DotsOf(x, static_cast<const hwy::bfloat16_t*>(base), stride, dim, index, count, out);
+      return DotsOf(x, scale, static_cast<const hwy::bfloat16_t*>(base), stride, dim, index, count, out);
   }
 }
 
@@ -285,18 +285,19 @@ HWY_EXPORT(GatheredDots);
 HWY_EXPORT(GatheredAxpy);
 HWY_EXPORT(GatheredAttentionRow);
 
-float gathered_attention_row(const float* x, const RowSource& keys, const RowSource& values,
-                             const int32_t* index, int64_t count, float* scores, float* out) {
-  return HWY_DYNAMIC_DISPATCH(GatheredAttentionRow)(x, keys.base, values.base, keys.dtype,
+float gathered_attention_row(const float* x, float scale, const RowSource& keys,
+                             const RowSource& values, const int32_t* index, int64_t count,
+                             float* scores, float* out) {
+  return HWY_DYNAMIC_DISPATCH(GatheredAttentionRow)(x, scale, keys.base, values.base, keys.dtype,
                                                     keys.stride, keys.dim, values.stride,
                                                     values.dim, index, count, scores, out);
 }
 
-void gathered_dots(const float* x, const RowSource& rows, const int32_t* index, int64_t count,
-                   float* out) {
+void gathered_dots(const float* x, float scale, const RowSource& rows, const int32_t* index,
+                   int64_t count, float* out) {
   if (count <= 0) return;
-  HWY_DYNAMIC_DISPATCH(GatheredDots)(x, rows.base, rows.dtype, rows.stride, rows.dim, index, count,
-                                     out);
+  HWY_DYNAMIC_DISPATCH(GatheredDots)(x, scale, rows.base, rows.dtype, rows.stride, rows.dim, index,
+                                     count, out);
 }
 
 void gathered_axpy(const float* weight, const int32_t* index, int64_t count, const RowSource& rows,
