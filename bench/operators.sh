@@ -13,8 +13,9 @@ build=${1:-build}
 ak="$build/attnkit"
 run() { echo "\$ $*"; "$@"; echo; }
 
+# 20 repetitions: a call at 1K lasts about 3 ms, where the first runs of a series are the slowest.
 for n in 1024 2048 4096 8192 16384; do
-  run "$ak" bench --op lightning --n $n --d 128 --heads 8 --reps 5 --backward --vs-dense --json
+  run "$ak" bench --op lightning --n $n --d 128 --heads 8 --reps 20 --backward --vs-dense --json
 done
 run "$ak" bench --op lightning --n 32768 --d 128 --heads 8 --reps 3 --backward --json
 

@@ -284,3 +284,18 @@ def test_opcheck():
     lists = torch.from_numpy(random_lists(9, 9, 3, 17).astype(np.int32)[None])
     torch.library.opcheck(torch.ops.attnkit.index_attention.default,
                           (q, k, v, lists, None, None, 0.5))
+
+
+def test_bshd_layout_and_bfloat16_inputs():
+    q, k, v = (x.detach() for x in tensors((1, 2, 24, 8), (1, 2, 24, 8), (1, 2, 24, 8), seed=18,
+                                           scale=0.3))
+    lists = attnkit.knn(np.random.default_rng(19).random((24, 3)), 5)
+    for fn in (lambda q, k, v, **kw: at.lightning_attention(q, k, v, **kw),
+               lambda q, k, v, **kw: at.soft_attention(q, v, stride=4, **kw),
+               lambda q, k, v, **kw: at.index_attention(q, k, v, lists, **kw)):
+        want = fn(q, k, v)
+        got = fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout="bshd")
+        torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-6, rtol=0)
+        half = fn(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        assert half.dtype == torch.bfloat16
+        torch.testing.assert_close(half.float(), want, atol=3e-2, rtol=3e-2)
