@@ -18,6 +18,10 @@ for n in 1024 2048 4096 8192 16384; do
   run "$ak" bench --op lightning --n $n --d 128 --heads 8 --reps 20 --backward --vs-dense --json
 done
 run "$ak" bench --op lightning --n 32768 --d 128 --heads 8 --reps 3 --backward --json
+run "$ak" bench --op lightning --n 1024 --d 128 --heads 8 --reps 3 --decode 2000 --json
+for n in 4096 32768; do  # dense decode over a cache of n keys, for comparison
+  run "$ak" bench --n $n --nq 1 --d 128 --heads 8 --reps 50 --json
+done
 
 for n in 1024 4096 16384 65536; do
   run "$ak" bench --op soft --n $n --d 64 --heads 8 --landmarks 64 --reps 5 --backward --json
@@ -27,9 +31,11 @@ run "$ak" bench --op soft --n 3136 --d 64 --heads 8 --grid 56x56 --stride 8 --re
 
 for lists in knn random; do
   for n in 1024 16384 131072; do
-    for k in 16 32 64; do
-      run "$ak" bench --op index --lists $lists --n $n --d 64 --heads 8 --k $k --reps 5 --json
+    for k in 16 32 64; do  # short calls at 1K: 50 repetitions
+      run "$ak" bench --op index --lists $lists --n $n --d 64 --heads 8 --k $k \
+        --reps $([ $n = 1024 ] && echo 50 || echo 5) --json
     done
   done
 done
 run "$ak" bench --op index --n 16384 --d 64 --heads 8 --k 32 --reps 5 --backward --vs-dense --json
+run "$ak" bench --op index --n 1024 --d 64 --heads 8 --k 32 --reps 50 --threads 1 --json

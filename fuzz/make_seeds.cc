@@ -143,6 +143,20 @@ void cli_seeds(const fs::path& dir) {
   write_file(dir / "positional", words({"KL", "info", "--ctx", "1e9"}));
 }
 
+// Shapes and lists as index_lists_fuzz reads them: valid lists of each form, one with a duplicate.
+void index_list_seeds(const fs::path& dir) {
+  auto seed = [](uint8_t nq, uint8_t nk, uint8_t k, uint8_t form, std::vector<int32_t> values) {
+    std::string bytes = {char(nq - 1), char(nk - 1), char(k), char(form)};
+    bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+    return bytes;
+  };
+  write_file(dir / "shared", seed(3, 5, 2, 0, {0, 1, 4, -1, 2, 3}));
+  write_file(dir / "per_head", seed(2, 4, 2, 1, {0, 1, 2, 3, -1, 3, 1, 0}));
+  write_file(dir / "per_batch", seed(2, 3, 1, 2, {0, 1, 2, -1}));
+  write_file(dir / "csr", seed(3, 6, 0, 3, {0, 2, 1, 3, 5, 0, 4, 1, 2, 3}));
+  write_file(dir / "duplicate", seed(2, 4, 3, 0, {1, 1, 2, 0, 3, -1}));
+}
+
 }  // namespace
 
 int main() {
@@ -152,5 +166,6 @@ int main() {
   tokenizer_seeds(root / "tokenizer_fuzz");
   pattern_seeds(root / "pattern_spec_fuzz");
   cli_seeds(root / "cli_args_fuzz");
+  index_list_seeds(root / "index_lists_fuzz");
   return 0;
 }

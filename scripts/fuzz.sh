@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 build=$1
 seconds=$2
 runs=${3:--1}  # -1: no limit
-read -r -a targets <<<"${FUZZ_TARGETS:-npy_fuzz gguf_fuzz tokenizer_fuzz pattern_spec_fuzz cli_args_fuzz}"
+read -r -a targets <<<"${FUZZ_TARGETS:-npy_fuzz gguf_fuzz tokenizer_fuzz pattern_spec_fuzz cli_args_fuzz index_lists_fuzz}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0

@@ -39,6 +39,14 @@ struct Timing {
 
 // --- Lightning ---
 
+// Token t of x [B, H, N, D] as a [B, H, 1, D] view.
+TensorView slice_token(const Tensor& x, int64_t t) {
+  TensorView view = x.view();
+  view.data = static_cast<const std::byte*>(view.data) + dtype_size(view.dtype) * t * view.stride[2];
+  view.shape[2] = 1;
+  return view;
+}
+
 Timing time_lightning(const Args& args, const Shape& s, DType dtype, int threads, int reps,
                       uint64_t seed, bool backward) {
   const int64_t block = args.integer("--block", 64, 1, 1024);
@@ -71,6 +79,23 @@ Timing time_lightning(const Args& args, const Shape& s, DType dtype, int threads
     t.backward_flops = back * s.batch * s.heads;
   }
   t.params.add("block", block);
+  if (args.has("--decode")) {  // one call per token, the state carried: the recurrent form
+    const int64_t steps = args.integer("--decode", 1, 1 << 20);
+    Tensor state({s.batch, s.heads, s.d, s.dv}, DType::kF32), next = state;
+    Tensor token_out({s.batch, s.heads, 1, s.dv}, DType::kF32);
+    LightningArgs step = a;
+    step.out = token_out.view();
+    const double seconds = median_seconds(1, [&] {
+      for (int64_t i = 0; i < steps; ++i) {
+        step.q = slice_token(q, i % s.n), step.k = slice_token(k, i % s.n);
+        step.v = slice_token(v, i % s.n);
+        step.state_in = state.view(), step.state_out = next.view();
+        lightning_attention(step);
+        std::swap(state, next);
+      }
+    });
+    t.params.add("decode_steps", steps).add("decode_seconds_per_token", seconds / steps);
+  }
   return t;
 }
 
@@ -230,7 +255,7 @@ const char kOperatorBenchUsage[] =
     "attnkit bench --op lightning|soft|index --n N --d D [--dv DV] --heads H [--batch B]\n"
     "              [--dtype f32|f16|bf16] [--threads T] [--reps R] [--seed S] [--backward]\n"
     "              [--vs-dense] [--json]\n"
-    "              lightning: [--block 64]\n"
+    "              lightning: [--block 64] [--decode STEPS (one call per token, state carried)]\n"
     "              soft: --landmarks M | --stride S [--grid HxW]; [--inverse newton|exact]\n"
     "                    [--newton-iterations 20]\n"
     "              index: [--k 32] [--lists knn|random] (kNN of Morton-sorted random 3-D points)\n"
@@ -243,7 +268,7 @@ int bench_operator_main(const std::vector<std::string>& argv) {
   const Args args(argv,
                   {"--op", "--n", "--d", "--dv", "--heads", "--batch", "--dtype", "--threads",
                    "--reps", "--seed", "--block", "--landmarks", "--stride", "--grid",
-                   "--inverse", "--newton-iterations", "--k", "--lists"},
+                   "--inverse", "--newton-iterations", "--k", "--lists", "--decode"},
                   {"--json", "--backward", "--vs-dense"});
   const std::string op = args.str("--op");
   check(op == "lightning" || op == "soft" || op == "index", "--op",

@@ -1,7 +1,8 @@
 // Index-list attention on the CPU (the rule is in include/attnkit/index_attention.h).
 //
-// Forward, per row: gather the listed keys' scores (cpu::gathered_dots), softmax them, and sum
-// the listed values (cpu::gathered_axpy); rows are independent, scheduled in static chunks.
+// Forward, per row, in one dispatch (cpu::gathered_attention_row): the listed keys' scores, their
+// softmax, the weighted sum of the listed values; rows are independent, scheduled in static
+// chunks.
 // Backward: pass 1 per row recomputes P from the LSE, dP = dO . V_j and dS = P (dP - D) with
 // D = dO . O - dLSE, writes dQ = scale * sum dS K_j and keeps P and dS per listed pair; pass 2
 // per key walks the lists transposed (heads of the GQA group in order, rows ascending) for
