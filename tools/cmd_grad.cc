@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "attention_job.h"
+#include "context_parallel_job.h"
 #include "attnkit/error.h"
 #include "attnkit/npy.h"
 #include "command.h"
@@ -25,7 +26,8 @@ constexpr char kUsage[] =
     "    Runs the forward (as `run` does, --pattern's selection held constant), then the\n"
     "    backward; writes float32 dQ, dK, dV with the shapes of Q, K, V (dK, dV summed over each\n"
     "    GQA group). --dtype: the storage type Q, K, V and dO are read in (default f32); the\n"
-    "    arithmetic and the gradients are f32. Bad input: exit 2, no output file.";
+    "    arithmetic and the gradients are f32. Bad input: exit 2, no output file.\n"
+    "    --context-parallel ring|zigzag|allgather: as for `run`, under mpirun; rank 0 writes.";
 
 void check_shape(const Tensor& t, const std::vector<int64_t>& want, const std::string& argument,
                  const char* layout) {
@@ -36,7 +38,7 @@ void check_shape(const Tensor& t, const std::vector<int64_t>& want, const std::s
 int grad_main(const std::vector<std::string>& argv) {
   const Args args(argv,
                   {"--q", "--k", "--v", "--do", "--dlse", "--dq", "--dk", "--dv", "--scale",
-                   "--dtype", "--threads", "--pattern"},
+                   "--dtype", "--threads", "--pattern", "--context-parallel"},
                   {"--causal"});
   const std::vector<std::string> outputs = {args.str("--dq"), args.str("--dk"), args.str("--dv")};
   const std::vector<std::string> names = {"--dq", "--dk", "--dv"};
@@ -47,6 +49,21 @@ int grad_main(const std::vector<std::string>& argv) {
           "'" + outputs[x] + "' is also another gradient's path");
   }
   const JobOptions options = job_options(args);
+  if (args.has("--context-parallel")) {
+    ContextJobResults r = run_context_parallel(
+        args.str("--context-parallel"), options,
+        {args.str("--q"), args.str("--k"), args.str("--v"), args.str("--do"),
+         args.str("--dlse", "")},
+        true);
+    if (!r.writer) return 0;  // rank 0 writes
+    write_outputs({{outputs[0], &r.dq}, {outputs[1], &r.dk}, {outputs[2], &r.dv}}, names);
+    std::printf("dQ %s -> %s, dK %s -> %s, dV %s -> %s (%d ranks, %s)\n",
+                shape_string(r.dq.shape()).c_str(), outputs[0].c_str(),
+                shape_string(r.dk.shape()).c_str(), outputs[1].c_str(),
+                shape_string(r.dv.shape()).c_str(), outputs[2].c_str(), r.ranks,
+                context_scheme_name(r.scheme));
+    return 0;
+  }
 
   const Tensor q = load_input(args.str("--q"), "--q", options.dtype);
   const Tensor k = load_input(args.str("--k"), "--k", options.dtype);

@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "attention_job.h"
+#include "context_parallel_job.h"
 #include "attnkit/error.h"
 #include "command.h"
 
@@ -22,11 +23,16 @@ constexpr char kUsage[] =
     "    --dtype: the storage type the kernel reads (inputs converted first; default f32).\n"
     "    Default scale 1/sqrt(D). --pattern: a sparse pattern spec, e.g. name:key=value.\n"
     "    Inputs holding NaN or Inf (also after conversion to --dtype) are rejected (exit 2);\n"
-    "    on any error no output file is written.";
+    "    on any error no output file is written.\n"
+    "    --context-parallel ring|zigzag|allgather: under `mpirun -np P`, self-attention over the\n"
+    "    sequence split across P processes (include/attnkit/distributed.h): each rank reads its\n"
+    "    shard of Q, K, V, rank 0 writes the whole O and LSE (equal to one process's).";
 
 int run_main(const std::vector<std::string>& argv) {
   const Args args(
-      argv, {"--q", "--k", "--v", "--out", "--lse", "--scale", "--dtype", "--threads", "--pattern"},
+      argv,
+      {"--q", "--k", "--v", "--out", "--lse", "--scale", "--dtype", "--threads", "--pattern",
+       "--context-parallel"},
       {"--causal"});
   const std::string out_path = args.str("--out");
   const std::string lse_path = args.str("--lse", "");
@@ -38,24 +44,31 @@ int run_main(const std::vector<std::string>& argv) {
           "'" + lse_path + "' is also the --out path");
   }
 
-  const Tensor q = load_input(args.str("--q"), "--q", options.dtype);
-  const Tensor k = load_input(args.str("--k"), "--k", options.dtype);
-  const Tensor v = load_input(args.str("--v"), "--v", options.dtype);
-  check_attention_shapes(q, k, v);
-
-  const auto& qs = q.shape();
-  Tensor out({qs[0], qs[1], qs[2], v.shape()[3]}, DType::kF32);
-  Tensor lse({qs[0], qs[1], qs[2]}, DType::kF32);
-  AttentionArgs attention_args;
-  attention_args.q = q.view();
-  attention_args.k = k.view();
-  attention_args.v = v.view();
-  attention_args.out = out.view();
-  attention_args.lse = lse.rows_view();
-  attention_args.scale = options.scale;
-  attention_args.causal = options.causal;
-  attention_args.threads = options.threads;
-  run_attention(attention_args, options.pattern.get());
+  Tensor out, lse;
+  if (args.has("--context-parallel")) {
+    ContextJobResults r = run_context_parallel(
+        args.str("--context-parallel"), options, {args.str("--q"), args.str("--k"), args.str("--v"), "", ""}, false);
+    if (!r.writer) return 0;  // rank 0 writes
+    out = std::move(r.out), lse = std::move(r.lse);
+  } else {
+    const Tensor q = load_input(args.str("--q"), "--q", options.dtype);
+    const Tensor k = load_input(args.str("--k"), "--k", options.dtype);
+    const Tensor v = load_input(args.str("--v"), "--v", options.dtype);
+    check_attention_shapes(q, k, v);
+    const auto& qs = q.shape();
+    out = Tensor({qs[0], qs[1], qs[2], v.shape()[3]}, DType::kF32);
+    lse = Tensor({qs[0], qs[1], qs[2]}, DType::kF32);
+    AttentionArgs attention_args;
+    attention_args.q = q.view();
+    attention_args.k = k.view();
+    attention_args.v = v.view();
+    attention_args.out = out.view();
+    attention_args.lse = lse.rows_view();
+    attention_args.scale = options.scale;
+    attention_args.causal = options.causal;
+    attention_args.threads = options.threads;
+    run_attention(attention_args, options.pattern.get());
+  }
 
   if (args.has("--lse")) {
     write_outputs({{out_path, &out}, {lse_path, &lse}}, {"--out", "--lse"});

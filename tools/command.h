@@ -15,6 +15,12 @@ struct Command {
   CommandMain main;
 };
 
+// Thrown to end a command with `code` and nothing printed: a rank of an MPI job that leaves the
+// report of a shared error to rank 0.
+struct QuietExit {
+  int code;
+};
+
 bool register_command(Command command);
 const std::vector<Command>& commands();
 

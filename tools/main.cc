@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
     }
     try {
       return command.main(args);
+    } catch (const attnkit::cli::QuietExit& exit) {
+      return exit.code;
     } catch (const attnkit::Error& error) {
       std::fprintf(stderr, "attnkit %s: error: %s: %s\n", name.c_str(),
                    shown_argument(error.argument(), args).c_str(), error.message().c_str());

@@ -319,7 +319,15 @@ NpyLayout parse_layout(std::string_view prefix, uint64_t file_size, const std::s
 
 }  // namespace
 
-Tensor read_npy(const std::string& path, const std::string& argument) {
+namespace {
+
+// An open .npy file and what its header says.
+struct OpenNpy {
+  File file;
+  NpyLayout layout;
+};
+
+OpenNpy open_npy(const std::string& path, const std::string& argument) {
   std::error_code error;
   const auto status = std::filesystem::status(path, error);
   check(std::filesystem::exists(status), argument, "no such file '" + path + "'");
@@ -335,14 +343,59 @@ Tensor read_npy(const std::string& path, const std::string& argument) {
   std::string prefix(std::min(file_size, kHeaderReadLimit), '\0');
   check(std::fread(prefix.data(), 1, prefix.size(), file.get()) == prefix.size(), argument,
         "cannot read '" + path + "'");
-  const NpyLayout layout = parse_layout(prefix, file_size, argument, path);
-  Tensor tensor(layout.shape, layout.dtype);
-  if (layout.data_bytes > 0) {
-    check(std::fseek(file.get(), static_cast<long>(layout.data_offset), SEEK_SET) == 0, argument,
-          "cannot seek in '" + path + "'");
-    check(std::fread(tensor.data(), 1, layout.data_bytes, file.get()) == layout.data_bytes,
-          argument, "cannot read the data of '" + path + "'");
+  NpyLayout layout = parse_layout(prefix, file_size, argument, path);
+  return {std::move(file), std::move(layout)};
+}
+
+// Reads `bytes` at `offset` of the file into `to`.
+void read_at(OpenNpy& npy, uint64_t offset, uint64_t bytes, void* to, const std::string& path,
+             const std::string& argument) {
+  check(std::fseek(npy.file.get(), static_cast<long>(offset), SEEK_SET) == 0, argument,
+        "cannot seek in '" + path + "'");
+  check(std::fread(to, 1, bytes, npy.file.get()) == bytes, argument,
+        "cannot read the data of '" + path + "'");
+}
+
+}  // namespace
+
+Tensor read_npy(const std::string& path, const std::string& argument) {
+  OpenNpy npy = open_npy(path, argument);
+  Tensor tensor(npy.layout.shape, npy.layout.dtype);
+  if (npy.layout.data_bytes > 0)
+    read_at(npy, npy.layout.data_offset, npy.layout.data_bytes, tensor.data(), path, argument);
+  return tensor;
+}
+
+NpyHeader read_npy_header(const std::string& path, const std::string& argument) {
+  const OpenNpy npy = open_npy(path, argument);
+  return {npy.layout.dtype, npy.layout.shape};
+}
+
+Tensor read_npy_rows(const std::string& path, const std::string& argument,
+                     const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  OpenNpy npy = open_npy(path, argument);
+  const std::vector<int64_t>& shape = npy.layout.shape;
+  check(shape.size() == 4, argument,
+        "'" + path + "' has shape " + shape_string(shape) + "; rows need rank 4 [B,H,N,D]");
+  int64_t rows = 0;
+  for (const auto& [start, end] : ranges) {
+    check(start >= 0 && start <= end && end <= shape[2], argument,
+          "rows [" + std::to_string(start) + ", " + std::to_string(end) + ") are outside the " +
+              std::to_string(shape[2]) + " of '" + path + "'");
+    rows += end - start;
   }
+  Tensor tensor({shape[0], shape[1], rows, shape[3]}, npy.layout.dtype);
+  const uint64_t row_bytes = dtype_size(npy.layout.dtype) * static_cast<uint64_t>(shape[3]);
+  auto* to = static_cast<std::byte*>(tensor.data());
+  for (int64_t b = 0; b < shape[0]; ++b)
+    for (int64_t h = 0; h < shape[1]; ++h)
+      for (const auto& [start, end] : ranges) {
+        const uint64_t first = static_cast<uint64_t>((b * shape[1] + h) * shape[2] + start);
+        const uint64_t bytes = static_cast<uint64_t>(end - start) * row_bytes;
+        if (bytes > 0)
+          read_at(npy, npy.layout.data_offset + first * row_bytes, bytes, to, path, argument);
+        to += bytes;
+      }
   return tensor;
 }
 
