@@ -40,18 +40,6 @@ using namespace nb::literals;
 namespace attnkit::python {
 namespace {
 
-// A plan and what executes it: the pattern when the plan needs one (a token order, or a
-// mechanism that is not one block-sparse pass); none for masks built from arrays or lists.
-struct Mask {
-  Plan plan;
-  std::shared_ptr<const Pattern> pattern;
-
-  bool needs_pattern() const {
-    return pattern && (!plan.token_order.empty() || plan.state.has_value());
-  }
-  const BlockMask& mask() const { return plan.mask; }
-};
-
 // An element mask [B', H', Nq, Nk] (B', H' = 1 or the full size) as a TilePredicate.
 class DensePredicate final : public TilePredicate {
  public:
@@ -767,6 +755,7 @@ NB_MODULE(_ext, m) {
         "causal"_a, "threads"_a);
   m.def("merge", &run_merge, "out_a"_a, "lse_a"_a, "out_b"_a, "lse_b"_a, "out"_a, "lse"_a);
   bind_operators(m);
+  bind_distributed(m);
   m.def("reference", &run_reference, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "scale"_a,
         "causal"_a, "dropout"_a, "dropout_seed"_a, "mask"_a.none());
 }

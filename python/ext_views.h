@@ -8,10 +8,12 @@
 #include <nanobind/stl/optional.h>
 
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "attnkit/error.h"
+#include "attnkit/pattern.h"
 #include "attnkit/tensor.h"
 
 namespace attnkit::python {
@@ -94,6 +96,22 @@ inline void check_finite(const TensorView& t, const char* name, bool rows = fals
         }
       }
 }
+
+// A plan and what executes it: the pattern when the plan needs one (a token order, or a
+// mechanism that is not one block-sparse pass); none for masks built from arrays or lists.
+// Python's BlockMask.
+struct Mask {
+  Plan plan;
+  std::shared_ptr<const Pattern> pattern;
+
+  bool needs_pattern() const {
+    return pattern && (!plan.token_order.empty() || plan.state.has_value());
+  }
+  const BlockMask& mask() const { return plan.mask; }
+};
+
+// Adds the context-parallel helpers of attnkit.torch's ring (python/distributed_ext.cc).
+void bind_distributed(nb::module_& m);
 
 // Adds the operators of other shapes (Lightning, SOFT, index lists, kNN) to the module
 // (python/operators_ext.cc).

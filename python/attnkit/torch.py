@@ -32,7 +32,8 @@ import torch
 from . import BlockMask, Pattern, _dropout, _ext, _layout, _scale, _seed
 
 __all__ = ["attention", "register_transformers", "lightning_attention", "soft_attention",
-           "index_attention", "knn"]
+           "index_attention", "knn", "context_parallel_attention", "context_ranges",
+           "context_shard", "context_gather"]
 
 # id -> BlockMask for the masks of calls in flight (weak: the caller and the autograd context
 # hold them).
@@ -225,3 +226,10 @@ def register_transformers() -> str:
 
 # The operators of other shapes (they use _check and _views above).
 from .torch_operators import index_attention, knn, lightning_attention, soft_attention  # noqa: E402,F401
+# Context parallelism on torch.distributed (attnkit/distributed.py).
+from .distributed import (  # noqa: E402,F401
+    context_gather,
+    context_parallel_attention,
+    context_ranges,
+    context_shard,
+)
