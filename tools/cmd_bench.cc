@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "attention_job.h"
+#include "bench_context_parallel.h"
 #include "bench_operators.h"
 #include "attnkit/error.h"
 #include "command.h"
@@ -44,6 +45,8 @@ constexpr char kUsage[] =
 
 int bench_main(const std::vector<std::string>& argv) {
   if (std::find(argv.begin(), argv.end(), "--op") != argv.end()) return bench_operator_main(argv);
+  if (std::find(argv.begin(), argv.end(), "--context-parallel") != argv.end())
+    return bench_context_parallel_main(argv);
   const Args args(argv,
                   {"--n", "--nq", "--d", "--dv", "--heads", "--kv-heads", "--batch", "--dtype",
                    "--threads", "--reps", "--pattern", "--seed"},
@@ -180,7 +183,9 @@ int bench_main(const std::vector<std::string>& argv) {
 }
 
 const bool registered =
-    register_command({"bench", std::string(kUsage) + "\n" + kOperatorBenchUsage, bench_main});
+    register_command({"bench",
+                      std::string(kUsage) + "\n" + kOperatorBenchUsage + "\n" + kContextBenchUsage,
+                      bench_main});
 
 }  // namespace
 }  // namespace attnkit::cli

@@ -97,6 +97,13 @@ std::vector<TokenRange> context_shard(ContextScheme scheme, int64_t n, int rank,
 // (dynamic family).
 int64_t context_alignment(const Pattern* pattern, int64_t n);
 
+// What one rank's call spent: the whole call, the local attention kernels in it, and the time
+// it waited for transfers (a ring's exchange that had not finished when the kernels had, the
+// all-gather, the gradients' passes). seconds - compute_seconds is what communication cost.
+struct ContextParallelStats {
+  double seconds = 0.0, compute_seconds = 0.0, wait_seconds = 0.0;
+};
+
 struct ContextParallelArgs {
   // This rank's shard: q [B, Hq, n_r, D], k [B, Hkv, n_r, D], v [B, Hkv, n_r, Dv] in its
   // positions' order, out [B, Hq, n_r, Dv] and lse [B, Hq, n_r, 1] (required: the backward needs
@@ -107,6 +114,7 @@ struct ContextParallelArgs {
   ContextScheme scheme = ContextScheme::kZigzag;
   const Pattern* pattern = nullptr;  // optional: static-family patterns, in global positions
   Communicator* comm = nullptr;
+  ContextParallelStats* stats = nullptr;  // optional, filled by the forward and the backward
 };
 
 // Errors name "q", "k", "v", "out", "lse", "global_n", "pattern", "comm" or the arguments of

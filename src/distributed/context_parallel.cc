@@ -17,6 +17,7 @@
 #include "core/attention_args.h"
 #include "core/memory.h"
 #include "core/score_modifiers.h"
+#include "core/timing.h"
 #include "distributed/shard_pairs.h"
 
 namespace attnkit {
@@ -268,6 +269,14 @@ class BackwardPass {
   PairPlanner planner_;
 };
 
+// Adds the seconds `body` takes to *total (when total is set).
+template <typename Body>
+void timed(double* total, Body&& body) {
+  const double start = now_seconds();
+  body();
+  if (total) *total += now_seconds() - start;
+}
+
 int next(const Layout& l) { return (l.rank + 1) % l.size; }
 int previous(const Layout& l) { return (l.rank + l.size - 1) % l.size; }
 
@@ -281,10 +290,17 @@ std::optional<Plan> whole_plan(const ContextParallelArgs& args) {
 }  // namespace
 
 void context_parallel_attention(const ContextParallelArgs& args) {
+  const double start = now_seconds();
+  ContextParallelStats unused;
+  ContextParallelStats& stats = args.stats ? *args.stats : unused;
+  stats = {};
   const Layout l = layout_of(args);
   if (l.size == 1) {
     const std::optional<Plan> plan = whole_plan(args);
-    return plan ? args.pattern->forward(args.local, *plan) : attention(args.local);
+    timed(&stats.compute_seconds,
+          [&] { plan ? args.pattern->forward(args.local, *plan) : attention(args.local); });
+    stats.seconds = now_seconds() - start;
+    return;
   }
   Communicator& comm = *args.comm;
   ForwardPass pass(args, l);
@@ -292,10 +308,11 @@ void context_parallel_attention(const ContextParallelArgs& args) {
   if (args.scheme == ContextScheme::kAllGather) {
     Block all(l, l.dtype);
     all.bytes.resize(held.bytes.size() * l.size);
-    comm.all_gather(held.bytes.data(), all.bytes.data(), held.bytes.size());
+    timed(&stats.wait_seconds,
+          [&] { comm.all_gather(held.bytes.data(), all.bytes.data(), held.bytes.size()); });
     for (int src = 0; src < l.size; ++src) {
       std::memcpy(held.bytes.data(), all.bytes.data() + src * held.bytes.size(), held.bytes.size());
-      pass.attend(src, held);
+      timed(&stats.compute_seconds, [&] { pass.attend(src, held); });
     }
   } else {  // ring and zigzag: the next shard arrives while this one is attended
     Block arriving(l, l.dtype);
@@ -305,18 +322,23 @@ void context_parallel_attention(const ContextParallelArgs& args) {
       if (step + 1 < l.size)
         exchange = comm.start_exchange(held.bytes.data(), arriving.bytes.data(), held.bytes.size(),
                                        next(l), previous(l));
-      pass.attend(src, held);
+      timed(&stats.compute_seconds, [&] { pass.attend(src, held); });
       if (exchange) {
-        exchange->finish();
+        timed(&stats.wait_seconds, [&] { exchange->finish(); });
         std::swap(held.bytes, arriving.bytes);
       }
     }
   }
   pass.finish();
+  stats.seconds = now_seconds() - start;
 }
 
 void context_parallel_attention_backward(const ContextParallelBackwardArgs& args) {
+  const double start = now_seconds();
   const ContextParallelArgs& f = args.forward;
+  ContextParallelStats unused;
+  ContextParallelStats& stats = f.stats ? *f.stats : unused;
+  stats = {};
   const Layout l = layout_of(f);
   const int64_t mine = tokens(l.shards[l.rank]);
   check(args.dout.data != nullptr, "dout", "is missing (null data)");
@@ -326,7 +348,10 @@ void context_parallel_attention_backward(const ContextParallelBackwardArgs& args
   validate(shapes);
   if (l.size == 1) {
     const std::optional<Plan> plan = whole_plan(f);
-    return plan ? f.pattern->backward(shapes, *plan) : attention_backward(shapes);
+    timed(&stats.compute_seconds,
+          [&] { plan ? f.pattern->backward(shapes, *plan) : attention_backward(shapes); });
+    stats.seconds = now_seconds() - start;
+    return;
   }
   Communicator& comm = *f.comm;
   BackwardPass pass(args, l);
@@ -336,15 +361,18 @@ void context_parallel_attention_backward(const ContextParallelBackwardArgs& args
   if (f.scheme == ContextScheme::kAllGather) {
     Block all(l, l.dtype);
     all.bytes.resize(held.bytes.size() * l.size);
-    comm.all_gather(held.bytes.data(), all.bytes.data(), held.bytes.size());
+    timed(&stats.wait_seconds,
+          [&] { comm.all_gather(held.bytes.data(), all.bytes.data(), held.bytes.size()); });
     std::vector<std::byte> every(grads.bytes.size() * l.size, std::byte{0});
     for (int src = 0; src < l.size; ++src) {
       std::memcpy(held.bytes.data(), all.bytes.data() + src * held.bytes.size(), held.bytes.size());
       std::fill(grads.bytes.begin(), grads.bytes.end(), std::byte{0});
-      pass.attend(src, held, grads);
+      timed(&stats.compute_seconds, [&] { pass.attend(src, held, grads); });
       std::memcpy(every.data() + src * grads.bytes.size(), grads.bytes.data(), grads.bytes.size());
     }
-    comm.all_reduce_sum(reinterpret_cast<float*>(every.data()), every.size() / sizeof(float));
+    timed(&stats.wait_seconds, [&] {
+      comm.all_reduce_sum(reinterpret_cast<float*>(every.data()), every.size() / sizeof(float));
+    });
     std::memcpy(grads.bytes.data(), every.data() + l.rank * grads.bytes.size(),
                 grads.bytes.size());
   } else {
@@ -357,19 +385,20 @@ void context_parallel_attention_backward(const ContextParallelBackwardArgs& args
       if (step + 1 < l.size)
         exchange = comm.start_exchange(held.bytes.data(), arriving.bytes.data(), held.bytes.size(),
                                        next(l), previous(l));
-      pass.attend(src, held, grads);
-      if (exchange) {
-        exchange->finish();
-        std::swap(held.bytes, arriving.bytes);
-      }
-      comm.start_exchange(grads.bytes.data(), grads_arriving.bytes.data(), grads.bytes.size(),
-                          next(l), previous(l))
-          ->finish();
+      timed(&stats.compute_seconds, [&] { pass.attend(src, held, grads); });
+      timed(&stats.wait_seconds, [&] {
+        if (exchange) exchange->finish();
+        comm.start_exchange(grads.bytes.data(), grads_arriving.bytes.data(), grads.bytes.size(),
+                            next(l), previous(l))
+            ->finish();
+      });
+      if (exchange) std::swap(held.bytes, arriving.bytes);
       std::swap(grads.bytes, grads_arriving.bytes);
     }
   }
   copy_rows(grads.k(0, mine), args.dk);
   copy_rows(grads.v(0, mine), args.dv);
+  stats.seconds = now_seconds() - start;
 }
 
 }  // namespace attnkit
