@@ -13,6 +13,7 @@
 #include "attnkit/npy.h"
 #include "eval/inputs.h"
 #include "support/cli_runner.h"
+#include "support/json_parse.h"
 
 namespace attnkit {
 namespace {
@@ -129,6 +130,21 @@ TEST_F(ContextParallelCli, BadInputOnOneRankStopsEveryRank) {
             std::string::npos)
       << scheme.err;
   EXPECT_FALSE(testing::file_exists(path("bad.npy")));
+}
+
+TEST_F(ContextParallelCli, BenchReportsEveryRank) {
+  const CliResult r = mpirun(3, {"bench", "--context-parallel", "zigzag", "--n", "600", "--d", "16",
+                                 "--heads", "2", "--causal", "--threads", "1", "--reps", "1",
+                                 "--backward", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(testing::count_lines(r.out), 1) << r.out;  // rank 0 alone prints
+  const testing::JsonValue json = testing::parse_json(r.out);
+  EXPECT_EQ(json["ranks"].number, 3);
+  for (const char* field : {"seconds_per_rank", "compute_seconds_per_rank", "wait_seconds_per_rank",
+                            "overlap_per_rank", "backward_seconds_per_rank"})
+    EXPECT_EQ(json[field].items.size(), 3u) << field;
+  EXPECT_GE(json["overlap"].number, 1.0);  // a call lasts at least as long as its kernels
+  EXPECT_GE(json["imbalance"].number, 0.0);
 }
 
 }  // namespace
