@@ -24,6 +24,9 @@ std::vector<Problem> sweep() {
       {2, 3, 3, 64, 64, 128, 128}, {1, 8, 1, 65, 65, 96, 96}, {1, 3, 1, 1000, 1000, 64, 64},
       {1, 2, 2, 7, 65, 256, 256},  {1, 3, 1, 65, 7, 80, 80},  {1, 8, 1, 63, 1000, 64, 32},
       {1, 2, 1, 1000, 63, 33, 48}, {1, 1, 1, 5, 200, 512, 7}, {1, 2, 2, 130, 130, 1, 3},
+      // K/V past the L2 budget, on one thread: tiles walk their lists in groups, chunk by chunk
+      // (GroupedOrderOnlyWhereKeysOutgrowL2).
+      {1, 3, 1, 700, 1201, 80, 72}, {1, 2, 2, 600, 2100, 128, 128},
   };
   std::vector<Problem> problems;
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
@@ -32,6 +35,7 @@ std::vector<Problem> sweep() {
         Problem p;
         p.batch = s.batch, p.heads_q = s.heads_q, p.heads_kv = s.heads_kv, p.nq = s.nq, p.nk = s.nk,
         p.dim = s.dim, p.dim_v = s.dim_v, p.dtype = dtype, p.causal = causal;
+        p.threads = s.nk > 1024 ? 1 : 0;
         problems.push_back(p);
       }
   return problems;
@@ -66,6 +70,46 @@ TEST(DenseKernel, RowsThatSeeNoKey) {
     }
 }
 
+// The L2-blocked order: long K/V put the tiles of one head group into groups (sized by the
+// budget), short K/V and block masks keep one tile per group; every item is in one group.
+TEST(DenseKernel, GroupedOrderOnlyWhereKeysOutgrowL2) {
+  auto plan_for = [](const Problem& p) {
+    testing::Inputs in = testing::make_inputs(p);
+    AttentionArgs a = in.args();
+    a.threads = p.threads;
+    return cpu::make_tile_plan(a, nullptr);
+  };
+  Problem p;  // 17 tiles per head
+  p.heads_q = 2, p.heads_kv = 2, p.nq = 2100, p.nk = 2100, p.dim = p.dim_v = 128, p.threads = 1;
+  const cpu::TilePlan grouped = plan_for(p);
+  EXPECT_EQ(grouped.group_tiles, 4);  // 512 KiB / (256 floats x 128 rows x 4 bytes)
+  EXPECT_EQ(grouped.group_start,
+            (std::vector<int64_t>{0, 4, 8, 12, 16, 17, 21, 25, 29, 33, 34}));
+  p.threads = 8;  // 34 tiles: fewer than 4 groups of 2 per thread, so one tile per group
+  EXPECT_EQ(plan_for(p).group_tiles, 1);
+  p.threads = 1;
+  p.nk = 500;  // 500 x 1 KiB of K/V
+  const cpu::TilePlan short_keys = plan_for(p);
+  EXPECT_EQ(short_keys.group_tiles, 1);
+  EXPECT_EQ(short_keys.group_start.size(), short_keys.items.size() + 1);
+}
+
+// Causal, Nq > Nk with K/V long enough for the grouped order: rows that see no key in a group
+// whose other tiles see keys.
+TEST(DenseKernel, RowsThatSeeNoKeyInAGroup) {
+  Problem p;
+  p.heads_q = 2, p.heads_kv = 1, p.nq = 1300, p.nk = 1100, p.causal = true;
+  testing::Inputs in = testing::make_inputs(p);
+  AttentionArgs a = in.args();
+  a.causal = true, a.threads = 1;
+  attention(a);
+  AttentionArgs r = a;
+  r.out = in.ref_out.view(), r.lse = in.ref_lse.rows_view();
+  attention_reference(r);
+  testing::expect_matches_reference(a, r, "grouped, rows that see no key");
+  for (int64_t i = 0; i < 200; ++i) EXPECT_TRUE(std::isinf(in.lse.f32()[i])) << "row " << i;
+}
+
 // [batch, seq, heads, dim] storage viewed through strides, without copies; the LSE too, in
 // [batch, seq, heads] storage.
 TEST(DenseKernel, StridedLayout) {
@@ -98,7 +142,7 @@ TEST(DenseKernel, StridedLayout) {
 // item).
 TEST(DenseKernel, SameResultForAnyThreadCount) {
   Problem p;
-  p.heads_q = 4, p.heads_kv = 2, p.nq = 300, p.nk = 300, p.causal = true;
+  p.heads_q = 4, p.heads_kv = 2, p.nq = 300, p.nk = 1500, p.causal = true;  // grouped order
   testing::Inputs one = testing::make_inputs(p), three = testing::make_inputs(p);
   AttentionArgs a = one.args(), b = three.args();
   a.causal = b.causal = true;

@@ -88,6 +88,8 @@ std::vector<Problem> dropout_problems() {
   add(6, 2, 33, 70, 80, 48, 0.9f);   // d = 80, Dv != D, most probabilities dropped
   add(2, 2, 40, 50, 7, 5, 0.5f);     // head dims that are not whole vectors
   add(1, 1, 4, 2048, 64, 64, 0.2f);  // a decode shape: runs the tile kernel under dropout
+  add(2, 1, 600, 1100, 64, 64, 0.3f);  // K/V past L2, one thread: the grouped order
+  shapes.back().threads = 1;
   std::vector<Problem> out;
   for (const Problem& s : shapes)
     for (bool causal : {false, true}) {

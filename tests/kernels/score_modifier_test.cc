@@ -62,13 +62,15 @@ std::vector<Problem> sweep() {
   const std::vector<std::array<int64_t, 5>> shapes = {// heads_q, heads_kv, nq, nk, dim
                                                       {1, 1, 1, 1, 64},     {2, 1, 37, 37, 64},
                                                       {4, 2, 130, 200, 80}, {6, 3, 1, 1500, 64},
-                                                      {4, 2, 5, 1100, 48},  {3, 1, 16, 16, 32}};
+                                                      {4, 2, 5, 1100, 48},  {3, 1, 16, 16, 32},
+                                                      {2, 1, 600, 1400, 64}};  // grouped order
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (bool causal : {false, true})
       for (const auto& s : shapes) {
         Problem p;
         p.heads_q = s[0], p.heads_kv = s[1], p.nq = s[2], p.nk = s[3], p.dim = s[4];
         p.dim_v = 48, p.dtype = dtype, p.causal = causal;
+        p.threads = p.nq > 512 ? 1 : 0;  // one thread: groups of tiles (make_tile_plan)
         out.push_back(p);
       }
   return testing::on_every_target(out);
@@ -82,7 +84,7 @@ void expect_modified_matches(const Problem& p, const Modifiers& m, const BlockMa
                              const std::string& label) {
   testing::Inputs in = testing::make_inputs(p);
   AttentionArgs a = in.args();
-  a.causal = p.causal;
+  a.causal = p.causal, a.threads = p.threads;
   m.apply(a);
   {
     const testing::TargetScope on(p.target);

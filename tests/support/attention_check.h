@@ -54,6 +54,7 @@ struct Problem {
   float magnitude = 1.0f;  // q and k are N(0, magnitude^2): large values give large logits
   int64_t target = 0;      // SIMD target the kernel runs on (0: the CPU's best)
   float dropout = 0.0f;    // AttentionArgs::dropout, with dropout_seed = seed + 5
+  int threads = 0;         // AttentionArgs::threads (0: every core)
   std::string name() const {
     // append(), not operator+ chains: GCC 12 warns falsely (-Wrestrict) on the latter.
     std::string text = "B";
@@ -66,6 +67,7 @@ struct Problem {
     if (target != 0) text.append("_").append(hwy::TargetName(target));
     if (causal) text.append("_causal");
     if (dropout != 0.0f) text.append("_dropout").append(std::to_string(dropout));
+    if (threads != 0) text.append("_threads").append(std::to_string(threads));
     std::replace(text.begin(), text.end(), '.', 'p');  // test names allow [A-Za-z0-9_] only
     return text;
   }
@@ -181,6 +183,7 @@ inline void check_problem(const Problem& p, const std::function<void(const Atten
   a.scale = p.scale;
   a.dropout = p.dropout;
   a.dropout_seed = p.seed + 5;
+  a.threads = p.threads;
   {
     const TargetScope on(p.target);
     kernel(a);

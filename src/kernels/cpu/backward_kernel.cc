@@ -255,22 +255,11 @@ void ProcessUnit(const BackwardPlan& plan, const BackwardPacks& p, BackwardScrat
   const int64_t group = f.q.shape[1] / f.k.shape[1], kvb = plan.kv_block, b = u.b, g = u.g;
   for (int64_t kb = u.kb_begin; kb < u.kb_end; ++kb) {
     const int64_t k0 = kb * kvb, keys = std::min(kvb, nk - k0);
-    const float* k = s.k.get();
-    int64_t k_stride = p.d_pad;
-    if (p.k_in_place) {
-      k = static_cast<const float*>(RowPointer(f.k, b, g, k0));
-      k_stride = f.k.stride[2];
-    } else {
-      ConvertRows(f.k, RowPointer(f.k, b, g, k0), f.k.stride[2], keys, dim, p.d_pad, s.k.get());
-    }
-    const float* v = s.v.get();
-    int64_t v_stride = dim_v;
-    if (f.v.dtype == DType::kF32) {
-      v = static_cast<const float*>(RowPointer(f.v, b, g, k0));
-      v_stride = f.v.stride[2];
-    } else {
-      ConvertRows(f.v, RowPointer(f.v, b, g, k0), f.v.stride[2], keys, dim_v, dim_v, s.v.get());
-    }
+    int64_t k_stride = 0, v_stride = 0;
+    const float* k = RowsAsF32(f.k, RowPointer(f.k, b, g, k0), f.k.stride[2], keys, dim,
+                               p.k_in_place, p.d_pad, s.k.get(), &k_stride);
+    const float* v = RowsAsF32(f.v, RowPointer(f.v, b, g, k0), f.v.stride[2], keys, dim_v,
+                               f.v.dtype == DType::kF32, dim_v, s.v.get(), &v_stride);
     std::fill(s.dk.get(), s.dk.get() + keys * p.d_pad, 0.0f);
     std::fill(s.dv.get(), s.dv.get() + keys * p.dv_pad, 0.0f);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {

@@ -305,6 +305,20 @@ HWY_INLINE void ConvertRows(const TensorView& t, const void* base, int64_t strid
   }
 }
 
+// The same rows as f32 for a kernel to read: in place when `in_place` (f32 storage the caller
+// may read as it is; *row_stride = stride), else converted into `buffer` (*row_stride = ld).
+HWY_INLINE const float* RowsAsF32(const TensorView& t, const void* base, int64_t stride,
+                                  int64_t rows, int64_t cols, bool in_place, int64_t ld,
+                                  float* buffer, int64_t* row_stride) {
+  if (in_place) {
+    *row_stride = stride;
+    return static_cast<const float*>(base);
+  }
+  ConvertRows(t, base, stride, rows, cols, ld, buffer);
+  *row_stride = ld;
+  return buffer;
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace attnkit::cpu
 HWY_AFTER_NAMESPACE();

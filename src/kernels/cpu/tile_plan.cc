@@ -10,12 +10,42 @@
 namespace attnkit::cpu {
 namespace {
 
+constexpr int64_t kGroupStateBytes = 512 << 10;
+constexpr int64_t kGroupChunkKeys = 256;
+
 // Key blocks a dense item visits: all of them, or up to the causal limit of its last row.
 int64_t dense_blocks(const AttentionArgs& args, int64_t kv_block, int64_t last_token) {
   const int64_t nk = args.k.shape[2], nq = args.q.shape[2];
   if (!args.causal) return (nk + kv_block - 1) / kv_block;
   const int64_t limit = last_token + (nk - nq);
   return limit < 0 ? 0 : std::min(limit / kv_block + 1, (nk + kv_block - 1) / kv_block);
+}
+
+// Groups consecutive items of one (batch, head group) when a head's K/V outgrow L2: then each
+// chunk of K/V is read once from L3 or DRAM for several tiles instead of once per tile.
+void group_items(const AttentionArgs& args, TilePlan* plan) {
+  const int64_t dim = args.q.shape[3], dim_v = args.v.shape[3], nk = args.k.shape[2];
+  const int64_t kv_row_bytes = dim * dtype_size(args.k.dtype) + dim_v * dtype_size(args.v.dtype);
+  // A tile's Q^T and O (f32, rows padded to 128), the tiles' share of L2's 1 MiB (Zen 5; 2 MiB
+  // and more elsewhere); the rest holds the chunk of K/V and the score tile.
+  const int64_t tile_bytes = (dim + dim_v) * kMaxTileRows * 4;
+  int64_t tiles = std::clamp<int64_t>(kGroupStateBytes / tile_bytes, 1, kMaxGroupTiles);
+  if (plan->mask || nk * kv_row_bytes <= kGroupStateBytes) tiles = 1;  // K/V stay in L2 anyway
+  // At least 4 groups per thread, so that the dynamic schedule can balance them.
+  const int64_t items = static_cast<int64_t>(plan->items.size());
+  tiles = std::min(tiles, std::max<int64_t>(1, items / (4 * plan->threads)));
+  plan->group_tiles = std::clamp<int64_t>(tiles, 1, kMaxGroupTiles);
+  plan->group_chunk_blocks = std::max<int64_t>(1, kGroupChunkKeys / plan->kv_block);
+  const std::vector<WorkItem>& list = plan->items;
+  for (int64_t i = 0; i < items;) {
+    plan->group_start.push_back(i);
+    int64_t j = i + 1;
+    while (j < items && j - i < plan->group_tiles && list[j].b == list[i].b &&
+           list[j].h0 == list[i].h0)
+      ++j;
+    i = j;
+  }
+  plan->group_start.push_back(items);
 }
 
 }  // namespace
@@ -62,6 +92,7 @@ TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
     if (x.b != y.b || x.h0 != y.h0) return x.b != y.b ? x.b < y.b : x.h0 < y.h0;
     return x.cost > y.cost;
   });
+  group_items(args, &plan);
   return plan;
 }
 

@@ -25,10 +25,17 @@ struct TilePlan {
   float qscale = 0.0f;              // scale * log2(e), folded into Q so the kernel uses exp2
   int threads = 1;
   std::vector<WorkItem> items;      // sorted by cost, longest first
+  // Groups of items that walk their key lists together, chunk by chunk (the L2-blocked order
+  // of long dense and causal runs): group i is items [group_start[i], group_start[i + 1]).
+  std::vector<int64_t> group_start;
+  int64_t group_tiles = 1;         // items per group, at most
+  int64_t group_chunk_blocks = 1;  // key blocks per chunk
 };
 
 // At most this many rows (heads x tokens) per tile: Q^T, S^T and the O accumulator stay in L2.
 inline constexpr int64_t kMaxTileRows = 128;
+// At most this many tiles share one pass over K/V.
+inline constexpr int64_t kMaxGroupTiles = 8;
 
 // Address of row (b, h, s) of a tensor of any dtype.
 inline const void* RowPointer(const TensorView& t, int64_t b, int64_t h, int64_t s) {
