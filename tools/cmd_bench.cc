@@ -33,7 +33,8 @@ constexpr char kUsage[] =
     "    Random normal Q, K, V; one warm-up, then the median of R runs (default 5). --json prints\n"
     "    one object: seconds, pairs (per (batch, head) slice), density, gflops\n"
     "    (2*pairs*(D+Dv)*B*HQ/seconds/1e9), bytes_read (Q,K,V bytes), read_gbps, peak_gflops,\n"
-    "    fraction_of_peak (and plan_seconds, direction with --pattern).\n"
+    "    fraction_of_peak (and with --pattern: plan_seconds, direction, tile_density = query x\n"
+    "    key block tiles the kernel visits / all tiles, against density, the pairs it keeps).\n"
     "    --backward: also the median of R backward runs (dO random normal; through the same\n"
     "    plan with --pattern): backward_seconds, backward_gflops (2*pairs*(3*D+2*Dv)*B*HQ/\n"
     "    seconds/1e9), backward_fraction_of_peak.\n"
@@ -148,6 +149,7 @@ int bench_main(const std::vector<std::string>& argv) {
     if (pattern)
       json.add("pattern", pattern->spec())
           .add("plan_seconds", median(plan_seconds))
+          .add("tile_density", stats.tile_density)
           .add("direction", direction_label(direction, pattern.get()));
     json.add("batch", batch)
         .add("heads", heads)
@@ -173,7 +175,8 @@ int bench_main(const std::vector<std::string>& argv) {
         static_cast<long long>(d), static_cast<long long>(dv), causal ? " causal" : "", threads,
         seconds, reps, gflops, 100.0 * fraction, peak.fma_gflops, read_gbps,
         peak.read_gbps > 0 ? 100.0 * read_gbps / peak.read_gbps : 0.0, peak.read_gbps, density);
-    if (pattern) std::printf(", plan %.4f s", median(plan_seconds));
+    if (pattern)
+      std::printf(", tile density %.4f, plan %.4f s", stats.tile_density, median(plan_seconds));
     if (backward)
       std::printf("; backward %.4f s, %.1f GFLOP/s = %.1f%% of peak", backward_seconds,
                   backward_gflops, 100.0 * backward_fraction);

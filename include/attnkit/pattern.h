@@ -86,6 +86,9 @@ struct RunStats {
   double plan_seconds = 0.0;  // plan(): building masks, scoring, hashing...
   double pairs = 0.0;         // attended pairs per (batch, head) slice, from the kernel's counter
   double density = 0.0;       // pairs / (Nq * Nk)
+  // Tiles (query block x key block) the kernel visits / all tiles of the plan's mask
+  // (block_density): what the kernel pays for, against `density`, what it keeps.
+  double tile_density = 0.0;
 };
 
 // How a pattern relates to causality; `compare` and `bench` run each pattern in the direction

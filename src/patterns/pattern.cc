@@ -312,6 +312,7 @@ RunStats Pattern::run(const AttentionArgs& args, std::unique_ptr<PlanState>* sta
   const double cells = static_cast<double>(args.q.shape[2]) * static_cast<double>(args.k.shape[2]);
   stats.pairs = static_cast<double>(attended) / slices;
   stats.density = stats.pairs / cells;
+  stats.tile_density = block_density(plan.mask);
   return stats;
 }
 

@@ -7,11 +7,13 @@
 #include <cfloat>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "attnkit/attention.h"
 #include "attnkit/npy.h"
+#include "attnkit/pattern.h"
 #include "attnkit/tensor.h"
 #include "eval/inputs.h"
 #include "support/cli_runner.h"
@@ -363,6 +365,22 @@ TEST(CliBench, PatternReportsItsPairsAndPlanTime) {
       bench_json({"--n", "200", "--nq", "130", "--d", "16", "--heads", "2", "--pattern", "causal"});
   EXPECT_EQ(json["pairs"].number, causal_pairs(130, 200));
   EXPECT_TRUE(json.has("plan_seconds") && json["plan_seconds"].is_number());
+}
+
+// Visited tiles over all tiles of the plan's mask, the same figure as the library's
+// block_density of that plan; never below the element density.
+TEST(CliBench, PatternReportsItsTileDensity) {
+  const JsonValue json = bench_json({"--n", "300", "--d", "16", "--heads", "2", "--pattern",
+                                     "natten1d:kernel=33"});
+  const std::unique_ptr<Pattern> pattern = make_pattern("natten1d:kernel=33");
+  const Tensor q = random_normal({1, 2, 300, 16}, DType::kF32, 1);
+  Tensor out({1, 2, 300, 16}, DType::kF32);
+  AttentionArgs a;
+  a.q = a.k = a.v = q.view(), a.out = out.view();
+  const Plan plan = pattern->plan(PlanInputs::of(a));
+  EXPECT_DOUBLE_EQ(json["tile_density"].number, block_density(plan.mask));
+  EXPECT_GT(json["tile_density"].number, json["density"].number);
+  EXPECT_LT(json["tile_density"].number, 1.0);
 }
 
 TEST(CliBench, RejectsBadShapes) {
