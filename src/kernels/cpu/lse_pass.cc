@@ -18,13 +18,8 @@ void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_
   std::vector<float> row_max_so_far(nq, neg_inf), row_sum(nq, 0.0f);
   walk_scores(
       q, nq, ldq, keys, nk, ldk, dim, scale, limit, [](int64_t) { return false; },
-      [&](int64_t i, int64_t, float* s, int64_t seen) {
-        const float m_old = row_max_so_far[i];
-        const float m_new = std::max(m_old, row_max(s, seen));
-        if (std::isinf(m_new)) return;  // every score so far is -inf
-        const float rescale = std::isinf(m_old) ? 0.0f : std::exp(m_old - m_new);
-        row_sum[i] = row_sum[i] * rescale + exp_shift_sum(s, seen, m_new, false);
-        row_max_so_far[i] = m_new;
+      [&](int64_t i0, int64_t rows, int64_t, float* s, int64_t lds, const int64_t* seen) {
+        lse_absorb_rows(s, lds, rows, seen, &row_max_so_far[i0], &row_sum[i0]);
       });
   for (int64_t i = 0; i < nq; ++i)
     lse[i] = row_sum[i] > 0.0f ? row_max_so_far[i] + std::log(row_sum[i]) : neg_inf;

@@ -66,6 +66,15 @@ float row_max(const float* s, int64_t n);
 float exp_shift_sum(float* s, int64_t n, float shift, bool write);
 // dst[j] += exp(s[j] - shift) for j < n (nothing when shift = -inf).
 void exp_shift_add(const float* s, int64_t n, float shift, float* dst);
+// A tile of rows at once (s[r * lds + j]):
+// dst[j] += sum_r exp(s[r, j] - shift[r]) over rows with j < seen[r] (rows with shift = -inf
+// add nothing); the rows' terms are summed in registers before dst is read.
+void exp_shift_add_rows(const float* s, int64_t lds, int64_t rows, const int64_t* seen,
+                        const float* shift, float* dst);
+// Online log-sum-exp: each row r with seen[r] > 0 absorbs s[r, j < seen[r]] into its running
+// (max[r], sum[r]) (start from (-inf, 0); lse = max + log(sum)).
+void lse_absorb_rows(const float* s, int64_t lds, int64_t rows, const int64_t* seen, float* max,
+                     float* sum);
 
 // --- LSE-only pass (lse_pass.cc) ---
 

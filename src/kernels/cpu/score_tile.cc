@@ -80,6 +80,58 @@ void PrimExpShiftAdd(const float* s, int64_t n, float shift, float* dst) {
   }
 }
 
+// dst[j] += sum over rows r with j < seen[r] of exp(s[r * lds + j] - shift[r]): a whole score
+// tile in one sweep, each column vector summed over the rows in registers before dst is touched.
+void PrimExpShiftAddRows(const float* s, int64_t lds, int64_t rows, const int64_t* seen,
+                         const float* shift, float* dst) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  int64_t width = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    if (!(std::isinf(shift[r]) && shift[r] < 0)) width = std::max(width, seen[r]);
+  for (int64_t j = 0; j < width; j += lanes) {
+    auto acc0 = hn::Zero(d), acc1 = hn::Zero(d);  // two chains: alternate rows
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = seen[r] - j;
+      if (n <= 0 || (std::isinf(shift[r]) && shift[r] < 0)) continue;
+      const float* row = s + r * lds + j;
+      const auto vshift = hn::Set(d, shift[r]);
+      hn::Vec<decltype(d)> e;
+      if (n >= lanes) {
+        e = ExpViaExp2(d, hn::Sub(hn::LoadU(d, row), vshift));
+      } else {
+        const auto mask = hn::FirstN(d, static_cast<size_t>(n));
+        e = hn::IfThenElseZero(mask, ExpViaExp2(d, hn::Sub(hn::MaskedLoad(mask, d, row), vshift)));
+      }
+      if (r & 1)
+        acc1 = hn::Add(acc1, e);
+      else
+        acc0 = hn::Add(acc0, e);
+    }
+    const auto sum = hn::Add(acc0, acc1);
+    if (j + lanes <= width) {
+      hn::StoreU(hn::Add(hn::LoadU(d, dst + j), sum), d, dst + j);
+    } else {
+      const auto mask = hn::FirstN(d, static_cast<size_t>(width - j));
+      hn::BlendedStore(hn::Add(hn::MaskedLoad(mask, d, dst + j), sum), mask, d, dst + j);
+    }
+  }
+}
+
+// Online log-sum-exp of each row r over s[r * lds + j], j < seen[r], into (max[r], sum[r]).
+void PrimLseAbsorbRows(const float* s, int64_t lds, int64_t rows, const int64_t* seen, float* max,
+                       float* sum) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (seen[r] <= 0) continue;
+    const float* row = s + r * lds;
+    const float m_new = std::max(max[r], PrimRowMax(row, seen[r]));
+    if (std::isinf(m_new)) continue;  // every score so far is -inf
+    const float rescale = std::isinf(max[r]) ? 0.0f : std::exp(max[r] - m_new);
+    sum[r] = sum[r] * rescale + PrimExpShiftSum(const_cast<float*>(row), seen[r], m_new, false);
+    max[r] = m_new;
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace attnkit::cpu
 HWY_AFTER_NAMESPACE();
@@ -90,6 +142,8 @@ namespace attnkit::cpu {
 HWY_EXPORT(PrimRowMax);
 HWY_EXPORT(PrimExpShiftSum);
 HWY_EXPORT(PrimExpShiftAdd);
+HWY_EXPORT(PrimExpShiftAddRows);
+HWY_EXPORT(PrimLseAbsorbRows);
 
 void transpose_keys(const float* keys, int64_t nk, int64_t dim, int64_t ldk, float* kt,
                     int64_t ldkt) {
@@ -119,6 +173,18 @@ float exp_shift_sum(float* s, int64_t n, float shift, bool write) {
 void exp_shift_add(const float* s, int64_t n, float shift, float* dst) {
   if (n <= 0 || (std::isinf(shift) && shift < 0)) return;
   HWY_DYNAMIC_DISPATCH(PrimExpShiftAdd)(s, n, shift, dst);
+}
+
+void exp_shift_add_rows(const float* s, int64_t lds, int64_t rows, const int64_t* seen,
+                        const float* shift, float* dst) {
+  if (rows <= 0) return;
+  HWY_DYNAMIC_DISPATCH(PrimExpShiftAddRows)(s, lds, rows, seen, shift, dst);
+}
+
+void lse_absorb_rows(const float* s, int64_t lds, int64_t rows, const int64_t* seen, float* max,
+                     float* sum) {
+  if (rows <= 0) return;
+  HWY_DYNAMIC_DISPATCH(PrimLseAbsorbRows)(s, lds, rows, seen, max, sum);
 }
 
 }  // namespace attnkit::cpu

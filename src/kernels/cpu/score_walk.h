@@ -1,8 +1,9 @@
 // The walk that the LSE-only pass and the probability reduction share: scores
 //   s[i, j] = scale * q_i . k_j,   i < nq,  j < limit[i] (all nk when limit is null)
-// in chunks of kChunk keys (transposed once per chunk, reused by every row tile) and tiles of
-// kRows query rows, handed to visit(i, j0, s, seen) with s the row's scores of keys
-// [j0, j0 + seen). Rows with skip(i) are neither scored into the tile width nor visited.
+// in chunks of kWalkChunk keys (transposed once per chunk, reused by every row tile) and tiles of
+// kWalkRows query rows, handed over a tile at a time: visit(i0, rows, j0, s, lds, seen) with
+// s[r * lds + j] the score of row i0 + r and key j0 + j, valid for j < seen[r]. Rows with
+// skip(i) get seen = 0 and do not widen the tile. visit may overwrite s.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +23,7 @@ void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int
                  int64_t ldk, int64_t dim, float scale, const int64_t* limit, Skip&& skip,
                  Visit&& visit) {
   std::vector<float> kt(dim * kWalkChunk, 0.0f), scores(kWalkRows * kWalkChunk);
+  int64_t seen[kWalkRows];
   for (int64_t j0 = 0; j0 < nk; j0 += kWalkChunk) {
     const int64_t cols = std::min(kWalkChunk, nk - j0);
     bool transposed = false;
@@ -30,9 +32,9 @@ void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int
       // Visible columns of this chunk per row; skip the tile if no row sees any.
       int64_t tile_cols = 0;
       for (int64_t r = 0; r < rows; ++r) {
-        if (skip(i0 + r)) continue;
-        const int64_t lim = limit ? limit[i0 + r] : nk;
-        tile_cols = std::max(tile_cols, std::clamp<int64_t>(lim - j0, 0, cols));
+        const int64_t lim = skip(i0 + r) ? 0 : limit ? limit[i0 + r] : nk;
+        seen[r] = std::clamp<int64_t>(lim - j0, 0, cols);
+        tile_cols = std::max(tile_cols, seen[r]);
       }
       if (tile_cols == 0) continue;
       if (!transposed) {
@@ -45,13 +47,7 @@ void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int
           std::min(kWalkChunk, (tile_cols + kWalkPanel - 1) / kWalkPanel * kWalkPanel);
       score_tile(q + i0 * ldq, ldq, rows, kt.data(), kWalkChunk, padded, dim, scale, scores.data(),
                  kWalkChunk);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r;
-        if (skip(i)) continue;
-        const int64_t lim = limit ? limit[i] : nk;
-        const int64_t seen = std::clamp<int64_t>(lim - j0, 0, tile_cols);
-        if (seen > 0) visit(i, j0, scores.data() + r * kWalkChunk, seen);
-      }
+      visit(i0, rows, j0, scores.data(), kWalkChunk, static_cast<const int64_t*>(seen));
     }
   }
 }

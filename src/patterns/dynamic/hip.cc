@@ -48,6 +48,7 @@
 // systematically under-searched. The default follows the official code for comparability.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -66,6 +67,12 @@ struct HipShape {
   int64_t block_q = 64, block_k = 2, sink = 16, window = 256;
 };
 
+// row[key - k0] = 1 for keys in [lo, hi) within the tile's keys [k0, k0 + nk).
+inline void set_range(uint8_t* row, int64_t k0, int64_t nk, int64_t lo, int64_t hi) {
+  lo = std::max(lo, k0), hi = std::min(hi, k0 + nk);
+  if (lo < hi) std::memset(row + (lo - k0), 1, static_cast<size_t>(hi - lo));
+}
+
 // Element rule of a HiP plan: sink, per-row sliding window, and the searched units of the
 // query block (sorted, per list (b, h, qb)).
 class HipRule final : public TilePredicate {
@@ -73,22 +80,30 @@ class HipRule final : public TilePredicate {
   HipRule(HipShape shape, std::vector<std::vector<int32_t>> units)
       : s_(shape), units_(std::move(units)) {}
 
+  // The units' bytes are written once per query block and copied to its rows; each row then
+  // adds its sink and window as two byte ranges (the kernel asks for every PARTIAL tile).
   void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
             int64_t ld) const override {
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t i = q0 + r, p = i + s_.nk - s_.nq;
-      uint8_t* row = allow + r * ld;
-      for (int64_t j = 0; j < nk; ++j) {
-        const int64_t key = k0 + j;
-        row[j] = key < s_.sink || (key <= p && key > p - s_.window);
-      }
-      const auto& units = units_[(b * s_.heads + h) * s_.q_blocks + i / s_.block_q];
+    for (int64_t r0 = 0; r0 < nq;) {
+      const int64_t qb = (q0 + r0) / s_.block_q;
+      const int64_t r1 = std::min(nq, (qb + 1) * s_.block_q - q0);
+      uint8_t* first = allow + r0 * ld;
+      std::memset(first, 0, static_cast<size_t>(nk));
+      const auto& units = units_[(b * s_.heads + h) * s_.q_blocks + qb];
       auto at = std::lower_bound(units.begin(), units.end(), static_cast<int32_t>(k0 / s_.block_k));
       for (; at != units.end() && int64_t{*at} * s_.block_k < k0 + nk; ++at) {
         const int64_t lo = std::max(k0, int64_t{*at} * s_.block_k);
         const int64_t hi = std::min(k0 + nk, (int64_t{*at} + 1) * s_.block_k);
-        for (int64_t key = lo; key < hi; ++key) row[key - k0] = 1;
+        std::memset(first + (lo - k0), 1, static_cast<size_t>(hi - lo));
       }
+      for (int64_t r = r0 + 1; r < r1; ++r) std::memcpy(allow + r * ld, first, static_cast<size_t>(nk));
+      for (int64_t r = r0; r < r1; ++r) {
+        uint8_t* row = allow + r * ld;
+        const int64_t p = q0 + r + s_.nk - s_.nq;
+        set_range(row, k0, nk, 0, s_.sink);                  // keys < sink
+        set_range(row, k0, nk, p - s_.window + 1, p + 1);  // p - window < key <= p
+      }
+      r0 = r1;
     }
   }
 

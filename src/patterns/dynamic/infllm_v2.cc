@@ -211,8 +211,11 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t item = 0; item < d.batch * d.heads_kv * chunks; ++item) {
-    const int64_t bg = item / chunks, b = bg / d.heads_kv, g = bg % d.heads_kv;
-    const int64_t qb0 = item % chunks * chunk_blocks, qb1 = std::min(q_blocks, qb0 + chunk_blocks);
+    // Latest query chunks first: under causality they score the most keys, and dynamic
+    // scheduling balances best when the small items come last.
+    const int64_t bg = item % (d.batch * d.heads_kv), b = bg / d.heads_kv, g = bg % d.heads_kv;
+    const int64_t chunk = chunks - 1 - item / (d.batch * d.heads_kv);
+    const int64_t qb0 = chunk * chunk_blocks, qb1 = std::min(q_blocks, qb0 + chunk_blocks);
     const int64_t row0 = qb0 * block_, rows = std::min(d.nq, qb1 * block_) - row0;
     std::vector<int64_t> limit1(rows), limit2(rows);
     for (int64_t r = 0; r < rows; ++r) {
