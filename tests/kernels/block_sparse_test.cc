@@ -57,7 +57,16 @@ std::vector<MaskCase> cases() {
       {2, 4, 2, 150, 170, 32, 16},   // per-batch lists
       {1, 2, 1, 600, 600, 256, 64},  // q_block > 128: several work items per query block
   };
-  return testing::mask_sweep(shapes, {DType::kF32, DType::kF16, DType::kBF16});
+  std::vector<MaskCase> out = testing::mask_sweep(shapes, {DType::kF32, DType::kF16, DType::kBF16});
+  // PARTIAL blocks of scattered keys, which the kernel gathers into packed blocks: 16- and
+  // 64-key blocks, ragged ends, shared and per-head lists, a causal diagonal inside them.
+  const std::vector<std::array<int64_t, 7>> sparse_shapes = {
+      {1, 3, 1, 200, 130, 32, 16}, {1, 4, 2, 63, 1000, 16, 64}, {1, 2, 1, 130, 700, 64, 16},
+      {2, 4, 2, 150, 170, 32, 32}};
+  for (const MaskCase& c : testing::mask_sweep(sparse_shapes, {DType::kF32, DType::kBF16}, 80,
+                                               0.9, true))
+    out.push_back(c);
+  return out;
 }
 
 class BlockSparseKernel : public ::testing::TestWithParam<MaskCase> {};
@@ -74,7 +83,7 @@ INSTANTIATE_TEST_SUITE_P(Sweep, BlockSparseKernel, ::testing::ValuesIn(cases()),
                            const MaskCase& c = info.param;
                            return c.problem.name() + "_qb" + std::to_string(c.q_block) + "_kb" +
                                   std::to_string(c.kv_block) + (c.per_head ? "_perhead" : "") +
-                                  (c.per_batch ? "_perbatch" : "");
+                                  (c.per_batch ? "_perbatch" : "") + (c.sparse ? "_sparse" : "");
                          });
 
 // Sparse decode: masks of one query block (random FULL and PARTIAL entries, lists shared or per
@@ -173,20 +182,26 @@ namespace {
 // A rule that ignores the head and says so: the kernel fills one tile for the whole GQA group.
 class HeadFreePredicate : public TilePredicate {
  public:
+  explicit HeadFreePredicate(bool sparse = false) : sparse_(sparse) {}
   void fill(int64_t, int64_t, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
             int64_t ld) const override {
     for (int64_t i = 0; i < nq; ++i)
-      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = hashed_allow(0, q0 + i, k0 + j);
+      for (int64_t j = 0; j < nk; ++j)
+        allow[i * ld + j] = testing::partial_allow(sparse_, 0, q0 + i, k0 + j);
   }
   bool same_for_all_heads() const override { return true; }
+
+ private:
+  bool sparse_;
 };
 
-TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) {
+// The group's tile shares one head's bytes; with `sparse` the kernel gathers the picked keys.
+void check_head_free_rule(bool sparse, int64_t kv_block) {
   Problem p;
   p.heads_q = 8, p.heads_kv = 2, p.nq = 131, p.nk = 203, p.causal = true;
   BlockMask m;
-  m.nq = p.nq, m.nk = p.nk, m.predicate = std::make_shared<HeadFreePredicate>();
-  m.q_block = 32, m.kv_block = 32;
+  m.nq = p.nq, m.nk = p.nk, m.predicate = std::make_shared<HeadFreePredicate>(sparse);
+  m.q_block = 32, m.kv_block = kv_block;
   m.row_start.push_back(0);
   for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
     for (int32_t kb = 0; kb < m.kv_blocks(); ++kb) {
@@ -195,12 +210,19 @@ TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) {
     }
     m.row_start.push_back(static_cast<int64_t>(m.kv_index.size()));
   }
-  const ElementPredicate rule = [&m](int64_t, int64_t, int64_t i, int64_t j) {
+  const ElementPredicate rule = [&m, sparse](int64_t, int64_t, int64_t i, int64_t j) {
     const bool full = (i / m.q_block + j / m.kv_block) % 3 == 0;
-    return full || hashed_allow(0, i, j);
+    return full || testing::partial_allow(sparse, 0, i, j);
   };
   testing::check_problem(
       p, [&](const AttentionArgs& a) { attention(a, m); }, rule);
+}
+
+TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) { check_head_free_rule(false, 32); }
+
+TEST(BlockSparseKernel, HeadFreeSparseRuleGathersThePickedKeys) {
+  check_head_free_rule(true, 16);
+  check_head_free_rule(true, 48);
 }
 
 }  // namespace

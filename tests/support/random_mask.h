@@ -24,13 +24,29 @@ inline bool hashed_allow(int64_t h, int64_t i, int64_t j) {
   return (x >> 40) & 1;
 }
 
+// Keys a sparse rule may use: about one in eight per head, scattered like a planner's picked
+// units, so that PARTIAL blocks are mostly empty columns (the kernel's gathered path).
+inline bool picked_key(int64_t h, int64_t j) {
+  return hashed_allow(h, -1, j) && hashed_allow(h, -2, j) && hashed_allow(h, -3, j);
+}
+
+// The element rule of PARTIAL blocks: hashed_allow, and with `sparse` only on picked keys.
+inline bool partial_allow(bool sparse, int64_t h, int64_t i, int64_t j) {
+  return hashed_allow(h, i, j) && (!sparse || picked_key(h, j));
+}
+
 class HashedPredicate : public TilePredicate {
  public:
+  explicit HashedPredicate(bool sparse = false) : sparse_(sparse) {}
   void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
             int64_t ld) const override {
     for (int64_t i = 0; i < nq; ++i)
-      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = hashed_allow(h, q0 + i, k0 + j);
+      for (int64_t j = 0; j < nk; ++j) allow[i * ld + j] = partial_allow(sparse_, h, q0 + i, k0 + j);
   }
+  bool sparse() const { return sparse_; }
+
+ private:
+  bool sparse_;
 };
 
 struct MaskCase {
@@ -39,6 +55,7 @@ struct MaskCase {
   bool per_head;
   bool per_batch = false;  // lists differ per batch entry (as planners build them)
   double keep;             // probability that a block is listed
+  bool sparse = false;     // PARTIAL blocks allow only scattered keys (HashedPredicate)
 };
 
 inline BlockMask random_mask(const MaskCase& c, std::mt19937& rng) {
@@ -46,7 +63,7 @@ inline BlockMask random_mask(const MaskCase& c, std::mt19937& rng) {
   m.q_block = c.q_block, m.kv_block = c.kv_block, m.nq = c.problem.nq, m.nk = c.problem.nk;
   m.heads = c.per_head ? c.problem.heads_q : 1;
   m.batch = c.per_batch ? c.problem.batch : 1;
-  m.predicate = std::make_shared<HashedPredicate>();
+  m.predicate = std::make_shared<HashedPredicate>(c.sparse);
   std::bernoulli_distribution keep(c.keep), partial(0.5);
   m.row_start.push_back(0);
   for (int64_t list = 0; list < m.lists(); ++list) {
@@ -62,11 +79,13 @@ inline BlockMask random_mask(const MaskCase& c, std::mt19937& rng) {
 
 // The element rule a mask stands for, for the reference.
 inline ElementPredicate mask_rule(const BlockMask& m) {
-  return [&m](int64_t b, int64_t h, int64_t i, int64_t j) {
+  const auto* hashed = dynamic_cast<const HashedPredicate*>(m.predicate.get());
+  const bool sparse = hashed && hashed->sparse();
+  return [&m, sparse](int64_t b, int64_t h, int64_t i, int64_t j) {
     const int64_t list = m.list(b, h, i / m.q_block);
     for (int64_t e = m.row_start[list]; e < m.row_start[list + 1]; ++e)
       if (m.kv_index[e] == j / m.kv_block)
-        return m.kind[e] == BlockKind::kFull || hashed_allow(h, i, j);
+        return m.kind[e] == BlockKind::kFull || partial_allow(sparse, h, i, j);
     return false;
   };
 }
@@ -76,7 +95,7 @@ inline ElementPredicate mask_rule(const BlockMask& m) {
 // a share `keep` of the blocks kept; once per SIMD target.
 inline std::vector<MaskCase> mask_sweep(const std::vector<std::array<int64_t, 7>>& shapes,
                                         const std::vector<DType>& dtypes, int64_t dim = 80,
-                                        double keep = 0.6) {
+                                        double keep = 0.6, bool sparse = false) {
   std::vector<MaskCase> out;
   for (DType dtype : dtypes)
     for (bool causal : {false, true})
@@ -88,6 +107,7 @@ inline std::vector<MaskCase> mask_sweep(const std::vector<std::array<int64_t, 7>
           c.problem.nk = s[4], c.problem.dim = dim, c.problem.dim_v = 48;
           c.problem.dtype = dtype, c.problem.causal = causal;
           c.q_block = s[5], c.kv_block = s[6], c.per_head = per_head, c.keep = keep;
+          c.sparse = sparse;
           for (int64_t target : simd_targets()) {
             c.problem.target = target;
             out.push_back(c);

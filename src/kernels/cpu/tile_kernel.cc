@@ -14,12 +14,17 @@
 // chunk comes from L3 or DRAM once for the group instead of once per tile.
 // Dropout (args.dropout > 0) multiplies P by the keep factors Zt [Bc][M] after the row sums are
 // taken, so l and the LSE are those of the undropped softmax.
+// Sparse PARTIAL blocks (at most half of their keys seen by any row of the tile, as when a
+// planner picks 2-token units inside 16-key blocks) are not computed in place: their seen keys
+// are gathered, K and V as f32 with the rows' allow bytes, into one packed block that is
+// computed when full (or when the list ends), so a tile visit carries kv_block useful keys.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/tile_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 // Must come after foreach_target.h.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/dropout.h"
@@ -59,7 +64,14 @@ struct Scratch {
   std::vector<TileState> tiles;
   hwy::AlignedFreeUniquePtr<float[]> st, k, v, zt;
   int64_t pairs = 0;                    // attended pairs, when the caller asks for them
-  std::vector<uint8_t> allow, allow_t;  // [tokens][keys] from the predicate, and transposed
+  std::vector<uint8_t> allow;           // [heads][tokens][keys] from the predicate
+  std::vector<uint8_t> allow_t;         // one head's bytes transposed: [keys][tokens]
+  // The packed block of gathered keys: K [kv_block][dim], V [kv_block][dv_pad] as f32 and the
+  // tile rows' allow bytes [kv_block][m_pad]; `gathered` keys so far.
+  hwy::AlignedFreeUniquePtr<float[]> gk, gv;
+  std::vector<uint8_t> gather_allow;
+  std::vector<int32_t> used;  // keys of one block that some row sees
+  int64_t gathered = 0;
 
   explicit Scratch(const TilePlan& plan) : tiles(plan.group_tiles) {
     const DF df;
@@ -83,6 +95,12 @@ struct Scratch {
     if (a.dropout > 0.0f) zt = hwy::AllocateAligned<float>(kvb * m_pad);
     allow.resize(kMaxTileRows * kvb);
     allow_t.resize(kMaxTileRows * kvb);
+    if (plan.mask && a.dropout == 0.0f) {  // dropout's keep factors follow key positions
+      gk = hwy::AllocateAligned<float>(kvb * dim);
+      gv = hwy::AllocateAligned<float>(kvb * dv_pad);
+      gather_allow.resize(kvb * m_pad);
+      used.resize(kvb);
+    }
   }
 };
 
@@ -136,6 +154,87 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
   return true;
 }
 
+// Computes the packed block of gathered keys into the tile's state and empties it.
+void FlushGathered(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch& s) {
+  if (s.gathered == 0) return;
+  const AttentionArgs& a = *plan.args;
+  const int64_t chunk = kCols * hn::Lanes(DF());
+  const int64_t dim = a.q.shape[3], rows = item.nh * item.nt;
+  const int64_t m_pad = (rows + chunk - 1) / chunk * chunk, n = s.gathered;
+  Scores(t.qt.get(), m_pad, s.gk.get(), dim, n, dim, s.st.get());
+  MaskFromBytes(s.st.get(), m_pad, n, 0, rows, s.gather_allow.data(), m_pad);
+  if (a.attended_pairs) s.pairs += CountFinite(s.st.get(), m_pad, n, rows);
+  OnlineSoftmax(s.st.get(), m_pad, n, t.m.get(), t.l.get(), t.alpha.get());
+  AccumulatePv(s.st.get(), {m_pad, 1}, rows, s.gv.get(), s.dv_pad, n, t.alpha.get(), t.o.get(),
+               s.dv_pad);
+  s.gathered = 0;
+}
+
+// out[j] = OR over r < rows of in[r * cols + j], eight bytes at a time.
+void OrRows(const uint8_t* HWY_RESTRICT in, int64_t rows, int64_t cols, uint8_t* HWY_RESTRICT out) {
+  int64_t j = 0;
+  for (; j + 8 <= cols; j += 8) {
+    uint64_t acc = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      uint64_t word;
+      std::memcpy(&word, in + r * cols + j, 8);
+      acc |= word;
+    }
+    std::memcpy(out + j, &acc, 8);
+  }
+  for (; j < cols; ++j) {
+    uint8_t acc = 0;
+    for (int64_t r = 0; r < rows; ++r) acc |= in[r * cols + j];
+    out[j] = acc;
+  }
+}
+
+// A PARTIAL block whose predicate bytes are in s.allow ([head][token][key], one head's bytes
+// for all when `shared_bytes`): when at most half of its keys are seen by some row (causality
+// included where the block crosses a row's limit), moves those keys into the packed block and
+// returns true; else returns false and leaves the block to the in-place path.
+bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_t keys,
+                  bool shared_bytes, bool causal_mask, TileState& t, Scratch& s) {
+  const AttentionArgs& a = *plan.args;
+  const int64_t chunk = kCols * hn::Lanes(DF());
+  const int64_t dim = a.q.shape[3], dim_v = a.v.shape[3], rows = item.nh * item.nt;
+  const int64_t m_pad = (rows + chunk - 1) / chunk * chunk;
+  const int64_t g = item.h0 / (a.q.shape[1] / a.k.shape[1]);
+  const int64_t byte_rows = shared_bytes ? item.nt : rows;
+  // Keys that some row's bytes allow: an OR down the rows (vectorised byte loop).
+  uint8_t* any = s.allow_t.data();  // scratch until the transpose below
+  OrRows(s.allow.data(), byte_rows, keys, any);
+  int64_t count = 0;
+  for (int64_t j = 0; j < keys; ++j) {
+    bool seen = any[j] != 0;
+    if (seen && causal_mask) {  // some row that allows it must also reach it
+      seen = false;
+      for (int64_t r = 0; r < rows && !seen; ++r)
+        seen = s.allow[(r % byte_rows) * keys + j] && static_cast<float>(k0 + j) <= t.limit[r];
+    }
+    if (seen) s.used[count++] = static_cast<int32_t>(j);
+  }
+  if (2 * count > keys) return false;
+  // The rows' bytes per key: allow_t [keys][rows].
+  for (int64_t hh = 0; hh < item.nh; ++hh)
+    TransposeBytes(s.allow.data() + (shared_bytes ? 0 : hh * item.nt * keys), item.nt, keys, keys,
+                   s.allow_t.data() + hh * item.nt, rows);
+  for (int64_t c = 0; c < count; ++c) {
+    const int64_t j = s.used[c], n = s.gathered;
+    ConvertRows(a.k, RowPointer(a.k, item.b, g, k0 + j), a.k.stride[2], 1, dim, dim,
+                s.gk.get() + n * dim);
+    ConvertRows(a.v, RowPointer(a.v, item.b, g, k0 + j), a.v.stride[2], 1, dim_v, s.dv_pad,
+                s.gv.get() + n * s.dv_pad);
+    uint8_t* bits = s.gather_allow.data() + n * m_pad;
+    std::copy(s.allow_t.data() + j * rows, s.allow_t.data() + (j + 1) * rows, bits);
+    if (causal_mask)
+      for (int64_t r = 0; r < rows; ++r) bits[r] &= static_cast<float>(k0 + j) <= t.limit[r];
+    std::fill(bits + rows, bits + m_pad, uint8_t{0});
+    if (++s.gathered == plan.kv_block) FlushGathered(plan, item, t, s);
+  }
+  return true;
+}
+
 // Folds entry e of the tile's key list into its state. Returns false when the list is done
 // (past the last key, or causally hidden from every row: blocks are sorted).
 bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list, int64_t e,
@@ -164,28 +263,33 @@ bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list
       PrefetchRows(a.v, RowPointer(a.v, b, g, next), a.v.stride[2], next_keys, dim_v);
     }
   }
+  // Shared lists need not share a rule: the predicate is asked per head unless it says that it
+  // is the same for every head.
+  const bool partial = list.partial(e);
+  const bool once = partial && plan.mask->predicate->same_for_all_heads();
+  if (partial) {
+    for (int64_t hh = 0; hh < (once ? 1 : item.nh); ++hh)
+      plan.mask->predicate->fill(b, item.h0 + hh, item.q0, item.nt, k0, keys,
+                                 s.allow.data() + hh * item.nt * keys, keys);
+    if (s.gk && GatherSparse(plan, item, k0, keys, once, causal_mask, t, s)) return true;
+  }
   int64_t k_stride = 0;
   const float* k = RowsAsF32(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim,
                              a.k.dtype == DType::kF32, dim, s.k.get(), &k_stride);
   Scores(t.qt.get(), m_pad, k, k_stride, keys, dim, s.st.get());
   if (causal_mask) MaskCausal(s.st.get(), m_pad, keys, k0, t.limit.get());
-  if (list.partial(e)) {
-    // Shared lists need not share a rule: the predicate is asked per head unless it says that
-    // it is the same for every head. Its [query][key] bytes are transposed to the
-    // lanes-are-rows layout and applied with vector selects.
-    const TilePredicate& predicate = *plan.mask->predicate;
-    const bool once = predicate.same_for_all_heads();
+  if (partial) {
+    // The predicate's [query][key] bytes, transposed to the lanes-are-rows layout and applied
+    // with vector selects.
     for (int64_t hh = 0; hh < item.nh; ++hh) {
-      if (hh == 0 || !once) {
-        predicate.fill(b, item.h0 + hh, item.q0, item.nt, k0, keys, s.allow.data(), keys);
-        TransposeBytes(s.allow.data(), item.nt, keys, keys, s.allow_t.data(), item.nt);
-      }
+      if (hh == 0 || !once)
+        TransposeBytes(s.allow.data() + hh * item.nt * keys, item.nt, keys, keys,
+                       s.allow_t.data(), item.nt);
       MaskFromBytes(s.st.get(), m_pad, keys, hh * item.nt, item.nt, s.allow_t.data(), item.nt);
     }
   }
   if (a.attended_pairs)
-    s.pairs +=
-        causal_mask || list.partial(e) ? CountFinite(s.st.get(), m_pad, keys, rows) : rows * keys;
+    s.pairs += causal_mask || partial ? CountFinite(s.st.get(), m_pad, keys, rows) : rows * keys;
   OnlineSoftmax(s.st.get(), m_pad, keys, t.m.get(), t.l.get(), t.alpha.get());
   if (a.dropout > 0.0f) {
     DropoutFactors(s.zt.get(), m_pad, keys, k0, t.row_keys.get(), dropout_threshold(a.dropout),
@@ -243,7 +347,10 @@ void ProcessGroup(const TilePlan& plan, int64_t first, int64_t count, Scratch& s
     }
   }
   for (int64_t t = 0; t < count; ++t)
-    if (live[t]) EndTile(plan, plan.items[first + t], s.dv_pad, s.tiles[t]);
+    if (live[t]) {
+      FlushGathered(plan, plan.items[first + t], s.tiles[t], s);  // masks: one tile per group
+      EndTile(plan, plan.items[first + t], s.dv_pad, s.tiles[t]);
+    }
 }
 
 void RunTilePlan(const TilePlan& plan) {
