@@ -218,6 +218,37 @@ void check_head_free_rule(bool sparse, int64_t kv_block) {
       p, [&](const AttentionArgs& a) { attention(a, m); }, rule);
 }
 
+// Lists written once per query head but equal within each GQA group (as InfLLM-V2 writes them):
+// the group's heads share a tile, and the per-head predicate still decides each head's rows.
+TEST(BlockSparseKernel, ListsRepeatedPerHeadShareATile) {
+  for (bool sparse : {false, true})
+    for (bool causal : {false, true})
+      for (int64_t kv_block : {16, 64}) {
+        MaskCase c;
+        c.problem.heads_q = 6, c.problem.heads_kv = 2, c.problem.nq = 130, c.problem.nk = 300;
+        c.problem.dim = 40, c.problem.dim_v = 24, c.problem.causal = causal;
+        c.q_block = 64, c.kv_block = kv_block, c.per_head = true, c.keep = 0.7;
+        c.sparse = sparse;
+        std::mt19937 rng(11);
+        BlockMask mask = random_mask(c, rng);
+        // Head h takes the lists of its group's first head.
+        BlockMask shared = mask;
+        shared.row_start = {0}, shared.kv_index.clear(), shared.kind.clear();
+        for (int64_t h = 0; h < mask.heads; ++h)
+          for (int64_t qb = 0; qb < mask.q_blocks(); ++qb) {
+            const int64_t from = mask.list(0, h - h % 3, qb);
+            for (int64_t e = mask.row_start[from]; e < mask.row_start[from + 1]; ++e) {
+              shared.kv_index.push_back(mask.kv_index[e]);
+              shared.kind.push_back(mask.kind[e]);
+            }
+            shared.row_start.push_back(static_cast<int64_t>(shared.kv_index.size()));
+          }
+        SCOPED_TRACE("sparse " + std::to_string(sparse) + " causal " + std::to_string(causal) +
+                     " kv_block " + std::to_string(kv_block));
+        check_with_count(c.problem, shared);
+      }
+}
+
 TEST(BlockSparseKernel, HeadFreeRuleSharedAcrossTheGroup) { check_head_free_rule(false, 32); }
 
 TEST(BlockSparseKernel, HeadFreeSparseRuleGathersThePickedKeys) {

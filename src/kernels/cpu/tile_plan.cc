@@ -48,6 +48,28 @@ void group_items(const AttentionArgs& args, TilePlan* plan) {
   plan->group_start.push_back(items);
 }
 
+// True when every query head of a GQA group has the same key list as the group's first head
+// (planners that choose per kv head write one copy per query head): the heads can then share a
+// tile. The predicate is still asked per head.
+bool group_lists_equal(const BlockMask& m, int64_t heads_q, int64_t group) {
+  if (m.heads == 1) return true;
+  for (int64_t b = 0; b < m.batch; ++b)
+    for (int64_t h = 0; h < heads_q; ++h) {
+      if (h % group == 0) continue;
+      for (int64_t qb = 0; qb < m.q_blocks(); ++qb) {
+        const int64_t x = m.list(b, h, qb), y = m.list(b, h - h % group, qb);
+        const int64_t n = m.row_start[x + 1] - m.row_start[x];
+        if (n != m.row_start[y + 1] - m.row_start[y] ||
+            !std::equal(m.kv_index.begin() + m.row_start[x], m.kv_index.begin() + m.row_start[x] + n,
+                        m.kv_index.begin() + m.row_start[y]) ||
+            !std::equal(m.kind.begin() + m.row_start[x], m.kind.begin() + m.row_start[x] + n,
+                        m.kind.begin() + m.row_start[y]))
+          return false;
+      }
+    }
+  return true;
+}
+
 }  // namespace
 
 TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
@@ -63,7 +85,7 @@ TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
   plan.kv_block = mask ? mask->kv_block : 64;
   const int64_t tokens = std::min(q_block, kMaxTileRows);
   // Heads of a GQA group share a tile (and its pass over K/V) when they share the key lists.
-  const bool heads_share = !mask || mask->heads == 1;
+  const bool heads_share = !mask || group_lists_equal(*mask, heads_q, group);
   const int64_t nh = heads_share ? std::clamp(kMaxTileRows / tokens, int64_t{1}, group) : 1;
   const int64_t q_blocks = (nq + q_block - 1) / q_block;
 
