@@ -77,32 +77,17 @@ HWY_INLINE void SumOfLanes4(VF v0, VF v1, VF v2, VF v3, float* out4) {
 #endif
 }
 
-// The K and V rows of a block further on, asked for one key at a time while the current block
-// is scored: the requests reach memory at the rate the keys are consumed. (Asking for a whole
-// block at once, as before, gave nothing: its 500 cache lines overflow the miss queues.)
-struct Ahead {
-  const char *k = nullptr, *v = nullptr;
-  int64_t k_stride = 0, v_stride = 0, k_bytes = 0, v_bytes = 0;  // in bytes
-  int64_t rows = 0;                                              // 0: nothing to ask for
-  HWY_INLINE void Key(int64_t j) const {
-    if (j >= rows) return;
-    PrefetchBytes(k + j * k_stride, k_bytes);
-    PrefetchBytes(v + j * v_stride, v_bytes);
-  }
-};
-
 // S[r][j] = q[r] . K[j] for R rows: dot products with the head dim in the lanes; the key row is
 // loaded (and widened) once for all R rows.
 template <int R, typename T>
 HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* HWY_RESTRICT k,
                         int64_t k_stride, int64_t keys, float* HWY_RESTRICT s, int64_t s_stride,
-                        const Ahead& ahead) {
+                        const RowsAhead& ahead) {
   const DF df;
   const int64_t n = hn::Lanes(df);
   int64_t j = 0;
   for (; j + 2 <= keys; j += 2) {  // two keys at a time: each q load feeds two FMAs
-    ahead.Key(j);
-    ahead.Key(j + 1);
+    ahead.Rows(j, j + 2);  // the rows kAhead blocks on, as fast as these are consumed
     VF acc0[R], acc1[R];
     for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = hn::Zero(df);
     for (int64_t d = 0; d < dim_pad; d += n) {
@@ -142,8 +127,8 @@ HWY_INLINE void DotRows(const float* HWY_RESTRICT q, int64_t dim_pad, const T* H
 // The first group of rows also asks for the rows `ahead`.
 template <typename T>
 void ScoreKeys(const float* q, int64_t dim_pad, int64_t rows, const T* k, int64_t k_stride,
-               int64_t keys, float* s, int64_t s_stride, const Ahead& ahead) {
-  const Ahead none;
+               int64_t keys, float* s, int64_t s_stride, const RowsAhead& ahead) {
+  const RowsAhead none;
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
     DotRows<4>(q + r * dim_pad, dim_pad, k, k_stride, keys, s + r * s_stride, s_stride,
@@ -154,7 +139,7 @@ void ScoreKeys(const float* q, int64_t dim_pad, int64_t rows, const T* k, int64_
 }
 
 void ScoreKeysAny(DType dtype, const float* q, int64_t dim_pad, int64_t rows, const void* k,
-                  int64_t k_stride, int64_t keys, float* s, int64_t s_stride, const Ahead& ahead) {
+                  int64_t k_stride, int64_t keys, float* s, int64_t s_stride, const RowsAhead& ahead) {
   switch (dtype) {
     case DType::kF32:
       return ScoreKeys(q, dim_pad, rows, static_cast<const float*>(k), k_stride, keys, s, s_stride,
@@ -207,7 +192,7 @@ int64_t DecodeBlock(const AttentionArgs& a, const DecodeShape& sh, const float* 
                     const void* k, int64_t k_stride, bool k_in_place, const void* v,
                     int64_t v_stride, bool v_in_place, int64_t keys, float* s, float* m, float* l,
                     float* alpha, float* o, const Allow& allow, const Hidden& first_hidden,
-                    const Ahead& ahead) {
+                    const RowsAhead& ahead) {
   const int64_t rows = sh.rows;
   if (k_in_place)
     ScoreKeysAny(a.k.dtype, q, dim_pad, rows, k, k_stride, keys, s, kDecodeBlock, ahead);
@@ -276,16 +261,10 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
     if (run == kDecodeBlock || si + 1 == span_count) {
       // In place: keys [pos, pos + run) of one span.
       const int64_t k0 = pos;
-      Ahead ahead;  // the cache streams from DRAM: ask for the block kAhead blocks on
-      if (const int64_t next = k0 + kAhead * kDecodeBlock; next < at.hi) {
-        ahead.k = static_cast<const char*>(RowPointer(a.k, b, g, next));
-        ahead.v = static_cast<const char*>(RowPointer(a.v, b, g, next));
-        ahead.k_stride = k_stride * dtype_size(a.k.dtype);
-        ahead.v_stride = v_stride * dtype_size(a.v.dtype);
-        ahead.k_bytes = dim * dtype_size(a.k.dtype);
-        ahead.v_bytes = sh.dim_v * dtype_size(a.v.dtype);
-        ahead.rows = std::min(kDecodeBlock, at.hi - next);
-      }
+      RowsAhead ahead;  // the cache streams from DRAM: ask for the block kAhead blocks on
+      if (const int64_t next = k0 + kAhead * kDecodeBlock; next < at.hi)
+        ahead = RowsAhead(a.k, RowPointer(a.k, b, g, next), a.v, RowPointer(a.v, b, g, next),
+                          std::min(kDecodeBlock, at.hi - next));
       const void *k = RowPointer(a.k, b, g, k0), *v = RowPointer(a.v, b, g, k0);
       int64_t ks = k_stride, vs = v_stride;
       if (!k_in_place) {
@@ -336,7 +315,7 @@ int64_t DecodeChunk(const AttentionArgs& a, const DecodeShape& sh, float qscale,
         a, sh, q.get(), dim_pad, kc.get(), dim_pad, false, vc.get(), sh.dv_pad, false, keys,
         s.get(), m, l, alpha.get(), o,
         [&](int64_t r) -> const uint8_t* { return gathered_allow.data() + r * kDecodeBlock; },
-        [](int64_t) { return kDecodeBlock; }, Ahead{});
+        [](int64_t) { return kDecodeBlock; }, RowsAhead());
   }
   return pairs;
 }

@@ -254,14 +254,14 @@ bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list
     if (static_cast<float>(k0) > t.max_limit) return false;
     causal_mask = static_cast<float>(k0 + keys - 1) > t.min_limit;
   }
-  // K and V stream from L3 or DRAM at long lengths: ask for the next block's rows now.
+  // K and V stream from L3 or DRAM at long lengths: the next block's rows are asked for while
+  // this block's scores are computed.
+  RowsAhead ahead;
   if (e + 1 < list.count) {
     const int64_t next = static_cast<int64_t>(list.block(e + 1)) * kvb;
-    if (next < nk) {
-      const int64_t next_keys = std::min(kvb, nk - next);
-      PrefetchRows(a.k, RowPointer(a.k, b, g, next), a.k.stride[2], next_keys, dim);
-      PrefetchRows(a.v, RowPointer(a.v, b, g, next), a.v.stride[2], next_keys, dim_v);
-    }
+    if (next < nk)
+      ahead = RowsAhead(a.k, RowPointer(a.k, b, g, next), a.v, RowPointer(a.v, b, g, next),
+                        std::min(kvb, nk - next));
   }
   // Shared lists need not share a rule: the predicate is asked per head unless it says that it
   // is the same for every head.
@@ -276,7 +276,7 @@ bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list
   int64_t k_stride = 0;
   const float* k = RowsAsF32(a.k, RowPointer(a.k, b, g, k0), a.k.stride[2], keys, dim,
                              a.k.dtype == DType::kF32, dim, s.k.get(), &k_stride);
-  Scores(t.qt.get(), m_pad, k, k_stride, keys, dim, s.st.get());
+  Scores(t.qt.get(), m_pad, k, k_stride, keys, dim, s.st.get(), ahead);
   if (causal_mask) MaskCausal(s.st.get(), m_pad, keys, k0, t.limit.get());
   if (partial) {
     // The predicate's [query][key] bytes, transposed to the lanes-are-rows layout and applied

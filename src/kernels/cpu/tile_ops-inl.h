@@ -35,6 +35,47 @@ constexpr int kRows = 6;
 #endif
 constexpr int kCols = 2;
 
+// Touches every cache line of [p, p + bytes).
+HWY_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
+  for (int64_t byte = 0; byte < bytes; byte += 64) hwy::Prefetch(static_cast<const char*>(p) + byte);
+}
+
+// The K and V rows of a block further on, asked for a few at a time while the current block is
+// computed, so that the requests reach memory at the rate the keys are consumed (a whole block
+// asked for at once overflows the miss queues: hundreds of cache lines).
+struct RowsAhead {
+  const char *k = nullptr, *v = nullptr;
+  int64_t k_stride = 0, v_stride = 0, k_bytes = 0, v_bytes = 0;  // in bytes
+  int64_t rows = 0;                                              // 0: nothing to ask for
+  RowsAhead() = default;
+  RowsAhead(const TensorView& kt, const void* k_row, const TensorView& vt, const void* v_row,
+            int64_t count)
+      : k(static_cast<const char*>(k_row)),
+        v(static_cast<const char*>(v_row)),
+        k_stride(kt.stride[2] * dtype_size(kt.dtype)),
+        v_stride(vt.stride[2] * dtype_size(vt.dtype)),
+        k_bytes(kt.shape[3] * dtype_size(kt.dtype)),
+        v_bytes(vt.shape[3] * dtype_size(vt.dtype)),
+        rows(count) {}
+  // Rows [first, last) of both.
+  HWY_INLINE void Rows(int64_t first, int64_t last) const {
+    for (int64_t j = first; j < std::min(last, rows); ++j) {
+      PrefetchBytes(k + j * k_stride, k_bytes);
+      PrefetchBytes(v + j * v_stride, v_bytes);
+    }
+  }
+  // Share `part` of `parts` equal shares.
+  HWY_INLINE void Share(int64_t part, int64_t parts) const {
+    Rows(part * rows / parts, (part + 1) * rows / parts);
+  }
+};
+
+// Touches every cache line of `rows` rows of `cols` elements.
+HWY_INLINE void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
+  const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
+  for (int64_t r = 0; r < rows; ++r) PrefetchBytes(static_cast<const char*>(base) + r * stride_bytes, row_bytes);
+}
+
 // St[j][r0 .. r0 + kCols*N) for keys j in [0, R): R keys broadcast against kCols query vectors.
 template <int R>
 HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const float* HWY_RESTRICT k,
@@ -56,14 +97,19 @@ HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const flo
     for (int c = 0; c < kCols; ++c) hn::StoreU(acc[r][c], df, st + r * m_pad + c * n);
 }
 
-// St = Qt . K^T for one key block of `keys` rows.
+// St = Qt . K^T for one key block of `keys` rows; `ahead`'s rows are asked for along the way.
 HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k_stride, int64_t keys,
-            int64_t dim, float* st) {
+            int64_t dim, float* st, const RowsAhead& ahead = RowsAhead()) {
   const int64_t chunk = kCols * static_cast<int64_t>(hn::Lanes(DF()));
+  const int64_t parts = (m_pad / chunk) * (keys / kRows);  // calls of the main micro-kernel
+  int64_t part = 0;
+  if (parts == 0) ahead.Share(0, 1);
   for (int64_t r0 = 0; r0 < m_pad; r0 += chunk) {
     int64_t j = 0;
-    for (; j + kRows <= keys; j += kRows)
+    for (; j + kRows <= keys; j += kRows) {
+      ahead.Share(part++, parts);
       ScoreTile<kRows>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
+    }
     for (; j + 4 <= keys; j += 4)
       ScoreTile<4>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
     for (; j < keys; ++j)
@@ -262,17 +308,6 @@ HWY_INLINE int64_t CountFinite(const float* st, int64_t m_pad, int64_t keys, int
     for (; r < rows; ++r) count += st[j * m_pad + r] != -std::numeric_limits<float>::infinity();
   }
   return count;
-}
-
-// Touches every cache line of `rows` rows of `cols` elements.
-// Touches every cache line of [p, p + bytes).
-HWY_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
-  for (int64_t byte = 0; byte < bytes; byte += 64) hwy::Prefetch(static_cast<const char*>(p) + byte);
-}
-
-HWY_INLINE void PrefetchRows(const TensorView& t, const void* base, int64_t stride, int64_t rows, int64_t cols) {
-  const int64_t row_bytes = cols * dtype_size(t.dtype), stride_bytes = stride * dtype_size(t.dtype);
-  for (int64_t r = 0; r < rows; ++r) PrefetchBytes(static_cast<const char*>(base) + r * stride_bytes, row_bytes);
 }
 
 // Rows [0, count) of a [rows][cols] block (stored as dtype, row stride `stride`) into f32
