@@ -79,13 +79,38 @@ inline MutableTensorView view_out(const std::optional<OutArray>& a, const char* 
   return a ? view_out(*a, name, rows) : MutableTensorView{};
 }
 
+// True when no element of the n-element row x (unit stride) has an all-ones exponent (inf or
+// NaN): branch-free on the raw bits, so that it vectorises.
+template <typename Bits>
+inline bool exponents_finite(const void* x, int64_t n, Bits exponent) {
+  const Bits* bits = static_cast<const Bits*>(x);
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) bad |= (bits[i] & exponent) == exponent;
+  return !bad;
+}
+
+inline bool row_finite(const TensorView& t, int64_t b, int64_t h, int64_t s) {
+  const void* x = static_cast<const char*>(t.data) + t.offset(b, h, s, 0) * dtype_size(t.dtype);
+  switch (t.dtype) {
+    case DType::kF32:
+      return exponents_finite<uint32_t>(x, t.shape[3], 0x7f800000u);
+    case DType::kF16:
+      return exponents_finite<uint16_t>(x, t.shape[3], 0x7c00u);
+    case DType::kBF16:
+      return exponents_finite<uint16_t>(x, t.shape[3], 0x7f80u);
+  }
+  return false;
+}
+
 // Throws Error(name, "contains NaN at index [b,h,s,d]") at the first value that is not finite.
-// -inf is allowed in per-row inputs (`rows`): the LSE of a row that sees no key.
+// -inf is allowed in per-row inputs (`rows`): the LSE of a row that sees no key. Rows are
+// scanned on their raw bits first; only a row with a bad value is walked element by element.
 inline void check_finite(const TensorView& t, const char* name, bool rows = false) {
   if (t.empty()) return;
   for (int64_t b = 0; b < t.shape[0]; ++b)
     for (int64_t h = 0; h < t.shape[1]; ++h)
       for (int64_t s = 0; s < t.shape[2]; ++s) {
+        if (t.stride[3] == 1 && row_finite(t, b, h, s)) continue;
         for (int64_t d = 0; d < t.shape[3]; ++d) {
           const float x = t.dtype == DType::kF32 ? t.row<float>(b, h, s)[d] : t.get(b, h, s, d);
           if (std::isfinite(x) || (rows && x == -INFINITY)) continue;

@@ -199,6 +199,17 @@ def test_nan_input_is_refused_with_its_index(rng):
         attnkit.attention(q, k, v)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")])
+def test_every_non_finite_value_is_refused_in_every_dtype(rng, dtype, value, word):
+    # The scan reads each row's exponent bits first; a bad value anywhere in a row (here the
+    # last of a 40-wide row, past the vector width) must still be found and named.
+    q, k, v = (randn(rng, 1, 2, 9, 40).astype(dtype) for _ in range(3))
+    k[0, 1, 7, 39] = value
+    with pytest.raises(ValueError, match=rf"k: contains {word} at index \[0,1,7,39\]"):
+        attnkit.attention(q, k, v)
+
+
 def test_reversed_views_are_copied_not_refused(rng):
     q, k, v = randn(rng, 1, 2, 30, 8), randn(rng, 1, 2, 30, 8), randn(rng, 1, 2, 30, 8)
     out = attnkit.attention(q[:, :, ::-1], k, v)

@@ -49,6 +49,14 @@ def test_bshd_layout_and_half_dtypes():
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_bfloat16_input_is_refused_with_its_index(value):
+    q, k, v = (torch.randn(1, 2, 9, 40, dtype=torch.bfloat16) for _ in range(3))
+    v[0, 1, 8, 33] = value
+    with pytest.raises(ValueError, match=r"v: contains (NaN|infinity) at index \[0,1,8,33\]"):
+        at.attention(q, k, v)
+
+
 def test_gradcheck_in_float32_against_finite_differences():
     # gradcheck in float64 is not possible (the kernels are f32): finite differences of the
     # f32 op with a step and tolerances sized for single precision.
