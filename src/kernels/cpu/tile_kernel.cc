@@ -201,7 +201,7 @@ bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_
   const int64_t m_pad = (rows + chunk - 1) / chunk * chunk;
   const int64_t g = item.h0 / (a.q.shape[1] / a.k.shape[1]);
   const int64_t byte_rows = shared_bytes ? item.nt : rows;
-  // Keys that some row's bytes allow: an OR down the rows (vectorised byte loop).
+  // Keys that some row's bytes allow: an OR down the rows.
   uint8_t* any = s.allow_t.data();  // scratch until the transpose below
   OrRows(s.allow.data(), byte_rows, keys, any);
   int64_t count = 0;
