@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -141,24 +142,24 @@ class GridPredicate : public TilePredicate {
         u[a] = rest % q_ext[a];
         rest /= q_ext[a];
       }
-      // Kronecker product, last axis innermost: length grows to k_volume.
+      // Kronecker product, last axis innermost: length grows to k_volume. The pieces are a few
+      // bytes long: byte loops, not library calls.
       const uint8_t* last = &ok[ndim - 1][u[ndim - 1] * k_ext[ndim - 1]];
-      std::copy(last, last + k_ext[ndim - 1], row.begin());
+      for (int64_t c = 0; c < k_ext[ndim - 1]; ++c) row[c] = last[c];
       int64_t length = k_ext[ndim - 1];
       for (int a = ndim - 2; a >= 0; --a) {
         const uint8_t* axis = &ok[a][u[a] * k_ext[a]];
         for (int64_t v = 0; v < k_ext[a]; ++v) {
           uint8_t* dst = next.data() + v * length;
-          if (axis[v]) {
-            std::copy(row.begin(), row.begin() + length, dst);
-          } else {
-            std::fill(dst, dst + length, uint8_t{0});
-          }
+          const uint8_t keep = axis[v];
+          for (int64_t c = 0; c < length; ++c) dst[c] = row[c] & keep;
         }
         length *= k_ext[a];
         std::swap(row, next);
       }
-      for (int64_t c = 0; c < nk; ++c) out[c] = k_off + c < k_volume ? row[k_off + c] : 0;
+      const int64_t inside = std::clamp<int64_t>(k_volume - k_off, 0, nk);
+      std::memcpy(out, row.data() + k_off, static_cast<size_t>(inside));
+      std::memset(out + inside, 0, static_cast<size_t>(nk - inside));
       if (causal_) {
         const int64_t i = t.source[q0 + r];
         for (int64_t c = 0; c < nk; ++c) {
