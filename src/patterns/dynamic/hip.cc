@@ -91,11 +91,8 @@ class HipRule final : public TilePredicate {
       std::memset(first, 0, static_cast<size_t>(nk));
       const auto& units = units_[(b * s_.heads + h) * s_.q_blocks + qb];
       auto at = std::lower_bound(units.begin(), units.end(), static_cast<int32_t>(k0 / s_.block_k));
-      for (; at != units.end() && int64_t{*at} * s_.block_k < k0 + nk; ++at) {
-        const int64_t lo = std::max(k0, int64_t{*at} * s_.block_k);
-        const int64_t hi = std::min(k0 + nk, (int64_t{*at} + 1) * s_.block_k);
-        std::memset(first + (lo - k0), 1, static_cast<size_t>(hi - lo));
-      }
+      for (; at != units.end() && int64_t{*at} * s_.block_k < k0 + nk; ++at)
+        set_range(first, k0, nk, int64_t{*at} * s_.block_k, (int64_t{*at} + 1) * s_.block_k);
       for (int64_t r = r0 + 1; r < r1; ++r) std::memcpy(allow + r * ld, first, static_cast<size_t>(nk));
       for (int64_t r = r0; r < r1; ++r) {
         uint8_t* row = allow + r * ld;
