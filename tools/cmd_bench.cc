@@ -34,7 +34,8 @@ constexpr char kUsage[] =
     "    one object: seconds, pairs (per (batch, head) slice), density, gflops\n"
     "    (2*pairs*(D+Dv)*B*HQ/seconds/1e9), bytes_read (Q,K,V bytes), read_gbps, peak_gflops,\n"
     "    fraction_of_peak (and with --pattern: plan_seconds, direction, tile_density = query x\n"
-    "    key block tiles the kernel visits / all tiles, against density, the pairs it keeps).\n"
+    "    key block tiles the kernel visits / all tiles, against density, the pairs it keeps;\n"
+    "    q_block x kv_block, the tile).\n"
     "    --backward: also the median of R backward runs (dO random normal; through the same\n"
     "    plan with --pattern): backward_seconds, backward_gflops (2*pairs*(3*D+2*Dv)*B*HQ/\n"
     "    seconds/1e9), backward_fraction_of_peak.\n"
@@ -150,6 +151,8 @@ int bench_main(const std::vector<std::string>& argv) {
       json.add("pattern", pattern->spec())
           .add("plan_seconds", median(plan_seconds))
           .add("tile_density", stats.tile_density)
+          .add("q_block", stats.q_block)
+          .add("kv_block", stats.kv_block)
           .add("direction", direction_label(direction, pattern.get()));
     json.add("batch", batch)
         .add("heads", heads)

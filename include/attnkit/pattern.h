@@ -89,6 +89,7 @@ struct RunStats {
   // Tiles (query block x key block) the kernel visits / all tiles of the plan's mask
   // (block_density): what the kernel pays for, against `density`, what it keeps.
   double tile_density = 0.0;
+  int64_t q_block = 0, kv_block = 0;  // the plan's tile: query rows x keys
 };
 
 // How a pattern relates to causality; `compare` and `bench` run each pattern in the direction

@@ -85,9 +85,14 @@ struct CacheLineAllocator {
   template <typename U>
   CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: rebinding, as allocators do
   T* allocate(size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
   }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
+  // Default-initialises, so resize() leaves bytes as they are; whoever needs zeros writes them.
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
   template <typename U>
   bool operator==(const CacheLineAllocator<U>&) const {
     return true;
@@ -99,6 +104,14 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(std::vector<int64_t> shape, DType dtype);  // zero-filled
+  // Not filled: for buffers whose every element the caller writes (saves a pass over memory
+  // and, for large ones, the page faults happen in the caller's parallel loop).
+  struct Uninitialized {};
+  Tensor(std::vector<int64_t> shape, DType dtype, Uninitialized);
+  // Gives the tensor a new shape and dtype, contents undefined, reusing its memory when it is
+  // large enough.
+  void reshape_uninitialized(std::vector<int64_t> shape, DType dtype);
+  size_t capacity() const { return storage_.capacity(); }
 
   const std::vector<int64_t>& shape() const { return shape_; }
   DType dtype() const { return dtype_; }

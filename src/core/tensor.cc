@@ -172,25 +172,36 @@ MutableTensorView MutableTensorView::contiguous(void* data, DType dtype,
   return with_layout<MutableTensorView>(TensorLayout::contiguous(dtype, shape), data);
 }
 
-Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
-  check(!shape_.empty() && shape_.size() <= 4, "shape",
-        shape_string(shape_) + " must have rank 1..4");
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype) {
+  reshape_uninitialized(std::move(shape), dtype);
+  if (!storage_.empty()) std::memset(storage_.data(), 0, storage_.size());
+}
+
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype, Uninitialized) {
+  reshape_uninitialized(std::move(shape), dtype);
+}
+
+void Tensor::reshape_uninitialized(std::vector<int64_t> shape, DType dtype) {
+  check(!shape.empty() && shape.size() <= 4, "shape", shape_string(shape) + " must have rank 1..4");
   // Overflow-safe byte count: each factor is checked before it is multiplied in.
   const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   uint64_t bytes = dtype_size(dtype);
-  for (int64_t dim : shape_) {
-    check(dim >= 0, "shape", shape_string(shape_) + " has a negative dimension");
+  for (int64_t dim : shape) {
+    check(dim >= 0, "shape", shape_string(shape) + " has a negative dimension");
     if (dim == 0) {
       bytes = 0;
       continue;
     }
     check(bytes <= limit / static_cast<uint64_t>(dim), "shape",
-          shape_string(shape_) + " is too large");
+          shape_string(shape) + " is too large");
     bytes *= static_cast<uint64_t>(dim);
   }
   check_memory(static_cast<double>(bytes), "shape",
-               "a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_string(shape_));
-  storage_.resize(static_cast<size_t>(bytes));  // value-initialized: zero-filled
+               "a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_string(shape));
+  shape_ = std::move(shape);
+  dtype_ = dtype;
+  storage_.clear();  // keeps the capacity; growing then copies nothing
+  storage_.resize(static_cast<size_t>(bytes));
 }
 
 int64_t Tensor::numel() const {

@@ -11,6 +11,7 @@
 
 #include "attnkit/error.h"
 #include "core/attention_args.h"
+#include "core/reused_tensor.h"
 #include "core/score_modifiers.h"
 #include "core/timing.h"
 #include "kernels/cpu/planner_ops.h"
@@ -313,6 +314,8 @@ RunStats Pattern::run(const AttentionArgs& args, std::unique_ptr<PlanState>* sta
   stats.pairs = static_cast<double>(attended) / slices;
   stats.density = stats.pairs / cells;
   stats.tile_density = block_density(plan.mask);
+  stats.q_block = plan.mask.q_block;
+  stats.kv_block = plan.mask.kv_block;
   return stats;
 }
 
@@ -359,22 +362,25 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
   check(plan.mask.nq == slots && plan.mask.nk == slots, "pattern",
         "'" + name() + "' planned a mask of " + std::to_string(plan.mask.nq) +
             " rows for a token order of " + std::to_string(slots));
-  const Tensor q = cpu::permute_tokens(args.q, order, args.threads);
-  const Tensor k = cpu::permute_tokens(args.k, order, args.threads);
-  const Tensor v = cpu::permute_tokens(args.v, order, args.threads);
-  Tensor out({batch, heads, slots, dim_v}, DType::kF32);
-  Tensor lse({batch, heads, args.lse.empty() ? 1 : slots}, DType::kF32);
+  // The copies in kernel order reuse this thread's buffers from the last call (reused_tensor.h);
+  // the kernel writes every row of the output and the LSE.
+  ReusedTensor q(0), k(1), v(2);
+  cpu::permute_tokens(args.q, order, args.threads, &*q);
+  cpu::permute_tokens(args.k, order, args.threads, &*k);
+  cpu::permute_tokens(args.v, order, args.threads, &*v);
+  ReusedTensor out(3, {batch, heads, slots, dim_v}, DType::kF32);
+  ReusedTensor lse(4, {batch, heads, args.lse.empty() ? 1 : slots}, DType::kF32);
   AttentionArgs permuted = args;
-  permuted.q = q.view();
-  permuted.k = k.view();
-  permuted.v = v.view();
-  permuted.out = out.view();
-  permuted.lse = args.lse.empty() ? MutableTensorView{} : lse.rows_view();
+  permuted.q = q->view();
+  permuted.k = k->view();
+  permuted.v = v->view();
+  permuted.out = out->view();
+  permuted.lse = args.lse.empty() ? MutableTensorView{} : lse->rows_view();
   permuted.causal = false;
   PermutedModifiers modifiers;
   modifiers.apply(args, order, &permuted);
   attention(permuted, plan.mask);
-  cpu::unpermute_tokens(out.view(), permuted.lse, order, args.out, args.lse, args.threads);
+  cpu::unpermute_tokens(out->view(), permuted.lse, order, args.out, args.lse, args.threads);
 }
 
 void no_backward(const std::string& name) {

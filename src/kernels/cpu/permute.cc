@@ -68,19 +68,29 @@ std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits)
 }
 
 Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads) {
+  Tensor dst;
+  permute_tokens(x, order, threads, &dst);
+  return dst;
+}
+
+void permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads,
+                    Tensor* dst) {
   const int64_t batch = x.shape[0], heads = x.shape[1], dim = x.shape[3];
   const int64_t slots = static_cast<int64_t>(order.size());
-  Tensor dst({batch, heads, slots, dim}, x.dtype);
+  dst->reshape_uninitialized({batch, heads, slots, dim}, x.dtype);
   const size_t es = dtype_size(x.dtype);
   const auto* in = static_cast<const std::byte*>(x.data);
-  auto* out = static_cast<std::byte*>(dst.data());
+  auto* out = static_cast<std::byte*>(dst->data());
 #pragma omp parallel for collapse(2) schedule(static) num_threads(effective_threads(threads))
   for (int64_t bh = 0; bh < batch * heads; ++bh) {
     for (int64_t p = 0; p < slots; ++p) {
       const int64_t s = order[p];
-      if (s < 0) continue;  // padding: a zero row
-      const std::byte* row = in + es * x.offset(bh / heads, bh % heads, s, 0);
       std::byte* to = out + es * ((bh * slots + p) * dim);
+      if (s < 0) {  // padding: a zero row
+        std::memset(to, 0, es * dim);
+        continue;
+      }
+      const std::byte* row = in + es * x.offset(bh / heads, bh % heads, s, 0);
       if (x.stride[3] == 1) {
         std::memcpy(to, row, es * dim);
       } else {
@@ -88,7 +98,6 @@ Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, in
       }
     }
   }
-  return dst;
 }
 
 void unpermute_tokens(const TensorView& permuted_out, const TensorView& permuted_lse,

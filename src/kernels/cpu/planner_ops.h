@@ -33,6 +33,9 @@ std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits)
 // Rows of x [B, H, N, D] (any dtype and strides) in kernel order: a new contiguous tensor
 // [B, H, order.size(), D] of the same dtype with row p = x[:, :, order[p], :] (zero for -1).
 Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads);
+// The same into *dst (reshaped, its memory reused).
+void permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads,
+                    Tensor* dst);
 // The inverse for results: out[b, h, order[p], :] = permuted_out[b, h, p, :] and the same for the
 // LSE (skipped when either LSE view is empty); padding rows (-1) are dropped.
 void unpermute_tokens(const TensorView& permuted_out, const TensorView& permuted_lse,

@@ -1,6 +1,7 @@
 #include "patterns/grid/grid_pattern.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -40,13 +41,15 @@ class GridPredicate : public TilePredicate {
   GridPredicate(const Grid& grid, std::shared_ptr<const Tiling> tiling, bool causal)
       : grid_(grid), tiling_(std::move(tiling)), causal_(causal) {
     for (int a = 0; a < grid.ndim; ++a) tables_[a] = make_table(grid.axis[a]);
+    if (tiling_ != nullptr && tiling_->key_block <= 64) slots_below(tiling_->sub, whole_below_);
   }
 
   void fill(int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
             int64_t ld) const override {
     if (tiling_ != nullptr && nq > 0 && nk > 0) {
-      const int64_t block = tiling_->block;
-      if (q0 / block == (q0 + nq - 1) / block && k0 / block == (k0 + nk - 1) / block) {
+      const int64_t block = tiling_->block, key_block = tiling_->key_block;
+      if (key_block <= 64 && q0 / block == (q0 + nq - 1) / block &&
+          k0 / key_block == (k0 + nk - 1) / key_block) {
         fill_box_pair(q0, nq, k0, nk, allow, ld);
         return;
       }
@@ -93,93 +96,110 @@ class GridPredicate : public TilePredicate {
     }
   }
 
-  // Slots of one query box x one key box: the rule is separable, so each row is the Kronecker
-  // product of per-axis 0/1 vectors (key slots are row-major in the box): a few short copies per
-  // row instead of a test per element.
+  // Slots of one query box x one key box (at most 64 key slots): the rule is separable, so a
+  // row's allowed key slots are the AND over axes of the slots whose coordinate the row's axis
+  // window holds, one 64-bit mask per axis and query coordinate, expanded to bytes at the end.
   void fill_box_pair(int64_t q0, int64_t nq, int64_t k0, int64_t nk, uint8_t* allow,
                      int64_t ld) const {
     const Tiling& t = *tiling_;
     const int ndim = grid_.ndim;
     const Box& q = t.boxes[q0 / t.block];
-    const Box& k = t.boxes[k0 / t.block];
-    const int64_t q_off = q0 % t.block, k_off = k0 % t.block;
-    bool same_group = true;
+    const Box& k = t.key_boxes[k0 / t.key_block];
+    const int64_t k_off = k0 % t.key_block;
+    const int64_t k_volume = k.volume(ndim);
+    bool same_group = k_volume > 0;
     for (int a = 0; a < ndim; ++a) same_group = same_group && q.group[a] == k.group[a];
     if (!same_group) {
       for (int64_t r = 0; r < nq; ++r) std::fill(allow + r * ld, allow + r * ld + nk, uint8_t{0});
       return;
     }
-    // ok[a][u * k_ext[a] + v]: query coordinate lo + u sees key coordinate lo + v on axis a.
-    thread_local std::vector<uint8_t> ok[3];
-    thread_local std::vector<uint8_t> row, next;
-    int64_t q_ext[3] = {1, 1, 1}, k_ext[3] = {1, 1, 1};
+    // below[a][v]: key slots (row-major in the key box) whose axis-a coordinate is below
+    // k.lo + v, so the slots of coordinates [x, y) are below[a][y] ^ below[a][x]; full key boxes
+    // share one table. seen[a][u]: the key slots that query coordinate q.lo + u sees on axis a.
+    int64_t k_ext[3] = {1, 1, 1};
+    bool whole = true;
     for (int a = 0; a < ndim; ++a) {
-      const AxisRule& rule = grid_.axis[a];
-      q_ext[a] = q.hi[a] - q.lo[a];
       k_ext[a] = k.hi[a] - k.lo[a];
-      const int64_t len = rule.group_length(q.group[a]);
-      ok[a].resize(q_ext[a] * k_ext[a]);
-      for (int64_t u = 0; u < q_ext[a]; ++u) {
-        int64_t start = 0, end = 0;
-        rule.window(q.lo[a] + u, len, &start, &end);
-        for (int64_t v = 0; v < k_ext[a]; ++v) {
-          ok[a][u * k_ext[a] + v] = start <= k.lo[a] + v && k.lo[a] + v < end;
-        }
+      whole = whole && k_ext[a] == t.sub[a];
+    }
+    uint64_t clipped[3][65];
+    const uint64_t(*below)[65] = whole ? whole_below_ : clipped;
+    if (!whole) slots_below(k_ext, clipped);
+    uint64_t seen[3][64];
+    for (int a = 0; a < ndim; ++a) {
+      const AxisTable& table = tables_[a];
+      const int64_t dilation = grid_.axis[a].dilation;
+      for (int64_t u = 0; u < q.hi[a] - q.lo[a]; ++u) {
+        const int64_t c = q.group[a] + dilation * (q.lo[a] + u);
+        const int64_t x = std::clamp<int64_t>(table.start[c] - k.lo[a], 0, k_ext[a]);
+        const int64_t y = std::clamp<int64_t>(table.end[c] - k.lo[a], 0, k_ext[a]);
+        seen[a][u] = below[a][y] ^ below[a][x];
       }
     }
-    const int64_t q_volume = q.volume(ndim), k_volume = k.volume(ndim);
-    row.assign(t.block, 0);
-    next.resize(t.block);
     for (int64_t r = 0; r < nq; ++r) {
       uint8_t* out = allow + r * ld;
-      const int64_t slot = q_off + r;
-      if (slot >= q_volume) {
+      const int64_t i = t.source[q0 + r];
+      if (i < 0) {
         std::fill(out, out + nk, uint8_t{0});
         continue;
       }
-      int64_t u[3] = {0, 0, 0};
-      for (int64_t a = ndim - 1, rest = slot; a >= 0; --a) {
-        u[a] = rest % q_ext[a];
-        rest /= q_ext[a];
+      const int32_t* c = &t.coord[3 * (q0 + r)];
+      uint64_t bits = seen[0][c[0] - q.lo[0]];
+      for (int a = 1; a < ndim; ++a) bits &= seen[a][c[a] - q.lo[a]];
+      bits >>= k_off;
+      for (int64_t col = 0; col < nk; col += 8) {  // 8 bits to 8 bytes at a time
+        const uint64_t bytes = spread_bits(static_cast<uint8_t>(bits >> col));
+        std::memcpy(out + col, &bytes, static_cast<size_t>(std::min<int64_t>(8, nk - col)));
       }
-      // Kronecker product, last axis innermost: length grows to k_volume. The pieces are a few
-      // bytes long: byte loops, not library calls.
-      const uint8_t* last = &ok[ndim - 1][u[ndim - 1] * k_ext[ndim - 1]];
-      for (int64_t c = 0; c < k_ext[ndim - 1]; ++c) row[c] = last[c];
-      int64_t length = k_ext[ndim - 1];
-      for (int a = ndim - 2; a >= 0; --a) {
-        const uint8_t* axis = &ok[a][u[a] * k_ext[a]];
-        for (int64_t v = 0; v < k_ext[a]; ++v) {
-          uint8_t* dst = next.data() + v * length;
-          const uint8_t keep = axis[v];
-          for (int64_t c = 0; c < length; ++c) dst[c] = row[c] & keep;
-        }
-        length *= k_ext[a];
-        std::swap(row, next);
-      }
-      const int64_t inside = std::clamp<int64_t>(k_volume - k_off, 0, nk);
-      std::memcpy(out, row.data() + k_off, static_cast<size_t>(inside));
-      std::memset(out + inside, 0, static_cast<size_t>(nk - inside));
       if (causal_) {
-        const int64_t i = t.source[q0 + r];
-        for (int64_t c = 0; c < nk; ++c) {
-          if (out[c] && t.source[k0 + c] > i) out[c] = 0;
+        for (int64_t col = 0; col < nk; ++col) {
+          if (out[col] && t.source[k0 + col] > i) out[col] = 0;
         }
       }
     }
+  }
+
+  // below[a][v] for a key box of extents k_ext (at most 64 slots, row-major).
+  void slots_below(const int64_t* k_ext, uint64_t (*below)[65]) const {
+    const int ndim = grid_.ndim;
+    uint64_t at[3][64] = {};
+    int64_t volume = 1;
+    for (int a = 0; a < ndim; ++a) volume *= k_ext[a];
+    for (int64_t s = 0, v[3] = {0, 0, 0}; s < volume; ++s) {
+      for (int a = 0; a < ndim; ++a) at[a][v[a]] |= uint64_t{1} << s;
+      for (int a = ndim - 1; a >= 0 && ++v[a] == k_ext[a]; --a) v[a] = 0;  // next slot
+    }
+    for (int a = 0; a < ndim; ++a) {
+      below[a][0] = 0;
+      for (int64_t v = 0; v < k_ext[a]; ++v) below[a][v + 1] = below[a][v] | at[a][v];
+    }
+  }
+
+  // Byte b of the result is bit b of `bits` (0 or 1).
+  static uint64_t spread_bits(uint8_t bits) {
+    static const std::array<uint64_t, 256> table = [] {
+      std::array<uint64_t, 256> t{};
+      for (int x = 0; x < 256; ++x) {
+        for (int b = 0; b < 8; ++b) t[x] |= static_cast<uint64_t>((x >> b) & 1) << (8 * b);
+      }
+      return t;
+    }();
+    return table[bits];
   }
 
   Grid grid_;
   std::shared_ptr<const Tiling> tiling_;
   bool causal_;
   AxisTable tables_[3];
+  uint64_t whole_below_[3][65] = {};  // slots_below() of an unclipped key box
 };
 
 // Appends kv-block lists one query block at a time.
 struct ListBuilder {
   BlockMask mask;
-  explicit ListBuilder(int64_t n, int64_t block) {
-    mask.q_block = mask.kv_block = block;
+  ListBuilder(int64_t n, int64_t q_block, int64_t kv_block) {
+    mask.q_block = q_block;
+    mask.kv_block = kv_block;
     mask.nq = mask.nk = n;
     mask.row_start.push_back(0);
   }
@@ -257,8 +277,12 @@ Grid resolve_grid(const GridTemplate& gt, int64_t n) {
 }
 
 TiledPlan plan_tiled(const Grid& grid, bool causal) {
+  return plan_tiled(grid, causal, make_tiling(grid));
+}
+
+TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling) {
   TiledPlan plan;
-  plan.tiling = std::make_shared<const Tiling>(make_tiling(grid));
+  plan.tiling = std::make_shared<const Tiling>(std::move(tiling));
   const Tiling& t = *plan.tiling;
   const int ndim = grid.ndim;
   int64_t dil[3] = {1, 1, 1};
@@ -271,7 +295,8 @@ TiledPlan plan_tiled(const Grid& grid, bool causal) {
     return grid.linear(c);
   };
 
-  ListBuilder builder(t.padded(), t.block);
+  ListBuilder builder(t.padded(), t.block, t.key_block);
+  std::vector<std::pair<int64_t, BlockKind>> row;
   for (const Box& q : t.boxes) {
     const int64_t g = (q.group[0] * dil[1] + q.group[1]) * dil[2] + q.group[2];
     int64_t len[3] = {1, 1, 1}, first[3] = {0, 0, 0}, last[3] = {0, 0, 0};
@@ -281,17 +306,19 @@ TiledPlan plan_tiled(const Grid& grid, bool causal) {
       int64_t s0, e0, s1, e1;
       rule.window(q.lo[a], len[a], &s0, &e0);
       rule.window(q.hi[a] - 1, len[a], &s1, &e1);
-      first[a] = s0 / t.tile[a];
-      last[a] = (e1 - 1) / t.tile[a];
+      first[a] = s0 / t.sub[a];
+      last[a] = (e1 - 1) / t.sub[a];
     }
     const int64_t q_min = corner(q, false), q_max = corner(q, true);
     const bool q_whole = q.volume(ndim) == t.block;
-    int64_t bc[3];
-    for (bc[0] = first[0]; bc[0] <= last[0]; ++bc[0]) {
-      for (bc[1] = first[1]; bc[1] <= last[1]; ++bc[1]) {
-        for (bc[2] = first[2]; bc[2] <= last[2]; ++bc[2]) {
-          const int64_t kb = t.box_index(g, bc);
-          const Box& k = t.boxes[kb];
+    // Key boxes are numbered query box by query box: collect the row, then sort it.
+    row.clear();
+    int64_t kc[3];
+    for (kc[0] = first[0]; kc[0] <= last[0]; ++kc[0]) {
+      for (kc[1] = first[1]; kc[1] <= last[1]; ++kc[1]) {
+        for (kc[2] = first[2]; kc[2] <= last[2]; ++kc[2]) {
+          const int64_t kb = t.key_box_index(g, kc);
+          const Box& k = t.key_boxes[kb];
           bool all = true, none = false;
           for (int a = 0; a < ndim && !none; ++a) {
             const Coverage c =
@@ -304,11 +331,13 @@ TiledPlan plan_tiled(const Grid& grid, bool causal) {
             if (corner(k, false) > q_max) continue;
             all = all && corner(k, true) <= q_min;
           }
-          const bool full = all && q_whole && k.volume(ndim) == t.block;
-          builder.add(kb, full ? BlockKind::kFull : BlockKind::kPartial);
+          const bool full = all && q_whole && k.volume(ndim) == t.key_block;
+          row.push_back({kb, full ? BlockKind::kFull : BlockKind::kPartial});
         }
       }
     }
+    std::sort(row.begin(), row.end());
+    for (const auto& [kb, kind] : row) builder.add(kb, kind);
     builder.end_row();
   }
   builder.mask.predicate = std::make_shared<GridPredicate>(grid, plan.tiling, causal);

@@ -1,11 +1,12 @@
 // GridPattern: the shared planner of the separable grid patterns (natten1d/2d/3d, halo2d).
 //
 // plan() puts tokens into box-tiled order (tiling.h) and returns the TILED mask with that token
-// order: one query box x one key box per block, FULL iff every query of the box sees every key
-// of the other box and neither box has padding. Only keys in the union window of a query box are
-// enumerated, so planning costs O(visited blocks). PlanInputs::causal (bottom-right, i.e.
-// j <= i for self-attention) is applied in token order inside the mask. Pattern::execute()
-// gathers Q, K, V into that order, runs the block-sparse kernel and scatters O and LSE back.
+// order: one query box x one key box (a sub-box of a query box) per block, FULL iff every query of
+// the box sees every key of the other box and neither box has padding. Only keys in the union
+// window of a query box are enumerated, so planning costs O(visited blocks). PlanInputs::causal
+// (bottom-right, i.e. j <= i for self-attention) is applied in token order inside the mask.
+// Pattern::execute() gathers Q, K, V into that order, runs the block-sparse kernel and scatters O
+// and LSE back.
 #pragma once
 
 #include <cstdint>
@@ -31,11 +32,13 @@ Grid resolve_grid(const GridTemplate& grid_template, int64_t n);
 
 struct TiledPlan {
   std::shared_ptr<const Tiling> tiling;  // shared with the mask's predicate
-  BlockMask mask;  // nq = nk = tiling->padded(), q_block = kv_block = tiling->block
+  BlockMask mask;  // nq = nk = padded(), q_block = tiling->block, kv_block = key_block
 };
 
-// Tiled mask; `causal` adds j <= i in original token order.
+// Tiled mask; `causal` adds j <= i in original token order. The tiling is make_tiling(grid)
+// unless one is given.
 TiledPlan plan_tiled(const Grid& grid, bool causal);
+TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling);
 
 class GridPattern final : public Pattern {
  public:

@@ -1,6 +1,7 @@
 #include "patterns/grid/tiling.h"
 
 #include <algorithm>
+#include <array>
 
 #include "patterns/grid/natten.h"
 
@@ -112,10 +113,18 @@ int64_t Box::volume(int ndim) const {
   return v;
 }
 
-int64_t Tiling::box_index(int64_t g, const int64_t* bc) const {
-  int64_t index = 0;
-  for (int a = 0; a < 3; ++a) index = index * group_boxes[a][g] + bc[a];
-  return group_first_box[g] + index;
+int64_t Tiling::keys_per_box() const {
+  return (tile[0] / sub[0]) * (tile[1] / sub[1]) * (tile[2] / sub[2]);
+}
+
+int64_t Tiling::key_box_index(int64_t g, const int64_t* kc) const {
+  int64_t box = 0, inner = 0;
+  for (int a = 0; a < 3; ++a) {
+    const int64_t per = tile[a] / sub[a];
+    box = box * group_boxes[a][g] + kc[a] / per;
+    inner = inner * per + kc[a] % per;
+  }
+  return (group_first_box[g] + box) * keys_per_box() + inner;
 }
 
 namespace {
@@ -126,31 +135,104 @@ int64_t pow2_ceil(int64_t x) {
   return p;
 }
 
+int64_t slots(int64_t volume) { return std::max<int64_t>(16, (volume + 15) / 16 * 16); }
+
+// Block visits of one axis, summed over its dilation groups: per query interval of `tile`
+// coordinates, the key intervals of `sub` coordinates that its union window touches.
+int64_t axis_visits(const AxisRule& rule, int64_t tile, int64_t sub) {
+  int64_t visits = 0;
+  for (int64_t g = 0; g < rule.dilation; ++g) {
+    const int64_t len = rule.group_length(g);
+    for (int64_t lo = 0; lo < len; lo += tile) {
+      int64_t s0, e0, s1, e1;
+      rule.window(lo, len, &s0, &e0);
+      rule.window(std::min(lo + tile, len) - 1, len, &s1, &e1);
+      visits += (e1 - 1) / sub - s0 / sub + 1;
+    }
+  }
+  return visits;
+}
+
+// Modelled kernel cost of one shape: every block visit computes q_block x kv_block scores and
+// pays a fixed cost per row (the predicate's row, the O rescale, the row statistics) worth about
+// this many keys. Measured on natten2d / halo2d / natten3d at d = 64 (BENCHMARKS.md).
+constexpr double kVisitKeys = 16.0;
+
+double shape_cost(const Grid& grid, const int64_t* tile, const int64_t* sub) {
+  double visits = 1.0;
+  int64_t tile_volume = 1, sub_volume = 1;
+  for (int a = 0; a < grid.ndim; ++a) {
+    visits *= static_cast<double>(axis_visits(grid.axis[a], tile[a], sub[a]));
+    tile_volume *= tile[a];
+    sub_volume *= sub[a];
+  }
+  const double key_block = static_cast<double>(slots(sub_volume));
+  const double block = key_block * static_cast<double>(tile_volume / sub_volume);
+  return visits * block * (key_block + kVisitKeys);
+}
+
+// Per-axis powers of two from 1 to `limit` whose product is `volume` (all of them, row-major).
+void shapes_of_volume(int ndim, const int64_t* limit, int64_t volume,
+                      std::vector<std::array<int64_t, 3>>* out) {
+  std::array<int64_t, 3> e = {1, 1, 1};
+  for (e[0] = 1; e[0] <= limit[0]; e[0] *= 2) {
+    for (e[1] = 1; e[1] <= (ndim > 1 ? limit[1] : 1); e[1] *= 2) {
+      for (e[2] = 1; e[2] <= (ndim > 2 ? limit[2] : 1); e[2] *= 2) {
+        if (e[0] * e[1] * e[2] == volume) out->push_back(e);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 Tiling make_tiling(const Grid& grid) {
-  Tiling t;
-  const int ndim = grid.ndim;
-  static const int64_t kDefault[3][3] = {{64, 1, 1}, {8, 8, 1}, {4, 4, 4}};
-  // Group 0 is the longest group of every axis.
-  int64_t longest[3] = {1, 1, 1};
-  for (int a = 0; a < ndim; ++a) {
+  // Group 0 is the longest group of every axis; boxes grow no longer than it.
+  int64_t longest[3] = {1, 1, 1}, cells = 1;
+  for (int a = 0; a < grid.ndim; ++a) {
     longest[a] = pow2_ceil(grid.axis[a].group_length(0));
-    t.tile[a] = std::min(kDefault[ndim - 1][a], longest[a]);
+    cells *= longest[a];
   }
-  auto volume = [&] { return t.tile[0] * t.tile[1] * t.tile[2]; };
-  // Regrow axes that are longer than their tile, fastest axis first, back to 64 tokens a box.
-  while (volume() < 64) {
-    bool grown = false;
-    for (int a = ndim - 1; a >= 0 && !grown; --a) {
-      if (t.tile[a] < longest[a]) {
-        t.tile[a] *= 2;
-        grown = true;
+  // Query boxes of 64 tokens (or 32: fewer keys per box, same SIMD width), or the whole group on
+  // small grids; key boxes of at least 16 tokens inside them.
+  std::vector<std::array<int64_t, 3>> tiles, subs;
+  for (int64_t volume : {int64_t{64}, int64_t{32}}) {
+    shapes_of_volume(grid.ndim, longest, std::min(volume, cells), &tiles);
+  }
+  int64_t best_tile[3] = {1, 1, 1}, best_sub[3] = {1, 1, 1};
+  double best = -1.0;
+  for (const auto& tile : tiles) {
+    const int64_t tile_volume = tile[0] * tile[1] * tile[2];
+    subs.clear();
+    for (int64_t volume = std::min<int64_t>(16, tile_volume); volume <= tile_volume; volume *= 2) {
+      shapes_of_volume(grid.ndim, tile.data(), volume, &subs);
+    }
+    for (const auto& sub : subs) {
+      bool divides = true;
+      for (int a = 0; a < 3; ++a) divides = divides && tile[a] % sub[a] == 0;
+      if (!divides) continue;
+      const double cost = shape_cost(grid, tile.data(), sub.data());
+      if (best < 0.0 || cost < best) {
+        best = cost;
+        std::copy(tile.begin(), tile.end(), best_tile);
+        std::copy(sub.begin(), sub.end(), best_sub);
       }
     }
-    if (!grown) break;
   }
-  t.block = std::max<int64_t>(16, (volume() + 15) / 16 * 16);
+  return make_tiling(grid, best_tile, best_sub);
+}
+
+Tiling make_tiling(const Grid& grid, const int64_t* tile, const int64_t* sub) {
+  Tiling t;
+  const int ndim = grid.ndim;
+  int64_t sub_volume = 1;
+  for (int a = 0; a < 3; ++a) {
+    t.tile[a] = a < ndim ? tile[a] : 1;
+    t.sub[a] = a < ndim ? sub[a] : 1;
+    sub_volume *= t.sub[a];
+  }
+  t.key_block = slots(sub_volume);
+  t.block = t.key_block * t.keys_per_box();
 
   int64_t groups_per_axis[3] = {1, 1, 1};
   for (int a = 0; a < ndim; ++a) groups_per_axis[a] = grid.axis[a].dilation;
@@ -169,7 +251,7 @@ Tiling make_tiling(const Grid& grid) {
       t.group_boxes[a][g] = (len[a] + t.tile[a] - 1) / t.tile[a];
     }
     t.group_first_box[g] = n_boxes;
-    int64_t bc[3];
+    int64_t bc[3], kc[3];
     for (bc[0] = 0; bc[0] < t.group_boxes[0][g]; ++bc[0]) {
       for (bc[1] = 0; bc[1] < t.group_boxes[1][g]; ++bc[1]) {
         for (bc[2] = 0; bc[2] < t.group_boxes[2][g]; ++bc[2]) {
@@ -181,20 +263,34 @@ Tiling make_tiling(const Grid& grid) {
           }
           t.boxes.push_back(box);
           ++n_boxes;
+          for (kc[0] = 0; kc[0] < t.tile[0] / t.sub[0]; ++kc[0]) {
+            for (kc[1] = 0; kc[1] < t.tile[1] / t.sub[1]; ++kc[1]) {
+              for (kc[2] = 0; kc[2] < t.tile[2] / t.sub[2]; ++kc[2]) {
+                Box key = box;
+                for (int a = 0; a < 3; ++a) {
+                  key.lo[a] = std::min(box.lo[a] + kc[a] * t.sub[a], box.hi[a]);
+                  key.hi[a] = std::min(key.lo[a] + t.sub[a], box.hi[a]);
+                }
+                t.key_boxes.push_back(key);
+              }
+            }
+          }
         }
       }
     }
   }
 
-  t.source.assign(n_boxes * t.block, -1);
-  for (int64_t b = 0; b < n_boxes; ++b) {
-    const Box& box = t.boxes[b];
-    int64_t slot = b * t.block;
+  t.source.assign(t.key_boxes.size() * t.key_block, -1);
+  t.coord.assign(3 * t.source.size(), 0);
+  for (size_t k = 0; k < t.key_boxes.size(); ++k) {
+    const Box& box = t.key_boxes[k];
+    int64_t slot = static_cast<int64_t>(k) * t.key_block;
     int64_t c[3], orig[3] = {0, 0, 0};
     for (c[0] = box.lo[0]; c[0] < box.hi[0]; ++c[0]) {
       for (c[1] = box.lo[1]; c[1] < box.hi[1]; ++c[1]) {
         for (c[2] = box.lo[2]; c[2] < box.hi[2]; ++c[2]) {
           for (int a = 0; a < ndim; ++a) orig[a] = box.group[a] + grid.axis[a].dilation * c[a];
+          for (int a = 0; a < 3; ++a) t.coord[3 * slot + a] = static_cast<int32_t>(c[a]);
           t.source[slot++] = grid.linear(orig);
         }
       }

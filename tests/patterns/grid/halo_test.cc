@@ -41,18 +41,36 @@ TEST(HaloPlan, PlanMatchesNaiveRuleAndAlignedBlocksAreFull) {
                           c.spec + (causal ? " causal" : ""), !causal);
     }
   }
-  // 16 x 16 with 8 x 8 blocks, halo 3: each query box (one HaloNet block) visits its own box FULL
-  // and its 1..3 in-image neighbour boxes PARTIAL.
-  const Plan plan = make_pattern("halo2d")->plan(grid_inputs(256));
-  ASSERT_EQ(plan.mask.q_blocks(), 4);
-  for (int64_t qb = 0; qb < 4; ++qb) {
+  // 128 x 128 with 8 x 8 blocks, halo 3: a query box is one HaloNet block (8 x 8) over key
+  // boxes of 4 x 4; an interior block's 14 x 14 keys touch 4 x 4 key boxes, the 2 x 2 inside
+  // the block FULL and the ring of 12 PARTIAL (3 of 4 rows or columns seen).
+  grid_patterns::Grid grid;
+  grid.ndim = 2;
+  for (grid_patterns::AxisRule& axis : grid.axis) {
+    axis.kind = grid_patterns::AxisRule::Kind::kHalo;
+    axis.length = 128;
+    axis.block = 8;
+    axis.halo = 3;
+  }
+  const grid_patterns::TiledPlan plan = grid_patterns::plan_tiled(grid, false);
+  const grid_patterns::Tiling& t = *plan.tiling;
+  ASSERT_EQ(t.tile[0] * 10 + t.tile[1], 88);
+  ASSERT_EQ(t.sub[0] * 10 + t.sub[1], 44);
+  ASSERT_EQ(plan.mask.q_block, 64);
+  ASSERT_EQ(plan.mask.kv_block, 16);
+  int64_t interior = 0;
+  for (int64_t qb = 0; qb < plan.mask.q_blocks(); ++qb) {
+    const grid_patterns::Box& box = t.boxes[qb];
+    if (box.lo[0] == 0 || box.lo[1] == 0 || box.hi[0] == 128 || box.hi[1] == 128) continue;
     int64_t full = 0, partial = 0;
     for (int64_t e = plan.mask.row_start[qb]; e < plan.mask.row_start[qb + 1]; ++e) {
       (plan.mask.kind[e] == BlockKind::kFull ? full : partial) += 1;
     }
-    EXPECT_EQ(full, 1) << qb;
-    EXPECT_EQ(partial, 3) << qb;
+    EXPECT_EQ(full, 4) << qb;
+    EXPECT_EQ(partial, 12) << qb;
+    ++interior;
   }
+  EXPECT_EQ(interior, 14 * 14);
   EXPECT_EQ(make_pattern("halo2d")->direction(), Direction::kBidirectional);
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <iostream>
 #include <set>
 #include <vector>
@@ -279,24 +280,124 @@ TEST(NattenTiling, PredicateFillsAnyTile) {
   }
 }
 
+// Every tiling has query boxes of 32 or 64 tokens where the grid allows, key boxes of at least 16
+// that divide them, and blocks of whole multiples of 16 slots.
+void expect_well_formed(const grid_patterns::Tiling& t, const std::string& label) {
+  const int64_t tile = t.tile[0] * t.tile[1] * t.tile[2];
+  const int64_t sub = t.sub[0] * t.sub[1] * t.sub[2];
+  for (int a = 0; a < 3; ++a) EXPECT_EQ(t.tile[a] % t.sub[a], 0) << label << " axis " << a;
+  EXPECT_TRUE(tile == 32 || tile == 64) << label << ": query box of " << tile;
+  EXPECT_GE(sub, 16) << label;
+  EXPECT_EQ(t.key_block % 16, 0) << label;
+  EXPECT_EQ(t.block, t.key_block * t.keys_per_box()) << label;
+  EXPECT_EQ(t.padded() % t.block, 0) << label;
+  EXPECT_EQ(static_cast<int64_t>(t.boxes.size()) * t.keys_per_box(),
+            static_cast<int64_t>(t.key_boxes.size()))
+      << label;
+}
+
 TEST(NattenTiling, BoxesFollowTheGridShape) {
   const grid_patterns::Tiling t2 =
       grid_patterns::make_tiling(grid_of({{128, 13, 1, false}, {128, 13, 1, false}}));
-  EXPECT_EQ(t2.tile[0], 8);
-  EXPECT_EQ(t2.tile[1], 8);
-  EXPECT_EQ(t2.block, 64);
+  expect_well_formed(t2, "natten2d 128 x 128 kernel 13");
   EXPECT_FALSE(t2.identity);
   const grid_patterns::Tiling t3 = grid_patterns::make_tiling(
       grid_of({{16, 3, 1, false}, {16, 3, 1, false}, {16, 3, 1, false}}));
-  EXPECT_EQ(t3.tile[0] * t3.tile[1] * t3.tile[2], 64);
-  // A flat 2 x 512 grid keeps 64-token boxes by growing the width tile.
+  expect_well_formed(t3, "natten3d 16^3 kernel 3");
+  // A flat 2 x 512 grid keeps full boxes by growing the width tile.
   const grid_patterns::Tiling flat =
       grid_patterns::make_tiling(grid_of({{2, 1, 1, false}, {512, 1, 1, false}}));
-  EXPECT_EQ(flat.tile[0] * flat.tile[1], 64);
+  expect_well_formed(flat, "flat 2 x 512");
   EXPECT_EQ(flat.padded(), 1024);
   // 1-D without dilation on whole blocks is the identity: the plan has no token order.
   EXPECT_TRUE(grid_patterns::make_tiling(grid_of({{256, 7, 1, false}})).identity);
   EXPECT_TRUE(make_pattern("natten1d:kernel=7")->plan(grid_inputs(256)).token_order.empty());
+  // A grid of fewer than 16 tokens still gets one padded block.
+  const grid_patterns::Tiling tiny =
+      grid_patterns::make_tiling(grid_of({{3, 3, 1, false}, {3, 3, 1, false}}));
+  EXPECT_EQ(tiny.block, 16);
+  EXPECT_EQ(tiny.padded(), 16);
+}
+
+// Key boxes smaller than the query boxes, chosen by hand, on grids with borders that clip them,
+// dilation, and causality: the mask still matches the rule exactly and the predicate fills any
+// tile correctly.
+TEST(NattenTiling, KeyBoxesInsideQueryBoxesMatchTheRule) {
+  struct Shaped {
+    std::vector<std::array<int64_t, 4>> axes;  // length, kernel, dilation, causal
+    int64_t tile[3], sub[3];
+  };
+  const std::vector<Shaped> cases = {
+      {{{13, 5, 1, 0}, {21, 7, 1, 0}}, {8, 8, 1}, {4, 4, 1}},
+      {{{13, 5, 1, 0}, {21, 7, 1, 0}}, {4, 8, 1}, {2, 8, 1}},
+      {{{20, 3, 2, 0}, {19, 5, 1, 1}}, {8, 8, 1}, {8, 2, 1}},
+      {{{6, 3, 1, 1}, {9, 5, 1, 0}, {10, 3, 2, 0}}, {4, 4, 4}, {2, 2, 4}},
+      {{{7, 3, 1, 0}, {9, 5, 1, 0}, {9, 3, 1, 0}}, {8, 2, 4}, {4, 2, 2}},
+      {{{100, 9, 1, 0}}, {64, 1, 1}, {16, 1, 1}},
+  };
+  for (const Shaped& c : cases) {
+    std::vector<AxisSpec> axes;
+    std::string label = "grid";
+    for (const auto& a : c.axes) {
+      axes.push_back({a[0], a[1], a[2], a[3] != 0});
+      label += " " + std::to_string(a[0]) + "/k" + std::to_string(a[1]) + "/d" +
+               std::to_string(a[2]) + (a[3] ? "c" : "");
+    }
+    const grid_patterns::Grid g = grid_of(axes);
+    const PairRule rule = naive_grid(axes);
+    for (bool causal : {false, true}) {
+      const grid_patterns::TiledPlan plan =
+          grid_patterns::plan_tiled(g, causal, grid_patterns::make_tiling(g, c.tile, c.sub));
+      const std::string what = label + (causal ? " causal" : "");
+      expect_well_formed(*plan.tiling, what);
+      const std::vector<int64_t>& source = plan.tiling->source;
+      expect_mask_matches(
+          plan.mask,
+          [&](int64_t p, int64_t s) {
+            const int64_t i = source[p], j = source[s];
+            return i >= 0 && j >= 0 && rule(i, j) && (!causal || j <= i);
+          },
+          what);
+      // Whole blocks, part of one block at an offset, and tiles across blocks.
+      const int64_t padded = plan.tiling->padded(), qb = plan.mask.q_block, kb = plan.mask.kv_block;
+      const int64_t tiles[][4] = {{0, qb, 0, kb},
+                                  {qb, qb, kb, kb},
+                                  {qb + 3, qb - 5, 2 * kb + 1, kb - 3},
+                                  {5, 2 * qb, 3, 3 * kb},
+                                  {0, padded, 0, padded}};
+      for (const auto& tile : tiles) {
+        const int64_t q0 = std::min(tile[0], padded - 1), k0 = std::min(tile[2], padded - 1);
+        const int64_t nq = std::min(tile[1], padded - q0), nk = std::min(tile[3], padded - k0);
+        std::vector<uint8_t> allow(nq * (nk + 2), 7);
+        plan.mask.predicate->fill(0, 0, q0, nq, k0, nk, allow.data(), nk + 2);
+        int64_t errors = 0;
+        for (int64_t r = 0; r < nq; ++r)
+          for (int64_t col = 0; col < nk; ++col) {
+            const int64_t i = source[q0 + r], j = source[k0 + col];
+            const bool want = i >= 0 && j >= 0 && rule(i, j) && (!causal || j <= i);
+            if (allow[r * (nk + 2) + col] != (want ? 1 : 0) && errors++ < 3)
+              ADD_FAILURE() << what << ": tile (" << q0 << "+" << nq << ", " << k0 << "+" << nk
+                            << ") slot (" << q0 + r << ", " << k0 + col << ")";
+          }
+      }
+    }
+  }
+}
+
+// The chosen shapes keep the visited tiles close to the pairs where key boxes smaller than the
+// query boxes pay (issue 16: visited-tile density <= 2x the element density).
+TEST(NattenTiling, ChosenShapesVisitFewTiles) {
+  const auto visited = [](const Plan& plan) {
+    const double n = static_cast<double>(plan.mask.nq);
+    return static_cast<double>(plan.mask.kv_index.size()) * plan.mask.q_block * plan.mask.kv_block /
+           (n * n);
+  };
+  const Plan halo = make_pattern("halo2d:height=128,width=128")->plan(grid_inputs(128 * 128));
+  EXPECT_EQ(halo.mask.kv_block, 16);
+  EXPECT_LT(visited(halo), 1.3 * density(halo));  // 8 x 8 query boxes over 4 x 4 key boxes
+  const Plan n3 = make_pattern("natten3d:depth=16,height=32,width=32,kernel=13")
+                      ->plan(grid_inputs(16 * 32 * 32));
+  EXPECT_LT(visited(n3), 1.45 * density(n3));  // 16 x 2 x 2 boxes (4 x 4 x 4: 2.36x)
 }
 
 // natten2d on 128 x 128 with kernel 13 visits few key tiles with 8 x 8 boxes.
