@@ -63,9 +63,9 @@ struct Scratch {
   int64_t dv_pad = 0;
   std::vector<TileState> tiles;
   hwy::AlignedFreeUniquePtr<float[]> st, k, v, zt;
-  int64_t pairs = 0;                    // attended pairs, when the caller asks for them
-  std::vector<uint8_t> allow;           // [heads][tokens][keys] from the predicate
-  std::vector<uint8_t> allow_t;         // one head's bytes transposed: [keys][tokens]
+  int64_t pairs = 0;             // attended pairs, when the caller asks for them
+  std::vector<uint8_t> allow;    // [heads][tokens][keys] from the predicate
+  std::vector<uint8_t> allow_t;  // one head's bytes transposed: [keys][tokens]
   // The packed block of gathered keys: K [kv_block][dim], V [kv_block][dv_pad] as f32 and the
   // tile rows' allow bytes [kv_block][m_pad]; `gathered` keys so far.
   hwy::AlignedFreeUniquePtr<float[]> gk, gv;
@@ -120,11 +120,13 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
   const AttentionArgs& a = *plan.args;
   const DF df;
   const int64_t chunk = kCols * hn::Lanes(df);
-  const int64_t nq = a.q.shape[2], nk = a.k.shape[2], dim = a.q.shape[3], dim_v = a.v.shape[3];
+  const int64_t nq = plan.nq, nk = a.k.shape[2], dim = a.q.shape[3], dim_v = a.v.shape[3];
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   if (gated_off(a, item.b, item.h0, item.nh, item.q0, item.nt)) {
     for (int64_t r = 0; r < rows; ++r) {
-      float* out = a.out.row<float>(item.b, item.h0 + r / item.nt, item.q0 + r % item.nt);
+      const int64_t row = plan.q_row(item.q0 + r % item.nt);
+      if (row < 0) continue;
+      float* out = a.out.row<float>(item.b, item.h0 + r / item.nt, row);
       std::fill(out, out + dim_v, 0.0f);
     }
     return false;
@@ -133,9 +135,13 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
   t.min_limit = std::numeric_limits<float>::infinity(), t.max_limit = -t.min_limit;
   for (int64_t r = 0; r < m_pad; ++r) {
     if (r < rows) {
-      const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt;
+      const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt, row = plan.q_row(i);
       float q[1024];  // validate() caps the head dim at 1024
-      ConvertRows(a.q, RowPointer(a.q, item.b, h, i), 0, 1, dim, dim, q);
+      if (row >= 0) {
+        ConvertRows(a.q, RowPointer(a.q, item.b, h, row), 0, 1, dim, dim, q);
+      } else {
+        std::fill(q, q + dim, 0.0f);  // a padding slot
+      }
       const float qscale = modified ? plan.qscale * row_factors(a, item.b, h, i).tau : plan.qscale;
       for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = q[d] * qscale;
       t.limit[r] = static_cast<float>(i + (nk - nq));
@@ -283,8 +289,8 @@ bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list
     // with vector selects.
     for (int64_t hh = 0; hh < item.nh; ++hh) {
       if (hh == 0 || !once)
-        TransposeBytes(s.allow.data() + hh * item.nt * keys, item.nt, keys, keys,
-                       s.allow_t.data(), item.nt);
+        TransposeBytes(s.allow.data() + hh * item.nt * keys, item.nt, keys, keys, s.allow_t.data(),
+                       item.nt);
       MaskFromBytes(s.st.get(), m_pad, keys, hh * item.nt, item.nt, s.allow_t.data(), item.nt);
     }
   }
@@ -312,16 +318,17 @@ void EndTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, const T
   const AttentionArgs& a = *plan.args;
   const bool modified = has_score_modifiers(a);
   for (int64_t r = 0; r < item.nh * item.nt; ++r) {
-    const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt;
-    float* out = a.out.row<float>(item.b, h, i);
+    const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt, row = plan.q_row(i);
+    if (row < 0) continue;  // a padding slot
+    float* out = a.out.row<float>(item.b, h, row);
     const float l = t.l[r];
     float inv = l > 0.0f ? 1.0f / l : 0.0f;
     if (modified) inv *= row_factors(a, item.b, h, i).gate;
     for (int64_t d = 0; d < a.v.shape[3]; ++d) out[d] = t.o[r * dv_pad + d] * inv;
     if (!a.lse.empty()) {
-      *a.lse.row<float>(item.b, h, i) = l > 0.0f
-                                            ? (t.m[r] + std::log2(l)) * static_cast<float>(M_LN2)
-                                            : -std::numeric_limits<float>::infinity();
+      *a.lse.row<float>(item.b, h, row) = l > 0.0f
+                                              ? (t.m[r] + std::log2(l)) * static_cast<float>(M_LN2)
+                                              : -std::numeric_limits<float>::infinity();
     }
   }
 }

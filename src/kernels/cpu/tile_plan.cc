@@ -60,7 +60,8 @@ bool group_lists_equal(const BlockMask& m, int64_t heads_q, int64_t group) {
         const int64_t x = m.list(b, h, qb), y = m.list(b, h - h % group, qb);
         const int64_t n = m.row_start[x + 1] - m.row_start[x];
         if (n != m.row_start[y + 1] - m.row_start[y] ||
-            !std::equal(m.kv_index.begin() + m.row_start[x], m.kv_index.begin() + m.row_start[x] + n,
+            !std::equal(m.kv_index.begin() + m.row_start[x],
+                        m.kv_index.begin() + m.row_start[x] + n,
                         m.kv_index.begin() + m.row_start[y]) ||
             !std::equal(m.kind.begin() + m.row_start[x], m.kind.begin() + m.row_start[x] + n,
                         m.kind.begin() + m.row_start[y]))
@@ -72,13 +73,16 @@ bool group_lists_equal(const BlockMask& m, int64_t heads_q, int64_t group) {
 
 }  // namespace
 
-TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask) {
+TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask,
+                        const std::vector<int32_t>* q_order) {
   TilePlan plan;
   plan.args = &args;
   plan.mask = mask;
   plan.threads = effective_threads(args.threads);
   plan.qscale = effective_scale(args) * static_cast<float>(M_LOG2E);
-  const int64_t batch = args.q.shape[0], heads_q = args.q.shape[1], nq = args.q.shape[2];
+  plan.q_order = q_order ? q_order->data() : nullptr;
+  plan.nq = q_order ? mask->nq : args.q.shape[2];
+  const int64_t batch = args.q.shape[0], heads_q = args.q.shape[1], nq = plan.nq;
   const int64_t group = heads_q / args.k.shape[1];
   // Queries per item along the sequence: the mask's query block, else 64.
   const int64_t q_block = mask ? mask->q_block : 128;

@@ -24,12 +24,21 @@ struct TilePlan {
   int64_t kv_block = 64;            // keys per tile
   float qscale = 0.0f;              // scale * log2(e), folded into Q so the kernel uses exp2
   int threads = 1;
-  std::vector<WorkItem> items;      // sorted by cost, longest first
+  std::vector<WorkItem> items;  // sorted by cost, longest first
   // Groups of items that walk their key lists together, chunk by chunk (the L2-blocked order
   // of long dense and causal runs): group i is items [group_start[i], group_start[i + 1]).
   std::vector<int64_t> group_start;
   int64_t group_tiles = 1;         // items per group, at most
   int64_t group_chunk_blocks = 1;  // key blocks per chunk
+  // A plan's token order (patterns that permute tokens; K and V come already in kernel order):
+  // query slot p of the mask is row q_order[p] of Q, the output and the LSE, read and written in
+  // place instead of through copies (-1: a padding slot, zero Q, output dropped). Null: slot p is
+  // row p.
+  const int32_t* q_order = nullptr;
+  int64_t nq = 0;  // query slots: the mask's rows with a q_order, else the inputs'
+
+  // Row of Q and O behind query slot p; -1 for padding.
+  int64_t q_row(int64_t p) const { return q_order ? q_order[p] : p; }
 };
 
 // At most this many rows (heads x tokens) per tile: Q^T, S^T and the O accumulator stay in L2.
@@ -42,7 +51,8 @@ inline const void* RowPointer(const TensorView& t, int64_t b, int64_t h, int64_t
   return static_cast<const char*>(t.data) + t.offset(b, h, s, 0) * dtype_size(t.dtype);
 }
 
-TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask);
+TilePlan make_tile_plan(const AttentionArgs& args, const BlockMask* mask,
+                        const std::vector<int32_t>* q_order = nullptr);
 // Runs every item on the best SIMD target of this CPU (Highway dynamic dispatch).
 void run_tile_plan(const TilePlan& plan);
 // Name of the SIMD target the kernels dispatch to ("AVX2", "AVX3", "NEON", ...).
