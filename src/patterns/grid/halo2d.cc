@@ -14,8 +14,9 @@
 // Grids whose sides are not multiples of `block` (timm asserts divisibility) are allowed: the last
 // block of a row or column is clipped and keeps the halo rule relative to its nominal start.
 // height / width default to 0 = derived from N (square grid, or N / the other side).
-// The plan tiles tokens into 8 x 8 boxes (tiling.h): with block 8 a query box is exactly one
-// HaloNet block, whose 3 x 3 neighbour boxes are its only key blocks (centre FULL, ring PARTIAL).
+// The plan tiles tokens into 8 x 8 query boxes over 4 x 4 key boxes (tiling.h): with block 8 a
+// query box is exactly one HaloNet block, whose 14 x 14 keys touch 4 x 4 key boxes (the 2 x 2
+// inside the block FULL, the ring PARTIAL): 1.29x the pairs, against 2.85x with 8 x 8 key boxes.
 // Bidirectional, as in the paper.
 #include "patterns/grid/grid_pattern.h"
 #include "patterns/grid/grid_patterns.h"

@@ -8,8 +8,10 @@
 // the pair: kernel keys per axis in non-causal mode, the window shifted inward at the borders;
 // with dilation D an axis splits into D interleaved groups. The neighbourhood is the AND of the
 // axis rules, so causal_d=1 gives causal-in-time, non-causal-in-space attention. The plan puts
-// tokens into boxes of 64 (1-D), 8 x 8 (2-D) or 4 x 4 x 4 (3-D) per dilation group (tiling.h), so
-// a 13 x 13 neighbourhood touches 3 x 3 or 3 x 4 key boxes per query box.
+// tokens into query boxes of 32 or 64 tokens and key boxes inside them, per dilation group, with
+// the shapes that visit the fewest tiles for this grid and kernel (tiling.h): on 128 x 128 with
+// kernel 13, 8 x 8 boxes, a 13 x 13 neighbourhood touching 3 x 3 or 3 x 4 key boxes; on
+// 16 x 32 x 32 with kernel 13, 16 x 2 x 2 boxes (1.43x the pairs, against 2.36x for 4 x 4 x 4).
 //
 // Spec and defaults: natten2d:height=0,width=0,kernel=7,dilation=1,causal=0 (+ kernel_h/_w,
 // dilation_h/_w, causal_h/_w; 3-D: depth/height/width and _d/_h/_w). kernel 7 is NAT/DiNAT's

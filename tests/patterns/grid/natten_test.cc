@@ -467,5 +467,31 @@ TEST(NattenRun, HalfPrecisionInputs) {
   }
 }
 
+// Score modifiers through a token order: each row's temperature (Selective Attention's position
+// rule at its original index) and gate follow its token, head modes hold, and the output and LSE
+// land at the token's own row, as in the float64 reference over the same neighbourhood.
+TEST(NattenRun, ScoreModifiersFollowTheTokens) {
+  const std::string spec = "natten2d:height=7,width=9,kernel=3,kernel_h=5,dilation_w=2";
+  const PairRule rule = naive_grid({{7, 5, 1, false}, {9, 3, 2, false}});
+  ASSERT_FALSE(make_pattern(spec)->plan(grid_inputs(63)).token_order.empty());
+  Problem p;
+  p.heads_q = 3, p.heads_kv = 1, p.nq = p.nk = 63, p.dim = 32, p.dim_v = 16;
+  Inputs in = make_inputs(p);
+  Tensor gate({1, 3, 63}, DType::kF32), row_scale({1, 3, 63}, DType::kF32);
+  for (int64_t x = 0; x < gate.numel(); ++x) {
+    gate.f32()[x] = 0.25f * float(x % 7) - 0.5f;
+    row_scale.f32()[x] = 0.5f + 0.01f * float(x % 13);
+  }
+  const std::vector<HeadMode> modes = {HeadMode::kNormal, HeadMode::kUniform, HeadMode::kZero};
+  AttentionArgs a = in.args();
+  a.position_scale = 0.2f, a.first_position = 40;
+  a.row_scale = row_scale.rows_view(), a.output_gate = gate.rows_view(), a.head_modes = modes.data();
+  make_pattern(spec)->run(a);
+  AttentionArgs r = a;
+  r.out = in.ref_out.view(), r.lse = in.ref_lse.rows_view();
+  attention_reference(r, [&](int64_t, int64_t, int64_t i, int64_t j) { return rule(i, j); });
+  expect_matches_reference(a, r, spec + " with score modifiers");
+}
+
 }  // namespace
 }  // namespace attnkit::testing
