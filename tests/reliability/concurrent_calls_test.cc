@@ -60,7 +60,8 @@ std::vector<Job> jobs() {
   });
   // Pattern objects shared by every thread (plan() and run() are const).
   for (const std::string spec :
-       {"window:size=64", "natten1d:kernel=33", "hip:k=64,block_q=16,sink=4,window=16",
+       {"window:size=64", "natten1d:kernel=33", "natten2d:height=16,width=24,kernel=5",
+        "hip:k=64,block_q=16,sink=4,window=16",
         "infllm_v2:dense_len=0,block=16,init=1,local=1,topk=4,kernel=16,stride=8,lse_kernel=32,"
         "lse_stride=16",
         "routing:clusters=3,window=128", "hyper:min_seq=64,block=16,samples=32",
