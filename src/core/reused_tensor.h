@@ -1,10 +1,11 @@
 // Large temporaries that one thread reuses from call to call.
 //
 // A fresh allocation of tens of MB is page-faulted in, and zeroed by the OS, on every call: for a
-// grid pattern at N = 16384 (4 heads, d = 64) the four token-order copies of Q, K, V and O cost a
-// fifth of the attention that way. A ReusedTensor takes the calling thread's buffer `slot` and
-// hands it back when it goes out of scope; buffers over kKeptBytes are freed instead, so a thread
-// never holds more than kSlots * kKeptBytes between calls.
+// grid pattern at N = 16384 (4 heads, d = 64) the token-order copies (then Q, K, V and O; now K
+// and V in the forward, six inputs in the backward) cost a fifth of the attention that way. A
+// ReusedTensor takes the calling thread's buffer `slot` and hands it back when it goes out of
+// scope; buffers over kKeptBytes are freed instead, so a thread never holds more than
+// kSlots * kKeptBytes between calls.
 #pragma once
 
 #include "attnkit/tensor.h"

@@ -12,6 +12,8 @@
 // When a head's K/V outgrow L2 (long dense and causal runs), several tiles of one head group
 // walk their lists in lockstep, one chunk of key blocks at a time (TilePlan::group_start): each
 // chunk comes from L3 or DRAM once for the group instead of once per tile.
+// Plans with a token order (grid patterns) pass it as TilePlan::q_order: tiles read their query
+// rows and write O and the LSE at the tokens' own rows, while K and V come in kernel order.
 // Dropout (args.dropout > 0) multiplies P by the keep factors Zt [Bc][M] after the row sums are
 // taken, so l and the LSE are those of the undropped softmax.
 // Sparse PARTIAL blocks (at most 3/4 of their keys seen by any row of the tile, as when a
