@@ -85,9 +85,9 @@ struct CacheLineAllocator {
   template <typename U>
   CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: rebinding, as allocators do
   T* allocate(size_t n) {
-    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
   }
-  void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
   // Default-initialises, so resize() leaves bytes as they are; whoever needs zeros writes them.
   template <typename U>
   void construct(U* p) noexcept {
@@ -104,12 +104,8 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(std::vector<int64_t> shape, DType dtype);  // zero-filled
-  // Not filled: for buffers whose every element the caller writes (saves a pass over memory
-  // and, for large ones, the page faults happen in the caller's parallel loop).
-  struct Uninitialized {};
-  Tensor(std::vector<int64_t> shape, DType dtype, Uninitialized);
-  // Gives the tensor a new shape and dtype, contents undefined, reusing its memory when it is
-  // large enough.
+  // Gives the tensor a new shape and dtype, contents undefined (for buffers whose every element
+  // the caller writes), reusing its memory when it is large enough.
   void reshape_uninitialized(std::vector<int64_t> shape, DType dtype);
   size_t capacity() const { return storage_.capacity(); }
 

@@ -131,6 +131,19 @@ void validate_f32_query(const AttentionArgs& args) {
   validate(same);
 }
 
+void check_mask_fits(const AttentionArgs& args, const BlockMask& mask, int64_t nq, int64_t nk) {
+  mask.validate();
+  check(mask.nq == nq && mask.nk == nk, "block_mask",
+        "is for nq=" + std::to_string(mask.nq) + ", nk=" + std::to_string(mask.nk) +
+            " but the inputs have nq=" + std::to_string(nq) + ", nk=" + std::to_string(nk));
+  check(mask.batch == 1 || mask.batch == args.q.shape[0], "block_mask",
+        "batch must be 1 or " + std::to_string(args.q.shape[0]) + ", got " +
+            std::to_string(mask.batch));
+  check(mask.heads == 1 || mask.heads == args.q.shape[1], "block_mask",
+        "heads must be 1 or " + std::to_string(args.q.shape[1]) + ", got " +
+            std::to_string(mask.heads));
+}
+
 void validate_column_sums(const AttentionArgs& args, const MutableTensorView& col_sums) {
   validate_f32_query(args);
   check(!args.lse.empty(), "lse", "column sums need the forward's LSE");

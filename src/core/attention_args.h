@@ -2,6 +2,7 @@
 #pragma once
 
 #include "attnkit/attention.h"
+#include "attnkit/block_mask.h"
 
 namespace attnkit {
 
@@ -17,6 +18,9 @@ void validate(const BackwardArgs& args);
 // validate_f32_query(args), the LSE present, and col_sums an f32 [B, Hq or Hkv, Nk, 1]: the checks
 // of attention_column_sums and its reference; throws Error naming "lse" or "col_sums".
 void validate_column_sums(const AttentionArgs& args, const MutableTensorView& col_sums);
+// The mask must be for these inputs: valid, nq x nk (the inputs' lengths, or the slots of a
+// plan's token order), batch and heads 1 or the inputs'. Throws Error("block_mask", ...).
+void check_mask_fits(const AttentionArgs& args, const BlockMask& mask, int64_t nq, int64_t nk);
 // args.scale, or 1/sqrt(D) when it is 0.
 float effective_scale(const AttentionArgs& args);
 float effective_scale(float scale, int64_t dim);

@@ -177,10 +177,6 @@ Tensor::Tensor(std::vector<int64_t> shape, DType dtype) {
   if (!storage_.empty()) std::memset(storage_.data(), 0, storage_.size());
 }
 
-Tensor::Tensor(std::vector<int64_t> shape, DType dtype, Uninitialized) {
-  reshape_uninitialized(std::move(shape), dtype);
-}
-
 void Tensor::reshape_uninitialized(std::vector<int64_t> shape, DType dtype) {
   check(!shape.empty() && shape.size() <= 4, "shape", shape_string(shape) + " must have rank 1..4");
   // Overflow-safe byte count: each factor is checked before it is multiplied in.

@@ -347,6 +347,20 @@ struct PermutedModifiers {
   }
 };
 
+// A plan with a token order fits these inputs: its mask is over the order's slots, its tokens
+// are the inputs' (the order indexes their rows), and its batch / heads fit.
+void check_token_order_fits(const std::string& name, const Plan& plan, const AttentionArgs& args) {
+  const int64_t slots = static_cast<int64_t>(plan.token_order.size());
+  check(plan.mask.nq == slots && plan.mask.nk == slots, "pattern",
+        "'" + name + "' planned a mask of " + std::to_string(plan.mask.nq) +
+            " rows for a token order of " + std::to_string(slots));
+  check(plan.nq() == args.q.shape[2] && plan.nk() == args.k.shape[2], "pattern",
+        "'" + name + "' was planned for " + std::to_string(plan.nq()) +
+            " tokens, the inputs have nq=" + std::to_string(args.q.shape[2]) +
+            ", nk=" + std::to_string(args.k.shape[2]));
+  check_mask_fits(args, plan.mask, slots, slots);
+}
+
 }  // namespace
 
 void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
@@ -361,11 +375,7 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
   // Dropout, if set, is drawn at kernel-order positions: the backward (also in kernel order)
   // redraws the same mask.
   const auto& order = plan.token_order;
-  const int64_t slots = static_cast<int64_t>(order.size());
-  check(plan.mask.nq == slots && plan.mask.nk == slots, "pattern",
-        "'" + name() + "' planned a mask of " + std::to_string(plan.mask.nq) +
-            " rows for a token order of " + std::to_string(slots));
-  plan.mask.validate();
+  check_token_order_fits(name(), plan, args);
   AttentionArgs kernel = args;
   kernel.causal = false;
   PermutedModifiers modifiers;
@@ -411,9 +421,7 @@ void Pattern::execute_backward(const BackwardArgs& args, const Plan& plan) const
   const auto& order = plan.token_order;
   const AttentionArgs& f = args.forward;
   const int64_t slots = static_cast<int64_t>(order.size());
-  check(plan.mask.nq == slots && plan.mask.nk == slots, "pattern",
-        "'" + name() + "' planned a mask of " + std::to_string(plan.mask.nq) +
-            " rows for a token order of " + std::to_string(slots));
+  check_token_order_fits(name(), plan, f);
   // The copies reuse this thread's buffers from the last call (reused_tensor.h).
   ReusedTensor q(0), k(1), v(2), dout(3), out(4), lse(5), dlse(6);
   cpu::permute_tokens(f.q, order, f.threads, &*q);

@@ -27,24 +27,9 @@ void attention(const AttentionArgs& args) {
   cpu::run_tile_plan(plan);
 }
 
-// The mask must be for these inputs: its sizes, and batch / heads either broadcast or equal.
-static void check_mask_fits(const AttentionArgs& args, const BlockMask& mask) {
-  mask.validate();
-  check(mask.nq == args.q.shape[2] && mask.nk == args.k.shape[2], "block_mask",
-        "is for nq=" + std::to_string(mask.nq) + ", nk=" + std::to_string(mask.nk) +
-            " but the inputs have nq=" + std::to_string(args.q.shape[2]) +
-            ", nk=" + std::to_string(args.k.shape[2]));
-  check(mask.batch == 1 || mask.batch == args.q.shape[0], "block_mask",
-        "batch must be 1 or " + std::to_string(args.q.shape[0]) + ", got " +
-            std::to_string(mask.batch));
-  check(mask.heads == 1 || mask.heads == args.q.shape[1], "block_mask",
-        "heads must be 1 or " + std::to_string(args.q.shape[1]) + ", got " +
-            std::to_string(mask.heads));
-}
-
 void attention(const AttentionArgs& args, const BlockMask& mask) {
   validate_f32_query(args);
-  check_mask_fits(args, mask);
+  check_mask_fits(args, mask, args.q.shape[2], args.k.shape[2]);
   if (decode_can_walk(args, mask)) return attention_decode(args, mask);
   validate(args);
   const cpu::TilePlan plan = cpu::make_tile_plan(args, &mask);
@@ -59,7 +44,7 @@ void attention_backward(const BackwardArgs& args) {
 
 void attention_backward(const BackwardArgs& args, const BlockMask& mask) {
   validate(args);
-  check_mask_fits(args.forward, mask);
+  check_mask_fits(args.forward, mask, args.forward.q.shape[2], args.forward.k.shape[2]);
   const cpu::BackwardPlan plan = cpu::make_backward_plan(args, &mask);
   cpu::run_backward_plan(plan);
 }

@@ -67,12 +67,6 @@ std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits)
   return perm;
 }
 
-Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads) {
-  Tensor dst;
-  permute_tokens(x, order, threads, &dst);
-  return dst;
-}
-
 void permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads,
                     Tensor* dst) {
   const int64_t batch = x.shape[0], heads = x.shape[1], dim = x.shape[3];

@@ -30,10 +30,9 @@ void gather_rows(const TensorView& x, int64_t b, int64_t h, const int32_t* index
 // Stable argsort of unsigned keys (counting sort on `bits`-bit keys): perm[r] = the index of the
 // r-th smallest key, equal keys keep their original order. keys[i] < 2^bits, bits <= 16.
 std::vector<int32_t> stable_argsort(const std::vector<uint32_t>& keys, int bits);
-// Rows of x [B, H, N, D] (any dtype and strides) in kernel order: a new contiguous tensor
-// [B, H, order.size(), D] of the same dtype with row p = x[:, :, order[p], :] (zero for -1).
-Tensor permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads);
-// The same into *dst (reshaped, its memory reused).
+// Rows of x [B, H, N, D] (any dtype and strides) in kernel order: *dst becomes the contiguous
+// [B, H, order.size(), D] of the same dtype (its memory reused) with row p = x[:, :,
+// order[p], :] (zero for -1).
 void permute_tokens(const TensorView& x, const std::vector<int32_t>& order, int threads,
                     Tensor* dst);
 // The inverse for results: out[b, h, order[p], :] = permuted_out[b, h, p, :] and the same for the

@@ -67,9 +67,9 @@ struct Scratch {
   int64_t dv_pad = 0;
   std::vector<TileState> tiles;
   hwy::AlignedFreeUniquePtr<float[]> st, k, v, zt;
-  int64_t pairs = 0;             // attended pairs, when the caller asks for them
-  std::vector<uint8_t> allow;    // [heads][tokens][keys] from the predicate
-  std::vector<uint8_t> allow_t;  // one head's bytes transposed: [keys][tokens]
+  int64_t pairs = 0;                    // attended pairs, when the caller asks for them
+  std::vector<uint8_t> allow;           // [heads][tokens][keys] from the predicate
+  std::vector<uint8_t> allow_t;         // one head's bytes transposed: [keys][tokens]
   // The packed block of gathered keys: K [kv_block][dim], V [kv_block][dv_pad] as f32 and the
   // tile rows' allow bytes [kv_block][m_pad]; `gathered` keys so far.
   hwy::AlignedFreeUniquePtr<float[]> gk, gv;
@@ -293,8 +293,8 @@ bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list
     // with vector selects.
     for (int64_t hh = 0; hh < item.nh; ++hh) {
       if (hh == 0 || !once)
-        TransposeBytes(s.allow.data() + hh * item.nt * keys, item.nt, keys, keys, s.allow_t.data(),
-                       item.nt);
+        TransposeBytes(s.allow.data() + hh * item.nt * keys, item.nt, keys, keys,
+                       s.allow_t.data(), item.nt);
       MaskFromBytes(s.st.get(), m_pad, keys, hh * item.nt, item.nt, s.allow_t.data(), item.nt);
     }
   }

@@ -425,6 +425,23 @@ TEST(NattenTiling, VisitedDensity128Kernel13) {
   EXPECT_LT(visited(plan3), 8.0 * density(plan3));
 }
 
+// A plan held by the caller must be for the inputs it runs on: its token order indexes their rows.
+TEST(NattenErrors, HeldPlanForOtherTokens) {
+  const std::unique_ptr<Pattern> pattern = make_pattern("natten2d:kernel=3,dilation=2");
+  const Plan plan = pattern->plan(grid_inputs(64));  // 8 x 8, four dilation groups
+  ASSERT_FALSE(plan.token_order.empty());
+  Problem p;
+  p.nq = p.nk = 49, p.dim = 16, p.dim_v = 16;  // 7 x 7
+  Inputs in = make_inputs(p);
+  try {
+    pattern->forward(in.args(), plan);
+    ADD_FAILURE() << "a plan for 64 tokens must not run on 49";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), "pattern");
+    EXPECT_NE(std::string(e.what()).find("64 tokens"), std::string::npos) << e.what();
+  }
+}
+
 TEST(NattenErrors, NamePatternAndSizes) {
   for (const char* spec : {"natten2d:height=7,width=9", "natten2d:height=7", "natten1d:kernel=65",
                            "natten3d:depth=3,height=3", "natten2d:kernel=9",
