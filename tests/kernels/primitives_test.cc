@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attnkit/tensor.h"
@@ -25,6 +26,12 @@ std::vector<float> random_matrix(int64_t rows, int64_t cols, uint32_t seed, floa
   std::vector<float> data(rows * cols);
   for (float& x : data) x = normal(rng);
   return data;
+}
+
+// x with every element rounded to bf16: what kBf16 scoring passes must compute with.
+std::vector<float> rounded_to_bf16(std::vector<float> x) {
+  for (float& v : x) v = cpu::round_to_bf16(v);
+  return x;
 }
 
 // Relative tolerance of an f32 accumulation of `terms` products next to a double reference.
@@ -88,6 +95,74 @@ TEST_P(Primitives, ScoreTileMatchesDot) {
   }
 }
 
+TEST(Bf16Rounding, IsNearestEvenAndPairsLowFirst) {
+  const float ulp = std::ldexp(1.0f, -7);  // bf16 spacing in [1, 2)
+  EXPECT_EQ(cpu::round_to_bf16(1.0f), 1.0f);
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 0.5f * ulp), 1.0f);              // tie: to the even 1
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 1.5f * ulp), 1.0f + 2.0f * ulp);  // tie: to the even 1+2u
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 0.5f * ulp + std::ldexp(1.0f, -20)), 1.0f + ulp);
+  EXPECT_EQ(cpu::round_to_bf16(-1.0f - 0.4f * ulp), -1.0f);
+  EXPECT_EQ(cpu::round_to_bf16(0.0f), 0.0f);
+  EXPECT_EQ(cpu::bf16_pair(1.0f, -2.0f), 0xC0003F80u);  // bf16 1 = 0x3F80, -2 = 0xC000
+}
+
+TEST_P(Primitives, PackBf16PairsMatchesScalar) {
+  for (int64_t n : {1, 15, 16, 17, 100}) {
+    for (int64_t dim : {1, 2, 5, 64}) {
+      const int64_t ldx = n + 2, ldo = n + 1, pairs = (dim + 1) / 2;
+      const auto xt = random_matrix(dim, ldx, 5 + n + dim, 3.0f);
+      std::vector<uint32_t> out(pairs * ldo, 7u);
+      cpu::pack_bf16_pairs(xt.data(), dim, n, ldx, out.data(), ldo);
+      for (int64_t p = 0; p < pairs; ++p) {
+        for (int64_t j = 0; j < n; ++j) {
+          const float hi = 2 * p + 1 < dim ? xt[(2 * p + 1) * ldx + j] : 0.0f;
+          ASSERT_EQ(out[p * ldo + j], cpu::bf16_pair(xt[2 * p * ldx + j], hi))
+              << "n=" << n << " dim=" << dim << " pair " << p << " column " << j;
+        }
+        ASSERT_EQ(out[p * ldo + n], 7u) << "overrun";
+      }
+    }
+  }
+}
+
+TEST_P(Primitives, ScoreTileBf16MatchesDotOfRoundedInputs) {
+  // Which back end runs: vdpbf16ps only while dispatch is on AVX-512 and the CPU has it.
+  if (GetParam() != 0 && (GetParam() & (HWY_AVX3 | HWY_AVX3_DL)) == 0) {
+    EXPECT_FALSE(cpu::native_bf16_dot()) << "a narrowed target must take the portable path";
+  }
+  for (int64_t rows : {1, 2, 3, 7, 8, 9, 33}) {
+    for (int64_t cols : {1, 15, 16, 17, 31, 32, 33, 65, 257}) {
+      for (int64_t dim : {1, 2, 63, 64, 130}) {
+        const int64_t pairs = (dim + 1) / 2, ldq = rows + 1, ldk = cols + 3, lds = cols + 1;
+        const auto q = random_matrix(rows, dim, 11 + dim), k = random_matrix(cols, dim, 12 + dim);
+        std::vector<float> qt(dim * ldq), kt(dim * ldk), s(rows * lds, 0.0f);
+        cpu::transpose_keys(q.data(), rows, dim, dim, qt.data(), ldq);
+        cpu::transpose_keys(k.data(), cols, dim, dim, kt.data(), ldk);
+        std::vector<uint32_t> qp(pairs * ldq), kp(pairs * ldk);
+        cpu::pack_bf16_pairs(qt.data(), dim, rows, ldq, qp.data(), ldq);
+        cpu::pack_bf16_pairs(kt.data(), dim, cols, ldk, kp.data(), ldk);
+        cpu::score_tile_bf16(qp.data(), ldq, rows, kp.data(), ldk, cols, pairs, 0.5f, s.data(),
+                             lds);
+        for (int64_t i = 0; i < rows; ++i) {
+          for (int64_t j = 0; j < cols; ++j) {
+            // Products of bf16 values are exact in f32 and double: only the f32 sum rounds.
+            double dot = 0.0, magnitude = 0.0;
+            for (int64_t c = 0; c < dim; ++c) {
+              const double term = double(cpu::round_to_bf16(q[i * dim + c])) *
+                                  cpu::round_to_bf16(k[j * dim + c]);
+              dot += term, magnitude += std::abs(term);
+            }
+            ASSERT_NEAR(s[i * lds + j], 0.5 * dot, tol(dim) * (1 + magnitude))
+                << "rows=" << rows << " cols=" << cols << " dim=" << dim << " at " << i << ","
+                << j;
+          }
+          ASSERT_EQ(s[i * lds + cols], 0.0f) << "overrun";
+        }
+      }
+    }
+  }
+}
+
 TEST_P(Primitives, ExpShiftAddAndSumMatchScalar) {
   for (int64_t n : {1, 7, 15, 16, 17, 63, 65, 1000}) {
     auto s = random_matrix(1, n, 21 + n, 3.0f);
@@ -118,18 +193,26 @@ TEST_P(Primitives, LsePassMatchesReference) {
       const auto q = random_matrix(nq, dim, nq), k = random_matrix(nk, dim, nk + 100, 0.5f);
       std::vector<int64_t> limit(nq);
       for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 37) % (nk + 1);  // includes 0 and nk
-      for (bool causal : {false, true}) {
-        std::vector<float> fast(nq), slow(nq);
-        const int64_t* lim = causal ? limit.data() : nullptr;
-        cpu::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data());
-        ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, slow.data());
-        for (int64_t i = 0; i < nq; ++i) {
-          if (std::isinf(slow[i])) {
-            ASSERT_TRUE(std::isinf(fast[i]) && fast[i] < 0) << "row " << i;
-            continue;
+      for (auto precision : {cpu::ScorePrecision::kF32, cpu::ScorePrecision::kBf16}) {
+        // kBf16 must give the exact LSE of the bf16-rounded inputs.
+        const bool bf16 = precision == cpu::ScorePrecision::kBf16;
+        const auto q_ref = bf16 ? rounded_to_bf16(q) : q, k_ref = bf16 ? rounded_to_bf16(k) : k;
+        for (bool causal : {false, true}) {
+          std::vector<float> fast(nq), slow(nq);
+          const int64_t* lim = causal ? limit.data() : nullptr;
+          cpu::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data(),
+                        precision);
+          ref::lse_pass(q_ref.data(), nq, dim, k_ref.data(), nk, dim, dim, 0.125f, lim,
+                        slow.data());
+          for (int64_t i = 0; i < nq; ++i) {
+            if (std::isinf(slow[i])) {
+              ASSERT_TRUE(std::isinf(fast[i]) && fast[i] < 0) << "row " << i;
+              continue;
+            }
+            ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::abs(slow[i])))
+                << "nq=" << nq << " nk=" << nk << " causal=" << causal << " bf16=" << bf16
+                << " row " << i;
           }
-          ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::abs(slow[i])))
-              << "nq=" << nq << " nk=" << nk << " causal=" << causal << " row " << i;
         }
       }
     }
@@ -140,9 +223,13 @@ TEST_P(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
   const int64_t dim = 32;
   for (int64_t nq : {1, 7, 65, 130}) {
     for (int64_t nk : {1, 63, 257, 600}) {
-      for (auto [row_group, col_group] :
-           {std::pair<int64_t, int64_t>{1, 1}, {64, 1}, {64, 64}, {7, 5}}) {
-        const auto k = random_matrix(nk, dim, 3);
+      for (auto [row_group, col_group, precision] :
+           {std::tuple{1, 1, cpu::ScorePrecision::kF32}, {64, 1, cpu::ScorePrecision::kF32},
+            {64, 64, cpu::ScorePrecision::kF32}, {7, 5, cpu::ScorePrecision::kF32},
+            {1, 1, cpu::ScorePrecision::kBf16}, {64, 1, cpu::ScorePrecision::kBf16}}) {
+        // kBf16 must give the probabilities of the bf16-rounded inputs (given the same LSE).
+        const bool bf16 = precision == cpu::ScorePrecision::kBf16;
+        const auto k = random_matrix(nk, dim, 3), k_ref = bf16 ? rounded_to_bf16(k) : k;
         std::vector<int64_t> limit(nq);
         for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 13) % (nk + 1);
         const int64_t out_rows = (nq + row_group - 1) / row_group;
@@ -151,18 +238,19 @@ TEST_P(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
         std::vector<float> row_mass(nq, 0.0f);
         // Two heads accumulate into the same output, as a GQA group does.
         for (uint32_t head = 0; head < 2; ++head) {
-          const auto q = random_matrix(nq, dim, 50 + head);
+          const auto q = random_matrix(nq, dim, 50 + head), q_ref = bf16 ? rounded_to_bf16(q) : q;
           std::vector<float> lse(nq);
-          ref::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.2f, limit.data(), lse.data());
+          ref::lse_pass(q_ref.data(), nq, dim, k_ref.data(), nk, dim, dim, 0.2f, limit.data(),
+                        lse.data());
           cpu::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
-                           limit.data(), row_group, col_group, fast.data());
-          ref::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
+                           limit.data(), row_group, col_group, fast.data(), precision);
+          ref::prob_reduce(q_ref.data(), nq, dim, lse.data(), k_ref.data(), nk, dim, dim, 0.2f,
                            limit.data(), row_group, col_group, slow.data());
         }
         for (int64_t e = 0; e < out_rows * out_cols; ++e)
           ASSERT_NEAR(fast[e], slow[e], 1e-4f * (1 + slow[e]))
               << "nq=" << nq << " nk=" << nk << " groups " << row_group << "x" << col_group
-              << " entry " << e;
+              << " bf16=" << bf16 << " entry " << e;
         // Each row with a visible key contributes mass 1 per head.
         double total = 0.0, expect = 0.0;
         for (float x : fast) total += x;

@@ -13,11 +13,12 @@
 namespace attnkit::cpu {
 
 void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
-              int64_t dim, float scale, const int64_t* limit, float* lse) {
+              int64_t dim, float scale, const int64_t* limit, float* lse,
+              ScorePrecision precision) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   std::vector<float> row_max_so_far(nq, neg_inf), row_sum(nq, 0.0f);
   walk_scores(
-      q, nq, ldq, keys, nk, ldk, dim, scale, limit, [](int64_t) { return false; },
+      q, nq, ldq, keys, nk, ldk, dim, scale, limit, precision, [](int64_t) { return false; },
       [&](int64_t i0, int64_t rows, int64_t, float* s, int64_t lds, const int64_t* seen) {
         lse_absorb_rows(s, lds, rows, seen, &row_max_so_far[i0], &row_sum[i0]);
       });

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "attnkit/tensor.h"
@@ -78,22 +79,60 @@ void exp_shift_add_rows(const float* s, int64_t lds, int64_t rows, const int64_t
 void lse_absorb_rows(const float* s, int64_t lds, int64_t rows, const int64_t* seen, float* max,
                      float* sum);
 
+// --- bf16 score tiles (score_tile_bf16.cc) ---
+
+// Precision of a scoring pass's products: f32, or operands rounded to bf16 and products summed
+// in f32 (twice the rate on CPUs with AVX512-BF16; InfLLM-V2's official kernels score in bf16).
+enum class ScorePrecision { kF32, kBf16 };
+
+// x rounded to the nearest bf16 (ties to even), returned as the f32 of equal value. Finite x.
+inline float round_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&x, &u, sizeof u);
+  return x;
+}
+// Two values as one packed bf16 pair: lo's bf16 in the low half, hi's in the high half.
+inline uint32_t bf16_pair(float lo, float hi) {
+  uint32_t l, h;
+  const float rl = round_to_bf16(lo), rh = round_to_bf16(hi);
+  std::memcpy(&l, &rl, sizeof l);
+  std::memcpy(&h, &rh, sizeof h);
+  return (l >> 16) | h;
+}
+// Whether score_tile_bf16 runs on vdpbf16ps here (else on f32 FMAs, same products).
+bool native_bf16_dot();
+// Rows of a transposed matrix xt [dim][ldx] paired up: out[p * ldo + j] =
+// bf16_pair(xt[2p][j], xt[2p + 1][j]) for p < ceil(dim / 2), j < n (the high half 0 past dim).
+void pack_bf16_pairs(const float* xt, int64_t dim, int64_t n, int64_t ldx, uint32_t* out,
+                     int64_t ldo);
+// s[i * lds + j] = scale * sum_{p < pairs} (lo(q) lo(k) + hi(q) hi(k)) with q = qp[p * ldq + i]
+// and k = kp[p * ldk + j], i < rows, j < cols: both operands from pack_bf16_pairs (queries
+// transposed the same way as keys), products summed in f32.
+void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp,
+                     int64_t ldk, int64_t cols, int64_t pairs, float scale, float* s, int64_t lds);
+
 // --- LSE-only pass (lse_pass.cc) ---
 
 // lse[i] = log sum_{j < limit[i]} exp(scale * q_i . k_j) (natural log; -inf when limit[i] = 0).
-// limit == nullptr means every row sees all nk keys. No output O is computed.
+// limit == nullptr means every row sees all nk keys. No output O is computed. With kBf16 the
+// scores are those of q and keys rounded to bf16.
 void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
-              int64_t dim, float scale, const int64_t* limit, float* lse);
+              int64_t dim, float scale, const int64_t* limit, float* lse,
+              ScorePrecision precision = ScorePrecision::kF32);
 
 // --- Normalised-probability reduction (prob_reduce.cc) ---
 
 // out[(i / row_group) * out_cols + j / col_group] += exp(scale * q_i . k_j - lse[i])
 // for i < nq, j < limit[i] (all nk when limit is null), out_cols = ceil(nk / col_group).
 // Accumulates, so calling it once per query head of a GQA group gives the group sum.
-// Rows with lse = -inf contribute nothing.
+// Rows with lse = -inf contribute nothing. With kBf16 the scores are those of q and keys rounded
+// to bf16.
 void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
                  int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
-                 int64_t row_group, int64_t col_group, float* out);
+                 int64_t row_group, int64_t col_group, float* out,
+                 ScorePrecision precision = ScorePrecision::kF32);
 
 // --- Top-k (topk.cc) ---
 

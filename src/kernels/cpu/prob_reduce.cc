@@ -15,10 +15,10 @@ namespace attnkit::cpu {
 
 void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
                  int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
-                 int64_t row_group, int64_t col_group, float* out) {
+                 int64_t row_group, int64_t col_group, float* out, ScorePrecision precision) {
   const int64_t out_cols = (nk + col_group - 1) / col_group;
   walk_scores(
-      q, nq, ldq, keys, nk, ldk, dim, scale, limit,
+      q, nq, ldq, keys, nk, ldk, dim, scale, limit, precision,
       [lse](int64_t i) { return std::isinf(lse[i]); },  // rows that see nothing add nothing
       [&](int64_t i0, int64_t rows, int64_t j0, float* s, int64_t lds, const int64_t* seen) {
         if (col_group == 1 && i0 / row_group == (i0 + rows - 1) / row_group) {

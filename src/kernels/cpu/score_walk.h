@@ -3,13 +3,15 @@
 // in chunks of kWalkChunk keys (transposed once per chunk, reused by every row tile) and tiles of
 // kWalkRows query rows, handed over a tile at a time: visit(i0, rows, j0, s, lds, seen) with
 // s[r * lds + j] the score of row i0 + r and key j0 + j, valid for j < seen[r]. Rows with
-// skip(i) get seen = 0 and do not widen the tile. visit may overwrite s.
+// skip(i) get seen = 0 and do not widen the tile. visit may overwrite s. With kBf16 the
+// queries (once) and each key chunk are rounded to bf16 and packed in pairs (score_tile_bf16).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/planner_ops.h"
 
 namespace attnkit::cpu {
@@ -20,9 +22,19 @@ inline constexpr int64_t kWalkPanel = 32;   // columns of one score panel (2 AVX
 
 template <class Skip, class Visit>
 void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk,
-                 int64_t ldk, int64_t dim, float scale, const int64_t* limit, Skip&& skip,
-                 Visit&& visit) {
+                 int64_t ldk, int64_t dim, float scale, const int64_t* limit,
+                 ScorePrecision precision, Skip&& skip, Visit&& visit) {
   std::vector<float> kt(dim * kWalkChunk, 0.0f), scores(kWalkRows * kWalkChunk);
+  const bool bf16 = precision == ScorePrecision::kBf16;
+  const int64_t pairs = (dim + 1) / 2;
+  std::vector<uint32_t> qp, kp;  // bf16 pairs: queries [pairs][nq], the key chunk [pairs][chunk]
+  if (bf16) {
+    std::vector<float> qt(dim * nq);
+    transpose(q, nq, dim, ldq, qt.data(), nq);
+    qp.resize(pairs * nq);
+    pack_bf16_pairs(qt.data(), dim, nq, nq, qp.data(), nq);
+    kp.assign(pairs * kWalkChunk, 0);
+  }
   int64_t seen[kWalkRows];
   for (int64_t j0 = 0; j0 < nk; j0 += kWalkChunk) {
     const int64_t cols = std::min(kWalkChunk, nk - j0);
@@ -39,14 +51,19 @@ void walk_scores(const float* q, int64_t nq, int64_t ldq, const float* keys, int
       if (tile_cols == 0) continue;
       if (!transposed) {
         transpose_keys(keys + j0 * ldk, cols, dim, ldk, kt.data(), kWalkChunk);
+        if (bf16) pack_bf16_pairs(kt.data(), dim, cols, kWalkChunk, kp.data(), kWalkChunk);
         transposed = true;
       }
       // Whole 32-column panels (stale but finite columns past tile_cols are computed and
       // ignored): the masked tail path is several times slower per column.
       const int64_t padded =
           std::min(kWalkChunk, (tile_cols + kWalkPanel - 1) / kWalkPanel * kWalkPanel);
-      score_tile(q + i0 * ldq, ldq, rows, kt.data(), kWalkChunk, padded, dim, scale, scores.data(),
-                 kWalkChunk);
+      if (bf16)
+        score_tile_bf16(qp.data() + i0, nq, rows, kp.data(), kWalkChunk, padded, pairs, scale,
+                        scores.data(), kWalkChunk);
+      else
+        score_tile(q + i0 * ldq, ldq, rows, kt.data(), kWalkChunk, padded, dim, scale,
+                   scores.data(), kWalkChunk);
       visit(i0, rows, j0, scores.data(), kWalkChunk, static_cast<const int64_t*>(seen));
     }
   }

@@ -28,6 +28,12 @@
 // - Scores of K1 windows that overlap only forced local blocks are not computed (they would be
 //   overwritten by +inf); the LSE pass still covers every visible K2 window. Same selection,
 //   ~10% less stage-1 work.
+// - score_dtype=bf16 (default): the stage-1 operands, q and the pooled keys (pooled in f32), are
+//   rounded to bf16 (nearest even) and their products summed in f32. The official kernels
+//   (infllmv2_cuda_impl) are built on FlashAttention, whose operands are fp16/bf16 with f32
+//   accumulation, and MiniCPM4 runs in bf16, so this is the official arithmetic; on CPUs with
+//   AVX512-BF16 it also runs at twice the f32 rate. score_dtype=f32 scores the f32 values
+//   exactly; the two can only choose differently where block scores tie to about 2^-8.
 // - Bounded work: stage 1 scores every query against Nk / stride pooled keys and Nk / lse_stride
 //   coarse ones, so planning costs at most about twice a dense pass (kernel = stride = 1);
 //   topk beyond the kv blocks is clamped to them (they are all selected), which bounds the
@@ -105,7 +111,9 @@ class InfLlmV2Pattern final : public Pattern {
         init_(params.get_int("init")),
         local_(params.get_int("local")),
         topk_(params.get_int("topk")),
-        per_token_(params.get_string("granularity") == "token") {}
+        per_token_(params.get_string("granularity") == "token"),
+        precision_(params.get_string("score_dtype") == "bf16" ? cpu::ScorePrecision::kBf16
+                                                               : cpu::ScorePrecision::kF32) {}
   Plan plan(const PlanInputs& in) const override;
 
  private:
@@ -117,6 +125,7 @@ class InfLlmV2Pattern final : public Pattern {
 
   int64_t dense_len_, kernel_, stride_, lse_kernel_, lse_stride_, block_, init_, local_, topk_;
   bool per_token_;
+  cpu::ScorePrecision precision_;
 };
 
 void InfLlmV2Pattern::block_scores(const float* s, int64_t m1, int64_t diag, float* out) const {
@@ -237,9 +246,9 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
     for (int64_t hh = 0; hh < d.group; ++hh) {
       cpu::load_rows(in.q, b, g * d.group + hh, row0, rows, q.data());
       cpu::lse_pass(q.data(), rows, d.dim, k2[bg].data(), m2, d.dim, d.dim, scale, limit2.data(),
-                    lse.data());
+                    lse.data(), precision_);
       cpu::prob_reduce(q.data(), rows, d.dim, lse.data(), k1[bg].data(), m1, d.dim, d.dim, scale,
-                       limit1.data(), row_group, 1, score.data());
+                       limit1.data(), row_group, 1, score.data(), precision_);
     }
     std::vector<float> block_score(kv_blocks);
     std::vector<int32_t> votes(kv_blocks);
@@ -302,7 +311,10 @@ PatternRegistration infllm_v2_pattern() {
         int_param("local", 32, 0, kMax, "forced local blocks before the diagonal block"),
         int_param("topk", 96, 1, kMax, "blocks per query, forced ones included"),
         choice_param("granularity", "block", {"block", "token"},
-                     "token: a set per query token (official); block: one per query block")}},
+                     "token: a set per query token (official); block: one per query block"),
+        choice_param("score_dtype", "bf16", {"bf16", "f32"},
+                     "stage-1 score operands: bf16 (official kernels; 2x rate with AVX512-BF16) "
+                     "or f32")}},
       &construct_pattern<InfLlmV2Pattern>};
 }
 

@@ -5,8 +5,9 @@
 // over the rows of a query block (block granularity) or per row (token granularity); block
 // score = max over the K1 windows overlapping the block (0 if none); the first `init` blocks and
 // the `local` blocks before the diagonal one (and it) forced; the top `topk` among the visible
-// blocks. The planner's sets, read through its plan's predicate row by row, must equal the
-// reference's, except where two blocks' reference scores tie to f32 rounding.
+// blocks. score_dtype=bf16 rounds q and the pooled keys to bf16 before the dot products. The
+// planner's sets, read through its plan's predicate row by row, must equal the reference's,
+// except where two blocks' reference scores tie to f32 rounding.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/planner_ops.h"
 #include "support/planner_check.h"
 
 namespace attnkit::testing {
@@ -24,32 +26,40 @@ namespace {
 struct Rule {
   int64_t kernel, stride, lse_kernel, lse_stride, block, init, local, topk;
   bool per_token;
+  bool bf16 = true;  // score_dtype
   std::string spec() const {
     return "infllm_v2:dense_len=0,kernel=" + std::to_string(kernel) +
            ",stride=" + std::to_string(stride) + ",lse_kernel=" + std::to_string(lse_kernel) +
            ",lse_stride=" + std::to_string(lse_stride) + ",block=" + std::to_string(block) +
            ",init=" + std::to_string(init) + ",local=" + std::to_string(local) +
-           ",topk=" + std::to_string(topk) + ",granularity=" + (per_token ? "token" : "block");
+           ",topk=" + std::to_string(topk) + ",granularity=" + (per_token ? "token" : "block") +
+           ",score_dtype=" + (bf16 ? "bf16" : "f32");
   }
 };
 
-// Mean-pooled rows [m][D] of keys (b, g) over full windows only.
+// Mean-pooled rows [m][D] of keys (b, g) over full windows only (each mean rounded to bf16).
 std::vector<std::vector<double>> pooled(const TensorView& k, int64_t b, int64_t g, int64_t kernel,
-                                        int64_t stride) {
+                                        int64_t stride, bool bf16) {
   const int64_t nk = k.shape[2], dim = k.shape[3];
   std::vector<std::vector<double>> out;
   for (int64_t start = 0; start + kernel <= nk; start += stride) {
     std::vector<double> mean(dim, 0.0);
     for (int64_t t = start; t < start + kernel; ++t)
       for (int64_t d = 0; d < dim; ++d) mean[d] += k.get(b, g, t, d) / double(kernel);
+    if (bf16)
+      for (double& x : mean) x = cpu::round_to_bf16(static_cast<float>(x));
     out.push_back(mean);
   }
   return out;
 }
 
-double dot(const TensorView& q, int64_t b, int64_t h, int64_t i, const std::vector<double>& key) {
+double dot(const TensorView& q, int64_t b, int64_t h, int64_t i, const std::vector<double>& key,
+           bool bf16) {
   double s = 0.0;
-  for (size_t d = 0; d < key.size(); ++d) s += q.get(b, h, i, d) * key[d];
+  for (size_t d = 0; d < key.size(); ++d) {
+    const double x = q.get(b, h, i, d);
+    s += (bf16 ? cpu::round_to_bf16(static_cast<float>(x)) : x) * key[d];
+  }
   return s;
 }
 
@@ -70,7 +80,7 @@ std::vector<double> reference_scores(const TensorView& q, int64_t b,
       std::vector<double> s2;
       for (size_t m = 0; m < k2.size(); ++m)
         if (int64_t(m) * r.lse_stride + r.lse_kernel - 1 <= seen) {
-          s2.push_back(scale * dot(q, b, h, i, k2[m]));
+          s2.push_back(scale * dot(q, b, h, i, k2[m], r.bf16));
           max = std::max(max, s2.back());
         }
       if (s2.empty()) continue;  // no K2 window visible: the row adds nothing
@@ -79,7 +89,7 @@ std::vector<double> reference_scores(const TensorView& q, int64_t b,
       const double lse = max + std::log(sum);
       for (size_t j = 0; j < k1.size(); ++j)
         if (int64_t(j) * r.stride + r.kernel - 1 <= seen)
-          window[j] += std::exp(scale * dot(q, b, h, i, k1[j]) - lse);
+          window[j] += std::exp(scale * dot(q, b, h, i, k1[j], r.bf16) - lse);
     }
   }
   const int64_t diag = last / r.block;
@@ -131,8 +141,8 @@ void check_selection(const Rule& r, int64_t nq, int64_t nk, bool causal) {
   auto last_of = [&](int64_t i) { return causal ? std::min(nk - 1, i + nk - nq) : nk - 1; };
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t g = 0; g < p.heads_kv; ++g) {
-      const auto k1 = pooled(in.k.view(), b, g, r.kernel, r.stride);
-      const auto k2 = pooled(in.k.view(), b, g, r.lse_kernel, r.lse_stride);
+      const auto k1 = pooled(in.k.view(), b, g, r.kernel, r.stride, r.bf16);
+      const auto k2 = pooled(in.k.view(), b, g, r.lse_kernel, r.lse_stride, r.bf16);
       std::vector<int64_t> heads;
       for (int64_t hh = 0; hh < group; ++hh) heads.push_back(g * group + hh);
       for (int64_t q0 = 0; q0 < nq; q0 += r.block) {
@@ -161,21 +171,54 @@ void check_selection(const Rule& r, int64_t nq, int64_t nk, bool causal) {
 }
 
 TEST(InfllmV2Selection, BlockGranularityEqualsTheSlowReference) {
-  const Rule r{8, 4, 32, 16, 16, 1, 2, 6, false};
-  check_selection(r, 200, 200, true);
-  check_selection(r, 70, 300, true);
-  check_selection(r, 150, 150, false);
+  for (bool bf16 : {true, false}) {
+    const Rule r{8, 4, 32, 16, 16, 1, 2, 6, false, bf16};
+    check_selection(r, 200, 200, true);
+    check_selection(r, 70, 300, true);
+    check_selection(r, 150, 150, false);
+  }
 }
 
 TEST(InfllmV2Selection, TokenGranularityEqualsTheSlowReference) {
-  const Rule r{8, 4, 32, 16, 16, 1, 1, 5, true};
-  check_selection(r, 130, 130, true);
-  check_selection(r, 40, 260, true);
+  for (bool bf16 : {true, false}) {
+    const Rule r{8, 4, 32, 16, 16, 1, 1, 5, true, bf16};
+    check_selection(r, 130, 130, true);
+    check_selection(r, 40, 260, true);
+  }
+}
+
+TEST(InfllmV2Selection, Bf16RoundsTheQueriesBeforeScoring) {
+  // One free choice between block 1 (keys e1) and block 2 (keys e0) for queries (1 + 2^-10, 1):
+  // f32 scores block 2 higher; in bf16 the query is (1, 1), the two scores tie exactly and the
+  // tie goes to the lower block. Pools = blocks = 16 tokens, so the pooled keys are the keys.
+  Problem p;
+  p.nq = 64, p.nk = 64, p.dim = 16;
+  Inputs in = make_inputs(p);
+  std::fill(in.q.f32(), in.q.f32() + in.q.numel(), 0.0f);
+  std::fill(in.k.f32(), in.k.f32() + in.k.numel(), 0.0f);
+  for (int64_t i = 0; i < 64; ++i) {
+    in.q.f32()[i * 16] = 1.0f + std::ldexp(1.0f, -10);
+    in.q.f32()[i * 16 + 1] = 1.0f;
+  }
+  for (int64_t t = 16; t < 32; ++t) in.k.f32()[t * 16 + 1] = 1.0f;  // block 1: e1
+  for (int64_t t = 32; t < 48; ++t) in.k.f32()[t * 16] = 1.0f;      // block 2: e0
+  AttentionArgs a = in.args();
+  a.causal = true;
+  const std::string spec =
+      "infllm_v2:dense_len=0,kernel=16,stride=16,lse_kernel=16,lse_stride=16,block=16,init=0,"
+      "local=0,topk=2,score_dtype=";
+  for (auto [dtype, chosen] : {std::pair<std::string, int64_t>{"f32", 2}, {"bf16", 1}}) {
+    const ElementPredicate planned =
+        plan_predicate(make_pattern(spec + dtype)->plan(PlanInputs::of(a)));
+    for (int64_t kb = 0; kb < 3; ++kb)  // row 63: block 3 is forced, one of 0..2 chosen
+      EXPECT_EQ(planned(0, 0, 63, kb * 16), kb == chosen) << dtype << " block " << kb;
+  }
 }
 
 TEST(InfllmV2Selection, OtherPoolsAndBudgets) {
   check_selection({16, 16, 64, 32, 32, 2, 1, 4, false}, 300, 300, true);  // stride = kernel
   check_selection({12, 4, 24, 8, 16, 0, 0, 3, false}, 250, 250, true);    // nothing forced
+  check_selection({12, 4, 24, 8, 16, 0, 0, 3, false, false}, 250, 250, true);
 }
 
 }  // namespace
