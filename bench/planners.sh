@@ -14,7 +14,9 @@ done
 # End to end at N = 65536, d = 64, causal, density <= 10% (of N^2; topk = 53 and hip's defaults
 # are <= 10% of the causal pairs, issue 16's condition).
 run "$ak" bench --n 65536 --d 64 --heads 4 --kv-heads 2 --causal --reps 3 --json
-for p in infllm_v2:dense_len=0,topk=109 infllm_v2:dense_len=0,topk=55 infllm_v2:dense_len=0,topk=53 hip hyper; do
+# InfLLM-V2 scores in bf16 by default (its official arithmetic); score_dtype=f32 for comparison.
+for p in infllm_v2:dense_len=0,topk=109 infllm_v2:dense_len=0,topk=55 infllm_v2:dense_len=0,topk=53 \
+         infllm_v2:dense_len=0,topk=53,score_dtype=f32 hip hyper; do
   run "$ak" bench --n 65536 --d 64 --heads 4 --kv-heads 2 --causal --reps 3 --pattern "$p" --json
 done
 # Recall on planted keys at 10% density.

@@ -21,7 +21,9 @@
 // box) are not computed in place: their seen keys are gathered, K and V as f32 with the rows'
 // allow bytes, into one packed block that is computed when full (or when the list ends), so a
 // tile visit carries kv_block useful keys. (At most half: natten2d kernel 13 14% and halo2d 7%
-// slower, window / streaming / dilated / hip unchanged.)
+// slower, window / streaming / dilated / hip unchanged.) A packed block whose keys every row
+// sees (halo2d's clipped key boxes: one key set per query box) skips the bytes' transpose and
+// masking.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/tile_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -76,6 +78,7 @@ struct Scratch {
   std::vector<uint8_t> gather_allow;
   std::vector<int32_t> used;  // keys of one block that some row sees
   int64_t gathered = 0;
+  bool gathered_masked = false;  // some packed key is hidden from some row: apply the bytes
 
   explicit Scratch(const TilePlan& plan) : tiles(plan.group_tiles) {
     const DF df;
@@ -172,30 +175,34 @@ void FlushGathered(const TilePlan& plan, const WorkItem& item, TileState& t, Scr
   const int64_t dim = a.q.shape[3], rows = item.nh * item.nt;
   const int64_t m_pad = (rows + chunk - 1) / chunk * chunk, n = s.gathered;
   Scores(t.qt.get(), m_pad, s.gk.get(), dim, n, dim, s.st.get());
-  MaskFromBytes(s.st.get(), m_pad, n, 0, rows, s.gather_allow.data(), m_pad);
+  if (s.gathered_masked) MaskFromBytes(s.st.get(), m_pad, n, 0, rows, s.gather_allow.data(), m_pad);
   if (a.attended_pairs) s.pairs += CountFinite(s.st.get(), m_pad, n, rows);
   OnlineSoftmax(s.st.get(), m_pad, n, t.m.get(), t.l.get(), t.alpha.get());
   AccumulatePv(s.st.get(), {m_pad, 1}, rows, s.gv.get(), s.dv_pad, n, t.alpha.get(), t.o.get(),
                s.dv_pad);
   s.gathered = 0;
+  s.gathered_masked = false;
 }
 
-// out[j] = OR over r < rows of in[r * cols + j], eight bytes at a time.
-void OrRows(const uint8_t* HWY_RESTRICT in, int64_t rows, int64_t cols, uint8_t* HWY_RESTRICT out) {
+// any[j] = OR and all[j] = AND over r < rows of in[r * cols + j] (bytes 0 or 1), eight bytes at
+// a time.
+void OrAndRows(const uint8_t* HWY_RESTRICT in, int64_t rows, int64_t cols, uint8_t* HWY_RESTRICT any,
+               uint8_t* HWY_RESTRICT all) {
   int64_t j = 0;
   for (; j + 8 <= cols; j += 8) {
-    uint64_t acc = 0;
+    uint64_t acc_or = 0, acc_and = ~uint64_t{0};
     for (int64_t r = 0; r < rows; ++r) {
       uint64_t word;
       std::memcpy(&word, in + r * cols + j, 8);
-      acc |= word;
+      acc_or |= word, acc_and &= word;
     }
-    std::memcpy(out + j, &acc, 8);
+    std::memcpy(any + j, &acc_or, 8);
+    std::memcpy(all + j, &acc_and, 8);
   }
   for (; j < cols; ++j) {
-    uint8_t acc = 0;
-    for (int64_t r = 0; r < rows; ++r) acc |= in[r * cols + j];
-    out[j] = acc;
+    uint8_t acc_or = 0, acc_and = 1;
+    for (int64_t r = 0; r < rows; ++r) acc_or |= in[r * cols + j], acc_and &= in[r * cols + j];
+    any[j] = acc_or, all[j] = acc_and;
   }
 }
 
@@ -211,10 +218,12 @@ bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_
   const int64_t m_pad = (rows + chunk - 1) / chunk * chunk;
   const int64_t g = item.h0 / (a.q.shape[1] / a.k.shape[1]);
   const int64_t byte_rows = shared_bytes ? item.nt : rows;
-  // Keys that some row's bytes allow: an OR down the rows.
+  // Keys that some row's bytes allow (an OR down the rows) and that every row's do (an AND).
   uint8_t* any = s.allow_t.data();  // scratch until the transpose below
-  OrRows(s.allow.data(), byte_rows, keys, any);
+  uint8_t* all = any + keys;
+  OrAndRows(s.allow.data(), byte_rows, keys, any, all);
   int64_t count = 0;
+  bool uniform = true;  // every row sees every used key: no bytes to apply
   for (int64_t j = 0; j < keys; ++j) {
     bool seen = any[j] != 0;
     if (seen && causal_mask) {  // some row that allows it must also reach it
@@ -222,13 +231,16 @@ bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_
       for (int64_t r = 0; r < rows && !seen; ++r)
         seen = s.allow[(r % byte_rows) * keys + j] && static_cast<float>(k0 + j) <= t.limit[r];
     }
-    if (seen) s.used[count++] = static_cast<int32_t>(j);
+    if (!seen) continue;
+    s.used[count++] = static_cast<int32_t>(j);
+    uniform = uniform && all[j] && !causal_mask;
   }
   if (4 * count > 3 * keys) return false;
-  // The rows' bytes per key: allow_t [keys][rows].
-  for (int64_t hh = 0; hh < item.nh; ++hh)
-    TransposeBytes(s.allow.data() + (shared_bytes ? 0 : hh * item.nt * keys), item.nt, keys, keys,
-                   s.allow_t.data() + hh * item.nt, rows);
+  // The rows' bytes per key, allow_t [keys][rows], where some row is hidden from some key.
+  if (!uniform)
+    for (int64_t hh = 0; hh < item.nh; ++hh)
+      TransposeBytes(s.allow.data() + (shared_bytes ? 0 : hh * item.nt * keys), item.nt, keys,
+                     keys, s.allow_t.data() + hh * item.nt, rows);
   for (int64_t c = 0; c < count; ++c) {
     const int64_t j = s.used[c], n = s.gathered;
     ConvertRows(a.k, RowPointer(a.k, item.b, g, k0 + j), a.k.stride[2], 1, dim, dim,
@@ -236,10 +248,15 @@ bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_
     ConvertRows(a.v, RowPointer(a.v, item.b, g, k0 + j), a.v.stride[2], 1, dim_v, s.dv_pad,
                 s.gv.get() + n * s.dv_pad);
     uint8_t* bits = s.gather_allow.data() + n * m_pad;
-    std::copy(s.allow_t.data() + j * rows, s.allow_t.data() + (j + 1) * rows, bits);
+    if (uniform)  // kept for a later key of the packed block that needs the bytes applied
+      std::memset(bits, 1, static_cast<size_t>(rows));
+    else
+      std::copy(s.allow_t.data() + j * rows, s.allow_t.data() + (j + 1) * rows, bits);
     if (causal_mask)
       for (int64_t r = 0; r < rows; ++r) bits[r] &= static_cast<float>(k0 + j) <= t.limit[r];
     std::fill(bits + rows, bits + m_pad, uint8_t{0});
+    // Per key: a flush in this loop starts a new packed block.
+    s.gathered_masked = s.gathered_masked || !uniform;
     if (++s.gathered == plan.kv_block) FlushGathered(plan, item, t, s);
   }
   return true;

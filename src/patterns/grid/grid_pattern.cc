@@ -147,10 +147,14 @@ class GridPredicate : public TilePredicate {
       uint64_t bits = seen[0][c[0] - q.lo[0]];
       for (int a = 1; a < ndim; ++a) bits &= seen[a][c[a] - q.lo[a]];
       bits >>= k_off;
-      for (int64_t col = 0; col < nk; col += 8) {  // 8 bits to 8 bytes at a time
+      // 8 bits to 8 bytes at a time (a fixed-size copy: one store, not a memmove call), then
+      // the tail bit by bit.
+      int64_t col = 0;
+      for (; col + 8 <= nk; col += 8) {
         const uint64_t bytes = spread_bits(static_cast<uint8_t>(bits >> col));
-        std::memcpy(out + col, &bytes, static_cast<size_t>(std::min<int64_t>(8, nk - col)));
+        std::memcpy(out + col, &bytes, 8);
       }
+      for (; col < nk; ++col) out[col] = static_cast<uint8_t>((bits >> col) & 1u);
       if (causal_) {
         for (int64_t col = 0; col < nk; ++col) {
           if (out[col] && t.source[k0 + col] > i) out[col] = 0;
