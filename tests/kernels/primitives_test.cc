@@ -125,6 +125,26 @@ TEST_P(Primitives, PackBf16PairsMatchesScalar) {
   }
 }
 
+TEST_P(Primitives, PackBf16ChunksPairsAndZeroPadding) {
+  for (int64_t n : {1, 255, 256, 257, 600}) {
+    for (int64_t dim : {1, 5, 64}) {
+      const int64_t ldx = dim + 2, pairs = (dim + 1) / 2;
+      const auto x = random_matrix(n, ldx, 9 + n + dim);
+      const cpu::Bf16Matrix m = cpu::pack_bf16(x.data(), n, dim, ldx);
+      ASSERT_EQ(m.n, n);
+      const int64_t padded = (n + cpu::kBf16Chunk - 1) / cpu::kBf16Chunk * cpu::kBf16Chunk;
+      ASSERT_EQ(static_cast<int64_t>(m.data.size()), padded * pairs);
+      for (int64_t j = 0; j < padded; ++j)
+        for (int64_t p = 0; p < pairs; ++p) {
+          const float hi = j < n && 2 * p + 1 < dim ? x[j * ldx + 2 * p + 1] : 0.0f;
+          const uint32_t want = j < n ? cpu::bf16_pair(x[j * ldx + 2 * p], hi) : 0u;
+          ASSERT_EQ(m.at(j)[p * cpu::kBf16Chunk], want)
+              << "n=" << n << " dim=" << dim << " column " << j << " pair " << p;
+        }
+    }
+  }
+}
+
 TEST_P(Primitives, ScoreTileBf16MatchesDotOfRoundedInputs) {
   // Which back end runs: vdpbf16ps only while dispatch is on AVX-512 and the CPU has it.
   if (GetParam() != 0 && (GetParam() & (HWY_AVX3 | HWY_AVX3_DL)) == 0) {

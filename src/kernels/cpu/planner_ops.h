@@ -101,6 +101,21 @@ inline uint32_t bf16_pair(float lo, float hi) {
   std::memcpy(&h, &rh, sizeof h);
   return (l >> 16) | h;
 }
+// A matrix x [n][dim] packed for kBf16 passes, in chunks of kBf16Chunk columns so that a score
+// tile's pair rows lie close together: column j's pairs start at at(j) and follow at a stride
+// of kBf16Chunk, at(j)[p * kBf16Chunk] = bf16_pair(x[j][2p], x[j][2p + 1]), p < ceil(dim / 2);
+// columns past n up to the chunk's end are zero. Passes that score one matrix several times
+// take it packed once.
+inline constexpr int64_t kBf16Chunk = 256;
+struct Bf16Matrix {
+  std::vector<uint32_t> data;
+  int64_t n = 0, dim = 0;
+  const uint32_t* at(int64_t j) const {
+    return data.data() + (j / kBf16Chunk) * ((dim + 1) / 2) * kBf16Chunk + j % kBf16Chunk;
+  }
+};
+// x [n][dim] with leading dimension ldx, packed.
+Bf16Matrix pack_bf16(const float* x, int64_t n, int64_t dim, int64_t ldx);
 // Whether score_tile_bf16 runs on vdpbf16ps here (else on f32 FMAs, same products).
 bool native_bf16_dot();
 // Rows of a transposed matrix xt [dim][ldx] paired up: out[p * ldo + j] =
@@ -121,6 +136,9 @@ void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32
 void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
               int64_t dim, float scale, const int64_t* limit, float* lse,
               ScorePrecision precision = ScorePrecision::kF32);
+// The kBf16 pass over packed operands (q.dim == keys.dim).
+void lse_pass(const Bf16Matrix& q, const Bf16Matrix& keys, float scale, const int64_t* limit,
+              float* lse);
 
 // --- Normalised-probability reduction (prob_reduce.cc) ---
 
@@ -133,6 +151,9 @@ void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, cons
                  int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
                  int64_t row_group, int64_t col_group, float* out,
                  ScorePrecision precision = ScorePrecision::kF32);
+// The kBf16 reduction over packed operands (q.dim == keys.dim).
+void prob_reduce(const Bf16Matrix& q, const float* lse, const Bf16Matrix& keys, float scale,
+                 const int64_t* limit, int64_t row_group, int64_t col_group, float* out);
 
 // --- Top-k (topk.cc) ---
 

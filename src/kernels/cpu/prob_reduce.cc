@@ -12,13 +12,14 @@
 #include "kernels/cpu/score_walk.h"
 
 namespace attnkit::cpu {
+namespace {
 
-void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
-                 int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
-                 int64_t row_group, int64_t col_group, float* out, ScorePrecision precision) {
+// The reduction over any score walk of nk keys: walk(skip, visit).
+template <class Walk>
+void reduce_over(const float* lse, int64_t nk, int64_t row_group, int64_t col_group, float* out,
+                 Walk&& walk) {
   const int64_t out_cols = (nk + col_group - 1) / col_group;
-  walk_scores(
-      q, nq, ldq, keys, nk, ldk, dim, scale, limit, precision,
+  walk(
       [lse](int64_t i) { return std::isinf(lse[i]); },  // rows that see nothing add nothing
       [&](int64_t i0, int64_t rows, int64_t j0, float* s, int64_t lds, const int64_t* seen) {
         if (col_group == 1 && i0 / row_group == (i0 + rows - 1) / row_group) {
@@ -46,6 +47,25 @@ void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, cons
           }
         }
       });
+}
+
+}  // namespace
+
+void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
+                 int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
+                 int64_t row_group, int64_t col_group, float* out, ScorePrecision precision) {
+  if (precision == ScorePrecision::kBf16)
+    return prob_reduce(pack_bf16(q, nq, dim, ldq), lse, pack_bf16(keys, nk, dim, ldk), scale,
+                       limit, row_group, col_group, out);
+  reduce_over(lse, nk, row_group, col_group, out, [&](auto&& skip, auto&& visit) {
+    walk_scores(q, nq, ldq, keys, nk, ldk, dim, scale, limit, skip, visit);
+  });
+}
+
+void prob_reduce(const Bf16Matrix& q, const float* lse, const Bf16Matrix& keys, float scale,
+                 const int64_t* limit, int64_t row_group, int64_t col_group, float* out) {
+  reduce_over(lse, keys.n, row_group, col_group, out,
+              [&](auto&& skip, auto&& visit) { walk_scores(q, keys, scale, limit, skip, visit); });
 }
 
 }  // namespace attnkit::cpu

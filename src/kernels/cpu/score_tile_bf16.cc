@@ -14,7 +14,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/planner_ops.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -196,6 +198,21 @@ void pack_bf16_pairs(const float* xt, int64_t dim, int64_t n, int64_t ldx, uint3
                      int64_t ldo) {
   if (dim <= 0 || n <= 0) return;
   HWY_DYNAMIC_DISPATCH(PrimPackBf16Pairs)(xt, dim, n, ldx, out, ldo);
+}
+
+Bf16Matrix pack_bf16(const float* x, int64_t n, int64_t dim, int64_t ldx) {
+  Bf16Matrix m;
+  m.n = n, m.dim = dim;
+  const int64_t chunks = (n + kBf16Chunk - 1) / kBf16Chunk;
+  m.data.assign(chunks * ((dim + 1) / 2) * kBf16Chunk, 0u);
+  std::vector<float> xt(dim * kBf16Chunk);  // one chunk transposed, for pack_bf16_pairs
+  for (int64_t j0 = 0; j0 < n; j0 += kBf16Chunk) {
+    const int64_t cols = std::min(kBf16Chunk, n - j0);
+    transpose(x + j0 * ldx, cols, dim, ldx, xt.data(), kBf16Chunk);
+    uint32_t* chunk = m.data.data() + (j0 / kBf16Chunk) * ((dim + 1) / 2) * kBf16Chunk;
+    pack_bf16_pairs(xt.data(), dim, cols, kBf16Chunk, chunk, kBf16Chunk);
+  }
+  return m;
 }
 
 void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp,

@@ -206,6 +206,15 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   PooledKeys scratch;
   const PooledKeys& pooled = pooled_keys(in, d, scratch);
   const std::vector<std::vector<float>>&k1 = pooled.k1, &k2 = pooled.k2;
+  // bf16 scoring: the pooled keys packed once per (b, kv head) for every query chunk's passes.
+  const bool bf16 = precision_ == cpu::ScorePrecision::kBf16;
+  std::vector<cpu::Bf16Matrix> packed_k1(bf16 ? d.batch * d.heads_kv : 0), packed_k2;
+  packed_k2.resize(packed_k1.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t bg = 0; bg < static_cast<int64_t>(packed_k1.size()); ++bg) {
+    packed_k1[bg] = cpu::pack_bf16(k1[bg].data(), m1, d.dim, d.dim);
+    packed_k2[bg] = cpu::pack_bf16(k2[bg].data(), m2, d.dim, d.dim);
+  }
 
   // Stage 1 per (b, kv head, chunk of query blocks): group-summed scores over K1 (per block or
   // per row), then block max-pool, forcing and top-k. Per-row scores take [rows][m1] floats, so
@@ -245,10 +254,17 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
     std::vector<float> q(rows * d.dim), lse(rows), score(score_rows * m1, 0.0f);
     for (int64_t hh = 0; hh < d.group; ++hh) {
       cpu::load_rows(in.q, b, g * d.group + hh, row0, rows, q.data());
+      if (bf16) {
+        const cpu::Bf16Matrix packed_q = cpu::pack_bf16(q.data(), rows, d.dim, d.dim);
+        cpu::lse_pass(packed_q, packed_k2[bg], scale, limit2.data(), lse.data());
+        cpu::prob_reduce(packed_q, lse.data(), packed_k1[bg], scale, limit1.data(), row_group, 1,
+                         score.data());
+        continue;
+      }
       cpu::lse_pass(q.data(), rows, d.dim, k2[bg].data(), m2, d.dim, d.dim, scale, limit2.data(),
-                    lse.data(), precision_);
+                    lse.data());
       cpu::prob_reduce(q.data(), rows, d.dim, lse.data(), k1[bg].data(), m1, d.dim, d.dim, scale,
-                       limit1.data(), row_group, 1, score.data(), precision_);
+                       limit1.data(), row_group, 1, score.data());
     }
     std::vector<float> block_score(kv_blocks);
     std::vector<int32_t> votes(kv_blocks);
