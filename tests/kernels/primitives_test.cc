@@ -28,7 +28,7 @@ std::vector<float> random_matrix(int64_t rows, int64_t cols, uint32_t seed, floa
   return data;
 }
 
-// x with every element rounded to bf16: what kBf16 scoring passes must compute with.
+// x with every element rounded to bf16: what the packed (bf16) passes must compute with.
 std::vector<float> rounded_to_bf16(std::vector<float> x) {
   for (float& v : x) v = cpu::round_to_bf16(v);
   return x;
@@ -213,15 +213,17 @@ TEST_P(Primitives, LsePassMatchesReference) {
       const auto q = random_matrix(nq, dim, nq), k = random_matrix(nk, dim, nk + 100, 0.5f);
       std::vector<int64_t> limit(nq);
       for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 37) % (nk + 1);  // includes 0 and nk
-      for (auto precision : {cpu::ScorePrecision::kF32, cpu::ScorePrecision::kBf16}) {
-        // kBf16 must give the exact LSE of the bf16-rounded inputs.
-        const bool bf16 = precision == cpu::ScorePrecision::kBf16;
+      for (bool bf16 : {false, true}) {
+        // The packed (bf16) pass must give the exact LSE of the bf16-rounded inputs.
         const auto q_ref = bf16 ? rounded_to_bf16(q) : q, k_ref = bf16 ? rounded_to_bf16(k) : k;
         for (bool causal : {false, true}) {
           std::vector<float> fast(nq), slow(nq);
           const int64_t* lim = causal ? limit.data() : nullptr;
-          cpu::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data(),
-                        precision);
+          if (bf16)
+            cpu::lse_pass(cpu::pack_bf16(q.data(), nq, dim, dim),
+                          cpu::pack_bf16(k.data(), nk, dim, dim), 0.125f, lim, fast.data());
+          else
+            cpu::lse_pass(q.data(), nq, dim, k.data(), nk, dim, dim, 0.125f, lim, fast.data());
           ref::lse_pass(q_ref.data(), nq, dim, k_ref.data(), nk, dim, dim, 0.125f, lim,
                         slow.data());
           for (int64_t i = 0; i < nq; ++i) {
@@ -243,12 +245,11 @@ TEST_P(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
   const int64_t dim = 32;
   for (int64_t nq : {1, 7, 65, 130}) {
     for (int64_t nk : {1, 63, 257, 600}) {
-      for (auto [row_group, col_group, precision] :
-           {std::tuple{1, 1, cpu::ScorePrecision::kF32}, {64, 1, cpu::ScorePrecision::kF32},
-            {64, 64, cpu::ScorePrecision::kF32}, {7, 5, cpu::ScorePrecision::kF32},
-            {1, 1, cpu::ScorePrecision::kBf16}, {64, 1, cpu::ScorePrecision::kBf16}}) {
-        // kBf16 must give the probabilities of the bf16-rounded inputs (given the same LSE).
-        const bool bf16 = precision == cpu::ScorePrecision::kBf16;
+      for (auto [row_group, col_group, bf16] :
+           {std::tuple{1, 1, false}, {64, 1, false}, {64, 64, false}, {7, 5, false},
+            {1, 1, true}, {64, 1, true}}) {
+        // The packed (bf16) reduction must give the probabilities of the bf16-rounded inputs
+        // (given the same LSE).
         const auto k = random_matrix(nk, dim, 3), k_ref = bf16 ? rounded_to_bf16(k) : k;
         std::vector<int64_t> limit(nq);
         for (int64_t i = 0; i < nq; ++i) limit[i] = (i * 13) % (nk + 1);
@@ -262,8 +263,13 @@ TEST_P(Primitives, ProbReduceMatchesReferenceAndSumsToOne) {
           std::vector<float> lse(nq);
           ref::lse_pass(q_ref.data(), nq, dim, k_ref.data(), nk, dim, dim, 0.2f, limit.data(),
                         lse.data());
-          cpu::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
-                           limit.data(), row_group, col_group, fast.data(), precision);
+          if (bf16)
+            cpu::prob_reduce(cpu::pack_bf16(q.data(), nq, dim, dim), lse.data(),
+                             cpu::pack_bf16(k.data(), nk, dim, dim), 0.2f, limit.data(),
+                             row_group, col_group, fast.data());
+          else
+            cpu::prob_reduce(q.data(), nq, dim, lse.data(), k.data(), nk, dim, dim, 0.2f,
+                             limit.data(), row_group, col_group, fast.data());
           ref::prob_reduce(q_ref.data(), nq, dim, lse.data(), k_ref.data(), nk, dim, dim, 0.2f,
                            limit.data(), row_group, col_group, slow.data());
         }

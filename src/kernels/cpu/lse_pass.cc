@@ -29,10 +29,7 @@ void lse_over(int64_t nq, float* lse, Walk&& walk) {
 }  // namespace
 
 void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
-              int64_t dim, float scale, const int64_t* limit, float* lse,
-              ScorePrecision precision) {
-  if (precision == ScorePrecision::kBf16)
-    return lse_pass(pack_bf16(q, nq, dim, ldq), pack_bf16(keys, nk, dim, ldk), scale, limit, lse);
+              int64_t dim, float scale, const int64_t* limit, float* lse) {
   lse_over(nq, lse, [&](auto&& skip, auto&& visit) {
     walk_scores(q, nq, ldq, keys, nk, ldk, dim, scale, limit, skip, visit);
   });

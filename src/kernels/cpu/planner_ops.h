@@ -81,9 +81,8 @@ void lse_absorb_rows(const float* s, int64_t lds, int64_t rows, const int64_t* s
 
 // --- bf16 score tiles (score_tile_bf16.cc) ---
 
-// Precision of a scoring pass's products: f32, or operands rounded to bf16 and products summed
-// in f32 (twice the rate on CPUs with AVX512-BF16; InfLLM-V2's official kernels score in bf16).
-enum class ScorePrecision { kF32, kBf16 };
+// Scoring passes in bf16: operands rounded to bf16 and products summed in f32 (twice the rate
+// on CPUs with AVX512-BF16; InfLLM-V2's official kernels score in bf16).
 
 // x rounded to the nearest bf16 (ties to even), returned as the f32 of equal value. Finite x.
 inline float round_to_bf16(float x) {
@@ -101,7 +100,7 @@ inline uint32_t bf16_pair(float lo, float hi) {
   std::memcpy(&h, &rh, sizeof h);
   return (l >> 16) | h;
 }
-// A matrix x [n][dim] packed for kBf16 passes, in chunks of kBf16Chunk columns so that a score
+// A matrix x [n][dim] packed for bf16 passes, in chunks of kBf16Chunk columns so that a score
 // tile's pair rows lie close together: column j's pairs start at at(j) and follow at a stride
 // of kBf16Chunk, at(j)[p * kBf16Chunk] = bf16_pair(x[j][2p], x[j][2p + 1]), p < ceil(dim / 2);
 // columns past n up to the chunk's end are zero. Passes that score one matrix several times
@@ -110,9 +109,10 @@ inline constexpr int64_t kBf16Chunk = 256;
 struct Bf16Matrix {
   std::vector<uint32_t> data;
   int64_t n = 0, dim = 0;
-  const uint32_t* at(int64_t j) const {
-    return data.data() + (j / kBf16Chunk) * ((dim + 1) / 2) * kBf16Chunk + j % kBf16Chunk;
+  int64_t offset(int64_t j) const {
+    return (j / kBf16Chunk) * ((dim + 1) / 2) * kBf16Chunk + j % kBf16Chunk;
   }
+  const uint32_t* at(int64_t j) const { return data.data() + offset(j); }
 };
 // x [n][dim] with leading dimension ldx, packed.
 Bf16Matrix pack_bf16(const float* x, int64_t n, int64_t dim, int64_t ldx);
@@ -125,18 +125,16 @@ void pack_bf16_pairs(const float* xt, int64_t dim, int64_t n, int64_t ldx, uint3
 // s[i * lds + j] = scale * sum_{p < pairs} (lo(q) lo(k) + hi(q) hi(k)) with q = qp[p * ldq + i]
 // and k = kp[p * ldk + j], i < rows, j < cols: both operands from pack_bf16_pairs (queries
 // transposed the same way as keys), products summed in f32.
-void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp,
-                     int64_t ldk, int64_t cols, int64_t pairs, float scale, float* s, int64_t lds);
+void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp, int64_t ldk,
+                     int64_t cols, int64_t pairs, float scale, float* s, int64_t lds);
 
 // --- LSE-only pass (lse_pass.cc) ---
 
 // lse[i] = log sum_{j < limit[i]} exp(scale * q_i . k_j) (natural log; -inf when limit[i] = 0).
-// limit == nullptr means every row sees all nk keys. No output O is computed. With kBf16 the
-// scores are those of q and keys rounded to bf16.
+// limit == nullptr means every row sees all nk keys. No output O is computed.
 void lse_pass(const float* q, int64_t nq, int64_t ldq, const float* keys, int64_t nk, int64_t ldk,
-              int64_t dim, float scale, const int64_t* limit, float* lse,
-              ScorePrecision precision = ScorePrecision::kF32);
-// The kBf16 pass over packed operands (q.dim == keys.dim).
+              int64_t dim, float scale, const int64_t* limit, float* lse);
+// The same over packed operands (q.dim == keys.dim): the scores of q and keys rounded to bf16.
 void lse_pass(const Bf16Matrix& q, const Bf16Matrix& keys, float scale, const int64_t* limit,
               float* lse);
 
@@ -145,13 +143,11 @@ void lse_pass(const Bf16Matrix& q, const Bf16Matrix& keys, float scale, const in
 // out[(i / row_group) * out_cols + j / col_group] += exp(scale * q_i . k_j - lse[i])
 // for i < nq, j < limit[i] (all nk when limit is null), out_cols = ceil(nk / col_group).
 // Accumulates, so calling it once per query head of a GQA group gives the group sum.
-// Rows with lse = -inf contribute nothing. With kBf16 the scores are those of q and keys rounded
-// to bf16.
+// Rows with lse = -inf contribute nothing.
 void prob_reduce(const float* q, int64_t nq, int64_t ldq, const float* lse, const float* keys,
                  int64_t nk, int64_t ldk, int64_t dim, float scale, const int64_t* limit,
-                 int64_t row_group, int64_t col_group, float* out,
-                 ScorePrecision precision = ScorePrecision::kF32);
-// The kBf16 reduction over packed operands (q.dim == keys.dim).
+                 int64_t row_group, int64_t col_group, float* out);
+// The same over packed operands (q.dim == keys.dim): the scores of q and keys rounded to bf16.
 void prob_reduce(const Bf16Matrix& q, const float* lse, const Bf16Matrix& keys, float scale,
                  const int64_t* limit, int64_t row_group, int64_t col_group, float* out);
 

@@ -1,4 +1,4 @@
-// bf16 score tiles for the planners' scoring passes (ScorePrecision::kBf16):
+// bf16 score tiles for the planners' scoring passes over packed operands (Bf16Matrix):
 //   s[i, j] = scale * sum_p (q_lo k_lo + q_hi k_hi)   over packed pairs p of the head dim,
 // products of bf16-rounded operands summed in f32, as InfLLM-V2's official kernels score
 // (bf16 operands on FlashAttention's tensor cores, f32 accumulation).
@@ -167,17 +167,18 @@ void NativeRowsAt(const uint32_t* qp, int64_t ldq, int64_t i0, const uint32_t* k
   NativeRows<R>(qp + i0, ldq, kp + j, ldk, pairs, scale, s + i0 * lds + j, lds, m0, m1);
 }
 
-void NativeScoreTile(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp,
-                     int64_t ldk, int64_t cols, int64_t pairs, float scale, float* s,
-                     int64_t lds) {
+void NativeScoreTile(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp, int64_t ldk,
+                     int64_t cols, int64_t pairs, float scale, float* s, int64_t lds) {
   auto first = [](int64_t n) {
     return static_cast<__mmask16>(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
   };
   for (int64_t j = 0; j < cols; j += 32) {
     const __mmask16 m0 = first(cols - j), m1 = first(cols - j - 16);
     int64_t i = 0;
-    for (; i + 8 <= rows; i += 8) NativeRowsAt<8>(qp, ldq, i, kp, ldk, j, pairs, scale, s, lds, m0, m1);
-    for (; i + 2 <= rows; i += 2) NativeRowsAt<2>(qp, ldq, i, kp, ldk, j, pairs, scale, s, lds, m0, m1);
+    for (; i + 8 <= rows; i += 8)
+      NativeRowsAt<8>(qp, ldq, i, kp, ldk, j, pairs, scale, s, lds, m0, m1);
+    for (; i + 2 <= rows; i += 2)
+      NativeRowsAt<2>(qp, ldq, i, kp, ldk, j, pairs, scale, s, lds, m0, m1);
     if (i < rows) NativeRowsAt<1>(qp, ldq, i, kp, ldk, j, pairs, scale, s, lds, m0, m1);
   }
 }
@@ -211,15 +212,13 @@ Bf16Matrix pack_bf16(const float* x, int64_t n, int64_t dim, int64_t ldx) {
   for (int64_t j0 = 0; j0 < n; j0 += kBf16Chunk) {
     const int64_t cols = std::min(kBf16Chunk, n - j0);
     transpose(x + j0 * ldx, cols, dim, ldx, xt.data(), kBf16Chunk);
-    uint32_t* chunk = m.data.data() + (j0 / kBf16Chunk) * ((dim + 1) / 2) * kBf16Chunk;
-    pack_bf16_pairs(xt.data(), dim, cols, kBf16Chunk, chunk, kBf16Chunk);
+    pack_bf16_pairs(xt.data(), dim, cols, kBf16Chunk, m.data.data() + m.offset(j0), kBf16Chunk);
   }
   return m;
 }
 
-void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp,
-                     int64_t ldk, int64_t cols, int64_t pairs, float scale, float* s,
-                     int64_t lds) {
+void score_tile_bf16(const uint32_t* qp, int64_t ldq, int64_t rows, const uint32_t* kp, int64_t ldk,
+                     int64_t cols, int64_t pairs, float scale, float* s, int64_t lds) {
   if (rows <= 0 || cols <= 0) return;
 #ifdef ATTNKIT_HAS_BF16_DOT
   if (native_bf16_dot()) return NativeScoreTile(qp, ldq, rows, kp, ldk, cols, pairs, scale, s, lds);

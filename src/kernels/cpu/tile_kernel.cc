@@ -71,9 +71,9 @@ struct Scratch {
   int64_t dv_pad = 0;
   std::vector<TileState> tiles;
   hwy::AlignedFreeUniquePtr<float[]> st, k, v, zt;
-  int64_t pairs = 0;                    // attended pairs, when the caller asks for them
-  std::vector<uint8_t> allow;           // [heads][tokens][keys] from the predicate
-  std::vector<uint8_t> allow_t;         // one head's bytes transposed: [keys][tokens]
+  int64_t pairs = 0;             // attended pairs, when the caller asks for them
+  std::vector<uint8_t> allow;    // [heads][tokens][keys] from the predicate
+  std::vector<uint8_t> allow_t;  // one head's bytes transposed: [keys][tokens]
   // The packed block of gathered keys: K [kv_block][dim], V [kv_block][dv_pad] as f32 and the
   // tile rows' allow bytes [kv_block][m_pad]; `gathered` keys so far.
   hwy::AlignedFreeUniquePtr<float[]> gk, gv;
@@ -101,7 +101,7 @@ struct Scratch {
     // A packed block holds at least kMinPackedKeys: with 16-key blocks (grid key boxes) the
     // per-block softmax and O rescale would be paid every 16 keys (halo2d: 3% faster at 128).
     packed_capacity = std::max<int64_t>(kvb, kMinPackedKeys);
-    st = hwy::AllocateAligned<float>(std::max(kvb, packed_capacity) * m_pad);
+    st = hwy::AllocateAligned<float>(packed_capacity * m_pad);
     k = hwy::AllocateAligned<float>(kvb * dim);
     v = hwy::AllocateAligned<float>(kvb * dv_pad);
     if (a.dropout > 0.0f) zt = hwy::AllocateAligned<float>(kvb * m_pad);
@@ -180,7 +180,8 @@ void FlushGathered(const TilePlan& plan, const WorkItem& item, TileState& t, Scr
   const int64_t dim = a.q.shape[3], rows = item.nh * item.nt;
   const int64_t m_pad = (rows + chunk - 1) / chunk * chunk, n = s.gathered;
   Scores(t.qt.get(), m_pad, s.gk.get(), dim, n, dim, s.st.get());
-  if (s.gathered_masked) MaskFromBytes(s.st.get(), m_pad, n, 0, rows, s.gather_allow.data(), m_pad);
+  if (s.gathered_masked)
+    MaskFromBytes(s.st.get(), m_pad, n, 0, rows, s.gather_allow.data(), m_pad);
   if (a.attended_pairs) s.pairs += CountFinite(s.st.get(), m_pad, n, rows);
   OnlineSoftmax(s.st.get(), m_pad, n, t.m.get(), t.l.get(), t.alpha.get());
   AccumulatePv(s.st.get(), {m_pad, 1}, rows, s.gv.get(), s.dv_pad, n, t.alpha.get(), t.o.get(),
@@ -191,8 +192,8 @@ void FlushGathered(const TilePlan& plan, const WorkItem& item, TileState& t, Scr
 
 // any[j] = OR and all[j] = AND over r < rows of in[r * cols + j] (bytes 0 or 1), eight bytes at
 // a time.
-void OrAndRows(const uint8_t* HWY_RESTRICT in, int64_t rows, int64_t cols, uint8_t* HWY_RESTRICT any,
-               uint8_t* HWY_RESTRICT all) {
+void OrAndRows(const uint8_t* HWY_RESTRICT in, int64_t rows, int64_t cols,
+               uint8_t* HWY_RESTRICT any, uint8_t* HWY_RESTRICT all) {
   int64_t j = 0;
   for (; j + 8 <= cols; j += 8) {
     uint64_t acc_or = 0, acc_and = ~uint64_t{0};

@@ -60,7 +60,8 @@ bool group_lists_equal(const BlockMask& m, int64_t heads_q, int64_t group) {
         const int64_t x = m.list(b, h, qb), y = m.list(b, h - h % group, qb);
         const int64_t n = m.row_start[x + 1] - m.row_start[x];
         if (n != m.row_start[y + 1] - m.row_start[y] ||
-            !std::equal(m.kv_index.begin() + m.row_start[x], m.kv_index.begin() + m.row_start[x] + n,
+            !std::equal(m.kv_index.begin() + m.row_start[x],
+                        m.kv_index.begin() + m.row_start[x] + n,
                         m.kv_index.begin() + m.row_start[y]) ||
             !std::equal(m.kind.begin() + m.row_start[x], m.kind.begin() + m.row_start[x] + n,
                         m.kind.begin() + m.row_start[y]))

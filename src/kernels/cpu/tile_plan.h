@@ -24,7 +24,7 @@ struct TilePlan {
   int64_t kv_block = 64;            // keys per tile
   float qscale = 0.0f;              // scale * log2(e), folded into Q so the kernel uses exp2
   int threads = 1;
-  std::vector<WorkItem> items;      // sorted by cost, longest first
+  std::vector<WorkItem> items;  // sorted by cost, longest first
   // Groups of items that walk their key lists together, chunk by chunk (the L2-blocked order
   // of long dense and causal runs): group i is items [group_start[i], group_start[i + 1]).
   std::vector<int64_t> group_start;

@@ -112,8 +112,7 @@ class InfLlmV2Pattern final : public Pattern {
         local_(params.get_int("local")),
         topk_(params.get_int("topk")),
         per_token_(params.get_string("granularity") == "token"),
-        precision_(params.get_string("score_dtype") == "bf16" ? cpu::ScorePrecision::kBf16
-                                                               : cpu::ScorePrecision::kF32) {}
+        bf16_(params.get_string("score_dtype") == "bf16") {}
   Plan plan(const PlanInputs& in) const override;
 
  private:
@@ -125,7 +124,7 @@ class InfLlmV2Pattern final : public Pattern {
 
   int64_t dense_len_, kernel_, stride_, lse_kernel_, lse_stride_, block_, init_, local_, topk_;
   bool per_token_;
-  cpu::ScorePrecision precision_;
+  bool bf16_;  // score_dtype=bf16
 };
 
 void InfLlmV2Pattern::block_scores(const float* s, int64_t m1, int64_t diag, float* out) const {
@@ -207,8 +206,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
   const PooledKeys& pooled = pooled_keys(in, d, scratch);
   const std::vector<std::vector<float>>&k1 = pooled.k1, &k2 = pooled.k2;
   // bf16 scoring: the pooled keys packed once per (b, kv head) for every query chunk's passes.
-  const bool bf16 = precision_ == cpu::ScorePrecision::kBf16;
-  std::vector<cpu::Bf16Matrix> packed_k1(bf16 ? d.batch * d.heads_kv : 0), packed_k2;
+  std::vector<cpu::Bf16Matrix> packed_k1(bf16_ ? d.batch * d.heads_kv : 0), packed_k2;
   packed_k2.resize(packed_k1.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t bg = 0; bg < static_cast<int64_t>(packed_k1.size()); ++bg) {
@@ -254,7 +252,7 @@ Plan InfLlmV2Pattern::plan(const PlanInputs& in) const {
     std::vector<float> q(rows * d.dim), lse(rows), score(score_rows * m1, 0.0f);
     for (int64_t hh = 0; hh < d.group; ++hh) {
       cpu::load_rows(in.q, b, g * d.group + hh, row0, rows, q.data());
-      if (bf16) {
+      if (bf16_) {
         const cpu::Bf16Matrix packed_q = cpu::pack_bf16(q.data(), rows, d.dim, d.dim);
         cpu::lse_pass(packed_q, packed_k2[bg], scale, limit2.data(), lse.data());
         cpu::prob_reduce(packed_q, lse.data(), packed_k1[bg], scale, limit1.data(), row_group, 1,
