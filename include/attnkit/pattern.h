@@ -25,6 +25,9 @@
 #include "attnkit/block_mask.h"
 
 namespace attnkit {
+namespace cpu {
+struct GridWindows;  // kernels/cpu/tile_plan.h
+}  // namespace cpu
 
 // What a content-based planner may keep between plans of one growing sequence (decode over a KV
 // cache), so that each step costs work on the new keys only: InfLLM-V2 keeps its pooled keys and
@@ -66,8 +69,8 @@ struct Plan {
   // (self-attention); such a mask already holds the causality plan() was asked for.
   std::vector<int32_t> token_order;
   bool causal = false;  // PlanInputs::causal of the plan() call
-  // What execute() of a mechanism that is not one block-sparse pass kept from planning; empty
-  // for the others.
+  // What execute() of a mechanism that is not one block-sparse pass kept from planning (grid
+  // patterns without causality: their rows' windows); empty for the others.
   std::any state;
 
   int64_t nq() const;  // query and key tokens (padding not counted)
@@ -87,7 +90,8 @@ struct RunStats {
   double pairs = 0.0;         // attended pairs per (batch, head) slice, from the kernel's counter
   double density = 0.0;       // pairs / (Nq * Nk)
   // Tiles (query block x key block) the kernel visits / all tiles of the plan's mask
-  // (block_density): what the kernel pays for, against `density`, what it keeps.
+  // (block_density): what the kernel pays for, against `density`, what it keeps. Grid patterns
+  // whose kernel walks each query box's union window: those slot pairs / all slot pairs.
   double tile_density = 0.0;
   int64_t q_block = 0, kv_block = 0;  // the plan's tile: query rows x keys
 };
@@ -196,6 +200,12 @@ class Pattern {
   // Q, K, V gathered into kernel order and O, LSE scattered back. `args.attended_pairs` points
   // at run()'s counter: overrides pass it on to every kernel call.
   virtual void execute(const AttentionArgs& args, const Plan& plan) const;
+  // execute() of a plan with a token order. Given the rows' grid windows, the kernel reads K
+  // and V in token order and walks the windows instead of copying K and V into kernel order.
+  void execute_in_kernel_order(const AttentionArgs& args, const Plan& plan,
+                               const cpu::GridWindows* windows) const;
+  // RunStats::tile_density of execute(args, plan). Default: block_density(plan.mask).
+  virtual double tile_density(const AttentionArgs& args, const Plan& plan) const;
   // Default: the block-sparse backward over plan.mask (in kernel order when there is a token
   // order). Overridden by the patterns whose execute() is overridden.
   virtual void execute_backward(const BackwardArgs& args, const Plan& plan) const;

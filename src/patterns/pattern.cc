@@ -314,7 +314,7 @@ RunStats Pattern::run(const AttentionArgs& args, std::unique_ptr<PlanState>* sta
   const double cells = static_cast<double>(args.q.shape[2]) * static_cast<double>(args.k.shape[2]);
   stats.pairs = static_cast<double>(attended) / slices;
   stats.density = stats.pairs / cells;
-  stats.tile_density = block_density(plan.mask);
+  stats.tile_density = tile_density(args, plan);
   stats.q_block = plan.mask.q_block;
   stats.kv_block = plan.mask.kv_block;
   return stats;
@@ -368,10 +368,17 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
     attention(args, plan.mask);
     return;
   }
+  execute_in_kernel_order(args, plan, nullptr);
+}
+
+void Pattern::execute_in_kernel_order(const AttentionArgs& args, const Plan& plan,
+                                      const cpu::GridWindows* windows) const {
   // Kernel order: K and V are copied into it once (into this thread's buffers from the last
   // call, reused_tensor.h); the kernel reads Q and writes O and the LSE at the tokens' own rows
   // through the order (TilePlan::q_order). Causality is in the mask. Gathering K and V per
   // visit instead was 2-6% slower on natten and even on halo2d (about 4 visits per key block).
+  // Grid patterns without causality pass their windows instead: the kernel reads K and V in
+  // token order, one run of keys along the grid's last axis at a time.
   // Dropout, if set, is drawn at kernel-order positions: the backward (also in kernel order)
   // redraws the same mask.
   const auto& order = plan.token_order;
@@ -381,11 +388,19 @@ void Pattern::execute(const AttentionArgs& args, const Plan& plan) const {
   PermutedModifiers modifiers;
   modifiers.apply(args, order, &kernel);
   ReusedTensor k(0), v(1);
-  cpu::permute_tokens(args.k, order, args.threads, &*k);
-  cpu::permute_tokens(args.v, order, args.threads, &*v);
-  kernel.k = k->view();
-  kernel.v = v->view();
-  cpu::run_tile_plan(cpu::make_tile_plan(kernel, &plan.mask, &order));
+  if (windows == nullptr) {
+    cpu::permute_tokens(args.k, order, args.threads, &*k);
+    cpu::permute_tokens(args.v, order, args.threads, &*v);
+    kernel.k = k->view();
+    kernel.v = v->view();
+  }
+  cpu::TilePlan tiles = cpu::make_tile_plan(kernel, &plan.mask, &order);
+  tiles.windows = windows;
+  cpu::run_tile_plan(tiles);
+}
+
+double Pattern::tile_density(const AttentionArgs&, const Plan& plan) const {
+  return block_density(plan.mask);
 }
 
 void no_backward(const std::string& name) {

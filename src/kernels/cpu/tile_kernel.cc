@@ -24,6 +24,13 @@
 // slower, window / streaming / dilated / hip unchanged.) A packed block whose keys every row
 // sees (halo2d's clipped key boxes: one key set per query box) skips the bytes' transpose and
 // masking.
+// Grid patterns without causality give their rows' windows instead (TilePlan::windows): K and V
+// stay in token order and a tile walks the union of its rows' windows, one run of keys along
+// the grid's last axis at a time. Runs are batched in St up to its capacity, their K and V rows
+// listed key by key so that the micro-kernels span runs; each row's window is applied with
+// compares; attended pairs are the windows' volumes. No K / V copies, block lists or predicate
+// bytes: natten2d kernel 13 on 128 x 128 went from 4.0x to 2.8x its element density's share of
+// dense time, halo2d from 2.2x to 1.8x (BENCHMARKS.md).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/tile_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -47,6 +54,8 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kMinPackedKeys = 128;
+// Grid windows: a bound beyond every coordinate (windows of padding rows, empty run bounds).
+constexpr float kWideOpen = 1e30f;
 
 // One tile's state while it walks its key blocks: Q^T, the O accumulator and the online-softmax
 // row statistics (rows padded to m_pad).
@@ -79,8 +88,18 @@ struct Scratch {
   hwy::AlignedFreeUniquePtr<float[]> gk, gv;
   std::vector<uint8_t> gather_allow;
   std::vector<int32_t> used;  // keys of one block that some row sees
-  int64_t gathered = 0, packed_capacity = 0;
+  int64_t gathered = 0, packed_capacity = 0, st_floats = 0;
   bool gathered_masked = false;  // some packed key is hidden from some row: apply the bytes
+  // Grid windows (TilePlan::windows): the rows' bounds per axis [3][m_pad], the last axis's
+  // bounds of one run of keys [2][m_pad] (empty where an outer axis hides the run), the runs
+  // whose scores are in St, and their K and V rows.
+  hwy::AlignedFreeUniquePtr<float[]> win_lo, win_hi, run_bounds;
+  struct KeyRun {
+    int64_t keys, at, x0;  // keys (step apart), first row in St, first key's last coordinate
+    int64_t outer[2];      // the run's coordinates on the outer axes
+  };
+  std::vector<KeyRun> runs;
+  std::vector<const void*> k_rows, v_rows;  // the batch's K and V rows, key by key
 
   explicit Scratch(const TilePlan& plan) : tiles(plan.group_tiles) {
     const DF df;
@@ -101,7 +120,8 @@ struct Scratch {
     // A packed block holds at least kMinPackedKeys: with 16-key blocks (grid key boxes) the
     // per-block softmax and O rescale would be paid every 16 keys (halo2d: 3% faster at 128).
     packed_capacity = std::max<int64_t>(kvb, kMinPackedKeys);
-    st = hwy::AllocateAligned<float>(packed_capacity * m_pad);
+    st_floats = packed_capacity * m_pad;
+    st = hwy::AllocateAligned<float>(st_floats);
     k = hwy::AllocateAligned<float>(kvb * dim);
     v = hwy::AllocateAligned<float>(kvb * dv_pad);
     if (a.dropout > 0.0f) zt = hwy::AllocateAligned<float>(kvb * m_pad);
@@ -112,6 +132,16 @@ struct Scratch {
       gv = hwy::AllocateAligned<float>(packed_capacity * dv_pad);
       gather_allow.resize(packed_capacity * m_pad);
       used.resize(kvb);
+    }
+    if (plan.windows) {  // a batch of runs fills St: up to st_floats / chunk keys
+      const int64_t keys = st_floats / chunk;
+      win_lo = hwy::AllocateAligned<float>(3 * m_pad);
+      win_hi = hwy::AllocateAligned<float>(3 * m_pad);
+      run_bounds = hwy::AllocateAligned<float>(2 * m_pad);
+      k_rows.resize(keys);
+      v_rows.resize(keys);
+      if (a.k.dtype != DType::kF32) gk = hwy::AllocateAligned<float>(keys * dim);
+      if (dim_v % n != 0) gv = hwy::AllocateAligned<float>(keys * dv_pad);
     }
   }
 };
@@ -268,6 +298,162 @@ bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_
   return true;
 }
 
+// Grid windows, the run c[0 .. last) x (last axis): each row's window on the last axis where
+// its outer axes hold c, else empty, into s.run_bounds [2][m_pad]; `seen` when some row sees c,
+// and the last-axis interval [from, to] that every row sees.
+struct RunCover {
+  bool seen;
+  float from, to;
+};
+RunCover RunBounds(const GridWindows& w, const int64_t* c, int64_t m_pad, Scratch& s) {
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  const int last = w.ndim - 1;
+  const VF big = hn::Set(df, kWideOpen);
+  bool seen = false;
+  VF from = hn::Neg(big), to = big;
+  for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
+    auto inside = hn::FirstN(df, n);
+    for (int ax = 0; ax < last; ++ax) {
+      const VF x = hn::Set(df, static_cast<float>(c[ax]));
+      inside = hn::And(inside, hn::And(hn::Ge(x, hn::Load(df, s.win_lo.get() + ax * m_pad + r0)),
+                                       hn::Le(x, hn::Load(df, s.win_hi.get() + ax * m_pad + r0))));
+    }
+    seen = seen || !hn::AllFalse(df, inside);
+    const VF lo = hn::IfThenElse(inside, hn::Load(df, s.win_lo.get() + last * m_pad + r0), big);
+    const VF hi =
+        hn::IfThenElse(inside, hn::Load(df, s.win_hi.get() + last * m_pad + r0), hn::Neg(big));
+    hn::Store(lo, df, s.run_bounds.get() + r0);
+    hn::Store(hi, df, s.run_bounds.get() + m_pad + r0);
+    from = hn::Max(from, lo), to = hn::Min(to, hi);
+  }
+  return {seen, hn::GetLane(hn::MaxOfLanes(df, from)), hn::GetLane(hn::MinOfLanes(df, to))};
+}
+
+// Grid windows: the batch of key runs gathered so far, scored in one pass over their listed K
+// rows, masked run by run with the rows' windows, softmaxed, and folded into O.
+void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch& s) {
+  if (s.runs.empty()) return;
+  const AttentionArgs& a = *plan.args;
+  const GridWindows& w = *plan.windows;
+  const DF df;
+  const int64_t n = hn::Lanes(df), chunk = kCols * n;
+  const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
+  const int64_t step = w.step[w.ndim - 1];
+  const int64_t keys = s.runs.back().at + s.runs.back().keys;
+  float* st = s.st.get();
+  Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data()}, keys, a.q.shape[3], st);
+  const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  for (const Scratch::KeyRun& run : s.runs) {
+    const RunCover cover = RunBounds(w, run.outer, m_pad, s);
+    if (cover.from <= static_cast<float>(run.x0) &&
+        static_cast<float>(run.x0 + (run.keys - 1) * step) <= cover.to)
+      continue;  // every row sees the whole run (halo2d's boxes)
+    for (int64_t j = run.at; j < run.at + run.keys; ++j) {
+      const VF x = hn::Set(df, static_cast<float>(run.x0 + (j - run.at) * step));
+      for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
+        const auto seen = hn::And(hn::Ge(x, hn::Load(df, s.run_bounds.get() + r0)),
+                                  hn::Le(x, hn::Load(df, s.run_bounds.get() + m_pad + r0)));
+        float* row = st + j * m_pad + r0;
+        hn::StoreU(hn::IfThenElse(seen, hn::LoadU(df, row), neg_inf), df, row);
+      }
+    }
+  }
+  OnlineSoftmax(st, m_pad, keys, t.m.get(), t.l.get(), t.alpha.get());
+  const DType v_type = a.v.shape[3] % n == 0 ? a.v.dtype : DType::kF32;  // else padded copies
+  AccumulatePvListed(v_type, st, {m_pad, 1}, rows, s.v_rows.data(), keys, t.alpha.get(), t.o.get(),
+                     s.dv_pad);
+  s.runs.clear();
+}
+
+// Grid windows: adds `keys` keys of one run (tokens token, token + step, ...; last-axis
+// coordinates x0, x0 + step, ...) to the batch: their K and V rows in place, or converted to
+// f32 (K not f32, V rows not a whole number of vectors) into the packed block's buffers.
+void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, int64_t token, int64_t x0,
+            int64_t keys, Scratch& s) {
+  const AttentionArgs& a = *plan.args;
+  const int64_t n = hn::Lanes(DF());
+  const int64_t dim = a.q.shape[3], dim_v = a.v.shape[3];
+  const int64_t g = item.h0 / (a.q.shape[1] / a.k.shape[1]);
+  const int64_t step = plan.windows->step[plan.windows->ndim - 1];
+  const int64_t at = s.runs.empty() ? 0 : s.runs.back().at + s.runs.back().keys;
+  const void* k = RowPointer(a.k, item.b, g, token);
+  const void* v = RowPointer(a.v, item.b, g, token);
+  const int64_t k_step = step * a.k.stride[2] * dtype_size(a.k.dtype);
+  const int64_t v_step = step * a.v.stride[2] * dtype_size(a.v.dtype);
+  const bool k_in_place = a.k.dtype == DType::kF32, v_in_place = dim_v % n == 0;
+  if (!k_in_place) ConvertRows(a.k, k, step * a.k.stride[2], keys, dim, dim, s.gk.get() + at * dim);
+  if (!v_in_place)
+    ConvertRows(a.v, v, step * a.v.stride[2], keys, dim_v, s.dv_pad, s.gv.get() + at * s.dv_pad);
+  for (int64_t j = 0; j < keys; ++j) {
+    s.k_rows[at + j] = k_in_place
+                           ? static_cast<const void*>(static_cast<const char*>(k) + j * k_step)
+                           : s.gk.get() + (at + j) * dim;
+    s.v_rows[at + j] = v_in_place
+                           ? static_cast<const void*>(static_cast<const char*>(v) + j * v_step)
+                           : s.gv.get() + (at + j) * s.dv_pad;
+  }
+  s.runs.push_back({keys, at, x0, {c[0], c[1]}});
+}
+
+// Grid windows: walks the union of the tile's row windows run by run along the last axis (K
+// and V in token order), batching runs in St up to its capacity.
+void VisitWindows(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch& s) {
+  const GridWindows& w = *plan.windows;
+  const int64_t chunk = kCols * hn::Lanes(DF());
+  const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
+  const int nd = w.ndim, last = nd - 1;
+  // The rows' windows per axis and their union. (A tile's rows are one query box, in one
+  // dilation group: keys step apart from lo cover every row's window.) Padding slots and rows
+  // see everything: their outputs are dropped, and they do not keep a run from counting as seen
+  // by every row.
+  int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+  bool any = false;
+  for (int64_t r = 0; r < m_pad; ++r) {
+    const int64_t token = r < rows ? plan.q_row(item.q0 + r % item.nt) : -1;
+    int64_t pairs = token >= 0 ? 1 : 0;  // the row's window volume
+    for (int ax = 0; ax < nd; ++ax) {
+      float first = -kWideOpen, end = kWideOpen;
+      if (token >= 0) {
+        const int64_t f = w.first[3 * token + ax], l = w.last[3 * token + ax];
+        if (!any) lo[ax] = f, hi[ax] = l;
+        lo[ax] = std::min(lo[ax], f), hi[ax] = std::max(hi[ax], l);
+        first = static_cast<float>(f), end = static_cast<float>(l);
+        pairs *= (l - f) / w.step[ax] + 1;
+      }
+      s.win_lo[ax * m_pad + r] = first, s.win_hi[ax * m_pad + r] = end;
+    }
+    if (plan.args->attended_pairs) s.pairs += pairs;
+    any = any || token >= 0;
+  }
+  if (!any) return;
+  const int64_t capacity = s.st_floats / m_pad;  // St's key rows at this m_pad
+  int64_t c[3] = {lo[0], lo[1], lo[2]};
+  while (true) {
+    if (RunBounds(w, c, m_pad, s).seen) {
+      int64_t coord[3] = {c[0], c[1], c[2]};
+      for (int64_t x = lo[last]; x <= hi[last];) {
+        int64_t used = s.runs.empty() ? 0 : s.runs.back().at + s.runs.back().keys;
+        if (used == capacity) FlushRuns(plan, item, t, s), used = 0;
+        const int64_t keys = std::min((hi[last] - x) / w.step[last] + 1, capacity - used);
+        coord[last] = x;
+        int64_t token = 0;
+        for (int ax = 0; ax < nd; ++ax) token = token * w.extent[ax] + coord[ax];
+        AddRun(plan, item, c, token, x, keys, s);
+        x += keys * w.step[last];
+      }
+    }
+    int ax = last - 1;  // the next outer coordinate, row-major
+    for (; ax >= 0; --ax) {
+      c[ax] += w.step[ax];
+      if (c[ax] <= hi[ax]) break;
+      c[ax] = lo[ax];
+    }
+    if (ax < 0) break;
+  }
+  FlushRuns(plan, item, t, s);
+}
+
 // Folds entry e of the tile's key list into its state. Returns false when the list is done
 // (past the last key, or causally hidden from every row: blocks are sorted).
 bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list, int64_t e,
@@ -371,6 +557,14 @@ void ProcessGroup(const TilePlan& plan, int64_t first, int64_t count, Scratch& s
     lists[t] = KeyList(plan, plan.items[first + t]);
     live[t] = active[t] = BeginTile(plan, plan.items[first + t], s.dv_pad, s.tiles[t]);
     longest = std::max(longest, lists[t].count);
+  }
+  if (plan.windows) {  // each tile walks its own union window
+    for (int64_t t = 0; t < count; ++t)
+      if (live[t]) {
+        VisitWindows(plan, plan.items[first + t], s.tiles[t], s);
+        EndTile(plan, plan.items[first + t], s.dv_pad, s.tiles[t]);
+      }
+    return;
   }
   const int64_t step = count == 1 ? longest : plan.group_chunk_blocks;
   for (int64_t e0 = 0; e0 < longest; e0 += step) {

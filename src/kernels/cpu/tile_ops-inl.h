@@ -76,10 +76,26 @@ HWY_INLINE void PrefetchRows(const TensorView& t, const void* base, int64_t stri
   for (int64_t r = 0; r < rows; ++r) PrefetchBytes(static_cast<const char*>(base) + r * stride_bytes, row_bytes);
 }
 
+// Where the kernels read K or V rows: row j at base + j * stride (one block), or at rows[j]
+// (runs of keys along a grid window, which are not one stride apart).
+template <typename T>
+struct StridedRows {
+  const T* base;
+  int64_t stride;
+  HWY_INLINE const T* operator()(int64_t j) const { return base + j * stride; }
+  HWY_INLINE StridedRows From(int64_t j) const { return {base + j * stride, stride}; }
+};
+template <typename T>
+struct ListedRows {
+  const void* const* rows;
+  HWY_INLINE const T* operator()(int64_t j) const { return static_cast<const T*>(rows[j]); }
+  HWY_INLINE ListedRows From(int64_t j) const { return {rows + j}; }
+};
+
 // St[j][r0 .. r0 + kCols*N) for keys j in [0, R): R keys broadcast against kCols query vectors.
-template <int R>
-HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const float* HWY_RESTRICT k,
-                          int64_t k_stride, int64_t dim, float* HWY_RESTRICT st) {
+template <int R, class KRows>
+HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const KRows& k, int64_t dim,
+                          float* HWY_RESTRICT st) {
   const DF df;
   const size_t n = hn::Lanes(df);
   VF acc[R][kCols];
@@ -89,7 +105,7 @@ HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const flo
     VF q[kCols];
     for (int c = 0; c < kCols; ++c) q[c] = hn::LoadU(df, qt + d * m_pad + c * n);
     for (int r = 0; r < R; ++r) {
-      const VF key = hn::Set(df, k[r * k_stride + d]);
+      const VF key = hn::Set(df, k(r)[d]);
       for (int c = 0; c < kCols; ++c) acc[r][c] = hn::MulAdd(key, q[c], acc[r][c]);
     }
   }
@@ -98,8 +114,9 @@ HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const flo
 }
 
 // St = Qt . K^T for one key block of `keys` rows; `ahead`'s rows are asked for along the way.
-HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k_stride, int64_t keys,
-            int64_t dim, float* st, const RowsAhead& ahead = RowsAhead()) {
+template <class KRows>
+HWY_INLINE void Scores(const float* qt, int64_t m_pad, const KRows& k, int64_t keys, int64_t dim,
+                       float* st, const RowsAhead& ahead = RowsAhead()) {
   const int64_t chunk = kCols * static_cast<int64_t>(hn::Lanes(DF()));
   const int64_t parts = (m_pad / chunk) * (keys / kRows);  // calls of the main micro-kernel
   int64_t part = 0;
@@ -108,13 +125,15 @@ HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k
     int64_t j = 0;
     for (; j + kRows <= keys; j += kRows) {
       ahead.Share(part++, parts);
-      ScoreTile<kRows>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
+      ScoreTile<kRows>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
     }
-    for (; j + 4 <= keys; j += 4)
-      ScoreTile<4>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
-    for (; j < keys; ++j)
-      ScoreTile<1>(qt + r0, m_pad, k + j * k_stride, k_stride, dim, st + j * m_pad + r0);
+    for (; j + 4 <= keys; j += 4) ScoreTile<4>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
+    for (; j < keys; ++j) ScoreTile<1>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
   }
+}
+HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k_stride,
+                       int64_t keys, int64_t dim, float* st, const RowsAhead& ahead = RowsAhead()) {
+  Scores(qt, m_pad, StridedRows<float>{k, k_stride}, keys, dim, st, ahead);
 }
 
 // N elements of T (float, float16_t or bfloat16_t) as float lanes.
@@ -136,10 +155,10 @@ struct PLayout {
 
 // O[r][c0 ..] = alpha[r] * O[r][c0 ..] + sum_j P[r][j] V[j][c0 ..] for R rows and C vectors.
 // V is read in its storage type T and widened in registers.
-template <int R, int C, typename T>
-HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, PLayout p_at, const T* HWY_RESTRICT v,
-                       int64_t v_stride, int64_t keys, const float* HWY_RESTRICT alpha,
-                       float* HWY_RESTRICT o, int64_t o_stride) {
+template <int R, int C, typename T, class VRows>
+HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, PLayout p_at, const VRows& v, int64_t c0,
+                       int64_t keys, const float* HWY_RESTRICT alpha, float* HWY_RESTRICT o,
+                       int64_t o_stride) {
   const DF df;
   const size_t n = hn::Lanes(df);
   VF acc[R][C];
@@ -148,8 +167,9 @@ HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, PLayout p_at, const T* HWY_
     for (int c = 0; c < C; ++c) acc[r][c] = hn::Mul(hn::LoadU(df, o + r * o_stride + c * n), a);
   }
   for (int64_t j = 0; j < keys; ++j) {
+    const T* HWY_RESTRICT row = v(j) + c0;
     VF val[C];
-    for (int c = 0; c < C; ++c) val[c] = LoadAsFloat(v + j * v_stride + c * n);
+    for (int c = 0; c < C; ++c) val[c] = LoadAsFloat(row + c * n);
     for (int r = 0; r < R; ++r) {
       const VF p = hn::Set(df, pt[j * p_at.key_stride + r * p_at.row_stride]);
       for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(p, val[c], acc[r][c]);
@@ -159,33 +179,41 @@ HWY_INLINE void PvTile(const float* HWY_RESTRICT pt, PLayout p_at, const T* HWY_
     for (int c = 0; c < C; ++c) hn::StoreU(acc[r][c], df, o + r * o_stride + c * n);
 }
 
-template <int R, int C, typename T>
-HWY_INLINE void PvRows(const float* pt, PLayout p_at, const T* v, int64_t v_stride,
-                       int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
+template <int R, int C, typename T, class VRows>
+HWY_INLINE void PvRows(const float* pt, PLayout p_at, const VRows& v, int64_t keys,
+                       const float* alpha, float* o, int64_t dv_pad) {
   const int64_t n = hn::Lanes(DF());
   int64_t c0 = 0;
   for (; c0 + C * n <= dv_pad; c0 += C * n)
-    PvTile<R, C>(pt, p_at, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
-  for (; c0 < dv_pad; c0 += n) PvTile<R, 1>(pt, p_at, v + c0, v_stride, keys, alpha, o + c0, dv_pad);
+    PvTile<R, C, T>(pt, p_at, v, c0, keys, alpha, o + c0, dv_pad);
+  for (; c0 < dv_pad; c0 += n) PvTile<R, 1, T>(pt, p_at, v, c0, keys, alpha, o + c0, dv_pad);
 }
 
-// O [rows][dv_pad] += P . V for one key block; V rows have dv_pad (a multiple of N) elements.
-// Groups of 4 rows (decode, remainders) use wider column blocks: fewer P broadcasts per FMA.
+// O [rows][dv_pad] += P . V for one key block; V rows (of element type T, read through `v`)
+// have dv_pad (a multiple of N) elements. Groups of 4 rows (decode, remainders) use wider column
+// blocks: fewer P broadcasts per FMA.
+template <typename T, class VRows>
+HWY_INLINE void AccumulatePvRows(const float* pt, PLayout p_at, int64_t rows, const VRows& v,
+                                 int64_t keys, const float* alpha, float* o, int64_t dv_pad) {
+  constexpr int kColsFor4 = kRows == 12 ? 4 : 2;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    PvRows<kRows, kCols, T>(pt + r * p_at.row_stride, p_at, v, keys, alpha + r, o + r * dv_pad,
+                            dv_pad);
+  for (; r + 4 <= rows; r += 4)
+    PvRows<4, kColsFor4, T>(pt + r * p_at.row_stride, p_at, v, keys, alpha + r, o + r * dv_pad,
+                            dv_pad);
+  for (; r < rows; ++r)
+    PvRows<1, kColsFor4, T>(pt + r * p_at.row_stride, p_at, v, keys, alpha + r, o + r * dv_pad,
+                            dv_pad);
+}
+
+// The same with V rows v_stride elements apart.
 template <typename T>
 HWY_INLINE void AccumulatePv(const float* pt, PLayout p_at, int64_t rows, const T* v,
                              int64_t v_stride, int64_t keys, const float* alpha, float* o,
                              int64_t dv_pad) {
-  constexpr int kColsFor4 = kRows == 12 ? 4 : 2;
-  int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows)
-    PvRows<kRows, kCols>(pt + r * p_at.row_stride, p_at, v, v_stride, keys, alpha + r,
-                         o + r * dv_pad, dv_pad);
-  for (; r + 4 <= rows; r += 4)
-    PvRows<4, kColsFor4>(pt + r * p_at.row_stride, p_at, v, v_stride, keys, alpha + r,
-                         o + r * dv_pad, dv_pad);
-  for (; r < rows; ++r)
-    PvRows<1, kColsFor4>(pt + r * p_at.row_stride, p_at, v, v_stride, keys, alpha + r,
-                         o + r * dv_pad, dv_pad);
+  AccumulatePvRows<T>(pt, p_at, rows, StridedRows<T>{v, v_stride}, keys, alpha, o, dv_pad);
 }
 
 // AccumulatePv on V stored as `dtype` at `v`.
@@ -202,6 +230,23 @@ HWY_INLINE void AccumulatePvAny(DType dtype, const float* pt, PLayout p_at, int6
     case DType::kBF16:
       return AccumulatePv(pt, p_at, rows, static_cast<const hwy::bfloat16_t*>(v), v_stride, keys,
                           alpha, o, dv_pad);
+  }
+}
+
+// AccumulatePv on V rows stored as `dtype` at v_rows[j].
+HWY_INLINE void AccumulatePvListed(DType dtype, const float* pt, PLayout p_at, int64_t rows,
+                                   const void* const* v_rows, int64_t keys, const float* alpha,
+                                   float* o, int64_t dv_pad) {
+  switch (dtype) {
+    case DType::kF32:
+      return AccumulatePvRows<float>(pt, p_at, rows, ListedRows<float>{v_rows}, keys, alpha, o,
+                                     dv_pad);
+    case DType::kF16:
+      return AccumulatePvRows<hwy::float16_t>(pt, p_at, rows, ListedRows<hwy::float16_t>{v_rows},
+                                              keys, alpha, o, dv_pad);
+    case DType::kBF16:
+      return AccumulatePvRows<hwy::bfloat16_t>(pt, p_at, rows, ListedRows<hwy::bfloat16_t>{v_rows},
+                                               keys, alpha, o, dv_pad);
   }
 }
 

@@ -18,6 +18,18 @@ struct WorkItem {
   int64_t cost = 0;   // key blocks x rows, for longest-first scheduling
 };
 
+// Neighbourhoods on a row-major grid of up to 3 axes (grid patterns without causality): token i
+// sees token j iff on every axis a, j's coordinate lies in [first[3i + a], last[3i + a]] and is
+// congruent to both modulo step[a] (the dilation). With these, the kernel reads K and V in
+// token order and walks each tile's union window, one run of keys along the last axis at a
+// time, with each row's window applied by compares (no block list, no predicate bytes).
+struct GridWindows {
+  int ndim = 1;
+  int64_t extent[3] = {1, 1, 1};  // axis lengths, axis 0 slowest
+  int64_t step[3] = {1, 1, 1};
+  std::vector<int32_t> first, last;  // [tokens][3], original coordinates, inclusive
+};
+
 struct TilePlan {
   const AttentionArgs* args = nullptr;
   const BlockMask* mask = nullptr;  // null: every key block (dense / causal)
@@ -37,6 +49,8 @@ struct TilePlan {
   const int32_t* q_order = nullptr;
   int64_t nq = 0;  // query slots: the mask's rows with a q_order, else the inputs'
 
+  // With a q_order: the rows' windows, K and V in token order (not the mask's key blocks).
+  const GridWindows* windows = nullptr;
   // Row of Q and O behind query slot p; -1 for padding.
   int64_t q_row(int64_t p) const { return q_order ? q_order[p] : p; }
 };

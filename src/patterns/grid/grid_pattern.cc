@@ -281,7 +281,9 @@ Grid resolve_grid(const GridTemplate& gt, int64_t n) {
 }
 
 TiledPlan plan_tiled(const Grid& grid, bool causal) {
-  return plan_tiled(grid, causal, make_tiling(grid));
+  // Without causality the forward walks windows (GridPattern::execute).
+  return plan_tiled(grid, causal,
+                    make_tiling(grid, causal ? TilingFor::kBlocks : TilingFor::kWindows));
 }
 
 TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling) {
@@ -349,18 +351,91 @@ TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling) {
   return plan;
 }
 
+cpu::GridWindows grid_windows(const Grid& grid) {
+  cpu::GridWindows w;
+  w.ndim = grid.ndim;
+  const int64_t n = grid.size();
+  w.first.resize(3 * n);
+  w.last.resize(3 * n);
+  for (int a = 0; a < grid.ndim; ++a) {
+    w.extent[a] = grid.axis[a].length;
+    w.step[a] = grid.axis[a].dilation;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t c[3];
+    grid.coords(i, c);
+    for (int a = 0; a < grid.ndim; ++a) {
+      const AxisRule& rule = grid.axis[a];
+      const int64_t d = rule.dilation, residue = c[a] % d;
+      int64_t start = 0, end = 0;
+      rule.window(c[a] / d, rule.group_length(residue), &start, &end);
+      w.first[3 * i + a] = static_cast<int32_t>(residue + d * start);
+      w.last[3 * i + a] = static_cast<int32_t>(residue + d * (end - 1));
+    }
+  }
+  return w;
+}
+
+double walk_density(const Grid& grid, const Tiling& tiling) {
+  double pairs = 0.0;
+  for (const Box& box : tiling.boxes) {
+    double keys = 1.0;
+    for (int a = 0; a < grid.ndim; ++a) {
+      const AxisRule& rule = grid.axis[a];
+      const int64_t len = rule.group_length(box.group[a]);
+      int64_t s0, e0, s1, e1;
+      rule.window(box.lo[a], len, &s0, &e0);
+      rule.window(box.hi[a] - 1, len, &s1, &e1);
+      keys *= static_cast<double>(e1 - s0);
+    }
+    pairs += keys * static_cast<double>(tiling.block);
+  }
+  const double slots = static_cast<double>(tiling.padded());
+  return pairs / (slots * slots);
+}
+
+namespace {
+
+// The walk the plan kept, when this forward can take it (no dropout: its keep factors follow
+// the slots of the block lists); else null.
+const GridWalk* walk_of(const AttentionArgs& args, const Plan& plan) {
+  if (args.dropout > 0.0f || !plan.state.has_value()) return nullptr;
+  return std::any_cast<std::shared_ptr<const GridWalk>>(plan.state).get();
+}
+
+}  // namespace
+
+void GridPattern::execute(const AttentionArgs& args, const Plan& plan) const {
+  const GridWalk* walk = walk_of(args, plan);
+  if (walk == nullptr) {
+    Pattern::execute(args, plan);
+    return;
+  }
+  // The tiling keeps each query box in one dilation group, so a tile's rows share residues.
+  execute_in_kernel_order(args, plan, &walk->windows);
+}
+
+double GridPattern::tile_density(const AttentionArgs& args, const Plan& plan) const {
+  const GridWalk* walk = walk_of(args, plan);
+  return walk ? walk->density : Pattern::tile_density(args, plan);
+}
+
 Plan GridPattern::plan(const PlanInputs& in) const {
   in.validate(false);
   const int64_t nq = in.q.shape[2], nk = in.k.shape[2];
   check(nq == nk, "pattern",
         name() + " is a self-attention over the grid: Nq = " + std::to_string(nq) +
             " must equal Nk = " + std::to_string(nk));
-  TiledPlan tiled = plan_tiled(resolve_grid(template_, nq), in.causal);
+  const Grid grid = resolve_grid(template_, nq);
+  TiledPlan tiled = plan_tiled(grid, in.causal);
   Plan plan;
   plan.mask = std::move(tiled.mask);
   plan.causal = in.causal;
   if (!tiled.tiling->identity) {
     plan.token_order.assign(tiled.tiling->source.begin(), tiled.tiling->source.end());
+    if (!in.causal)
+      plan.state = std::make_shared<const GridWalk>(
+          GridWalk{grid_windows(grid), walk_density(grid, *tiled.tiling)});
   }
   return plan;
 }

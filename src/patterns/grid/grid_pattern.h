@@ -5,8 +5,9 @@
 // the box sees every key of the other box and neither box has padding. Only keys in the union
 // window of a query box are enumerated, so planning costs O(visited blocks). PlanInputs::causal
 // (bottom-right, i.e. j <= i for self-attention) is applied in token order inside the mask.
-// Pattern::execute() gathers Q, K, V into that order, runs the block-sparse kernel and scatters O
-// and LSE back.
+// execute() runs the kernel in that order: Q read and O, LSE written through it, K and V read in
+// token order along each row's window (or, with causality or dropout, copied into that order and
+// walked block by block).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "attnkit/pattern.h"
+#include "kernels/cpu/tile_plan.h"
 #include "patterns/grid/tiling.h"
 
 namespace attnkit::grid_patterns {
@@ -40,11 +42,30 @@ struct TiledPlan {
 TiledPlan plan_tiled(const Grid& grid, bool causal);
 TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling);
 
+// Every token's window per axis, in original coordinates, for the kernel's window walk.
+cpu::GridWindows grid_windows(const Grid& grid);
+
+// What a plan without causality keeps for its forward (Plan::state): the rows' windows, and the
+// slot pairs the walk scores, each query box's slots x its union window, over all slot pairs
+// (RunStats::tile_density).
+struct GridWalk {
+  cpu::GridWindows windows;
+  double density = 0.0;
+};
+double walk_density(const Grid& grid, const Tiling& tiling);
+
 class GridPattern final : public Pattern {
  public:
   GridPattern(const PatternParams& params, Direction direction, GridTemplate grid_template)
       : Pattern(params, direction), template_(std::move(grid_template)) {}
   Plan plan(const PlanInputs& inputs) const override;
+
+ protected:
+  // Without causality or dropout the kernel walks the rows' windows over K and V in token order
+  // (tile_plan.h, GridWindows): no K / V copies, no block list, no predicate bytes. Otherwise
+  // Pattern::execute().
+  void execute(const AttentionArgs& args, const Plan& plan) const override;
+  double tile_density(const AttentionArgs& args, const Plan& plan) const override;
 
  private:
   GridTemplate template_;

@@ -137,19 +137,27 @@ int64_t pow2_ceil(int64_t x) {
 
 int64_t slots(int64_t volume) { return std::max<int64_t>(16, (volume + 15) / 16 * 16); }
 
-// Block visits of one axis, summed over its dilation groups: per query interval of `tile`
-// coordinates, the key intervals of `sub` coordinates that its union window touches.
-int64_t axis_visits(const AxisRule& rule, int64_t tile, int64_t sub) {
-  int64_t visits = 0;
+// Calls f(start, end) with the union window [start, end) of every query interval of `tile`
+// coordinates of one axis, over its dilation groups (group coordinates).
+template <class F>
+void for_each_union(const AxisRule& rule, int64_t tile, const F& f) {
   for (int64_t g = 0; g < rule.dilation; ++g) {
     const int64_t len = rule.group_length(g);
     for (int64_t lo = 0; lo < len; lo += tile) {
       int64_t s0, e0, s1, e1;
       rule.window(lo, len, &s0, &e0);
       rule.window(std::min(lo + tile, len) - 1, len, &s1, &e1);
-      visits += (e1 - 1) / sub - s0 / sub + 1;
+      f(s0, e1);
     }
   }
+}
+
+// Block visits of one axis: per query interval, the key intervals of `sub` coordinates that its
+// union window touches.
+int64_t axis_visits(const AxisRule& rule, int64_t tile, int64_t sub) {
+  int64_t visits = 0;
+  for_each_union(rule, tile,
+                 [&](int64_t start, int64_t end) { visits += (end - 1) / sub - start / sub + 1; });
   return visits;
 }
 
@@ -171,6 +179,31 @@ double shape_cost(const Grid& grid, const int64_t* tile, const int64_t* sub) {
   return visits * block * (key_block + kVisitKeys);
 }
 
+// Union window lengths of one axis: the keys that the window walk scores per query box, axis by
+// axis.
+int64_t axis_union(const AxisRule& rule, int64_t tile) {
+  int64_t keys = 0;
+  for_each_union(rule, tile, [&](int64_t start, int64_t end) { keys += end - start; });
+  return keys;
+}
+
+// Modelled cost of the window walk (TilePlan::windows) for one query box shape: every box scores
+// its union window against its rows, and pays per key a fixed cost (fetching its K and V rows,
+// its mask) worth about this many rows. Measured at d = 64 (BENCHMARKS.md): 0 picks 32-token
+// boxes for natten3d kernel 13 (1.5% slower), 32 and up 64-token boxes for natten2d kernel 13
+// (10% slower).
+constexpr double kWindowKeyRows = 8.0;
+
+double window_cost(const Grid& grid, const int64_t* tile) {
+  double keys = 1.0;
+  int64_t volume = 1;
+  for (int a = 0; a < grid.ndim; ++a) {
+    keys *= static_cast<double>(axis_union(grid.axis[a], tile[a]));
+    volume *= tile[a];
+  }
+  return keys * (static_cast<double>(volume) + kWindowKeyRows);
+}
+
 // Per-axis powers of two from 1 to `limit` whose product is `volume` (all of them, row-major).
 void shapes_of_volume(int ndim, const int64_t* limit, int64_t volume,
                       std::vector<std::array<int64_t, 3>>* out) {
@@ -186,7 +219,7 @@ void shapes_of_volume(int ndim, const int64_t* limit, int64_t volume,
 
 }  // namespace
 
-Tiling make_tiling(const Grid& grid) {
+Tiling make_tiling(const Grid& grid, TilingFor kernel) {
   // Group 0 is the longest group of every axis; boxes grow no longer than it.
   int64_t longest[3] = {1, 1, 1}, cells = 1;
   for (int a = 0; a < grid.ndim; ++a) {
@@ -199,6 +232,8 @@ Tiling make_tiling(const Grid& grid) {
   for (int64_t volume : {int64_t{64}, int64_t{32}}) {
     shapes_of_volume(grid.ndim, longest, std::min(volume, cells), &tiles);
   }
+  // Per query box shape the key box of the least block cost; the shapes compared by the cost
+  // of the kernel that will run them.
   int64_t best_tile[3] = {1, 1, 1}, best_sub[3] = {1, 1, 1};
   double best = -1.0;
   for (const auto& tile : tiles) {
@@ -207,19 +242,31 @@ Tiling make_tiling(const Grid& grid) {
     for (int64_t volume = std::min<int64_t>(16, tile_volume); volume <= tile_volume; volume *= 2) {
       shapes_of_volume(grid.ndim, tile.data(), volume, &subs);
     }
+    double tile_best = -1.0;
+    int64_t sub_best[3] = {1, 1, 1};
     for (const auto& sub : subs) {
       bool divides = true;
       for (int a = 0; a < 3; ++a) divides = divides && tile[a] % sub[a] == 0;
       if (!divides) continue;
       const double cost = shape_cost(grid, tile.data(), sub.data());
-      if (best < 0.0 || cost < best) {
-        best = cost;
-        std::copy(tile.begin(), tile.end(), best_tile);
-        std::copy(sub.begin(), sub.end(), best_sub);
+      if (tile_best < 0.0 || cost < tile_best) {
+        tile_best = cost;
+        std::copy(sub.begin(), sub.end(), sub_best);
       }
     }
+    if (tile_best < 0.0) continue;
+    const double cost = kernel == TilingFor::kWindows ? window_cost(grid, tile.data()) : tile_best;
+    if (best < 0.0 || cost < best) {
+      best = cost;
+      std::copy(tile.begin(), tile.end(), best_tile);
+      std::copy(sub_best, sub_best + 3, best_sub);
+    }
   }
-  return make_tiling(grid, best_tile, best_sub);
+  Tiling tiling = make_tiling(grid, best_tile, best_sub);
+  // Tokens already in box order run on the block lists (GridPattern::execute).
+  if (tiling.identity && kernel == TilingFor::kWindows)
+    return make_tiling(grid, TilingFor::kBlocks);
+  return tiling;
 }
 
 Tiling make_tiling(const Grid& grid, const int64_t* tile, const int64_t* sub) {

@@ -16,7 +16,9 @@
 // never attended, outputs dropped). Query and key boxes differ because the best shapes differ: a
 // query box wants many rows (SIMD lanes, few visits) and a key box few keys (a tight cover of the
 // union window), e.g. natten2d kernel 13 on 128 x 128 visits 3.13x the element density with
-// 8 x 8 boxes on both sides and 2.1x with 4 x 8 query boxes over 2 x 8 key boxes.
+// 8 x 8 boxes on both sides and 2.1x with 4 x 8 query boxes over 2 x 8 key boxes. The window walk
+// of plans without causality (tile_plan.h GridWindows) has no key boxes: each query box scores
+// its union window, 1.89x for 4 x 8 boxes there (TilingFor::kWindows picks the query box).
 #pragma once
 
 #include <cstdint>
@@ -95,10 +97,16 @@ struct Tiling {
   int64_t key_box_index(int64_t g, const int64_t* kc) const;
 };
 
+// The kernel a tiling is for: block lists over tokens in box order (causal plans, dropout, the
+// backward), or the walk of each box's union window over K and V in token order (the forward of
+// the others, tile_plan.h GridWindows).
+enum class TilingFor : uint8_t { kBlocks, kWindows };
+
 // Box shapes for this grid: the query box (32 or 64 tokens where the grid allows) and its key
-// sub-box (16 tokens or more) that minimise the modelled kernel cost, visited slot pairs plus a
-// fixed cost per block visit (tiling.cc).
-Tiling make_tiling(const Grid& grid);
+// sub-box (16 tokens or more) that minimise the modelled cost of `kernel` (tiling.cc): for
+// blocks, visited slot pairs plus a fixed cost per block visit; for windows, union keys times
+// rows plus a fixed cost per key. The key box is always the best for blocks.
+Tiling make_tiling(const Grid& grid, TilingFor kernel = TilingFor::kBlocks);
 // A tiling with the given box extents (tests and measurements); sub must divide tile per axis.
 Tiling make_tiling(const Grid& grid, const int64_t* tile, const int64_t* sub);
 

@@ -386,19 +386,37 @@ TEST(NattenTiling, KeyBoxesInsideQueryBoxesMatchTheRule) {
 }
 
 // The chosen shapes keep the visited tiles close to the pairs where key boxes smaller than the
-// query boxes pay (issue 16: visited-tile density <= 2x the element density).
+// query boxes pay (issue 16: visited-tile density <= 2x the element density): the block lists of
+// causal plans, and the union windows that the forward of the others walks.
 TEST(NattenTiling, ChosenShapesVisitFewTiles) {
   const auto visited = [](const Plan& plan) {
     const double n = static_cast<double>(plan.mask.nq);
     return static_cast<double>(plan.mask.kv_index.size()) * plan.mask.q_block * plan.mask.kv_block /
            (n * n);
   };
-  const Plan halo = make_pattern("halo2d:height=128,width=128")->plan(grid_inputs(128 * 128));
-  EXPECT_EQ(halo.mask.kv_block, 16);
-  EXPECT_LT(visited(halo), 1.3 * density(halo));  // 8 x 8 query boxes over 4 x 4 key boxes
-  const Plan n3 = make_pattern("natten3d:depth=16,height=32,width=32,kernel=13")
-                      ->plan(grid_inputs(16 * 32 * 32));
-  EXPECT_LT(visited(n3), 1.45 * density(n3));  // 16 x 2 x 2 boxes (4 x 4 x 4: 2.36x)
+  const auto walked = [](const Plan& plan) {
+    return std::any_cast<std::shared_ptr<const grid_patterns::GridWalk>>(plan.state)->density;
+  };
+  const auto halo = make_pattern("halo2d:height=128,width=128");
+  const Plan halo_causal = halo->plan(grid_inputs(128 * 128, true));
+  EXPECT_EQ(halo_causal.mask.kv_block, 16);
+  EXPECT_LT(visited(halo_causal), 1.3 * density(halo->plan(grid_inputs(128 * 128))));
+  const Plan halo_walk = halo->plan(grid_inputs(128 * 128));
+  EXPECT_LT(walked(halo_walk), 1.3 * density(halo_walk));  // 8 x 8 boxes, 14 x 14 keys each
+  const auto n3 = make_pattern("natten3d:depth=16,height=32,width=32,kernel=13");
+  grid_patterns::Grid g3 = grid_of({{16, 13, 1, false}, {32, 13, 1, false}, {32, 13, 1, false}});
+  const grid_patterns::TiledPlan blocks = grid_patterns::plan_tiled(
+      g3, false, grid_patterns::make_tiling(g3, grid_patterns::TilingFor::kBlocks));
+  const Plan n3_walk = n3->plan(grid_inputs(16 * 32 * 32));
+  const double n3_density = density(n3_walk);
+  const double n3_visited = static_cast<double>(blocks.mask.kv_index.size()) * blocks.mask.q_block *
+                            blocks.mask.kv_block /
+                            (double(blocks.mask.nq) * double(blocks.mask.nq));
+  EXPECT_LT(n3_visited, 1.45 * n3_density);  // 16 x 2 x 2 boxes (4 x 4 x 4: 2.36x)
+  EXPECT_LT(walked(n3_walk), 1.6 * n3_density);
+  const Plan n2_walk =
+      make_pattern("natten2d:height=128,width=128,kernel=13")->plan(grid_inputs(128 * 128));
+  EXPECT_LT(walked(n2_walk), 2.0 * density(n2_walk));  // 4 x 8 boxes, 16 x 20 keys each
 }
 
 // natten2d on 128 x 128 with kernel 13 visits few key tiles with 8 x 8 boxes.
