@@ -27,10 +27,11 @@
 // Grid patterns without causality give their rows' windows instead (TilePlan::windows): K and V
 // stay in token order and a tile walks the union of its rows' windows, one run of keys along
 // the grid's last axis at a time. Runs are batched in St up to its capacity, their K and V rows
-// listed key by key so that the micro-kernels span runs; each row's window is applied with
-// compares; attended pairs are the windows' volumes. No K / V copies, block lists or predicate
-// bytes: natten2d kernel 13 on 128 x 128 went from 4.0x to 2.8x its element density's share of
-// dense time, halo2d from 2.2x to 1.8x (BENCHMARKS.md).
+// listed key by key so that the micro-kernels span runs, and scored only for the row vectors
+// that see them; each row's window is applied with compares; attended pairs are the windows'
+// volumes. No K / V copies, block lists or predicate bytes: natten2d kernel 13 on 128 x 128
+// went from 4.0x to 2.7x its element density's share of dense time, halo2d from 2.2x to 1.8x
+// (BENCHMARKS.md).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/tile_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -93,10 +94,12 @@ struct Scratch {
   // Grid windows (TilePlan::windows): the rows' bounds per axis [3][m_pad], the last axis's
   // bounds of one run of keys [2][m_pad] (empty where an outer axis hides the run), the runs
   // whose scores are in St, and their K and V rows.
-  hwy::AlignedFreeUniquePtr<float[]> win_lo, win_hi, run_bounds;
+  hwy::AlignedFreeUniquePtr<float[]> win_lo, win_hi, run_bounds, ones;
   struct KeyRun {
     int64_t keys, at, x0;  // keys (step apart), first row in St, first key's last coordinate
     int64_t outer[2];      // the run's coordinates on the outer axes
+    int64_t rows_begin, rows_end;  // the row vectors that see it
+    bool uniform;                  // each of those rows sees every key of the run
   };
   std::vector<KeyRun> runs;
   std::vector<const void*> k_rows, v_rows;  // the batch's K and V rows, key by key
@@ -138,6 +141,8 @@ struct Scratch {
       win_lo = hwy::AllocateAligned<float>(3 * m_pad);
       win_hi = hwy::AllocateAligned<float>(3 * m_pad);
       run_bounds = hwy::AllocateAligned<float>(2 * m_pad);
+      ones = hwy::AllocateAligned<float>(m_pad);
+      std::fill(ones.get(), ones.get() + m_pad, 1.0f);
       k_rows.resize(keys);
       v_rows.resize(keys);
       if (a.k.dtype != DType::kF32) gk = hwy::AllocateAligned<float>(keys * dim);
@@ -299,78 +304,116 @@ bool GatherSparse(const TilePlan& plan, const WorkItem& item, int64_t k0, int64_
 }
 
 // Grid windows, the run c[0 .. last) x (last axis): each row's window on the last axis where
-// its outer axes hold c, else empty, into s.run_bounds [2][m_pad]; `seen` when some row sees c,
-// and the last-axis interval [from, to] that every row sees.
+// its outer axes hold c, else empty, into s.run_bounds [2][m_pad]. The rows that see c (padding
+// rows never do) span the whole vectors [rows_begin, rows_end) (empty: nobody sees c);
+// `uniform` when each of those vectors' real rows all see the last-axis interval [x0, x1].
 struct RunCover {
-  bool seen;
-  float from, to;
+  int64_t rows_begin, rows_end;
+  bool uniform;
 };
-RunCover RunBounds(const GridWindows& w, const int64_t* c, int64_t m_pad, Scratch& s) {
+RunCover RunBounds(const GridWindows& w, const int64_t* c, float x0, float x1, int64_t m_pad,
+                   Scratch& s) {
   const DF df;
   const int64_t n = hn::Lanes(df);
   const int last = w.ndim - 1;
   const VF big = hn::Set(df, kWideOpen);
-  bool seen = false;
-  VF from = hn::Neg(big), to = big;
+  RunCover cover{m_pad, 0, true};
+  bool whole[kMaxTileRows];  // per vector: each real row sees all of [x0, x1]
   for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
-    auto inside = hn::FirstN(df, n);
+    const auto real = hn::Lt(hn::Load(df, s.win_lo.get() + r0), big);  // padding rows: empty
+    auto inside = real;
     for (int ax = 0; ax < last; ++ax) {
       const VF x = hn::Set(df, static_cast<float>(c[ax]));
       inside = hn::And(inside, hn::And(hn::Ge(x, hn::Load(df, s.win_lo.get() + ax * m_pad + r0)),
                                        hn::Le(x, hn::Load(df, s.win_hi.get() + ax * m_pad + r0))));
     }
-    seen = seen || !hn::AllFalse(df, inside);
     const VF lo = hn::IfThenElse(inside, hn::Load(df, s.win_lo.get() + last * m_pad + r0), big);
     const VF hi =
         hn::IfThenElse(inside, hn::Load(df, s.win_hi.get() + last * m_pad + r0), hn::Neg(big));
     hn::Store(lo, df, s.run_bounds.get() + r0);
     hn::Store(hi, df, s.run_bounds.get() + m_pad + r0);
-    from = hn::Max(from, lo), to = hn::Min(to, hi);
+    const auto sees_all = hn::And(hn::Le(lo, hn::Set(df, x0)), hn::Ge(hi, hn::Set(df, x1)));
+    whole[r0 / n] = hn::AllTrue(df, hn::Or(sees_all, hn::Not(real)));
+    if (hn::AllFalse(df, inside)) continue;
+    cover.rows_begin = std::min(cover.rows_begin, r0), cover.rows_end = r0 + n;
   }
-  return {seen, hn::GetLane(hn::MaxOfLanes(df, from)), hn::GetLane(hn::MinOfLanes(df, to))};
+  // (Between the first and the last vector that see c, stacked heads may have some that don't.)
+  for (int64_t r0 = cover.rows_begin; r0 < cover.rows_end; r0 += n)
+    cover.uniform = cover.uniform && whole[r0 / n];
+  return cover;
 }
 
-// Grid windows: the batch of key runs gathered so far, scored in one pass over their listed K
-// rows, masked run by run with the rows' windows, softmaxed, and folded into O.
+// O *= alpha, row by row: the batch's rescale, before its runs' PV add to O unscaled.
+void ScaleRows(float* o, int64_t rows, int64_t dv_pad, const float* alpha) {
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  for (int64_t r = 0; r < rows; ++r) {
+    const VF a = hn::Set(df, alpha[r]);
+    for (int64_t c = 0; c < dv_pad; c += n)
+      hn::Store(hn::Mul(hn::Load(df, o + r * dv_pad + c), a), df, o + r * dv_pad + c);
+  }
+}
+
+// Grid windows: the batch of key runs gathered so far, scored over their listed K rows for the
+// row vectors that see them (consecutive runs that share those rows in one pass), masked with
+// the rows' windows (-inf for the other rows), softmaxed and folded into O.
 void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch& s) {
   if (s.runs.empty()) return;
   const AttentionArgs& a = *plan.args;
-  const GridWindows& w = *plan.windows;
   const DF df;
   const int64_t n = hn::Lanes(df), chunk = kCols * n;
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
-  const int64_t step = w.step[w.ndim - 1];
+  const int64_t step = plan.windows->step[plan.windows->ndim - 1];
   const int64_t keys = s.runs.back().at + s.runs.back().keys;
   float* st = s.st.get();
-  Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data()}, keys, a.q.shape[3], st);
+  const auto same_rows = [](const Scratch::KeyRun& x, const Scratch::KeyRun& y) {
+    return x.rows_begin == y.rows_begin && x.rows_end == y.rows_end;
+  };
+  for (size_t i = 0, e = 0; i < s.runs.size(); i = e) {
+    for (e = i + 1; e < s.runs.size() && same_rows(s.runs[e], s.runs[i]);) ++e;
+    const Scratch::KeyRun& run = s.runs[i];
+    Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data() + run.at},
+           s.runs[e - 1].at + s.runs[e - 1].keys - run.at, a.q.shape[3], st + run.at * m_pad,
+           RowsAhead(), run.rows_begin, run.rows_end);
+  }
   const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
   for (const Scratch::KeyRun& run : s.runs) {
-    const RunCover cover = RunBounds(w, run.outer, m_pad, s);
-    if (cover.from <= static_cast<float>(run.x0) &&
-        static_cast<float>(run.x0 + (run.keys - 1) * step) <= cover.to)
-      continue;  // every row sees the whole run (halo2d's boxes)
+    for (int64_t j = run.at; j < run.at + run.keys; ++j) {
+      for (int64_t r0 = 0; r0 < m_pad; r0 += n)
+        if (r0 < run.rows_begin || r0 >= run.rows_end) hn::Store(neg_inf, df, st + j * m_pad + r0);
+    }
+    if (run.uniform) continue;  // every row that sees the run sees all of it (halo2d's boxes)
+    const float x_first = static_cast<float>(run.x0);
+    RunBounds(*plan.windows, run.outer, x_first, x_first, m_pad, s);
     for (int64_t j = run.at; j < run.at + run.keys; ++j) {
       const VF x = hn::Set(df, static_cast<float>(run.x0 + (j - run.at) * step));
-      for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
+      for (int64_t r0 = run.rows_begin; r0 < run.rows_end; r0 += n) {
         const auto seen = hn::And(hn::Ge(x, hn::Load(df, s.run_bounds.get() + r0)),
                                   hn::Le(x, hn::Load(df, s.run_bounds.get() + m_pad + r0)));
         float* row = st + j * m_pad + r0;
-        hn::StoreU(hn::IfThenElse(seen, hn::LoadU(df, row), neg_inf), df, row);
+        hn::Store(hn::IfThenElse(seen, hn::Load(df, row), neg_inf), df, row);
       }
     }
   }
   OnlineSoftmax(st, m_pad, keys, t.m.get(), t.l.get(), t.alpha.get());
+  ScaleRows(t.o.get(), m_pad, s.dv_pad, t.alpha.get());
   const DType v_type = a.v.shape[3] % n == 0 ? a.v.dtype : DType::kF32;  // else padded copies
-  AccumulatePvListed(v_type, st, {m_pad, 1}, rows, s.v_rows.data(), keys, t.alpha.get(), t.o.get(),
-                     s.dv_pad);
+  for (size_t i = 0, e = 0; i < s.runs.size(); i = e) {
+    for (e = i + 1; e < s.runs.size() && same_rows(s.runs[e], s.runs[i]);) ++e;
+    const Scratch::KeyRun& run = s.runs[i];
+    const int64_t r0 = run.rows_begin;
+    AccumulatePvListed(v_type, st + run.at * m_pad + r0, {m_pad, 1}, run.rows_end - r0,
+                       s.v_rows.data() + run.at, s.runs[e - 1].at + s.runs[e - 1].keys - run.at,
+                       s.ones.get() + r0, t.o.get() + r0 * s.dv_pad, s.dv_pad);
+  }
   s.runs.clear();
 }
 
 // Grid windows: adds `keys` keys of one run (tokens token, token + step, ...; last-axis
 // coordinates x0, x0 + step, ...) to the batch: their K and V rows in place, or converted to
 // f32 (K not f32, V rows not a whole number of vectors) into the packed block's buffers.
-void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, int64_t token, int64_t x0,
-            int64_t keys, Scratch& s) {
+void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, const RunCover& cover,
+            int64_t token, int64_t x0, int64_t keys, Scratch& s) {
   const AttentionArgs& a = *plan.args;
   const int64_t n = hn::Lanes(DF());
   const int64_t dim = a.q.shape[3], dim_v = a.v.shape[3];
@@ -393,7 +436,7 @@ void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, int64_
                            ? static_cast<const void*>(static_cast<const char*>(v) + j * v_step)
                            : s.gv.get() + (at + j) * s.dv_pad;
   }
-  s.runs.push_back({keys, at, x0, {c[0], c[1]}});
+  s.runs.push_back({keys, at, x0, {c[0], c[1]}, cover.rows_begin, cover.rows_end, cover.uniform});
 }
 
 // Grid windows: walks the union of the tile's row windows run by run along the last axis (K
@@ -403,17 +446,16 @@ void VisitWindows(const TilePlan& plan, const WorkItem& item, TileState& t, Scra
   const int64_t chunk = kCols * hn::Lanes(DF());
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   const int nd = w.ndim, last = nd - 1;
-  // The rows' windows per axis and their union. (A tile's rows are one query box, in one
-  // dilation group: keys step apart from lo cover every row's window.) Padding slots and rows
-  // see everything: their outputs are dropped, and they do not keep a run from counting as seen
-  // by every row.
+  // The rows' windows per axis (empty for padding slots and rows) and their union. (A tile's
+  // rows are one query box, in one dilation group: keys step apart from lo cover every row's
+  // window.)
   int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
   bool any = false;
   for (int64_t r = 0; r < m_pad; ++r) {
     const int64_t token = r < rows ? plan.q_row(item.q0 + r % item.nt) : -1;
     int64_t pairs = token >= 0 ? 1 : 0;  // the row's window volume
     for (int ax = 0; ax < nd; ++ax) {
-      float first = -kWideOpen, end = kWideOpen;
+      float first = kWideOpen, end = -kWideOpen;
       if (token >= 0) {
         const int64_t f = w.first[3 * token + ax], l = w.last[3 * token + ax];
         if (!any) lo[ax] = f, hi[ax] = l;
@@ -430,7 +472,9 @@ void VisitWindows(const TilePlan& plan, const WorkItem& item, TileState& t, Scra
   const int64_t capacity = s.st_floats / m_pad;  // St's key rows at this m_pad
   int64_t c[3] = {lo[0], lo[1], lo[2]};
   while (true) {
-    if (RunBounds(w, c, m_pad, s).seen) {
+    const RunCover cover =
+        RunBounds(w, c, static_cast<float>(lo[last]), static_cast<float>(hi[last]), m_pad, s);
+    if (cover.rows_begin < cover.rows_end) {
       int64_t coord[3] = {c[0], c[1], c[2]};
       for (int64_t x = lo[last]; x <= hi[last];) {
         int64_t used = s.runs.empty() ? 0 : s.runs.back().at + s.runs.back().keys;
@@ -439,7 +483,7 @@ void VisitWindows(const TilePlan& plan, const WorkItem& item, TileState& t, Scra
         coord[last] = x;
         int64_t token = 0;
         for (int ax = 0; ax < nd; ++ax) token = token * w.extent[ax] + coord[ax];
-        AddRun(plan, item, c, token, x, keys, s);
+        AddRun(plan, item, c, cover, token, x, keys, s);
         x += keys * w.step[last];
       }
     }

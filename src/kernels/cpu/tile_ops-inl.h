@@ -92,44 +92,57 @@ struct ListedRows {
   HWY_INLINE ListedRows From(int64_t j) const { return {rows + j}; }
 };
 
-// St[j][r0 .. r0 + kCols*N) for keys j in [0, R): R keys broadcast against kCols query vectors.
-template <int R, class KRows>
+// St[j][r0 .. r0 + C*N) for keys j in [0, R): R keys broadcast against C query vectors.
+template <int R, int C = kCols, class KRows>
 HWY_INLINE void ScoreTile(const float* HWY_RESTRICT qt, int64_t m_pad, const KRows& k, int64_t dim,
                           float* HWY_RESTRICT st) {
   const DF df;
   const size_t n = hn::Lanes(df);
-  VF acc[R][kCols];
+  VF acc[R][C];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < kCols; ++c) acc[r][c] = hn::Zero(df);
+    for (int c = 0; c < C; ++c) acc[r][c] = hn::Zero(df);
   for (int64_t d = 0; d < dim; ++d) {
-    VF q[kCols];
-    for (int c = 0; c < kCols; ++c) q[c] = hn::LoadU(df, qt + d * m_pad + c * n);
+    VF q[C];
+    for (int c = 0; c < C; ++c) q[c] = hn::LoadU(df, qt + d * m_pad + c * n);
     for (int r = 0; r < R; ++r) {
       const VF key = hn::Set(df, k(r)[d]);
-      for (int c = 0; c < kCols; ++c) acc[r][c] = hn::MulAdd(key, q[c], acc[r][c]);
+      for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(key, q[c], acc[r][c]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < kCols; ++c) hn::StoreU(acc[r][c], df, st + r * m_pad + c * n);
+    for (int c = 0; c < C; ++c) hn::StoreU(acc[r][c], df, st + r * m_pad + c * n);
 }
 
-// St = Qt . K^T for one key block of `keys` rows; `ahead`'s rows are asked for along the way.
+// Keys [0, keys) of St against the C query vectors at r0.
+template <int C, class KRows>
+HWY_INLINE void ScoreKeys(const float* qt, int64_t m_pad, const KRows& k, int64_t keys, int64_t dim,
+                          float* st, int64_t r0, const RowsAhead& ahead, int64_t* part,
+                          int64_t parts) {
+  int64_t j = 0;
+  for (; j + kRows <= keys; j += kRows) {
+    ahead.Share((*part)++, parts);
+    ScoreTile<kRows, C>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
+  }
+  for (; j + 4 <= keys; j += 4)
+    ScoreTile<4, C>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
+  for (; j < keys; ++j) ScoreTile<1, C>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
+}
+
+// St = Qt . K^T for one key block of `keys` rows, query rows [r_begin, r_end) (whole vectors;
+// default all m_pad); `ahead`'s rows are asked for along the way.
 template <class KRows>
 HWY_INLINE void Scores(const float* qt, int64_t m_pad, const KRows& k, int64_t keys, int64_t dim,
-                       float* st, const RowsAhead& ahead = RowsAhead()) {
-  const int64_t chunk = kCols * static_cast<int64_t>(hn::Lanes(DF()));
-  const int64_t parts = (m_pad / chunk) * (keys / kRows);  // calls of the main micro-kernel
+                       float* st, const RowsAhead& ahead = RowsAhead(), int64_t r_begin = 0,
+                       int64_t r_end = -1) {
+  const int64_t n = static_cast<int64_t>(hn::Lanes(DF())), chunk = kCols * n;
+  if (r_end < 0) r_end = m_pad;
+  const int64_t parts = ((r_end - r_begin) / chunk) * (keys / kRows);  // main micro-kernel calls
   int64_t part = 0;
   if (parts == 0) ahead.Share(0, 1);
-  for (int64_t r0 = 0; r0 < m_pad; r0 += chunk) {
-    int64_t j = 0;
-    for (; j + kRows <= keys; j += kRows) {
-      ahead.Share(part++, parts);
-      ScoreTile<kRows>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
-    }
-    for (; j + 4 <= keys; j += 4) ScoreTile<4>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
-    for (; j < keys; ++j) ScoreTile<1>(qt + r0, m_pad, k.From(j), dim, st + j * m_pad + r0);
-  }
+  int64_t r0 = r_begin;
+  for (; r0 + chunk <= r_end; r0 += chunk)
+    ScoreKeys<kCols>(qt, m_pad, k, keys, dim, st, r0, ahead, &part, parts);
+  for (; r0 < r_end; r0 += n) ScoreKeys<1>(qt, m_pad, k, keys, dim, st, r0, ahead, &part, parts);
 }
 HWY_INLINE void Scores(const float* qt, int64_t m_pad, const float* k, int64_t k_stride,
                        int64_t keys, int64_t dim, float* st, const RowsAhead& ahead = RowsAhead()) {

@@ -377,21 +377,8 @@ cpu::GridWindows grid_windows(const Grid& grid) {
 }
 
 double walk_density(const Grid& grid, const Tiling& tiling) {
-  double pairs = 0.0;
-  for (const Box& box : tiling.boxes) {
-    double keys = 1.0;
-    for (int a = 0; a < grid.ndim; ++a) {
-      const AxisRule& rule = grid.axis[a];
-      const int64_t len = rule.group_length(box.group[a]);
-      int64_t s0, e0, s1, e1;
-      rule.window(box.lo[a], len, &s0, &e0);
-      rule.window(box.hi[a] - 1, len, &s1, &e1);
-      keys *= static_cast<double>(e1 - s0);
-    }
-    pairs += keys * static_cast<double>(tiling.block);
-  }
-  const double slots = static_cast<double>(tiling.padded());
-  return pairs / (slots * slots);
+  const double tokens = static_cast<double>(grid.size());
+  return walked_pairs(grid, tiling.tile) / (tokens * tokens);
 }
 
 namespace {

@@ -46,8 +46,7 @@ TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling);
 cpu::GridWindows grid_windows(const Grid& grid);
 
 // What a plan without causality keeps for its forward (Plan::state): the rows' windows, and the
-// slot pairs the walk scores, each query box's slots x its union window, over all slot pairs
-// (RunStats::tile_density).
+// pairs the walk scores (tiling.h walked_pairs) over all token pairs (RunStats::tile_density).
 struct GridWalk {
   cpu::GridWindows windows;
   double density = 0.0;

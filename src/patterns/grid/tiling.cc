@@ -179,29 +179,23 @@ double shape_cost(const Grid& grid, const int64_t* tile, const int64_t* sub) {
   return visits * block * (key_block + kVisitKeys);
 }
 
-// Union window lengths of one axis: the keys that the window walk scores per query box, axis by
-// axis.
-int64_t axis_union(const AxisRule& rule, int64_t tile) {
+// Union window lengths of one axis, summed over its query intervals of `part` coordinates (and
+// its dilation groups).
+int64_t axis_union(const AxisRule& rule, int64_t part) {
   int64_t keys = 0;
-  for_each_union(rule, tile, [&](int64_t start, int64_t end) { keys += end - start; });
+  for_each_union(rule, part, [&](int64_t start, int64_t end) { keys += end - start; });
   return keys;
 }
 
-// Modelled cost of the window walk (TilePlan::windows) for one query box shape: every box scores
-// its union window against its rows, and pays per key a fixed cost (fetching its K and V rows,
-// its mask) worth about this many rows. Measured at d = 64 (BENCHMARKS.md): 0 picks 32-token
-// boxes for natten3d kernel 13 (1.5% slower), 32 and up 64-token boxes for natten2d kernel 13
-// (10% slower).
+// Every key of a box's union pays the walk a fixed cost (fetching its K and V rows, its mask)
+// worth about this many rows. Measured at d = 64 (BENCHMARKS.md).
 constexpr double kWindowKeyRows = 8.0;
 
 double window_cost(const Grid& grid, const int64_t* tile) {
   double keys = 1.0;
-  int64_t volume = 1;
-  for (int a = 0; a < grid.ndim; ++a) {
+  for (int a = 0; a < grid.ndim; ++a)
     keys *= static_cast<double>(axis_union(grid.axis[a], tile[a]));
-    volume *= tile[a];
-  }
-  return keys * (static_cast<double>(volume) + kWindowKeyRows);
+  return walked_pairs(grid, tile) + keys * kWindowKeyRows;
 }
 
 // Per-axis powers of two from 1 to `limit` whose product is `volume` (all of them, row-major).
@@ -218,6 +212,26 @@ void shapes_of_volume(int ndim, const int64_t* limit, int64_t volume,
 }
 
 }  // namespace
+
+double walked_pairs(const Grid& grid, const int64_t* tile) {
+  // A vector's sub-box: the box's last axes first.
+  const int last = grid.ndim - 1;
+  int64_t vector[3] = {1, 1, 1}, room = kWalkLanes;
+  for (int a = last; a >= 0; --a) {
+    vector[a] = std::max<int64_t>(1, std::min(tile[a], room));
+    room /= vector[a];
+  }
+  // Per axis (boxes are products of intervals): the outer axes' unions of each vector's
+  // interval, the last axis's union of each box's interval once per vector along it.
+  double pairs = static_cast<double>(kWalkLanes);
+  for (int a = 0; a < grid.ndim; ++a) {
+    const AxisRule& rule = grid.axis[a];
+    pairs *= a == last ? static_cast<double>(axis_union(rule, tile[a]) *
+                                             ((tile[a] + vector[a] - 1) / vector[a]))
+                       : static_cast<double>(axis_union(rule, vector[a]));
+  }
+  return pairs;
+}
 
 Tiling make_tiling(const Grid& grid, TilingFor kernel) {
   // Group 0 is the longest group of every axis; boxes grow no longer than it.

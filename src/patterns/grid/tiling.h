@@ -107,6 +107,12 @@ enum class TilingFor : uint8_t { kBlocks, kWindows };
 // blocks, visited slot pairs plus a fixed cost per block visit; for windows, union keys times
 // rows plus a fixed cost per key. The key box is always the best for blocks.
 Tiling make_tiling(const Grid& grid, TilingFor kernel = TilingFor::kBlocks);
+// The window walk scores each run of keys along the last axis for the SIMD vectors of a box's
+// rows that see its outer coordinates: (query slot, key) pairs it scores over the whole grid
+// for query boxes of `tile`, with rows in vectors of kWalkLanes (AVX-512 f32) slots, each a
+// sub-box of the box (its last axes first). Exact for one head per tile.
+inline constexpr int64_t kWalkLanes = 16;
+double walked_pairs(const Grid& grid, const int64_t* tile);
 // A tiling with the given box extents (tests and measurements); sub must divide tile per axis.
 Tiling make_tiling(const Grid& grid, const int64_t* tile, const int64_t* sub);
 

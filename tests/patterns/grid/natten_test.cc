@@ -416,7 +416,7 @@ TEST(NattenTiling, ChosenShapesVisitFewTiles) {
   EXPECT_LT(walked(n3_walk), 1.6 * n3_density);
   const Plan n2_walk =
       make_pattern("natten2d:height=128,width=128,kernel=13")->plan(grid_inputs(128 * 128));
-  EXPECT_LT(walked(n2_walk), 2.0 * density(n2_walk));  // 4 x 8 boxes, 16 x 20 keys each
+  EXPECT_LT(walked(n2_walk), 2.0 * density(n2_walk));  // 16 x 4 boxes, vectors of 4 x 4
 }
 
 // natten2d on 128 x 128 with kernel 13 visits few key tiles with 8 x 8 boxes.

@@ -70,32 +70,37 @@ TEST(WindowWalk, WindowsAreTheRule) {
   }
 }
 
-// The reported density: each query box's slots times its union window, over all slot pairs,
-// with the union counted key by key from the rule.
-TEST(WindowWalk, DensityIsTheBoxesUnionWindows) {
+// The reported density: per query box, each vector of kWalkLanes rows (a sub-box, the last axis
+// first) scores the box's union on the last axis for every row of keys that one of its rows
+// sees, counted here key by key from the rule, over all token pairs.
+TEST(WindowWalk, DensityCountsTheScoredPairs) {
   for (int64_t kernel : {3, 13}) {
     grid_patterns::Grid grid;
     grid.ndim = 2;
     for (grid_patterns::AxisRule& axis : grid.axis) axis.length = 40, axis.kernel = kernel;
     const grid_patterns::TiledPlan tiled = grid_patterns::plan_tiled(grid, false);
     const grid_patterns::Tiling& t = *tiled.tiling;
+    const int64_t cols = std::min<int64_t>(t.tile[1], grid_patterns::kWalkLanes);
+    const int64_t rows = std::max<int64_t>(1, grid_patterns::kWalkLanes / cols);
+    const auto seen = [&](int64_t lo, int64_t hi) {  // keys some coordinate of [lo, hi) sees
+      int64_t count = 0;
+      for (int64_t j = 0; j < 40; ++j) {
+        bool any = false;
+        for (int64_t i = lo; i < hi && !any; ++i) any = natten_axis(i, j, 40, kernel);
+        count += any;
+      }
+      return count;
+    };
     double pairs = 0.0;
     for (const grid_patterns::Box& box : t.boxes) {
-      double keys = 1.0;
-      for (int a = 0; a < 2; ++a) {
-        int64_t seen = 0;
-        for (int64_t j = 0; j < 40; ++j) {
-          bool any = false;
-          for (int64_t i = box.lo[a]; i < box.hi[a] && !any; ++i)
-            any = natten_axis(i, j, 40, kernel);
-          seen += any;
-        }
-        keys *= static_cast<double>(seen);
-      }
-      pairs += keys * static_cast<double>(t.block);
+      ASSERT_EQ(box.hi[1] - box.lo[1], t.tile[1]);  // 40 is a multiple of the box widths
+      const int64_t last = seen(box.lo[1], box.hi[1]);
+      for (int64_t y = box.lo[0]; y < box.hi[0]; y += rows)
+        for (int64_t x = box.lo[1]; x < box.hi[1]; x += cols)
+          pairs += static_cast<double>(seen(y, std::min(y + rows, box.hi[0])) * last *
+                                       grid_patterns::kWalkLanes);
     }
-    const double slots = static_cast<double>(t.padded());
-    EXPECT_DOUBLE_EQ(grid_patterns::walk_density(grid, t), pairs / (slots * slots)) << kernel;
+    EXPECT_DOUBLE_EQ(grid_patterns::walk_density(grid, t), pairs / (1600.0 * 1600.0)) << kernel;
   }
 }
 
