@@ -136,7 +136,8 @@ HWY_INLINE void Scores(const float* qt, int64_t m_pad, const KRows& k, int64_t k
                        int64_t r_end = -1) {
   const int64_t n = static_cast<int64_t>(hn::Lanes(DF())), chunk = kCols * n;
   if (r_end < 0) r_end = m_pad;
-  const int64_t parts = ((r_end - r_begin) / chunk) * (keys / kRows);  // main micro-kernel calls
+  // Calls of the main micro-kernel: per kCols vectors of rows, and for a last single vector.
+  const int64_t parts = ((r_end - r_begin + chunk - 1) / chunk) * (keys / kRows);
   int64_t part = 0;
   if (parts == 0) ahead.Share(0, 1);
   int64_t r0 = r_begin;
