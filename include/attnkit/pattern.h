@@ -91,7 +91,7 @@ struct RunStats {
   double density = 0.0;       // pairs / (Nq * Nk)
   // Tiles (query block x key block) the kernel visits / all tiles of the plan's mask
   // (block_density): what the kernel pays for, against `density`, what it keeps. Grid patterns
-  // whose kernel walks each query box's union window: those slot pairs / all slot pairs.
+  // whose kernel walks each query box's union window: the pairs it scores / (Nq * Nk).
   double tile_density = 0.0;
   int64_t q_block = 0, kv_block = 0;  // the plan's tile: query rows x keys
 };
