@@ -29,8 +29,11 @@ run: build
 # Tests run two at a time, each with its own OpenMP team: passive waiting keeps the teams from
 # spinning on each other's cores.
 # Then the Python suite (tests/python and the training examples' short tests, pytest in .venv/).
+# A failure is run once more at the end, so that its output closes the log (a CI log keeps its
+# tail) and shows whether it repeats.
 test: build
-	cd $(BUILD) && OMP_WAIT_POLICY=passive ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && export OMP_WAIT_POLICY=passive && { ctest --output-on-failure -j $(JOBS) || \
+	  { echo "test: the failed tests once more:"; ctest --rerun-failed --output-on-failure; exit 1; }; }
 	OMP_WAIT_POLICY=passive .venv/bin/python -m pytest -q tests/python examples
 
 # AddressSanitizer and UndefinedBehaviorSanitizer on the suite and the CLI it calls. GCC at -O1:
@@ -44,9 +47,10 @@ sanitize: setup
 	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DATTNKIT_SANITIZE=address,undefined \
 	  -DATTNKIT_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(SANITIZE_BUILD) -j $(JOBS)
-	cd $(SANITIZE_BUILD) && OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) \
-	  -E '$(SANITIZE_SKIP)'
+	cd $(SANITIZE_BUILD) && export OMP_WAIT_POLICY=passive \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 && \
+	  { ctest --output-on-failure -j $(JOBS) -E '$(SANITIZE_SKIP)' || \
+	  { echo "sanitize: the failed tests once more:"; ctest --rerun-failed --output-on-failure; exit 1; }; }
 
 # The libFuzzer targets (clang, AddressSanitizer; UBSan too outside the SIMD kernels, which
 # `make sanitize` covers; AVX2 and the baseline), each run for FUZZ_SECONDS from its seeds.
