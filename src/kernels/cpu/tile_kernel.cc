@@ -103,6 +103,7 @@ struct Scratch {
   };
   std::vector<KeyRun> runs;
   std::vector<const void*> k_rows, v_rows;  // the batch's K and V rows, key by key
+  std::vector<int64_t> key_ranges;  // one row vector's runs in St [begin, end), adjacent merged
 
   explicit Scratch(const TilePlan& plan) : tiles(plan.group_tiles) {
     const DF df;
@@ -145,6 +146,7 @@ struct Scratch {
       std::fill(ones.get(), ones.get() + m_pad, 1.0f);
       k_rows.resize(keys);
       v_rows.resize(keys);
+      key_ranges.resize(2 * keys);
       if (a.k.dtype != DType::kF32) gk = hwy::AllocateAligned<float>(keys * dim);
       if (dim_v % n != 0) gv = hwy::AllocateAligned<float>(keys * dv_pad);
     }
@@ -364,7 +366,6 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
   const int64_t n = hn::Lanes(df), chunk = kCols * n;
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   const int64_t step = plan.windows->step[plan.windows->ndim - 1];
-  const int64_t keys = s.runs.back().at + s.runs.back().keys;
   float* st = s.st.get();
   const auto same_rows = [](const Scratch::KeyRun& x, const Scratch::KeyRun& y) {
     return x.rows_begin == y.rows_begin && x.rows_end == y.rows_end;
@@ -378,10 +379,6 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
   }
   const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
   for (const Scratch::KeyRun& run : s.runs) {
-    for (int64_t j = run.at; j < run.at + run.keys; ++j) {
-      for (int64_t r0 = 0; r0 < m_pad; r0 += n)
-        if (r0 < run.rows_begin || r0 >= run.rows_end) hn::Store(neg_inf, df, st + j * m_pad + r0);
-    }
     if (run.uniform) continue;  // every row that sees the run sees all of it (halo2d's boxes)
     const float x_first = static_cast<float>(run.x0);
     RunBounds(*plan.windows, run.outer, x_first, x_first, m_pad, s);
@@ -395,7 +392,20 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
       }
     }
   }
-  OnlineSoftmax(st, m_pad, keys, t.m.get(), t.l.get(), t.alpha.get());
+  // Each row vector's softmax over the runs it sees only (St holds nothing for the others).
+  for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
+    int64_t count = 0;
+    for (const Scratch::KeyRun& run : s.runs) {
+      if (r0 < run.rows_begin || r0 >= run.rows_end) continue;
+      if (count > 0 && s.key_ranges[2 * count - 1] == run.at) {
+        s.key_ranges[2 * count - 1] = run.at + run.keys;  // continues the last range
+      } else {
+        s.key_ranges[2 * count] = run.at, s.key_ranges[2 * count + 1] = run.at + run.keys, ++count;
+      }
+    }
+    OnlineSoftmaxVector(st, m_pad, r0, s.key_ranges.data(), count, t.m.get(), t.l.get(),
+                        t.alpha.get());
+  }
   ScaleRows(t.o.get(), m_pad, s.dv_pad, t.alpha.get());
   const DType v_type = a.v.shape[3] % n == 0 ? a.v.dtype : DType::kF32;  // else padded copies
   for (size_t i = 0, e = 0; i < s.runs.size(); i = e) {

@@ -264,30 +264,40 @@ HWY_INLINE void AccumulatePvListed(DType dtype, const float* pt, PLayout p_at, i
   }
 }
 
-// Online softmax over one block, all vertical: m <- max(m, max_j S), alpha = exp2(m_old - m),
-// P = exp2(S - m) in place, l <- alpha * l + sum_j P. A row with m = -inf so far uses 0 as its
-// reference, so fully masked rows keep l = 0 and never produce NaN.
-HWY_INLINE void OnlineSoftmax(float* st, int64_t m_pad, int64_t keys, float* m, float* l, float* alpha) {
+// The online-softmax step of the row vector at r0 over `count` ranges of St's keys, [ranges[2i],
+// ranges[2i + 1]) (its other keys are not read: they stay out of the sum and out of P.V).
+HWY_INLINE void OnlineSoftmaxVector(float* st, int64_t m_pad, int64_t r0, const int64_t* ranges,
+                                    int64_t count, float* m, float* l, float* alpha) {
   const DF df;
-  const size_t n = hn::Lanes(df);
   const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
-  for (int64_t r0 = 0; r0 < m_pad; r0 += n) {
-    VF block_max = neg_inf;
-    for (int64_t j = 0; j < keys; ++j) block_max = hn::Max(block_max, hn::LoadU(df, st + j * m_pad + r0));
-    const VF m_old = hn::LoadU(df, m + r0);
-    const VF m_new = hn::Max(m_old, block_max);
-    const VF m_ref = hn::IfThenZeroElse(hn::Eq(m_new, neg_inf), m_new);
-    VF sum = hn::Zero(df);
-    for (int64_t j = 0; j < keys; ++j) {
+  VF block_max = neg_inf;
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t j = ranges[2 * i]; j < ranges[2 * i + 1]; ++j)
+      block_max = hn::Max(block_max, hn::LoadU(df, st + j * m_pad + r0));
+  const VF m_old = hn::LoadU(df, m + r0);
+  const VF m_new = hn::Max(m_old, block_max);
+  const VF m_ref = hn::IfThenZeroElse(hn::Eq(m_new, neg_inf), m_new);
+  VF sum = hn::Zero(df);
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t j = ranges[2 * i]; j < ranges[2 * i + 1]; ++j) {
       const VF p = Exp2(df, hn::Sub(hn::LoadU(df, st + j * m_pad + r0), m_ref));
       hn::StoreU(p, df, st + j * m_pad + r0);
       sum = hn::Add(sum, p);
     }
-    const VF a = Exp2(df, hn::Sub(m_old, m_ref));
-    hn::StoreU(a, df, alpha + r0);
-    hn::StoreU(hn::MulAdd(hn::LoadU(df, l + r0), a, sum), df, l + r0);
-    hn::StoreU(m_new, df, m + r0);
-  }
+  const VF a = Exp2(df, hn::Sub(m_old, m_ref));
+  hn::StoreU(a, df, alpha + r0);
+  hn::StoreU(hn::MulAdd(hn::LoadU(df, l + r0), a, sum), df, l + r0);
+  hn::StoreU(m_new, df, m + r0);
+}
+
+// Online softmax over one block, all vertical: m <- max(m, max_j S), alpha = exp2(m_old - m),
+// P = exp2(S - m) in place, l <- alpha * l + sum_j P. A row with m = -inf so far uses 0 as its
+// reference, so fully masked rows keep l = 0 and never produce NaN.
+HWY_INLINE void OnlineSoftmax(float* st, int64_t m_pad, int64_t keys, float* m, float* l,
+                              float* alpha) {
+  const int64_t all[2] = {0, keys};
+  for (int64_t r0 = 0; r0 < m_pad; r0 += static_cast<int64_t>(hn::Lanes(DF())))
+    OnlineSoftmaxVector(st, m_pad, r0, all, 1, m, l, alpha);
 }
 
 // Causal mask inside a block: key k0 + j is hidden from row r iff k0 + j > limit[r].
