@@ -185,11 +185,14 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
   for (int64_t r = 0; r < m_pad; ++r) {
     if (r < rows) {
       const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt, row = plan.q_row(i);
-      float q[1024];  // validate() caps the head dim at 1024
-      if (row >= 0) {
-        ConvertRows(a.q, RowPointer(a.q, item.b, h, row), 0, 1, dim, dim, q);
+      float converted[1024];  // validate() caps the head dim at 1024
+      const float* q = converted;
+      if (row >= 0 && a.q.dtype == DType::kF32) {
+        q = a.q.row<float>(item.b, h, row);  // read in place: no copy (a memmove call per row)
+      } else if (row >= 0) {
+        ConvertRows(a.q, RowPointer(a.q, item.b, h, row), 0, 1, dim, dim, converted);
       } else {
-        std::fill(q, q + dim, 0.0f);  // a padding slot
+        std::fill(converted, converted + dim, 0.0f);  // a padding slot
       }
       const float qscale = modified ? plan.qscale * row_factors(a, item.b, h, i).tau : plan.qscale;
       for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = q[d] * qscale;
