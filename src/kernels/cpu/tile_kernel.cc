@@ -181,33 +181,54 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
     return false;
   }
   const bool modified = has_score_modifiers(a);
+  // f32 rows whose length is whole 16-float vectors are transposed 16 x 16 in registers.
+#ifdef ATTNKIT_HAVE_TRANSPOSE16
+  const bool blocked = a.q.dtype == DType::kF32 && dim % 16 == 0 && hn::Lanes(df) == 16;
+  alignas(64) static const float kZeroRow[1024] = {};
+  const float* sources[kMaxTileRows + 32];
+  float scales[kMaxTileRows + 32];
+#else
+  const bool blocked = false;
+#endif
   t.min_limit = std::numeric_limits<float>::infinity(), t.max_limit = -t.min_limit;
   for (int64_t r = 0; r < m_pad; ++r) {
     if (r < rows) {
       const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt, row = plan.q_row(i);
-      float converted[1024];  // validate() caps the head dim at 1024
-      const float* q = converted;
-      if (row >= 0 && a.q.dtype == DType::kF32) {
-        q = a.q.row<float>(item.b, h, row);  // read in place: no copy (a memmove call per row)
-      } else if (row >= 0) {
-        ConvertRows(a.q, RowPointer(a.q, item.b, h, row), 0, 1, dim, dim, converted);
-      } else {
-        std::fill(converted, converted + dim, 0.0f);  // a padding slot
-      }
       const float qscale = modified ? plan.qscale * row_factors(a, item.b, h, i).tau : plan.qscale;
-      for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = q[d] * qscale;
+#ifdef ATTNKIT_HAVE_TRANSPOSE16
+      if (blocked) sources[r] = row >= 0 ? a.q.row<float>(item.b, h, row) : kZeroRow;
+      scales[r] = qscale;
+#endif
+      if (!blocked) {
+        float q[1024];  // validate() caps the head dim at 1024
+        if (row >= 0) {
+          ConvertRows(a.q, RowPointer(a.q, item.b, h, row), 0, 1, dim, dim, q);
+        } else {
+          std::fill(q, q + dim, 0.0f);  // a padding slot
+        }
+        for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = q[d] * qscale;
+      }
       t.limit[r] = static_cast<float>(i + (nk - nq));
       if (a.dropout > 0.0f) t.row_keys[r] = dropout_row_key(a.dropout_seed, item.b, h, i);
       t.min_limit = std::min(t.min_limit, t.limit[r]);
       t.max_limit = std::max(t.max_limit, t.limit[r]);
     } else {
-      for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = 0.0f;
+#ifdef ATTNKIT_HAVE_TRANSPOSE16
+      sources[r] = kZeroRow, scales[r] = 0.0f;
+#endif
+      if (!blocked)
+        for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = 0.0f;
       t.limit[r] = t.limit[0];
       if (a.dropout > 0.0f) t.row_keys[r] = 0;
     }
     t.m[r] = -std::numeric_limits<float>::infinity();
     t.l[r] = 0.0f;
   }
+#ifdef ATTNKIT_HAVE_TRANSPOSE16
+  if (blocked)
+    for (int64_t r0 = 0; r0 < m_pad; r0 += 16)
+      TransposeScaled16(sources + r0, scales + r0, dim, t.qt.get() + r0, m_pad);
+#endif
   std::fill(t.o.get(), t.o.get() + m_pad * dv_pad, 0.0f);
   return true;
 }
