@@ -161,6 +161,46 @@ ListView KeyList(const TilePlan& plan, const WorkItem& item) {
           plan.mask->row_start[item.list + 1] - begin};
 }
 
+// Q^T [dim][m_pad] of a tile, each row scaled (its temperature factor folded in), padding
+// rows zero: f32 rows of whole 16-float vectors transposed 16 x 16 in registers (AVX-512), else
+// element by element.
+void FillQt(const TilePlan& plan, const WorkItem& item, int64_t m_pad, float* qt) {
+  const AttentionArgs& a = *plan.args;
+  const int64_t rows = item.nh * item.nt, dim = a.q.shape[3];
+  const bool modified = has_score_modifiers(a);
+  const auto row_of = [&](int64_t r) { return r < rows ? plan.q_row(item.q0 + r % item.nt) : -1; };
+  const auto scale_of = [&](int64_t r) {
+    if (!modified || r >= rows) return plan.qscale;
+    return plan.qscale * row_factors(a, item.b, item.h0 + r / item.nt, item.q0 + r % item.nt).tau;
+  };
+#ifdef ATTNKIT_HAVE_TRANSPOSE16
+  if (a.q.dtype == DType::kF32 && dim % 16 == 0) {
+    alignas(64) static const float kZeroRow[1024] = {};  // validate() caps the head dim at 1024
+    const float* sources[kMaxTileRows + 32];
+    float scales[kMaxTileRows + 32];
+    for (int64_t r = 0; r < m_pad; ++r) {
+      const int64_t row = row_of(r);
+      sources[r] = row >= 0 ? a.q.row<float>(item.b, item.h0 + r / item.nt, row) : kZeroRow;
+      scales[r] = scale_of(r);
+    }
+    for (int64_t r0 = 0; r0 < m_pad; r0 += 16)
+      TransposeScaled16(sources + r0, scales + r0, dim, qt + r0, m_pad);
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < m_pad; ++r) {
+    const int64_t row = row_of(r);
+    float q[1024];  // validate() caps the head dim at 1024
+    if (row >= 0) {
+      ConvertRows(a.q, RowPointer(a.q, item.b, item.h0 + r / item.nt, row), 0, 1, dim, dim, q);
+    } else {
+      std::fill(q, q + dim, 0.0f);  // a padding slot or row
+    }
+    const float qscale = scale_of(r);
+    for (int64_t d = 0; d < dim; ++d) qt[d * m_pad + r] = q[d] * qscale;
+  }
+}
+
 // Sets the tile up: Q^T, scaled, padding rows zero; causal limits per row (bottom-right
 // aligned); m = -inf, l = 0, O = 0. Score modifiers: each row's temperature factor folds into
 // its Q scale, its gate into the normalisation. Returns false, with the output written, when
@@ -169,7 +209,7 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
   const AttentionArgs& a = *plan.args;
   const DF df;
   const int64_t chunk = kCols * hn::Lanes(df);
-  const int64_t nq = plan.nq, nk = a.k.shape[2], dim = a.q.shape[3], dim_v = a.v.shape[3];
+  const int64_t nq = plan.nq, nk = a.k.shape[2], dim_v = a.v.shape[3];
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   if (gated_off(a, item.b, item.h0, item.nh, item.q0, item.nt)) {
     for (int64_t r = 0; r < rows; ++r) {
@@ -180,55 +220,22 @@ bool BeginTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, TileS
     }
     return false;
   }
-  const bool modified = has_score_modifiers(a);
-  // f32 rows whose length is whole 16-float vectors are transposed 16 x 16 in registers.
-#ifdef ATTNKIT_HAVE_TRANSPOSE16
-  const bool blocked = a.q.dtype == DType::kF32 && dim % 16 == 0 && hn::Lanes(df) == 16;
-  alignas(64) static const float kZeroRow[1024] = {};
-  const float* sources[kMaxTileRows + 32];
-  float scales[kMaxTileRows + 32];
-#else
-  const bool blocked = false;
-#endif
+  FillQt(plan, item, m_pad, t.qt.get());
   t.min_limit = std::numeric_limits<float>::infinity(), t.max_limit = -t.min_limit;
   for (int64_t r = 0; r < m_pad; ++r) {
     if (r < rows) {
-      const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt, row = plan.q_row(i);
-      const float qscale = modified ? plan.qscale * row_factors(a, item.b, h, i).tau : plan.qscale;
-#ifdef ATTNKIT_HAVE_TRANSPOSE16
-      if (blocked) sources[r] = row >= 0 ? a.q.row<float>(item.b, h, row) : kZeroRow;
-      scales[r] = qscale;
-#endif
-      if (!blocked) {
-        float q[1024];  // validate() caps the head dim at 1024
-        if (row >= 0) {
-          ConvertRows(a.q, RowPointer(a.q, item.b, h, row), 0, 1, dim, dim, q);
-        } else {
-          std::fill(q, q + dim, 0.0f);  // a padding slot
-        }
-        for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = q[d] * qscale;
-      }
+      const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt;
       t.limit[r] = static_cast<float>(i + (nk - nq));
       if (a.dropout > 0.0f) t.row_keys[r] = dropout_row_key(a.dropout_seed, item.b, h, i);
       t.min_limit = std::min(t.min_limit, t.limit[r]);
       t.max_limit = std::max(t.max_limit, t.limit[r]);
     } else {
-#ifdef ATTNKIT_HAVE_TRANSPOSE16
-      sources[r] = kZeroRow, scales[r] = 0.0f;
-#endif
-      if (!blocked)
-        for (int64_t d = 0; d < dim; ++d) t.qt[d * m_pad + r] = 0.0f;
       t.limit[r] = t.limit[0];
       if (a.dropout > 0.0f) t.row_keys[r] = 0;
     }
     t.m[r] = -std::numeric_limits<float>::infinity();
     t.l[r] = 0.0f;
   }
-#ifdef ATTNKIT_HAVE_TRANSPOSE16
-  if (blocked)
-    for (int64_t r0 = 0; r0 < m_pad; r0 += 16)
-      TransposeScaled16(sources + r0, scales + r0, dim, t.qt.get() + r0, m_pad);
-#endif
   std::fill(t.o.get(), t.o.get() + m_pad * dv_pad, 0.0f);
   return true;
 }
