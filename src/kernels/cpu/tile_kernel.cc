@@ -44,6 +44,7 @@
 #include "core/dropout.h"
 #include "core/score_modifiers.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/dropout-inl.h"
 #include "kernels/cpu/tile_ops-inl.h"
@@ -398,15 +399,21 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   const int64_t step = plan.windows->step[plan.windows->ndim - 1];
   float* st = s.st.get();
+  const int64_t k_bytes = a.k.dtype == DType::kF32 ? a.q.shape[3] * 4 : 0;  // else packed
+  const int64_t v_bytes = a.v.shape[3] % n == 0 ? a.v.shape[3] * dtype_size(a.v.dtype) : 0;
   const auto same_rows = [](const Scratch::KeyRun& x, const Scratch::KeyRun& y) {
     return x.rows_begin == y.rows_begin && x.rows_end == y.rows_end;
   };
   for (size_t i = 0, e = 0; i < s.runs.size(); i = e) {
     for (e = i + 1; e < s.runs.size() && same_rows(s.runs[e], s.runs[i]);) ++e;
     const Scratch::KeyRun& run = s.runs[i];
-    Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data() + run.at},
-           s.runs[e - 1].at + s.runs[e - 1].keys - run.at, a.q.shape[3], st + run.at * m_pad,
-           RowsAhead(), run.rows_begin, run.rows_end);
+    const int64_t end = s.runs[e - 1].at + s.runs[e - 1].keys;
+    // While these keys are scored: the next runs' K and V rows (as many keys again).
+    const int64_t used = s.runs.back().at + s.runs.back().keys;
+    const RowsAhead ahead(s.k_rows.data() + end, k_bytes, s.v_rows.data() + end, v_bytes,
+                          std::min(end - run.at, used - end));
+    Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data() + run.at}, end - run.at,
+           a.q.shape[3], st + run.at * m_pad, ahead, run.rows_begin, run.rows_end);
   }
   const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
   for (const Scratch::KeyRun& run : s.runs) {
@@ -611,10 +618,16 @@ bool VisitBlock(const TilePlan& plan, const WorkItem& item, const ListView& list
   return true;
 }
 
-// Normalizes once; rows that saw no key get O = 0, LSE = -inf.
+// Normalizes once; rows that saw no key get O = 0, LSE = -inf. A window walk's O rows are
+// streamed past the caches (whole vectors, aligned rows; hwy::FlushStream before the threads
+// join): its tiles are short and their 64 rows scattered, so ordinary stores stalled on the
+// lines' ownership (6% of natten2d kernel 13, even with the lines asked for a tile ahead).
 void EndTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, const TileState& t) {
   const AttentionArgs& a = *plan.args;
   const bool modified = has_score_modifiers(a);
+  const DF df;
+  const int64_t n = hn::Lanes(df);
+  const bool stream = plan.windows && a.v.shape[3] % n == 0;
   for (int64_t r = 0; r < item.nh * item.nt; ++r) {
     const int64_t h = item.h0 + r / item.nt, i = item.q0 + r % item.nt, row = plan.q_row(i);
     if (row < 0) continue;  // a padding slot
@@ -622,7 +635,13 @@ void EndTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, const T
     const float l = t.l[r];
     float inv = l > 0.0f ? 1.0f / l : 0.0f;
     if (modified) inv *= row_factors(a, item.b, h, i).gate;
-    for (int64_t d = 0; d < a.v.shape[3]; ++d) out[d] = t.o[r * dv_pad + d] * inv;
+    if (stream && reinterpret_cast<uintptr_t>(out) % (n * sizeof(float)) == 0) {
+      for (int64_t d = 0; d < a.v.shape[3]; d += n)
+        hn::Stream(hn::Mul(hn::Load(df, t.o.get() + r * dv_pad + d), hn::Set(df, inv)), df,
+                   out + d);
+    } else {
+      for (int64_t d = 0; d < a.v.shape[3]; ++d) out[d] = t.o[r * dv_pad + d] * inv;
+    }
     if (!a.lse.empty()) {
       *a.lse.row<float>(item.b, h, row) = l > 0.0f
                                               ? (t.m[r] + std::log2(l)) * static_cast<float>(M_LN2)
@@ -631,18 +650,16 @@ void EndTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, const T
   }
 }
 
-// Asks for a tile's Q rows and, to be written, its O rows: a window walk's tile is short (a few
-// hundred keys), so the misses on its 64 scattered rows, Q read at its start and O written at
-// its end, would otherwise stall it (4% of natten2d kernel 13).
+// Asks for a tile's Q rows: a window walk's tile is short (a few hundred keys), so the misses on
+// its 64 scattered rows, read at its start, would otherwise stall it (4% of natten2d kernel 13).
+// (Its O rows are streamed: EndTile.)
 void PrefetchTileRows(const TilePlan& plan, const WorkItem& item) {
   const AttentionArgs& a = *plan.args;
-  const int64_t q_bytes = a.q.shape[3] * dtype_size(a.q.dtype), o_bytes = a.v.shape[3] * 4;
+  const int64_t q_bytes = a.q.shape[3] * dtype_size(a.q.dtype);
   for (int64_t r = 0; r < item.nh * item.nt; ++r) {
     const int64_t h = item.h0 + r / item.nt, row = plan.q_row(item.q0 + r % item.nt);
     if (row < 0) continue;  // a padding slot
     PrefetchBytes(RowPointer(a.q, item.b, h, row), q_bytes);
-    const char* out = reinterpret_cast<const char*>(a.out.row<float>(item.b, h, row));
-    for (int64_t byte = 0; byte < o_bytes; byte += 64) __builtin_prefetch(out + byte, 1);
   }
 }
 
@@ -650,6 +667,20 @@ void PrefetchTileRows(const TilePlan& plan, const WorkItem& item) {
 // queries). One tile walks its whole list; several walk theirs chunk by chunk in lockstep, so
 // that each chunk of K/V, read once from L3 or DRAM, serves every tile of the group from L2.
 void ProcessGroup(const TilePlan& plan, int64_t first, int64_t count, Scratch& s) {
+  if (plan.windows) {  // each tile walks its own union window, one after the other
+    for (int64_t t = 0; t < count; ++t) {
+      // The next tile's rows: the group's next, or the first of the group this thread most
+      // likely takes next (the threads take groups in turn).
+      const int64_t next = t + 1 < count ? first + t + 1 : first + count * plan.threads;
+      if (next < static_cast<int64_t>(plan.items.size())) PrefetchTileRows(plan, plan.items[next]);
+      const WorkItem& item = plan.items[first + t];
+      if (!BeginTile(plan, item, s.dv_pad, s.tiles[0])) continue;
+      VisitWindows(plan, item, s.tiles[0], s);
+      EndTile(plan, item, s.dv_pad, s.tiles[0]);
+    }
+    hwy::FlushStream();  // EndTile's streamed O rows, visible before the threads join
+    return;
+  }
   ListView lists[kMaxGroupTiles];
   bool live[kMaxGroupTiles], active[kMaxGroupTiles];
   int64_t longest = 0;
@@ -657,17 +688,6 @@ void ProcessGroup(const TilePlan& plan, int64_t first, int64_t count, Scratch& s
     lists[t] = KeyList(plan, plan.items[first + t]);
     live[t] = active[t] = BeginTile(plan, plan.items[first + t], s.dv_pad, s.tiles[t]);
     longest = std::max(longest, lists[t].count);
-  }
-  if (plan.windows) {  // each tile walks its own union window
-    // The group this thread most likely takes next (the threads take groups in turn).
-    const int64_t next = first + count * plan.threads;
-    if (next < static_cast<int64_t>(plan.items.size())) PrefetchTileRows(plan, plan.items[next]);
-    for (int64_t t = 0; t < count; ++t)
-      if (live[t]) {
-        VisitWindows(plan, plan.items[first + t], s.tiles[t], s);
-        EndTile(plan, plan.items[first + t], s.dv_pad, s.tiles[t]);
-      }
-    return;
   }
   const int64_t step = count == 1 ? longest : plan.group_chunk_blocks;
   for (int64_t e0 = 0; e0 < longest; e0 += step) {

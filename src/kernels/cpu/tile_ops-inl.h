@@ -47,6 +47,8 @@ struct RowsAhead {
   const char *k = nullptr, *v = nullptr;
   int64_t k_stride = 0, v_stride = 0, k_bytes = 0, v_bytes = 0;  // in bytes
   int64_t rows = 0;                                              // 0: nothing to ask for
+  const void* const* k_list = nullptr;
+  const void* const* v_list = nullptr;
   RowsAhead() = default;
   RowsAhead(const TensorView& kt, const void* k_row, const TensorView& vt, const void* v_row,
             int64_t count)
@@ -57,11 +59,15 @@ struct RowsAhead {
         k_bytes(kt.shape[3] * dtype_size(kt.dtype)),
         v_bytes(vt.shape[3] * dtype_size(vt.dtype)),
         rows(count) {}
+  // Rows listed one by one (a grid window's runs): K row j at k_list[j], V row j at v_list[j].
+  RowsAhead(const void* const* k_rows, int64_t k_row_bytes, const void* const* v_rows,
+            int64_t v_row_bytes, int64_t count)
+      : k_bytes(k_row_bytes), v_bytes(v_row_bytes), rows(count), k_list(k_rows), v_list(v_rows) {}
   // Rows [first, last) of both.
   HWY_INLINE void Rows(int64_t first, int64_t last) const {
     for (int64_t j = first; j < std::min(last, rows); ++j) {
-      PrefetchBytes(k + j * k_stride, k_bytes);
-      PrefetchBytes(v + j * v_stride, v_bytes);
+      PrefetchBytes(k_list ? k_list[j] : k + j * k_stride, k_bytes);
+      PrefetchBytes(v_list ? v_list[j] : v + j * v_stride, v_bytes);
     }
   }
   // Share `part` of `parts` equal shares.
