@@ -56,6 +56,8 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kMinPackedKeys = 128;
+// Grid windows: keys scored per call while the next ones' rows are asked for (4 x kRows).
+constexpr int64_t kSegmentKeys = 48;
 // Grid windows: a bound beyond every coordinate (windows of padding rows, empty run bounds).
 constexpr float kWideOpen = 1e30f;
 
@@ -96,9 +98,9 @@ struct Scratch {
   // bounds of one run of keys [2][m_pad] (empty where an outer axis hides the run), the runs
   // whose scores are in St, and their K and V rows.
   hwy::AlignedFreeUniquePtr<float[]> win_lo, win_hi, run_bounds, ones;
+  hwy::AlignedFreeUniquePtr<float[]> kept_bounds;  // run i's run_bounds at i * 2 * m_pad
   struct KeyRun {
     int64_t keys, at, x0;  // keys (step apart), first row in St, first key's last coordinate
-    int64_t outer[2];      // the run's coordinates on the outer axes
     int64_t rows_begin, rows_end;  // the row vectors that see it
     bool uniform;                  // each of those rows sees every key of the run
   };
@@ -143,6 +145,7 @@ struct Scratch {
       win_lo = hwy::AllocateAligned<float>(3 * m_pad);
       win_hi = hwy::AllocateAligned<float>(3 * m_pad);
       run_bounds = hwy::AllocateAligned<float>(2 * m_pad);
+      kept_bounds = hwy::AllocateAligned<float>(2 * st_floats);  // a run has a key at least
       ones = hwy::AllocateAligned<float>(m_pad);
       std::fill(ones.get(), ones.get() + m_pad, 1.0f);
       k_rows.resize(keys);
@@ -404,27 +407,31 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
   const auto same_rows = [](const Scratch::KeyRun& x, const Scratch::KeyRun& y) {
     return x.rows_begin == y.rows_begin && x.rows_end == y.rows_end;
   };
+  // Scored segment by segment: while one is, its own V rows (read after the softmax) and the K
+  // rows of as many keys after it are asked for. The batch's first segment: AddRun.
+  const int64_t used = s.runs.back().at + s.runs.back().keys;
   for (size_t i = 0, e = 0; i < s.runs.size(); i = e) {
     for (e = i + 1; e < s.runs.size() && same_rows(s.runs[e], s.runs[i]);) ++e;
     const Scratch::KeyRun& run = s.runs[i];
     const int64_t end = s.runs[e - 1].at + s.runs[e - 1].keys;
-    // While these keys are scored: the next runs' K and V rows (as many keys again).
-    const int64_t used = s.runs.back().at + s.runs.back().keys;
-    const RowsAhead ahead(s.k_rows.data() + end, k_bytes, s.v_rows.data() + end, v_bytes,
-                          std::min(end - run.at, used - end));
-    Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data() + run.at}, end - run.at,
-           a.q.shape[3], st + run.at * m_pad, ahead, run.rows_begin, run.rows_end);
+    for (int64_t j0 = run.at; j0 < end; j0 += kSegmentKeys) {
+      const int64_t j1 = std::min(j0 + kSegmentKeys, end);
+      const RowsAhead ahead(s.k_rows.data() + j1, std::min(j1 - j0, used - j1), k_bytes,
+                            s.v_rows.data() + j0, j1 - j0, v_bytes);
+      Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data() + j0}, j1 - j0, a.q.shape[3],
+             st + j0 * m_pad, ahead, run.rows_begin, run.rows_end);
+    }
   }
   const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
-  for (const Scratch::KeyRun& run : s.runs) {
+  for (size_t i = 0; i < s.runs.size(); ++i) {
+    const Scratch::KeyRun& run = s.runs[i];
     if (run.uniform) continue;  // every row that sees the run sees all of it (halo2d's boxes)
-    const float x_first = static_cast<float>(run.x0);
-    RunBounds(*plan.windows, run.outer, x_first, x_first, m_pad, s);
+    const float* bounds = s.kept_bounds.get() + i * 2 * m_pad;  // AddRun's copy
     for (int64_t j = run.at; j < run.at + run.keys; ++j) {
       const VF x = hn::Set(df, static_cast<float>(run.x0 + (j - run.at) * step));
       for (int64_t r0 = run.rows_begin; r0 < run.rows_end; r0 += n) {
-        const auto seen = hn::And(hn::Ge(x, hn::Load(df, s.run_bounds.get() + r0)),
-                                  hn::Le(x, hn::Load(df, s.run_bounds.get() + m_pad + r0)));
+        const auto seen = hn::And(hn::Ge(x, hn::Load(df, bounds + r0)),
+                                  hn::Le(x, hn::Load(df, bounds + m_pad + r0)));
         float* row = st + j * m_pad + r0;
         hn::Store(hn::IfThenElse(seen, hn::Load(df, row), neg_inf), df, row);
       }
@@ -460,8 +467,8 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
 // Grid windows: adds `keys` keys of one run (tokens token, token + step, ...; last-axis
 // coordinates x0, x0 + step, ...) to the batch: their K and V rows in place, or converted to
 // f32 (K not f32, V rows not a whole number of vectors) into the packed block's buffers.
-void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, const RunCover& cover,
-            int64_t token, int64_t x0, int64_t keys, Scratch& s) {
+void AddRun(const TilePlan& plan, const WorkItem& item, const RunCover& cover, int64_t token,
+            int64_t x0, int64_t keys, Scratch& s) {
   const AttentionArgs& a = *plan.args;
   const int64_t n = hn::Lanes(DF());
   const int64_t dim = a.q.shape[3], dim_v = a.v.shape[3];
@@ -476,6 +483,9 @@ void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, const 
   if (!k_in_place) ConvertRows(a.k, k, step * a.k.stride[2], keys, dim, dim, s.gk.get() + at * dim);
   if (!v_in_place)
     ConvertRows(a.v, v, step * a.v.stride[2], keys, dim_v, s.dv_pad, s.gv.get() + at * s.dv_pad);
+  if (k_in_place)  // the batch's first segment: FlushRuns asks for the others
+    for (int64_t j = 0; j < std::min(keys, kSegmentKeys - at); ++j)
+      PrefetchBytes(static_cast<const char*>(k) + j * k_step, dim * 4);
   for (int64_t j = 0; j < keys; ++j) {
     s.k_rows[at + j] = k_in_place
                            ? static_cast<const void*>(static_cast<const char*>(k) + j * k_step)
@@ -484,7 +494,15 @@ void AddRun(const TilePlan& plan, const WorkItem& item, const int64_t* c, const 
                            ? static_cast<const void*>(static_cast<const char*>(v) + j * v_step)
                            : s.gv.get() + (at + j) * s.dv_pad;
   }
-  s.runs.push_back({keys, at, x0, {c[0], c[1]}, cover.rows_begin, cover.rows_end, cover.uniform});
+  if (!cover.uniform) {  // FlushRuns masks with the rows' bounds on the last axis
+    const int64_t chunk = kCols * n, m_pad = (item.nh * item.nt + chunk - 1) / chunk * chunk;
+    float* kept = s.kept_bounds.get() + s.runs.size() * 2 * m_pad;
+    const int64_t rows = cover.rows_end - cover.rows_begin;
+    std::copy_n(s.run_bounds.get() + cover.rows_begin, rows, kept + cover.rows_begin);
+    std::copy_n(s.run_bounds.get() + m_pad + cover.rows_begin, rows,
+                kept + m_pad + cover.rows_begin);
+  }
+  s.runs.push_back({keys, at, x0, cover.rows_begin, cover.rows_end, cover.uniform});
 }
 
 // Grid windows: walks the union of the tile's row windows run by run along the last axis (K
@@ -531,7 +549,7 @@ void VisitWindows(const TilePlan& plan, const WorkItem& item, TileState& t, Scra
         coord[last] = x;
         int64_t token = 0;
         for (int ax = 0; ax < nd; ++ax) token = token * w.extent[ax] + coord[ax];
-        AddRun(plan, item, c, cover, token, x, keys, s);
+        AddRun(plan, item, cover, token, x, keys, s);
         x += keys * w.step[last];
       }
     }

@@ -46,7 +46,7 @@ HWY_INLINE void PrefetchBytes(const void* p, int64_t bytes) {
 struct RowsAhead {
   const char *k = nullptr, *v = nullptr;
   int64_t k_stride = 0, v_stride = 0, k_bytes = 0, v_bytes = 0;  // in bytes
-  int64_t rows = 0;                                              // 0: nothing to ask for
+  int64_t k_rows = 0, v_rows = 0;  // how many of each to ask for (0: none)
   const void* const* k_list = nullptr;
   const void* const* v_list = nullptr;
   RowsAhead() = default;
@@ -58,20 +58,27 @@ struct RowsAhead {
         v_stride(vt.stride[2] * dtype_size(vt.dtype)),
         k_bytes(kt.shape[3] * dtype_size(kt.dtype)),
         v_bytes(vt.shape[3] * dtype_size(vt.dtype)),
-        rows(count) {}
+        k_rows(count),
+        v_rows(count) {}
   // Rows listed one by one (a grid window's runs): K row j at k_list[j], V row j at v_list[j].
-  RowsAhead(const void* const* k_rows, int64_t k_row_bytes, const void* const* v_rows,
-            int64_t v_row_bytes, int64_t count)
-      : k_bytes(k_row_bytes), v_bytes(v_row_bytes), rows(count), k_list(k_rows), v_list(v_rows) {}
+  RowsAhead(const void* const* k_at, int64_t k_count, int64_t k_row_bytes, const void* const* v_at,
+            int64_t v_count, int64_t v_row_bytes)
+      : k_bytes(k_row_bytes),
+        v_bytes(v_row_bytes),
+        k_rows(k_count),
+        v_rows(v_count),
+        k_list(k_at),
+        v_list(v_at) {}
   // Rows [first, last) of both.
   HWY_INLINE void Rows(int64_t first, int64_t last) const {
-    for (int64_t j = first; j < std::min(last, rows); ++j) {
-      PrefetchBytes(k_list ? k_list[j] : k + j * k_stride, k_bytes);
-      PrefetchBytes(v_list ? v_list[j] : v + j * v_stride, v_bytes);
+    for (int64_t j = first; j < std::min(last, std::max(k_rows, v_rows)); ++j) {
+      if (j < k_rows) PrefetchBytes(k_list ? k_list[j] : k + j * k_stride, k_bytes);
+      if (j < v_rows) PrefetchBytes(v_list ? v_list[j] : v + j * v_stride, v_bytes);
     }
   }
   // Share `part` of `parts` equal shares.
   HWY_INLINE void Share(int64_t part, int64_t parts) const {
+    const int64_t rows = std::max(k_rows, v_rows);
     Rows(part * rows / parts, (part + 1) * rows / parts);
   }
 };
