@@ -520,10 +520,13 @@ void VisitWindows(const TilePlan& plan, const WorkItem& item, TileState& t, Scra
   for (int64_t r = 0; r < m_pad; ++r) {
     const int64_t token = r < rows ? plan.q_row(item.q0 + r % item.nt) : -1;
     int64_t pairs = token >= 0 ? 1 : 0;  // the row's window volume
+    int64_t coord[3] = {0, 0, 0};
+    for (int64_t ax = last, rest = token; ax >= 0 && token >= 0; --ax)
+      coord[ax] = rest % w.extent[ax], rest /= w.extent[ax];
     for (int ax = 0; ax < nd; ++ax) {
       float first = kWideOpen, end = -kWideOpen;
       if (token >= 0) {
-        const int64_t f = w.first[3 * token + ax], l = w.last[3 * token + ax];
+        const int64_t f = w.first[ax][coord[ax]], l = w.last[ax][coord[ax]];
         if (!any) lo[ax] = f, hi[ax] = l;
         lo[ax] = std::min(lo[ax], f), hi[ax] = std::max(hi[ax], l);
         first = static_cast<float>(f), end = static_cast<float>(l);

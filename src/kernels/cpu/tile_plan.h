@@ -19,15 +19,18 @@ struct WorkItem {
 };
 
 // Neighbourhoods on a row-major grid of up to 3 axes (grid patterns without causality): token i
-// sees token j iff on every axis a, j's coordinate lies in [first[3i + a], last[3i + a]] and is
-// congruent to both modulo step[a] (the dilation). With these, the kernel reads K and V in
-// token order and walks each tile's union window, one run of keys along the last axis at a
-// time, with each row's window applied by compares (no block list, no predicate bytes).
+// sees token j iff on every axis a, j's coordinate lies in [first[a][x], last[a][x]] (x: i's
+// coordinate on that axis) and is congruent to both modulo step[a] (the dilation). With these, the
+// kernel reads K and V in token order and walks each tile's union window, one run of keys along the
+// last axis at a time, with each row's window applied by compares (no block list, no predicate
+// bytes).
 struct GridWindows {
   int ndim = 1;
   int64_t extent[3] = {1, 1, 1};  // axis lengths, axis 0 slowest
   int64_t step[3] = {1, 1, 1};
-  std::vector<int32_t> first, last;  // [tokens][3], original coordinates, inclusive
+  // Per axis, by coordinate: the window on that axis, inclusive (a window is a product of
+  // intervals, one per axis: tables of extent[a] entries, not of tokens).
+  std::vector<int32_t> first[3], last[3];
 };
 
 struct TilePlan {

@@ -354,33 +354,17 @@ TiledPlan plan_tiled(const Grid& grid, bool causal, Tiling tiling) {
 cpu::GridWindows grid_windows(const Grid& grid) {
   cpu::GridWindows w;
   w.ndim = grid.ndim;
-  const int64_t n = grid.size();
-  w.first.resize(3 * n);
-  w.last.resize(3 * n);
-  for (int a = 0; a < grid.ndim; ++a) {
-    w.extent[a] = grid.axis[a].length;
-    w.step[a] = grid.axis[a].dilation;
-  }
-  // A window on one axis depends on that axis's coordinate only: one table per axis, then
-  // each token's three entries copied from them (row-major, the last axis fastest).
-  std::vector<int32_t> first[3], last[3];
   for (int a = 0; a < grid.ndim; ++a) {
     const AxisRule& rule = grid.axis[a];
+    w.extent[a] = rule.length;
+    w.step[a] = rule.dilation;
     for (int64_t x = 0; x < rule.length; ++x) {
       const int64_t d = rule.dilation, residue = x % d;
       int64_t start = 0, end = 0;
       rule.window(x / d, rule.group_length(residue), &start, &end);
-      first[a].push_back(static_cast<int32_t>(residue + d * start));
-      last[a].push_back(static_cast<int32_t>(residue + d * (end - 1)));
+      w.first[a].push_back(static_cast<int32_t>(residue + d * start));
+      w.last[a].push_back(static_cast<int32_t>(residue + d * (end - 1)));
     }
-  }
-  int64_t c[3] = {0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    for (int a = 0; a < grid.ndim; ++a) {
-      w.first[3 * i + a] = first[a][c[a]];
-      w.last[3 * i + a] = last[a][c[a]];
-    }
-    for (int a = grid.ndim - 1; a >= 0 && ++c[a] == grid.axis[a].length; --a) c[a] = 0;
   }
   return w;
 }

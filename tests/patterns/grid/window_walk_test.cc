@@ -48,7 +48,8 @@ TEST(WindowWalk, OnlyPlansWithoutCausalityWalk) {
   EXPECT_EQ(walk_of(line), nullptr);
 }
 
-// Every token's window, inclusive, in original coordinates, against the rule written here.
+// Every token's window, inclusive, in original coordinates (per axis, by the token's coordinate
+// there), against the rule written here.
 TEST(WindowWalk, WindowsAreTheRule) {
   const auto pattern = make_pattern("natten2d:height=9,width=20,kernel=5,dilation_w=2");
   const Plan plan = pattern->plan(grid_inputs(9 * 20));
@@ -61,12 +62,12 @@ TEST(WindowWalk, WindowsAreTheRule) {
   for (int64_t i = 0; i < 9 * 20; ++i) {
     const int64_t y = i / 20, x = i % 20;
     const int64_t y0 = std::clamp<int64_t>(y - 2, 0, 4);
-    EXPECT_EQ(w.first[3 * i], y0) << i;
-    EXPECT_EQ(w.last[3 * i], y0 + 4) << i;
+    EXPECT_EQ(w.first[0][y], y0) << i;
+    EXPECT_EQ(w.last[0][y], y0 + 4) << i;
     // Dilation 2: columns of x's parity, 10 of them, the window 5 of those around x.
     const int64_t x0 = std::clamp<int64_t>(x / 2 - 2, 0, 5);
-    EXPECT_EQ(w.first[3 * i + 1], x % 2 + 2 * x0) << i;
-    EXPECT_EQ(w.last[3 * i + 1], x % 2 + 2 * (x0 + 4)) << i;
+    EXPECT_EQ(w.first[1][x], x % 2 + 2 * x0) << i;
+    EXPECT_EQ(w.last[1][x], x % 2 + 2 * (x0 + 4)) << i;
   }
 }
 
