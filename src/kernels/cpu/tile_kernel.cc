@@ -58,6 +58,8 @@ namespace hn = hwy::HWY_NAMESPACE;
 constexpr int64_t kMinPackedKeys = 128;
 // Grid windows: keys scored per call while the next ones' rows are asked for (4 x kRows).
 constexpr int64_t kSegmentKeys = 48;
+// Grid windows: the next tile's Q rows asked for per segment (64 rows over four segments).
+constexpr int64_t kQRowsPerSegment = 16;
 // Grid windows: a bound beyond every coordinate (windows of padding rows, empty run bounds).
 constexpr float kWideOpen = 1e30f;
 
@@ -106,6 +108,9 @@ struct Scratch {
   };
   std::vector<KeyRun> runs;
   std::vector<const void*> k_rows, v_rows;  // the batch's K and V rows, key by key
+  // The next tile's Q rows [q_asked, its rows) are still to be asked for (PrefetchTileRows).
+  const WorkItem* next_tile = nullptr;
+  int64_t q_asked = 0;
   std::vector<int64_t> key_ranges;  // one row vector's runs in St [begin, end), adjacent merged
 
   explicit Scratch(const TilePlan& plan) : tiles(plan.group_tiles) {
@@ -380,6 +385,23 @@ RunCover RunBounds(const GridWindows& w, const int64_t* c, float x0, float x1, i
   return cover;
 }
 
+// Asks for up to `rows` more of the next tile's Q rows (s.next_tile): a window walk's tile is
+// short (a few hundred keys), so the misses on its 64 scattered rows, read at its start, would
+// otherwise stall it (4% of natten2d kernel 13). Asked for a few at a time, as the current tile
+// scores its keys: all at once, they filled the miss queues (2% of halo2d). (O rows: EndTile.)
+void PrefetchTileRows(const TilePlan& plan, Scratch& s, int64_t rows) {
+  if (s.next_tile == nullptr) return;
+  const AttentionArgs& a = *plan.args;
+  const WorkItem& item = *s.next_tile;
+  const int64_t q_bytes = a.q.shape[3] * dtype_size(a.q.dtype);
+  for (const int64_t end = std::min(item.nh * item.nt, s.q_asked + rows); s.q_asked < end;
+       ++s.q_asked) {
+    const int64_t r = s.q_asked;
+    const int64_t h = item.h0 + r / item.nt, row = plan.q_row(item.q0 + r % item.nt);
+    if (row >= 0) PrefetchBytes(RowPointer(a.q, item.b, h, row), q_bytes);  // else padding
+  }
+}
+
 // O *= alpha, row by row: the batch's rescale, before its runs' PV add to O unscaled.
 void ScaleRows(float* o, int64_t rows, int64_t dv_pad, const float* alpha) {
   const DF df;
@@ -420,6 +442,7 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
                             s.v_rows.data() + j0, j1 - j0, v_bytes);
       Scores(t.qt.get(), m_pad, ListedRows<float>{s.k_rows.data() + j0}, j1 - j0, a.q.shape[3],
              st + j0 * m_pad, ahead, run.rows_begin, run.rows_end);
+      PrefetchTileRows(plan, s, kQRowsPerSegment);
     }
   }
   const VF neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
@@ -671,19 +694,6 @@ void EndTile(const TilePlan& plan, const WorkItem& item, int64_t dv_pad, const T
   }
 }
 
-// Asks for a tile's Q rows: a window walk's tile is short (a few hundred keys), so the misses on
-// its 64 scattered rows, read at its start, would otherwise stall it (4% of natten2d kernel 13).
-// (Its O rows are streamed: EndTile.)
-void PrefetchTileRows(const TilePlan& plan, const WorkItem& item) {
-  const AttentionArgs& a = *plan.args;
-  const int64_t q_bytes = a.q.shape[3] * dtype_size(a.q.dtype);
-  for (int64_t r = 0; r < item.nh * item.nt; ++r) {
-    const int64_t h = item.h0 + r / item.nt, row = plan.q_row(item.q0 + r % item.nt);
-    if (row < 0) continue;  // a padding slot
-    PrefetchBytes(RowPointer(a.q, item.b, h, row), q_bytes);
-  }
-}
-
 // Runs the tiles items[first, first + count) (one group: same batch and heads, consecutive
 // queries). One tile walks its whole list; several walk theirs chunk by chunk in lockstep, so
 // that each chunk of K/V, read once from L3 or DRAM, serves every tile of the group from L2.
@@ -693,10 +703,12 @@ void ProcessGroup(const TilePlan& plan, int64_t first, int64_t count, Scratch& s
       // The next tile's rows: the group's next, or the first of the group this thread most
       // likely takes next (the threads take groups in turn).
       const int64_t next = t + 1 < count ? first + t + 1 : first + count * plan.threads;
-      if (next < static_cast<int64_t>(plan.items.size())) PrefetchTileRows(plan, plan.items[next]);
+      s.next_tile = next < static_cast<int64_t>(plan.items.size()) ? &plan.items[next] : nullptr;
+      s.q_asked = 0;
       const WorkItem& item = plan.items[first + t];
       if (!BeginTile(plan, item, s.dv_pad, s.tiles[0])) continue;
       VisitWindows(plan, item, s.tiles[0], s);
+      PrefetchTileRows(plan, s, kMaxTileRows);  // what the walk did not ask for
       EndTile(plan, item, s.dv_pad, s.tiles[0]);
     }
     hwy::FlushStream();  // EndTile's streamed O rows, visible before the threads join
