@@ -141,6 +141,27 @@ TEST(WindowWalk, MatchesReferenceAcrossBatches) {
   expect_run_matches("natten2d:height=37,width=29,kernel=9", p, natten_2d(37, 29, 9));
 }
 
+// O rows that do not start on a vector boundary are written with ordinary stores (aligned ones
+// are streamed past the caches).
+TEST(WindowWalk, WritesUnalignedOutputRows) {
+  Problem p;
+  p.nq = p.nk = 20 * 20, p.dim = 16, p.dim_v = 32;
+  const auto pattern = make_pattern("natten2d:height=20,width=20,kernel=7");
+  check_problem(
+      p,
+      [&](const AttentionArgs& a) {
+        std::vector<float> buffer(a.out.shape[2] * a.out.shape[3] + 1);
+        AttentionArgs shifted = a;
+        shifted.out = MutableTensorView::contiguous(buffer.data() + 1, DType::kF32,
+                                                    {1, 1, a.out.shape[2], a.out.shape[3]});
+        pattern->run(shifted);
+        for (int64_t i = 0; i < a.out.shape[2]; ++i)
+          for (int64_t d = 0; d < a.out.shape[3]; ++d)
+            a.out.set(0, 0, i, d, shifted.out.get(0, 0, i, d));
+      },
+      [rule = natten_2d(20, 20, 7)](int64_t, int64_t, int64_t i, int64_t j) { return rule(i, j); });
+}
+
 TEST(WindowWalk, MatchesReferenceOnEveryTarget) {
   for (int64_t target : simd_targets()) {
     Problem p;
