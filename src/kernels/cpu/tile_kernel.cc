@@ -56,7 +56,8 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kMinPackedKeys = 128;
-// Grid windows: keys scored per call while the next ones' rows are asked for (4 x kRows).
+// Grid windows: keys scored per call while the next ones' rows are asked for (a multiple of
+// kRows on every target).
 constexpr int64_t kSegmentKeys = 48;
 // Grid windows: the next tile's Q rows asked for per segment (64 rows over four segments).
 constexpr int64_t kQRowsPerSegment = 16;
@@ -414,8 +415,8 @@ void ScaleRows(float* o, int64_t rows, int64_t dv_pad, const float* alpha) {
 }
 
 // Grid windows: the batch of key runs gathered so far, scored over their listed K rows for the
-// row vectors that see them (consecutive runs that share those rows in one pass), masked with
-// the rows' windows (-inf for the other rows), softmaxed and folded into O.
+// row vectors that see them (consecutive runs that share those rows together, kSegmentKeys at a
+// time), masked with the rows' windows (-inf for the other rows), softmaxed and folded into O.
 void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch& s) {
   if (s.runs.empty()) return;
   const AttentionArgs& a = *plan.args;
