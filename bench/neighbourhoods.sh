@@ -34,7 +34,7 @@ for line in open(sys.argv[1]):
         continue
     overall = run["seconds"] / (run["density"] * dense)
     visited = run["seconds"] / (run["tile_density"] * dense)
-    rows.setdefault(run["pattern"].split(",dilation")[0], []).append(
+    rows.setdefault(run["pattern"], []).append(
         (overall, visited, run["tile_density"] / run["density"]))
 for pattern, runs in rows.items():
     overall, visited, ratio = zip(*runs)

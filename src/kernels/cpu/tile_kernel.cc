@@ -64,6 +64,15 @@ constexpr int64_t kQRowsPerSegment = 16;
 // Grid windows: a bound beyond every coordinate (windows of padding rows, empty run bounds).
 constexpr float kWideOpen = 1e30f;
 
+// Grid windows: which of K and V the walk reads in place (K in f32, V rows of whole vectors, in
+// their own dtype); the other is read from the f32 copies AddRun makes (Scratch gk, gv).
+struct WalkInPlace {
+  bool k, v;
+};
+WalkInPlace WalkReadsInPlace(const AttentionArgs& a) {
+  return {a.k.dtype == DType::kF32, a.v.shape[3] % static_cast<int64_t>(hn::Lanes(DF())) == 0};
+}
+
 // One tile's state while it walks its key blocks: Q^T, the O accumulator and the online-softmax
 // row statistics (rows padded to m_pad).
 struct TileState {
@@ -157,8 +166,9 @@ struct Scratch {
       k_rows.resize(keys);
       v_rows.resize(keys);
       key_ranges.resize(2 * keys);
-      if (a.k.dtype != DType::kF32) gk = hwy::AllocateAligned<float>(keys * dim);
-      if (dim_v % n != 0) gv = hwy::AllocateAligned<float>(keys * dv_pad);
+      const WalkInPlace in_place = WalkReadsInPlace(a);
+      if (!in_place.k) gk = hwy::AllocateAligned<float>(keys * dim);
+      if (!in_place.v) gv = hwy::AllocateAligned<float>(keys * dv_pad);
     }
   }
 };
@@ -425,8 +435,9 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
   const int64_t rows = item.nh * item.nt, m_pad = (rows + chunk - 1) / chunk * chunk;
   const int64_t step = plan.windows->step[plan.windows->ndim - 1];
   float* st = s.st.get();
-  const int64_t k_bytes = a.k.dtype == DType::kF32 ? a.q.shape[3] * 4 : 0;  // else packed
-  const int64_t v_bytes = a.v.shape[3] % n == 0 ? a.v.shape[3] * dtype_size(a.v.dtype) : 0;
+  const WalkInPlace in_place = WalkReadsInPlace(a);  // the copies need not be asked for
+  const int64_t k_bytes = in_place.k ? a.q.shape[3] * 4 : 0;
+  const int64_t v_bytes = in_place.v ? a.v.shape[3] * dtype_size(a.v.dtype) : 0;
   const auto same_rows = [](const Scratch::KeyRun& x, const Scratch::KeyRun& y) {
     return x.rows_begin == y.rows_begin && x.rows_end == y.rows_end;
   };
@@ -476,7 +487,7 @@ void FlushRuns(const TilePlan& plan, const WorkItem& item, TileState& t, Scratch
                         t.alpha.get());
   }
   ScaleRows(t.o.get(), m_pad, s.dv_pad, t.alpha.get());
-  const DType v_type = a.v.shape[3] % n == 0 ? a.v.dtype : DType::kF32;  // else padded copies
+  const DType v_type = in_place.v ? a.v.dtype : DType::kF32;  // else padded copies
   for (size_t i = 0, e = 0; i < s.runs.size(); i = e) {
     for (e = i + 1; e < s.runs.size() && same_rows(s.runs[e], s.runs[i]);) ++e;
     const Scratch::KeyRun& run = s.runs[i];
@@ -503,7 +514,7 @@ void AddRun(const TilePlan& plan, const WorkItem& item, const RunCover& cover, i
   const void* v = RowPointer(a.v, item.b, g, token);
   const int64_t k_step = step * a.k.stride[2] * dtype_size(a.k.dtype);
   const int64_t v_step = step * a.v.stride[2] * dtype_size(a.v.dtype);
-  const bool k_in_place = a.k.dtype == DType::kF32, v_in_place = dim_v % n == 0;
+  const auto [k_in_place, v_in_place] = WalkReadsInPlace(a);
   if (!k_in_place) ConvertRows(a.k, k, step * a.k.stride[2], keys, dim, dim, s.gk.get() + at * dim);
   if (!v_in_place)
     ConvertRows(a.v, v, step * a.v.stride[2], keys, dim_v, s.dv_pad, s.gv.get() + at * s.dv_pad);
